@@ -1,0 +1,1 @@
+"""People → answers: the ``chorus`` command line and the Streamlit explorer."""

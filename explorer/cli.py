@@ -1,0 +1,74 @@
+"""The ``chorus`` command line: one verb per job, each a thin layer over a documented function.
+
+Every verb lives in ``explorer/commands/<verb>.py`` and exposes ``add_parser(subparsers)`` and
+``run(args) -> int``. Verbs are imported lazily so that ``chorus --help`` does not import torch.
+Exit codes: 0 success, 1 failure, 2 bad usage (one clear line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from explorer.commands import CLIError
+
+# Order is the order shown by ``chorus --help``.
+COMMANDS = (
+    "embed",
+    "search",
+    "label",
+    "train",
+    "classify",
+    "cluster",
+    "export",
+    "info",
+    "models",
+    "explore",
+    "demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other usage error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chorus", description="Embedding database and explorer for field recordings.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        module = _command_module(name)
+        if module is not None:
+            module.add_parser(sub)
+    return parser
+
+
+def _command_module(name: str):
+    try:
+        return importlib.import_module(f"explorer.commands.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"explorer.commands.{name}":
+            return None  # verb not built yet in this checkout
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chorus`` console script."""
+    # torch's OpenMP spin-waiting makes CPU inference erratic on shared machines.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"chorus {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"chorus {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
