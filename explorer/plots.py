@@ -1,0 +1,417 @@
+"""Figure and image builders for the explorer: maps, precision-recall curves, cluster counts, spectrograms.
+
+Everything here is pure: data in, a plotly figure / numpy image / PNG bytes out, so it is unit-tested
+without Streamlit. Spectrograms are rendered with NumPy + Pillow (no matplotlib) through a colormap
+defined below.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image
+
+N_FFT = 512  # samples per STFT frame
+HOP = 128  # samples between STFT frames
+TOP_DB = 80.0  # dB of dynamic range kept below the loudest bin
+IMAGE_SIZE = (320, 128)  # default spectrogram image (width, height) in pixels
+MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "other"
+MAP_MARKER_SIZE = 4  # px
+CATEGORICAL_COLOURS = (
+    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
+    "#393b79 #ad494a #8ca252 #bd9e39 #a55194 #6b6ecf #e7969c #637939 #d6616b #3182bd #969696"
+).split()
+
+# Colormap anchors (evenly spaced), interpolated to 256 entries: perceptually ordered dark -> bright.
+_ANCHORS = {
+    "magma": "000004 1c1044 4f127b 812581 b5367a e55964 fb8761 fec287 fcfdbf",
+    "viridis": "440154 472d7b 3b528b 2c728e 21918c 28ae80 5ec962 addc30 fde725",
+    "gray": "000000 ffffff",
+}
+
+
+def colormap(name: str = "magma", n: int = 256) -> np.ndarray:
+    """Lookup table of ``n`` RGB colours, uint8 ``(n, 3)``, linearly interpolated between anchors."""
+    try:
+        anchors = _ANCHORS[name].split()
+    except KeyError:
+        raise ValueError(f"unknown colormap {name!r}; choose one of {sorted(_ANCHORS)}") from None
+    rgb = np.array([[int(a[i : i + 2], 16) for i in (0, 2, 4)] for a in anchors], float)  # (A, 3)
+    pos = np.linspace(0.0, 1.0, len(anchors))
+    t = np.linspace(0.0, 1.0, n)
+    lut = np.stack([np.interp(t, pos, rgb[:, c]) for c in range(3)], axis=1)  # (n, 3)
+    return np.round(lut).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spectrograms
+
+
+def spectrogram_db(
+    audio: np.ndarray,
+    sample_rate: int,
+    n_fft: int = N_FFT,
+    hop: int = HOP,
+    f_max: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Power spectrogram in dB (Hann-windowed STFT).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape (n,) or (C, n)
+        Raw audio; several channels are averaged.
+    sample_rate : int
+        Hz.
+    n_fft, hop : int
+        Frame length and hop in samples. Audio shorter than ``n_fft`` is zero-padded.
+    f_max : float, optional
+        Drop bins above this frequency (Hz).
+
+    Returns
+    -------
+    db : np.ndarray, float32, shape (F, T)
+        Power in dB relative to 1.0, row 0 = lowest frequency.
+    freqs : np.ndarray, shape (F,)
+        Bin centre frequencies (Hz).
+    times : np.ndarray, shape (T,)
+        Frame centre times (s) from the start of ``audio``.
+    """
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=0)  # (n,)
+    if x.ndim != 1:
+        raise ValueError(f"audio must be (n,) or (C, n), got shape {np.shape(audio)}")
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    n_frames = 1 + (len(x) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n_frames]  # (T, n_fft)
+    spec = np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=1)  # (T, n_fft//2+1)
+    power = spec.real**2 + spec.imag**2
+    db = 10.0 * np.log10(np.maximum(power, 1e-12)).T.astype(np.float32)  # (F, T)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    if f_max is not None:
+        keep = freqs <= f_max
+        db, freqs = db[keep], freqs[keep]
+    times = (np.arange(n_frames) * hop + n_fft / 2) / sample_rate
+    return db, freqs, times
+
+
+def spectrogram_image(
+    audio: np.ndarray,
+    sample_rate: int,
+    size: tuple[int, int] = IMAGE_SIZE,
+    cmap: str = "magma",
+    top_db: float = TOP_DB,
+    f_max: float | None = None,
+    n_fft: int = N_FFT,
+    hop: int = HOP,
+) -> np.ndarray:
+    """Render a spectrogram as an RGB image, low frequencies at the bottom.
+
+    Parameters
+    ----------
+    size : (width, height)
+        Output size in pixels.
+    top_db : float
+        Dynamic range: bins quieter than (max - top_db) are drawn at the bottom colour.
+
+    Returns
+    -------
+    np.ndarray, uint8, shape (height, width, 3)
+    """
+    db, _, _ = spectrogram_db(audio, sample_rate, n_fft=n_fft, hop=hop, f_max=f_max)
+    peak = float(db.max())
+    norm = np.clip((db - (peak - top_db)) / top_db, 0.0, 1.0)  # (F, T) in [0, 1]
+    idx = np.round(norm[::-1] * 255).astype(np.uint8)  # flip: high frequencies on top
+    gray = Image.fromarray(idx).resize(size, Image.Resampling.BILINEAR)
+    return colormap(cmap)[np.asarray(gray)]  # (H, W, 3)
+
+
+def spectrogram_png(audio: np.ndarray, sample_rate: int, **kwargs) -> bytes:
+    """PNG bytes of :func:`spectrogram_image` (same keyword arguments)."""
+    img = spectrogram_image(audio, sample_rate, **kwargs)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def spectrogram_figure(
+    audio: np.ndarray,
+    sample_rate: int,
+    offset_s: float = 0.0,
+    f_max: float | None = None,
+    max_frames: int = 1500,
+    span: tuple[float, float] | None = None,
+    height: int = 260,
+) -> go.Figure:
+    """Interactive spectrogram of a recording for picking a time span with box selection.
+
+    A heatmap shows the spectrogram (time on x, from ``offset_s``); an invisible scatter row of
+    points (one per frame) makes box selection report the selected times, which
+    :func:`selected_span` turns into ``(start_s, end_s)``. ``span`` is drawn as a shaded band.
+    """
+    n = np.asarray(audio).shape[-1]
+    hop = max(HOP, int(np.ceil(n / max_frames)))  # keep the figure small for long recordings
+    db, freqs, times = spectrogram_db(audio, sample_rate, hop=hop, f_max=f_max)
+    times = times + offset_s
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.maximum(db, db.max() - TOP_DB),
+            x=times,
+            y=freqs / 1000.0,
+            colorscale="Magma",
+            showscale=False,
+            hoverinfo="skip",
+        )
+    )
+    y_mid = float(freqs[-1] / 2000.0)
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=np.full(len(times), y_mid),
+            mode="markers",
+            marker={"size": 12, "opacity": 0.0},
+            hovertemplate="%{x:.2f} s<extra></extra>",
+            showlegend=False,
+            name="time",
+        )
+    )
+    if span is not None:
+        fig.add_vrect(x0=span[0], x1=span[1], fillcolor="#22d3ee", opacity=0.25, line_width=1)
+    fig.update_layout(
+        height=height,
+        margin={"l": 40, "r": 10, "t": 10, "b": 30},
+        xaxis_title="time (s)",
+        yaxis_title="kHz",
+        dragmode="select",
+        selectdirection="h",
+    )
+    return fig
+
+
+def selected_span(selection: dict | None) -> tuple[float, float] | None:
+    """``(start_s, end_s)`` from a Streamlit plotly selection on :func:`spectrogram_figure`.
+
+    Uses the box's x range when present, else the extent of the selected points; None if empty.
+    """
+    if not selection:
+        return None
+    for box in selection.get("box") or []:
+        xs = box.get("x") or []
+        if len(xs) >= 2 and max(xs) > min(xs):
+            return float(min(xs)), float(max(xs))
+    xs = [p["x"] for p in selection.get("points") or [] if "x" in p]
+    if len(xs) >= 2 and max(xs) > min(xs):
+        return float(min(xs)), float(max(xs))
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Map
+
+
+def _fold_categories(values: pd.Series, max_categories: int) -> pd.Series:
+    """Keep the most frequent categories, the rest become "other"; missing becomes "(none)"."""
+    s = values.astype("object").where(values.notna(), "(none)").astype(str)
+    top = s.value_counts().index[:max_categories]
+    return s.where(s.isin(top), "other")
+
+
+def scatter_map(
+    points: pd.DataFrame,
+    color: str | None = None,
+    continuous: bool | None = None,
+    hover: tuple[str, ...] = ("site", "path", "start_s"),
+    max_categories: int = MAX_CATEGORIES,
+    height: int = 600,
+    title: str | None = None,
+) -> go.Figure:
+    """WebGL scatter of projected windows.
+
+    Parameters
+    ----------
+    points : DataFrame
+        Columns ``x``, ``y``, ``window_id`` and whatever ``color`` / ``hover`` name.
+    color : str, optional
+        Column to colour by. Categorical columns (site, cluster, label) get one trace per value
+        (legend toggles them); numeric ones (hour, score) one trace with a colour bar, cyclic for "hour".
+    continuous : bool, optional
+        Force numeric (True) or categorical (False) colouring; default: numeric unless the column is
+        "cluster" or non-numeric.
+
+    Every point carries ``customdata = [window_id]`` so a selection maps back to windows with
+    :func:`selected_window_ids`, whatever trace the point is in.
+    """
+    for col in ("x", "y", "window_id"):
+        if col not in points.columns:
+            raise ValueError(f"scatter_map needs a {col!r} column; got {list(points.columns)}")
+    hover = tuple(h for h in hover if h in points.columns and h != color)
+    if color is not None and color not in points.columns:
+        raise ValueError(f"no column {color!r} to colour by; got {list(points.columns)}")
+    if continuous is None and color is not None:
+        continuous = color != "cluster" and pd.api.types.is_numeric_dtype(points[color])
+    hovertemplate = "window %{customdata[0]}" + "".join(
+        f"<br>{h}: %{{customdata[{i + 1}]}}" for i, h in enumerate(hover)
+    )
+    if color is not None:
+        hovertemplate += f"<br>{color}: " + (
+            "%{marker.color}" if continuous else "%{fullData.name}"
+        )
+    hovertemplate += "<extra></extra>"
+
+    def trace(df: pd.DataFrame, name: str, marker: dict) -> go.Scattergl:
+        custom = np.column_stack([df["window_id"].to_numpy()] + [df[h].to_numpy() for h in hover])
+        return go.Scattergl(
+            x=df["x"].to_numpy(),
+            y=df["y"].to_numpy(),
+            mode="markers",
+            name=name,
+            customdata=custom,
+            hovertemplate=hovertemplate,
+            marker={"size": MAP_MARKER_SIZE, **marker},
+        )
+
+    fig = go.Figure()
+    if color is None:
+        fig.add_trace(trace(points, "windows", {"color": CATEGORICAL_COLOURS[0]}))
+    elif continuous:
+        scale = "Twilight" if color == "hour" else "Viridis"
+        marker = {"color": points[color].to_numpy(), "colorscale": scale, "showscale": True}
+        marker["colorbar"] = {"title": {"text": color}}
+        if color == "hour":
+            marker.update(cmin=0, cmax=24)
+        fig.add_trace(trace(points, color, marker))
+    else:
+        cats = _fold_categories(points[color], max_categories)
+        order = sorted(cats.unique(), key=lambda c: (c in ("other", "(none)"), _natural_key(c)))
+        for i, cat in enumerate(order):
+            colour = "#c7c7c7" if cat in ("other", "(none)") else CATEGORICAL_COLOURS[i % 21]
+            fig.add_trace(trace(points[cats == cat], str(cat), {"color": colour}))
+    fig.update_layout(
+        height=height,
+        title=title,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        dragmode="lasso",
+        legend={"itemsizing": "constant", "title": {"text": color or ""}},
+        xaxis={"showticklabels": False, "title": None},
+        yaxis={"showticklabels": False, "title": None},
+    )
+    return fig
+
+
+def _natural_key(value: str):
+    """Sort "2" before "10" and numbers before words."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def selected_window_ids(selection: dict | None) -> list[int]:
+    """Window ids of the points in a Streamlit plotly selection on :func:`scatter_map`."""
+    if not selection:
+        return []
+    ids = []
+    for p in selection.get("points") or []:
+        custom = p.get("customdata")
+        if custom is None:
+            continue
+        ids.append(int(custom[0] if isinstance(custom, (list, tuple)) else custom))
+    return list(dict.fromkeys(ids))  # de-duplicated, selection order kept
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes and clusters
+
+
+def pr_curve(
+    precision: np.ndarray,
+    recall: np.ndarray,
+    average_precision: float | None = None,
+    operating_point: tuple[float, float] | None = None,
+    label: str = "",
+    height: int = 380,
+) -> go.Figure:
+    """Precision-recall curve (recall on x), optionally marking the operating point (recall, precision)."""
+    p = np.asarray(precision, float)
+    r = np.asarray(recall, float)
+    if p.shape != r.shape or p.ndim != 1 or len(p) == 0:
+        raise ValueError(
+            f"precision and recall must be equal-length 1-D arrays, got {p.shape} {r.shape}"
+        )
+    name = "cross-validated" if average_precision is None else f"AP = {average_precision:.3f}"
+    fig = go.Figure(go.Scatter(x=r, y=p, mode="lines", name=name, line={"shape": "hv", "width": 2}))
+    if operating_point is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[operating_point[0]],
+                y=[operating_point[1]],
+                mode="markers",
+                name="threshold",
+                marker={"size": 11, "symbol": "x", "color": "#d62728"},
+            )
+        )
+    fig.update_layout(
+        height=height,
+        title=f"Precision-recall{': ' + label if label else ''}",
+        xaxis={"title": "recall", "range": [0, 1.02]},
+        yaxis={"title": "precision", "range": [0, 1.02]},
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        legend={"x": 0.02, "y": 0.05},
+    )
+    return fig
+
+
+def cluster_counts(assignments: pd.DataFrame, by: str = "site", height: int = 420) -> go.Figure:
+    """Heatmap of window counts per cluster (rows) and site or hour (columns).
+
+    Parameters
+    ----------
+    assignments : DataFrame
+        Columns ``cluster`` and ``by`` (e.g. "site" or "hour"; hours are binned to integers).
+    """
+    if "cluster" not in assignments.columns or by not in assignments.columns:
+        raise ValueError(f"cluster_counts needs 'cluster' and {by!r} columns")
+    col = assignments[by]
+    if by == "hour":
+        col = np.floor(col.astype(float)).astype("Int64")
+    table = pd.crosstab(assignments["cluster"], col.astype("object").fillna("(none)"))
+    if by == "hour":
+        table = table.reindex(columns=[c for c in range(24) if c in table.columns] or table.columns)
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.to_numpy(),
+            x=[str(c) for c in table.columns],
+            y=[str(c) for c in table.index],
+            colorscale="Viridis",
+            colorbar={"title": {"text": "windows"}},
+            hovertemplate=f"cluster %{{y}}<br>{by} %{{x}}<br>%{{z}} windows<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=height,
+        xaxis={"title": by, "type": "category"},
+        yaxis={"title": "cluster", "type": "category", "autorange": "reversed"},
+        margin={"l": 50, "r": 10, "t": 20, "b": 40},
+    )
+    return fig
+
+
+def score_histogram(
+    scores: np.ndarray, threshold: float | None = None, height: int = 260
+) -> go.Figure:
+    """Histogram of probe scores over the archive with the threshold as a vertical line."""
+    fig = go.Figure(go.Histogram(x=np.asarray(scores, float), nbinsx=50, name="windows"))
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_color="#d62728", line_dash="dash")
+    fig.update_layout(
+        height=height,
+        xaxis_title="score",
+        yaxis_title="windows",
+        yaxis_type="log",
+        margin={"l": 50, "r": 10, "t": 10, "b": 40},
+    )
+    return fig

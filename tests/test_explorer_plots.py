@@ -1,0 +1,178 @@
+"""Plot and spectrogram builders: figures and images users look at, checked without Streamlit."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from explorer import plots
+
+SR = 22050  # Hz
+
+
+def _tone(freq_hz: float, dur_s: float = 2.0, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(sr * dur_s)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def test_colormap_is_ordered_dark_to_bright():
+    lut = plots.colormap("magma")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    luminance = lut @ np.array([0.299, 0.587, 0.114])
+    assert luminance[0] < 5 and luminance[-1] > 230
+    assert np.all(np.diff(luminance) > -3)  # monotone up to rounding
+    with pytest.raises(ValueError, match="unknown colormap"):
+        plots.colormap("jet")
+
+
+def test_spectrogram_db_peak_at_tone_frequency():
+    db, freqs, times = plots.spectrogram_db(_tone(3000.0), SR)
+    assert db.shape == (plots.N_FFT // 2 + 1, len(times))
+    peak_hz = freqs[db.mean(axis=1).argmax()]
+    assert abs(peak_hz - 3000.0) <= SR / plots.N_FFT
+    assert times[0] == pytest.approx(plots.N_FFT / 2 / SR)
+    assert times[-1] < 2.0
+
+
+def test_spectrogram_db_stereo_short_and_fmax():
+    stereo = np.stack([_tone(1000.0, 0.01), _tone(1000.0, 0.01)])  # (2, 220) shorter than N_FFT
+    db, freqs, times = plots.spectrogram_db(stereo, SR, f_max=5000.0)
+    assert len(times) == 1 and freqs.max() <= 5000.0 and db.shape == (len(freqs), 1)
+    with pytest.raises(ValueError, match="audio must be"):
+        plots.spectrogram_db(np.zeros((2, 2, 2)), SR)
+
+
+def test_spectrogram_image_puts_high_tone_near_top_and_low_tone_near_bottom():
+    high = plots.spectrogram_image(_tone(9000.0), SR, size=(100, 64))
+    low = plots.spectrogram_image(_tone(500.0), SR, size=(100, 64))
+    assert high.shape == (64, 100, 3) and high.dtype == np.uint8
+    bright_row_high = high.sum(axis=(1, 2)).argmax()
+    bright_row_low = low.sum(axis=(1, 2)).argmax()
+    assert bright_row_high < 20 < 50 < bright_row_low  # row 0 is the top (highest frequency)
+
+
+def test_spectrogram_png_decodes_to_requested_size():
+    png = plots.spectrogram_png(_tone(2000.0), SR, size=(200, 80), cmap="viridis")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = Image.open(io.BytesIO(png))
+    assert img.size == (200, 80) and img.mode == "RGB"
+
+
+def test_silence_renders_without_nan():
+    img = plots.spectrogram_image(np.zeros(SR, np.float32), SR)
+    assert np.isfinite(img).all()
+
+
+def test_spectrogram_figure_and_span_selection():
+    fig = plots.spectrogram_figure(_tone(2000.0, 4.0), SR, offset_s=10.0, span=(11.0, 12.0))
+    heat, pts = fig.data
+    assert isinstance(heat, go.Heatmap) and heat.x[0] >= 10.0
+    assert pts.x[-1] == pytest.approx(heat.x[-1])
+    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == 11.0
+    assert plots.selected_span({"box": [{"x": [12.5, 11.0]}], "points": []}) == (11.0, 12.5)
+    assert plots.selected_span({"box": [], "points": [{"x": 3.0}, {"x": 1.0}]}) == (1.0, 3.0)
+    assert plots.selected_span({"box": [], "points": []}) is None
+    assert plots.selected_span(None) is None
+
+
+def _points(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "window_id": np.arange(n) + 1000,
+            "x": rng.normal(size=n),
+            "y": rng.normal(size=n),
+            "site": rng.choice(["A", "B", "C"], n),
+            "hour": rng.uniform(0, 24, n),
+            "cluster": rng.integers(0, 12, n),
+            "path": [f"rec{i % 7}.wav" for i in range(n)],
+            "start_s": np.arange(n) * 5.0,
+        }
+    )
+
+
+def test_scatter_map_categorical_one_webgl_trace_per_site():
+    pts = _points()
+    fig = plots.scatter_map(pts, color="site")
+    assert [t.name for t in fig.data] == ["A", "B", "C"]
+    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    assert sum(len(t.x) for t in fig.data) == len(pts)
+    ids = np.concatenate([t.customdata[:, 0].astype(int) for t in fig.data])
+    assert sorted(ids) == list(pts["window_id"])
+
+
+def test_scatter_map_cluster_is_categorical_and_natural_sorted():
+    fig = plots.scatter_map(_points(), color="cluster")
+    assert [t.name for t in fig.data] == [str(i) for i in range(12)]
+
+
+def test_scatter_map_folds_rare_categories():
+    pts = _points()
+    fig = plots.scatter_map(pts, color="cluster", max_categories=3)
+    names = [t.name for t in fig.data]
+    assert len(names) == 4 and names[-1] == "other"
+    assert sum(len(t.x) for t in fig.data) == len(pts)
+
+
+def test_scatter_map_continuous_hour_is_cyclic_with_colourbar():
+    fig = plots.scatter_map(_points(), color="hour")
+    (trace,) = fig.data
+    assert trace.marker.showscale and trace.marker.cmin == 0 and trace.marker.cmax == 24
+    assert len(trace.marker.color) == 300
+
+
+def test_scatter_map_missing_labels_and_bad_columns():
+    pts = _points(10)
+    pts["label"] = [None] * 8 + ["owl", "owl"]
+    fig = plots.scatter_map(pts, color="label")
+    assert [t.name for t in fig.data] == ["owl", "(none)"]
+    with pytest.raises(ValueError, match="no column 'score'"):
+        plots.scatter_map(pts, color="score")
+    with pytest.raises(ValueError, match="needs a 'x' column"):
+        plots.scatter_map(pts.drop(columns="x"))
+
+
+def test_selected_window_ids_maps_points_back_through_customdata():
+    sel = {
+        "points": [
+            {"curve_number": 1, "point_index": 0, "customdata": [1005, "A"]},
+            {"curve_number": 0, "point_index": 3, "customdata": [1002, "B"]},
+            {"curve_number": 0, "point_index": 3, "customdata": [1002, "B"]},
+            {"curve_number": 0, "point_index": 4},
+        ]
+    }
+    assert plots.selected_window_ids(sel) == [1005, 1002]
+    assert plots.selected_window_ids(None) == []
+
+
+def test_pr_curve_with_operating_point():
+    fig = plots.pr_curve(
+        [1.0, 0.8, 0.5], [0.0, 0.5, 1.0], average_precision=0.77, operating_point=(0.5, 0.8)
+    )
+    assert fig.data[0].name == "AP = 0.770" and list(fig.data[0].x) == [0.0, 0.5, 1.0]
+    assert fig.data[1].x == (0.5,) and fig.data[1].y == (0.8,)
+    with pytest.raises(ValueError, match="equal-length"):
+        plots.pr_curve([1.0, 0.5], [0.2])
+
+
+def test_cluster_counts_by_site_and_hour():
+    pts = _points()
+    fig = plots.cluster_counts(pts, by="site")
+    (heat,) = fig.data
+    assert list(heat.x) == ["A", "B", "C"]
+    assert np.asarray(heat.z).sum() == len(pts)
+    by_hour = plots.cluster_counts(pts, by="hour").data[0]
+    assert [int(h) for h in by_hour.x] == sorted(int(h) for h in by_hour.x)
+    assert np.asarray(by_hour.z).sum() == len(pts)
+    with pytest.raises(ValueError, match="needs 'cluster'"):
+        plots.cluster_counts(pts.drop(columns="cluster"))
+
+
+def test_score_histogram_marks_threshold():
+    fig = plots.score_histogram(np.linspace(0, 1, 100), threshold=0.7)
+    assert len(fig.data[0].x) == 100 and fig.layout.shapes[0].x0 == 0.7
