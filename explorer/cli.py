@@ -36,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="chorus", description="Embedding database and explorer for field recordings.")
+    parser = _Parser(
+        prog="chorus", description="Embedding database and explorer for field recordings."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
