@@ -1,0 +1,215 @@
+"""Archive → fixed-size batches of windows, decoded in worker processes.
+
+Decoding and resampling run in ``workers`` processes (a torch ``DataLoader`` over an iterable dataset,
+files sharded round-robin), each streaming its files block by block so that no recording is ever held
+in memory whole. The main process re-packs the per-file chunks into batches of exactly ``batch_size``
+windows **across files** (the last one may be short), so the model sees full batches even for an
+archive of short clips. Every file ends with a :class:`FileDone` marker carrying its window count or its
+error, which is what lets the ingest mark a recording complete only after all its windows are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedder import audio
+
+PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to decode; ``key`` is the caller's id for it (the recording id)."""
+
+    key: int
+    path: str
+
+
+@dataclass
+class WindowChunk:
+    """Consecutive windows of one file and channel. ``audio`` is float32 ``(W, window_samples)``."""
+
+    key: int
+    channel: int
+    start_s: np.ndarray
+    end_s: np.ndarray
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """End of one file: ``n_windows`` yielded before the end, or ``error`` if decoding failed part-way."""
+
+    key: int
+    n_windows: int
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """Up to ``batch_size`` windows from any files.
+
+    ``audio`` is float32 ``(B, window_samples)``; ``keys``, ``channel``, ``start_s``, ``end_s`` are ``(B,)``.
+    ``done`` lists the files whose last window is in this batch or an earlier one (and which were not
+    reported before), in stream order.
+    """
+
+    audio: np.ndarray
+    keys: np.ndarray
+    channel: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    done: list[FileDone] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How files are cut: the model's rate and window, the archive's hop, tail and channel policy."""
+
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    channels: str = "mix"
+    min_tail_s: float = audio.MIN_TAIL_S
+
+
+def iter_file(task: FileTask, spec: WindowSpec) -> Iterator[WindowChunk | FileDone]:
+    """Windows of one file as chunks, then its :class:`FileDone`; decoding errors end the file, not the run."""
+    n = 0
+    try:
+        for wb in audio.iter_windows(
+            task.path,
+            spec.sample_rate,
+            spec.window_s,
+            spec.hop_s,
+            channels=spec.channels,
+            min_tail_s=spec.min_tail_s,
+        ):
+            n += len(wb.start_s)
+            yield WindowChunk(task.key, wb.channel, wb.start_s, wb.end_s, wb.audio)
+    except audio.AudioError as err:
+        yield FileDone(task.key, n, str(err))
+        return
+    except Exception as err:  # a decoder bug must not end a multi-day run: record it, go on
+        yield FileDone(task.key, n, f"{type(err).__name__}: {err}")
+        return
+    if n == 0:
+        yield FileDone(task.key, 0, f"{task.path}: no windows (shorter than {spec.min_tail_s} s)")
+    else:
+        yield FileDone(task.key, n)
+
+
+def _identity(x):
+    return x
+
+
+def iter_archive(
+    tasks: list[FileTask], spec: WindowSpec, workers: int = 0
+) -> Iterator[WindowChunk | FileDone]:
+    """Decode ``tasks`` into a stream of chunks and end markers, in ``workers`` processes (0: in-process).
+
+    Files are dealt round-robin to workers; the DataLoader returns the workers' items interleaved, and
+    within one file the order is preserved.
+    """
+    if workers <= 0 or len(tasks) <= 1:
+        for task in tasks:
+            yield from iter_file(task, spec)
+        return
+    import torch.utils.data as tud
+
+    class _Files(tud.IterableDataset):
+        def __iter__(self):
+            info = tud.get_worker_info()
+            mine = tasks if info is None else tasks[info.id :: info.num_workers]
+            for task in mine:
+                yield from iter_file(task, spec)
+
+    loader = tud.DataLoader(
+        _Files(),
+        batch_size=None,
+        num_workers=min(workers, len(tasks)),
+        collate_fn=_identity,
+        prefetch_factor=PREFETCH_CHUNKS,
+    )
+    yield from loader
+
+
+def batch_windows(items: Iterable[WindowChunk | FileDone], batch_size: int) -> Iterator[Batch]:
+    """Re-pack a chunk stream into batches of ``batch_size`` windows across files.
+
+    A file's :class:`FileDone` travels with the batch that holds its last window (or with an empty batch
+    if its windows have all gone out already), never later: the ingest can then finish that recording
+    as soon as the batch is written.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts: list[WindowChunk] = []
+    pending: list[tuple[int, FileDone]] = []  # (stream position of the file's end, marker)
+    received = emitted = 0
+    for item in items:
+        if isinstance(item, FileDone):
+            if received == emitted:
+                yield _pack([], [item])
+            else:
+                pending.append((received, item))
+            continue
+        parts.append(item)
+        received += len(item.start_s)
+        while received - emitted >= batch_size:
+            take, parts = _split(parts, batch_size)
+            emitted += batch_size
+            ready = [d for pos, d in pending if pos <= emitted]
+            pending = [(pos, d) for pos, d in pending if pos > emitted]
+            yield _pack(take, ready)
+    if parts or pending:
+        yield _pack(parts, [d for _, d in pending])
+
+
+def _split(parts: list[WindowChunk], n: int) -> tuple[list[WindowChunk], list[WindowChunk]]:
+    """First ``n`` windows of ``parts``, and the rest."""
+    take, rest, need = [], [], n
+    for i, c in enumerate(parts):
+        w = len(c.start_s)
+        if w <= need:
+            take.append(c)
+            need -= w
+        else:
+            if need:
+                take.append(_slice(c, 0, need))
+            rest = [_slice(c, need, w)] + parts[i + 1 :]
+            break
+        if need == 0:
+            rest = parts[i + 1 :]
+            break
+    return take, rest
+
+
+def _slice(c: WindowChunk, a: int, b: int) -> WindowChunk:
+    return WindowChunk(c.key, c.channel, c.start_s[a:b], c.end_s[a:b], c.audio[a:b])
+
+
+def _pack(parts: list[WindowChunk], done: list[FileDone]) -> Batch:
+    if not parts:
+        empty = np.zeros(0)
+        return Batch(
+            np.zeros((0, 0), np.float32),
+            empty.astype(np.int64),
+            empty.astype(np.int32),
+            empty,
+            empty,
+            list(done),
+        )
+    return Batch(
+        audio=np.concatenate([c.audio for c in parts]).astype(np.float32, copy=False),  # (B, win)
+        keys=np.concatenate([np.full(len(c.start_s), c.key, np.int64) for c in parts]),
+        channel=np.concatenate([np.full(len(c.start_s), c.channel, np.int32) for c in parts]),
+        start_s=np.concatenate([c.start_s for c in parts]).astype(np.float64),
+        end_s=np.concatenate([c.end_s for c in parts]).astype(np.float64),
+        done=list(done),
+    )

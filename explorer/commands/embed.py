@@ -1,0 +1,93 @@
+"""``chorus embed ARCHIVE_DIR --db DB``: embed an archive into the database (resumable)."""
+
+from __future__ import annotations
+
+import sys
+
+from explorer.commands import CLIError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("embed", help="embed every recording of an archive into a database")
+    p.add_argument(
+        "archive", metavar="ARCHIVE_DIR", help="folder of recordings (searched recursively)"
+    )
+    p.add_argument("--db", required=True, help="database folder (created if missing)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="embedding model (default: spectral, or perch if its weights are installed)",
+    )
+    p.add_argument("--weights", default=None, help="weight file or folder for a neural model")
+    p.add_argument(
+        "--hop",
+        type=float,
+        default=None,
+        help="hop between windows in seconds (default: the window length)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call")
+    p.add_argument(
+        "--workers", type=int, default=0, help="decoding processes (0: decode in the main process)"
+    )
+    p.add_argument(
+        "--channels", default="mix", choices=["mix", "first", "all"], help="multi-channel policy"
+    )
+    p.add_argument(
+        "--site", default=None, help="site from the path: dir:N or a regex with (?P<site>...)"
+    )
+    p.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
+    p.add_argument(
+        "--allow-untrained", action="store_true", help="accept random weights (testing only)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_model(name: str | None, weights: str | None) -> tuple[str, str | None]:
+    """Default model and weights: an installed import (``chorus models import``) or ``spectral``."""
+    from embedder import list_models
+    from embedder.weights import installed_weights
+
+    if name is None:
+        if weights is not None:
+            raise CLIError("--weights needs --model")
+        name = "perch" if installed_weights("perch") is not None else "spectral"
+    if name not in list_models():
+        raise CLIError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    if weights is None and name != "spectral":
+        found = installed_weights(name)
+        weights = str(found) if found is not None else None
+    return name, weights
+
+
+def run(args) -> int:
+    from explorer.ingest import IngestError, embed_archive
+
+    model, weights = resolve_model(args.model, args.weights)
+    if args.batch_size < 1 or args.workers < 0:
+        raise CLIError("--batch-size must be >= 1 and --workers >= 0")
+    try:
+        summary = embed_archive(
+            args.archive,
+            args.db,
+            model=model,
+            weights=weights,
+            hop_s=args.hop,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            channels=args.channels,
+            allow_untrained=args.allow_untrained,
+            site=args.site,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+        )
+    except (IngestError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+    print(summary.line())
+    for path, error in summary.failed[:10]:
+        print(f"  failed: {path}: {error}", file=sys.stderr)
+    if len(summary.failed) > 10:
+        print(f"  … and {len(summary.failed) - 10} more", file=sys.stderr)
+    return 0

@@ -1,0 +1,109 @@
+"""``chorus search --db DB --query FILE[@S-E]``: find the windows most like one or more examples."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from explorer.commands import CLIError, parse_span, require_db
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="query by example: windows most similar to audio spans")
+    p.add_argument("--db", required=True, help="database folder")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model whose embeddings to search (default: the only/first one)",
+    )
+    p.add_argument(
+        "--query",
+        action="append",
+        required=True,
+        metavar="FILE[@S-E]",
+        help="positive example (repeatable)",
+    )
+    p.add_argument(
+        "--negative",
+        action="append",
+        default=[],
+        metavar="FILE@S-E",
+        help="negative example (repeatable)",
+    )
+    p.add_argument("-k", type=int, default=20, help="number of hits")
+    p.add_argument(
+        "--where", default=None, help="SQL filter on recording/window columns, e.g. \"site = 'A'\""
+    )
+    p.add_argument(
+        "--per-recording",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep the best N hits per recording",
+    )
+    p.add_argument("--exact", action="store_true", help="bypass the ANN index")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.set_defaults(func=run)
+
+
+def pick_model(db, name: str | None) -> str:
+    """The model to use: the one named, or the database's only/first model."""
+    models = list(db.meta.get("models", {}))
+    if name is None:
+        if not models:
+            raise CLIError("the database holds no embeddings yet (run `chorus embed` first)")
+        return models[0]
+    if name not in models:
+        raise CLIError(
+            f"the database has no {name!r} embeddings (it has: {', '.join(models) or 'none'})"
+        )
+    return name
+
+
+def embed_spans(db, model: str, texts: list[str]) -> np.ndarray:
+    """Embed ``FILE[@S-E]`` arguments → (n, dim)."""
+    from embedder.audio import AudioError
+    from explorer.ingest import IngestError, embed_span
+
+    out = []
+    for text in texts:
+        span = parse_span(text)
+        if not span.path.is_file():
+            raise CLIError(f"query file not found: {span.path}")
+        try:
+            out.append(embed_span(db, model, span.path, span.start_s, span.end_s))
+        except (AudioError, IngestError) as err:
+            raise CLIError(str(err)) from None
+    return np.stack(out)
+
+
+def run(args) -> int:
+    import index
+
+    if args.k < 1:
+        raise CLIError("-k must be >= 1")
+    db = index.connect(require_db(args.db))
+    model = pick_model(db, args.model)
+    builder = db.search(model, embed_spans(db, model, args.query))
+    if args.negative:
+        builder = builder.negatives(embed_spans(db, model, args.negative))
+    if args.where:
+        builder = builder.where(args.where)
+    if args.per_recording:
+        builder = builder.per_recording(args.per_recording)
+    if args.exact:
+        builder = builder.exact()
+    try:
+        hits = builder.limit(args.k).to_pandas()
+    except ValueError as err:  # e.g. a malformed --where
+        raise CLIError(str(err)) from None
+    cols = [c for c in ("score", "path", "start_s", "end_s", "site", "window_id") if c in hits]
+    hits = hits[cols]
+    if args.format == "csv":
+        hits.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(hits.to_json(orient="records", indent=1))
+    else:
+        print(hits.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0

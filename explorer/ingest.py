@@ -1,0 +1,369 @@
+"""Archive → database: discover recordings, embed their windows, commit in chunks, resume after a crash.
+
+Rules that make a multi-day run safe (see DESIGN.md):
+
+- A recording counts as embedded for a model only after *all* its windows are committed
+  (``db.finish_recording``); until then a rerun treats it as not done and ``db.begin_recording`` first
+  removes whatever partial windows an interrupted run left, so no window is ever duplicated.
+- Windows are committed every ``chunk_windows`` windows, so a crash loses at most one chunk of work.
+- A file that cannot be decoded is recorded with status ``failed`` and its error, and the run goes on.
+  It is retried only with ``retry_failed=True`` or when the file changed (size or mtime).
+- A file whose size or mtime changed since it was embedded is embedded again and its old windows removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from explorer.recordings import discover, parse_site, parse_start_time
+
+CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
+DEFAULT_BATCH = 32  # windows per model call
+
+
+class IngestError(ValueError):
+    """Bad usage of the ingest (missing folder, empty archive, untrained weights…): one clear line."""
+
+
+@dataclass
+class IngestSummary:
+    """What one ``embed_archive`` run did."""
+
+    db_path: Path
+    model: str
+    n_found: int = 0
+    n_embedded: int = 0
+    n_skipped: int = 0
+    n_failed: int = 0
+    n_windows: int = 0
+    hours: float = 0.0
+    seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``chorus embed``."""
+        rate = self.n_windows / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.model}: embedded {self.n_embedded} recordings ({self.hours:.2f} h, "
+            f"{self.n_windows} windows, {rate:.0f} windows/s) in {self.seconds:.1f} s; "
+            f"{self.n_skipped} already done; {self.n_failed} failed"
+        )
+        if self.n_failed:
+            text += f" (see `chorus info --db {self.db_path}`)"
+        return text
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a weight file, or of a folder's files in name order."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def cached_model(name: str, weights: str | None, device: str = "auto"):
+    """Load a model once per process (search queries and the app reuse it)."""
+    import embedder
+
+    return embedder.load_model(name, weights=weights, device=device)
+
+
+def model_settings(model, hop_s: float, channels: str, weights: str | None) -> dict:
+    """The settings stored with the database: everything needed to embed a query the same way."""
+    settings = model.config_dict()
+    settings.update(hop_s=float(hop_s), channels=channels, weights_path=None, weights_sha256=None)
+    if weights is not None:
+        settings["weights_path"] = str(Path(weights).resolve())
+        settings["weights_sha256"] = weights_sha256(weights)
+    settings["trained"] = bool(model.trained)
+    return settings
+
+
+def _check_same_settings(db, name: str, settings: dict) -> None:
+    old = db.meta.get("models", {}).get(name)
+    if not old:
+        return
+    for key in ("window_s", "hop_s", "sample_rate", "dim", "weights_sha256", "channels"):
+        if old.get(key) != settings.get(key):
+            raise IngestError(
+                f"the database already holds {name!r} embeddings made with {key}={old.get(key)!r}; "
+                f"this run asks for {key}={settings.get(key)!r}: use another --db"
+            )
+
+
+def embed_archive(
+    archive_dir: str | Path,
+    db_path: str | Path,
+    model: str = "spectral",
+    weights: str | None = None,
+    hop_s: float | None = None,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH,
+    workers: int = 0,
+    channels: str = "mix",
+    allow_untrained: bool = False,
+    site: str | None = None,
+    retry_failed: bool = False,
+    chunk_windows: int = CHUNK_WINDOWS,
+    progress: bool = True,
+) -> IngestSummary:
+    """Embed every recording under ``archive_dir`` into the database at ``db_path``.
+
+    Parameters
+    ----------
+    archive_dir : path
+        Folder searched recursively for audio (by extension, and by content for unknown extensions).
+        It is registered as an audio root: recordings are stored relative to it.
+    db_path : path
+        Database folder; created if missing.
+    model, weights, device : str
+        Passed to :func:`embedder.load_model`. Random weights (``weights=None`` for a neural model)
+        are refused unless ``allow_untrained``.
+    hop_s : float, optional
+        Hop between windows (s); default: the model's window length (no overlap).
+    batch_size, workers : int
+        Windows per model call; decoding processes (0 decodes in this process).
+    channels : {"mix", "first", "all"}
+        Multi-channel policy.
+    site : str, optional
+        How to read a recording's site from its path: ``"dir:N"`` (path component N of the relative
+        path, default ``dir:0`` for nested archives), or a regex with a named group ``site``.
+    retry_failed : bool
+        Try again files that failed before even if they did not change.
+    chunk_windows : int
+        Windows per database commit.
+
+    Returns
+    -------
+    IngestSummary
+    """
+    import embedder
+    import index
+    from embedder import audio
+    from embedder.batching import WindowSpec, batch_windows, iter_archive
+
+    t0 = time.perf_counter()
+    root = Path(archive_dir)
+    if not root.is_dir():
+        raise IngestError(f"archive folder not found: {root}")
+    if channels not in audio.CHANNEL_POLICIES:
+        raise IngestError(f"--channels must be one of {', '.join(audio.CHANNEL_POLICIES)}")
+    files = discover(root)
+    if not files:
+        raise IngestError(f"no audio files found under {root}")
+    m = embedder.load_model(model, weights=weights, device=device)
+    if not m.trained and not allow_untrained:
+        raise IngestError(
+            f"model {model!r} has no trained weights: pass --weights PATH "
+            "(or --allow-untrained to build a database of random-weight vectors on purpose)"
+        )
+    hop = float(hop_s) if hop_s else float(m.window_s)
+    if hop <= 0:
+        raise IngestError("--hop must be positive")
+    settings = model_settings(m, hop, channels, weights)
+    db = index.connect(db_path)
+    _check_same_settings(db, model, settings)
+    db.register_model(model, settings)
+    audio_root = db.add_audio_root(root)
+
+    summary = IngestSummary(Path(db_path), model, n_found=len(files))
+    tasks, durations = _plan(db, model, audio_root, root, files, site, retry_failed, summary)
+    spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
+    expected = sum(_expected_windows(d, spec) for d in durations.values())
+    writer = _ChunkWriter(db, model, chunk_windows, summary)
+    bar = _progress(expected, model, progress)
+    try:
+        for batch in batch_windows(iter_archive(tasks, spec, workers), batch_size):
+            if len(batch):
+                vectors = m.embed(batch.audio)  # (B, dim)
+                writer.add(batch, vectors)
+                bar.update(len(batch))
+            for done in batch.done:
+                writer.file_done(done, durations[done.key])
+        writer.flush()
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
+    """Register files and decide which to embed: returns (tasks, {recording_id: duration_s})."""
+    from embedder import audio
+    from embedder.batching import FileTask
+
+    recs = db.recordings()
+    known = {r["path"]: r for r in recs.to_dict("records") if r["audio_root"] == audio_root}
+    done = db.done_recordings(model)
+    done_ids = {int(r.recording_id): (int(r.size), float(r.mtime)) for r in done.itertuples()}
+    tasks, durations = [], {}
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        st = path.stat()
+        size, mtime = int(st.st_size), float(st.st_mtime)
+        old = known.get(rel)
+        if old is not None:
+            unchanged = int(old["size"]) == size and float(old["mtime"]) == mtime
+            if unchanged and done_ids.get(int(old["recording_id"])) == (size, mtime):
+                summary.n_skipped += 1
+                continue
+            if unchanged and old["status"] == "failed" and not retry_failed:
+                summary.n_failed += 1
+                summary.failed.append((rel, str(old["error"])))
+                continue
+        fields = dict(
+            size=size,
+            mtime=mtime,
+            site=parse_site(rel, site),
+            start_time=parse_start_time(path.name),
+        )
+        try:
+            info = audio.probe(path)
+        except audio.AudioError as err:
+            db.upsert_recording(audio_root, rel, status="failed", error=str(err), **fields)
+            summary.n_failed += 1
+            summary.failed.append((rel, str(err)))
+            continue
+        rid = db.upsert_recording(
+            audio_root,
+            rel,
+            duration_s=info.duration_s,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            status="ok",
+            error=None,
+            **fields,
+        )
+        db.begin_recording(model, rid)
+        tasks.append(FileTask(rid, str(path)))
+        durations[rid] = info.duration_s
+    return tasks, durations
+
+
+def _expected_windows(duration_s: float, spec) -> int:
+    if duration_s < spec.window_s:
+        return 1
+    return int((duration_s - spec.window_s) // spec.hop_s) + 2
+
+
+class _ChunkWriter:
+    """Buffers embedded windows and commits them in chunks; finishes recordings once fully written."""
+
+    def __init__(self, db, model: str, chunk_windows: int, summary: IngestSummary):
+        self.db, self.model, self.chunk, self.summary = db, model, chunk_windows, summary
+        self.rows: list[dict] = []
+        self.held = 0
+        self.waiting: list[
+            tuple[int, int, float]
+        ] = []  # finished files with windows still buffered
+        self.failed: set[int] = set()
+
+    def add(self, batch, vectors: np.ndarray) -> None:
+        self.rows.append(
+            {
+                "recording_id": batch.keys,
+                "channel": batch.channel,
+                "start_s": batch.start_s,
+                "end_s": batch.end_s,
+                "vector": np.asarray(vectors, np.float32),
+            }
+        )
+        self.held += len(batch)
+        if self.held >= self.chunk:
+            self.flush()
+
+    def file_done(self, done, duration_s: float) -> None:
+        if done.error is not None:
+            self.failed.add(done.key)
+            self.db.begin_recording(self.model, done.key)  # drop windows already committed
+            rec = self.db.recording(done.key)
+            self.db.upsert_recording(
+                rec["audio_root"], rec["path"], status="failed", error=done.error
+            )
+            self.summary.n_failed += 1
+            self.summary.failed.append((rec["path"], done.error))
+            return
+        self.waiting.append((done.key, done.n_windows, duration_s))
+        if self.held == 0:
+            self._finish_waiting()
+
+    def flush(self) -> None:
+        if self.held:
+            import pandas as pd
+
+            cols = {k: np.concatenate([r[k] for r in self.rows]) for k in self.rows[0]}
+            if self.failed:  # windows of a file that failed after they were embedded
+                keep = ~np.isin(cols["recording_id"], list(self.failed))
+                cols = {k: v[keep] for k, v in cols.items()}
+            self.db.add_embeddings(
+                self.model,
+                pd.DataFrame({k: v for k, v in cols.items() if k != "vector"}).assign(
+                    vector=list(cols["vector"])
+                ),
+            )
+            self.summary.n_windows += len(cols["recording_id"])
+        self.rows, self.held = [], 0
+        self._finish_waiting()
+
+    def _finish_waiting(self) -> None:
+        for key, n, duration in self.waiting:
+            self.db.finish_recording(self.model, key, n)
+            self.summary.n_embedded += 1
+            self.summary.hours += duration / 3600
+        self.waiting = []
+
+
+def _progress(total: int, model: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit="win", desc=f"embedding ({model})", disable=not enabled, smoothing=0.1
+    )
+
+
+def embed_span(
+    db, model: str, path: str | Path, start_s: float | None = None, end_s: float | None = None
+) -> np.ndarray:
+    """Embed a span of any audio file the way the database's windows were embedded.
+
+    A span no longer than the model's window is embedded as one window centred on it (clipped to the
+    file); a longer span (or a whole file) as the mean of its unit-normalised windows at the database's
+    hop.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (dim,)
+    """
+    from embedder import audio
+
+    settings = db.meta.get("models", {}).get(model)
+    if settings is None:
+        raise IngestError(f"the database has no {model!r} embeddings")
+    m = cached_model(model, settings.get("weights_path"))
+    info = audio.probe(path)
+    start = 0.0 if start_s is None else float(start_s)
+    end = info.duration_s if end_s is None else min(float(end_s), info.duration_s)
+    if start >= end:
+        raise IngestError(
+            f"{path}: span {start}-{end} s is outside the file ({info.duration_s:.2f} s)"
+        )
+    if end - start <= m.window_s:
+        centre = 0.5 * (start + end)
+        start = max(0.0, min(centre - m.window_s / 2, info.duration_s - m.window_s))
+        end = start + m.window_s
+    x = audio.load(path, m.sample_rate, "mix", start, end)[0]  # (n,)
+    _, windows = audio.frame(x, m.sample_rate, m.window_s, settings.get("hop_s", m.window_s))
+    vecs = m.embed(windows)  # (W, dim)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-12
+    return vecs.mean(axis=0).astype(np.float32)

@@ -1,0 +1,89 @@
+"""Finding recordings in an archive and reading what their paths say: site and start time."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+# Extensions taken without a look inside; anything else (but the obvious non-audio below) is sniffed.
+AUDIO_EXTENSIONS = {
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+    ".au", ".snd", ".caf", ".w64", ".rf64", ".bwf",
+}  # fmt: skip
+NOT_AUDIO = {
+    ".txt", ".csv", ".tsv", ".json", ".md", ".pdf", ".jpg", ".jpeg", ".png", ".xml", ".log",
+    ".html", ".py", ".zip", ".gz", ".db", ".lance", ".parquet", ".selections",
+}  # fmt: skip
+
+# File-name time stamps, most specific first. AudioMoth: 20240610_043000.WAV; Song Meter:
+# SMM01234_20240610_043000.wav (the prefix is the recorder); ISO-like: 2024-06-10T04-30-00, 20240610T043000.
+_STAMPS = [
+    re.compile(r"(?P<Y>\d{4})(?P<m>\d{2})(?P<d>\d{2})[_T-](?P<H>\d{2})(?P<M>\d{2})(?P<S>\d{2})"),
+    re.compile(
+        r"(?P<Y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})[T _](?P<H>\d{2})[:\-.]?(?P<M>\d{2})[:\-.]?(?P<S>\d{2})"
+    ),
+]
+
+
+def discover(root: str | Path) -> list[Path]:
+    """Audio files under ``root`` (recursive, sorted): known extensions, plus unknown ones whose content
+    libsndfile recognises. Hidden files and folders are skipped."""
+    from embedder import audio
+
+    found = []
+    for path in sorted(Path(root).rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        ext = path.suffix.lower()
+        if ext in AUDIO_EXTENSIONS:
+            found.append(path)
+        elif ext not in NOT_AUDIO:
+            try:
+                audio.probe(path)
+            except audio.AudioError:
+                continue
+            found.append(path)
+    return found
+
+
+def parse_start_time(name: str) -> datetime | None:
+    """Recording start from a file name (AudioMoth, Song Meter, ISO-like stamps), else None."""
+    for pattern in _STAMPS:
+        for m in pattern.finditer(name):
+            try:
+                return datetime(
+                    int(m["Y"]), int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"]), int(m["S"])
+                )
+            except ValueError:  # 8 digits that are not a date, e.g. a serial number
+                continue
+    return None
+
+
+def parse_site(rel_path: str, rule: str | None = None) -> str | None:
+    """A recording's site from its path relative to the audio root.
+
+    ``rule``: ``None`` → the first folder of the path (None for files at the root); ``"dir:N"`` → path
+    component N (negative counts from the file: ``dir:-2`` is the parent folder); anything else is a
+    regular expression with a named group ``site`` searched in the relative path.
+    """
+    parts = Path(rel_path).parts
+    if rule is None:
+        return parts[0] if len(parts) > 1 else None
+    if rule.startswith("dir:"):
+        try:
+            i = int(rule[4:])
+        except ValueError:
+            raise ValueError(f"bad site rule {rule!r}: expected dir:N") from None
+        dirs = parts[:-1]
+        return dirs[i] if -len(dirs) - 1 < i < len(dirs) and dirs else None
+    try:
+        m = re.search(rule, rel_path)
+    except re.error as err:
+        raise ValueError(f"bad site regex {rule!r}: {err}") from None
+    if m is None:
+        return None
+    if "site" not in m.groupdict():
+        raise ValueError(f"site regex {rule!r} needs a named group (?P<site>...)")
+    return m["site"]
