@@ -1,0 +1,530 @@
+"""Decoding, resampling and windowing of field recordings.
+
+Files are decoded by *content*, never by extension: archives hold MP3 data named ``.wav`` and WAV data
+named ``.mp3``. libsndfile 1.2.2 sniffs most containers when opened by path, but for an unrecognised
+``.mp3`` it falls back on the extension and reports a misleading "File does not exist" error, so every
+file is opened through a Python file object (libsndfile then sees no name and can only sniff). Our own
+magic-byte sniffing only serves to explain failures.
+
+Long recordings are streamed: blocks of ``BLOCK_S`` seconds are decoded, checked for NaN/inf, mixed to
+the channel policy and resampled with a streaming soxr resampler (bit-identical to a one-shot
+resample, so block boundaries leave no trace). Windows start at ``k * hop``; a window is kept when it
+lies fully inside the file, then one zero-padded tail window is added when at least ``min_tail_s`` of
+not-yet-covered audio remains. A file shorter than one window gives one padded window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+BLOCK_S = 60.0  # s of native-rate audio decoded per block (~11 MB per channel at 48 kHz)
+MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padded window
+BATCH_WINDOWS = 64  # windows per WindowBatch (64 x 5 s x 32 kHz float32 = 41 MB)
+CHANNEL_POLICIES = ("mix", "first", "all")
+RESAMPLE_QUALITY = "HQ"  # soxr quality preset
+LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
+SNIFF_BYTES = 64  # bytes read to recognise a container
+_OPEN_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
+
+
+class AudioError(Exception):
+    """A file cannot be used as audio: missing, empty, undecodable, or with NaN/inf samples."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file contains, as decoded by content (``container`` may disagree with the extension)."""
+
+    path: str
+    container: str  # libsndfile major format: "WAV", "FLAC", "OGG", "MP3", "AIFF", "RF64", ...
+    subtype: str  # e.g. "PCM_16", "FLOAT", "VORBIS", "MPEG_LAYER_III"
+    sample_rate: int  # Hz
+    channels: int
+    frames: int  # samples per channel at sample_rate
+    duration_s: float
+
+
+@dataclass
+class WindowBatch:
+    """Consecutive windows of one channel of one file.
+
+    ``channel`` is -1 for a mix, else the channel index; ``start_s`` and ``end_s`` are ``(W,)`` float64
+    seconds from the file start (``end_s = min(start_s + window_s, duration)``); ``audio`` is float32
+    ``(W, window_samples)`` with zero padding after the end of the file.
+    """
+
+    channel: int
+    start_s: np.ndarray
+    end_s: np.ndarray
+    audio: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+
+# ----------------------------------------------------------------------------------------- opening
+
+
+def _sniff(fh) -> str | None:
+    """Container named by the magic bytes at the start of ``fh`` (an ID3v2 tag is skipped)."""
+    head = fh.read(SNIFF_BYTES)
+    if head[:3] == b"ID3" and len(head) >= 10:
+        # ID3v2: 10-byte header, syncsafe size (7 bits per byte), optional 10-byte footer
+        size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+        fh.seek(10 + size + (10 if head[5] & 0x10 else 0))
+        return _sniff_head(fh.read(SNIFF_BYTES)) or "MP3"
+    return _sniff_head(head)
+
+
+def _sniff_head(head: bytes) -> str | None:
+    tag, kind = head[:4], head[8:12]
+    if tag in (b"RIFF", b"RIFX") and kind == b"WAVE":
+        return "WAV"
+    if tag in (b"RF64", b"BW64") and kind == b"WAVE":
+        return "RF64"
+    if tag == b"riff" and head[24:28] == b"wave":
+        return "W64"
+    if tag == b"FORM" and kind in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    simple = {b"fLaC": "FLAC", b"OggS": "OGG", b"caff": "CAF", b".snd": "AU"}
+    if tag in simple:
+        return simple[tag]
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio frame sync
+        return "MP3"
+    return None
+
+
+def _open_error(path: Path, head: bytes, sniffed: str | None, err: Exception) -> AudioError:
+    reason = getattr(err, "error_string", None) or str(err)
+    if "does not exist" in reason:  # what libsndfile says when mpg123 finds no valid frame
+        reason = "no decodable frames"
+    if sniffed is None:
+        return AudioError(
+            f"{path}: not a recognised audio format (first bytes {head[:8].hex(' ')}; {reason})"
+        )
+    return AudioError(f"{path}: corrupt or truncated {sniffed} data ({reason})")
+
+
+@contextmanager
+def _open(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
+    """Open ``path`` for reading by content; every failure becomes an :class:`AudioError`."""
+    p = Path(path)
+    try:
+        fh = open(p, "rb")
+    except OSError as err:
+        raise AudioError(f"{p}: cannot open ({err.strerror or err})") from None
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise AudioError(f"{p}: empty file (0 bytes)")
+        head = fh.read(SNIFF_BYTES)
+        fh.seek(0)
+        sniffed = _sniff(fh)
+        fh.seek(0)
+        try:
+            snd = sf.SoundFile(fh)  # a file object: libsndfile sniffs content, ignores the name
+        except _OPEN_ERRORS as err:
+            raise _open_error(p, head, sniffed, err) from None
+        with snd:
+            if snd.samplerate <= 0 or snd.channels <= 0:
+                raise AudioError(f"{p}: invalid header ({snd.samplerate} Hz, {snd.channels} ch)")
+            yield snd
+
+
+def probe(path: str | os.PathLike) -> AudioInfo:
+    """Describe an audio file without decoding it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    AudioInfo
+        Container and subtype as found in the content; ``frames`` at the native ``sample_rate``.
+
+    Raises
+    ------
+    AudioError
+        Missing, empty or unrecognised file.
+    """
+    with _open(path) as snd:
+        return AudioInfo(
+            path=str(path),
+            container=snd.format,
+            subtype=snd.subtype,
+            sample_rate=int(snd.samplerate),
+            channels=int(snd.channels),
+            frames=int(snd.frames),
+            duration_s=snd.frames / snd.samplerate,
+        )
+
+
+# ---------------------------------------------------------------------------------------- decoding
+
+
+def _check_policy(channels: str) -> None:
+    if channels not in CHANNEL_POLICIES:
+        raise ValueError(f"channels must be one of {CHANNEL_POLICIES}, got {channels!r}")
+
+
+def _check_rate(sample_rate: int) -> None:
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+
+
+def _apply_policy(x: np.ndarray, channels: str) -> np.ndarray:
+    """``(n, C)`` native frames -> ``(n, C')`` with C' = 1 for mix/first."""
+    if channels == "mix":
+        return x.mean(axis=1, keepdims=True, dtype=np.float32) if x.shape[1] > 1 else x
+    if channels == "first":
+        return np.ascontiguousarray(x[:, :1])
+    return x
+
+
+def _native_blocks(
+    snd: sf.SoundFile, path: str | os.PathLike, block: int, limit: int | None = None
+) -> Iterator[np.ndarray]:
+    """float32 ``(n, C)`` blocks from the current position; raises on NaN/inf as soon as met."""
+    pos = snd.tell()
+    left = math.inf if limit is None else limit
+    while left > 0:
+        try:
+            x = snd.read(int(min(block, left)), dtype="float32", always_2d=True)  # (n, C)
+        except _OPEN_ERRORS as err:
+            raise AudioError(
+                f"{path}: decoding failed near {pos / snd.samplerate:.2f} s ({err})"
+            ) from err
+        if len(x) == 0:
+            return
+        finite = np.isfinite(x).all(axis=1)  # (n,)
+        if not finite.all():
+            at = (pos + int(np.argmin(finite))) / snd.samplerate
+            raise AudioError(f"{path}: non-finite sample (NaN or inf) at {at:.3f} s")
+        yield x
+        pos += len(x)
+        left -= len(x)
+
+
+class _Resampler:
+    """Streaming soxr resampler over ``(n, C)`` float32 blocks; identity when rates match."""
+
+    def __init__(self, in_rate: int, out_rate: int, n_channels: int) -> None:
+        self.same = in_rate == out_rate
+        self.n_channels = n_channels
+        if not self.same:
+            self.stream = soxr.ResampleStream(
+                in_rate, out_rate, n_channels, dtype="float32", quality=RESAMPLE_QUALITY
+            )
+
+    def push(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.same:
+            return x
+        return self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+    def flush(self) -> np.ndarray:
+        return self.push(np.zeros((0, self.n_channels), np.float32), last=True)
+
+
+def read_blocks(
+    path: str | os.PathLike, sample_rate: int, channels: str = "mix", block_s: float = BLOCK_S
+) -> Iterator[np.ndarray]:
+    """Decode a file block by block, resampled to ``sample_rate``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sample_rate : int
+        Output rate (Hz).
+    channels : {"mix", "first", "all"}
+        Mean of the channels, the first one, or all of them.
+    block_s : float
+        Seconds of native audio decoded per block.
+
+    Yields
+    ------
+    np.ndarray
+        float32 ``(C, n)`` with C = 1 for mix/first and the file's channel count for all. Concatenated
+        along axis 1 the blocks equal a one-shot soxr resample of the whole file.
+
+    Raises
+    ------
+    AudioError
+        Undecodable file, NaN/inf samples (raised when reached) or no samples at all.
+    """
+    _check_policy(channels)
+    _check_rate(sample_rate)
+    if block_s <= 0:
+        raise ValueError(f"block_s must be > 0, got {block_s}")
+    with _open(path) as snd:
+        n_out = snd.channels if channels == "all" else 1
+        rs = _Resampler(snd.samplerate, int(sample_rate), n_out)
+        block = max(1, int(round(block_s * snd.samplerate)))
+        total = 0
+        for x in _native_blocks(snd, path, block):
+            y = rs.push(_apply_policy(x, channels))  # (m, C)
+            if len(y):
+                total += len(y)
+                yield np.ascontiguousarray(y.T)  # (C, m)
+        y = rs.flush()
+        if len(y):
+            total += len(y)
+            yield np.ascontiguousarray(y.T)  # (C, m)
+    if total == 0:
+        raise AudioError(f"{path}: no audio samples")
+
+
+def load(
+    path: str | os.PathLike,
+    sample_rate: int,
+    channels: str = "mix",
+    start_s: float = 0.0,
+    end_s: float | None = None,
+) -> np.ndarray:
+    """Read a span of a file, seeking to it rather than decoding from the start.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sample_rate : int
+        Output rate (Hz).
+    channels : {"mix", "first", "all"}
+    start_s, end_s : float
+        Span in seconds from the file start; ``end_s=None`` (or past the end) reads to the end.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(C, n)``, equal (to float rounding) to samples ``round(start_s * sample_rate)`` to
+        ``round(end_s * sample_rate)`` of the whole file decoded with :func:`read_blocks`.
+
+    Raises
+    ------
+    AudioError
+        Undecodable file, NaN/inf in the span, or a span starting after the end of the file.
+    ValueError
+        Negative or empty span, bad policy or rate.
+    """
+    _check_policy(channels)
+    _check_rate(sample_rate)
+    sample_rate = int(sample_rate)
+    if start_s < 0 or (end_s is not None and end_s <= start_s):
+        raise ValueError(f"bad span {start_s}-{end_s} s: need 0 <= start < end")
+    with _open(path) as snd:
+        sr_in, frames = int(snd.samplerate), int(snd.frames)
+        if start_s >= frames / sr_in:
+            raise AudioError(
+                f"{path}: span starts at {start_s} s, after the end ({frames / sr_in:.3f} s)"
+            )
+        total_out = frames if sr_in == sample_rate else round(frames * sample_rate / sr_in)
+        i0 = round(start_s * sample_rate)
+        i1 = total_out if end_s is None else min(round(end_s * sample_rate), total_out)
+        # Start on an input sample that falls exactly on the output grid (multiple of step_in), with
+        # context before the span, so the output samples line up with a whole-file decode.
+        g = math.gcd(sr_in, sample_rate)
+        step_in, step_out = sr_in // g, sample_rate // g
+        ctx = 0 if sr_in == sample_rate else math.ceil(LOAD_CONTEXT_S * sr_in)
+        a = max(0, math.floor((i0 * sr_in / sample_rate - ctx) / step_in)) * step_in  # native
+        b = min(frames, math.ceil(i1 * sr_in / sample_rate) + ctx)  # native, exclusive
+        _seek(snd, path, a)
+        n_out = snd.channels if channels == "all" else 1
+        rs = _Resampler(sr_in, sample_rate, n_out)
+        block = int(round(BLOCK_S * sr_in))
+        parts = [
+            rs.push(_apply_policy(x, channels)) for x in _native_blocks(snd, path, block, b - a)
+        ]
+        parts.append(rs.flush())
+    y = np.concatenate(parts, axis=0)  # (m, C) starting at output sample a * step_out / step_in
+    off = a // step_in * step_out
+    return np.ascontiguousarray(y[i0 - off : i1 - off].T, dtype=np.float32)  # (C, n)
+
+
+def _seek(snd: sf.SoundFile, path: str | os.PathLike, frame: int) -> None:
+    if frame == 0:
+        return
+    if snd.seekable():
+        snd.seek(frame)
+        return
+    for _ in _native_blocks(snd, path, int(round(BLOCK_S * snd.samplerate)), frame):
+        pass  # not seekable: decode and drop
+
+
+# --------------------------------------------------------------------------------------- windowing
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Window geometry in samples: start of window k is ``round(k * hop)``."""
+
+    win: int  # samples per window
+    hop: float  # samples between starts (fractional hops do not drift)
+    min_tail: int  # samples of uncovered audio needed for a padded tail window
+
+    @classmethod
+    def make(cls, sample_rate: int, window_s: float, hop_s: float, min_tail_s: float) -> _Grid:
+        _check_rate(sample_rate)
+        if window_s <= 0 or hop_s <= 0 or min_tail_s < 0:
+            raise ValueError(
+                f"need window_s > 0, hop_s > 0, min_tail_s >= 0; got "
+                f"{window_s}, {hop_s}, {min_tail_s}"
+            )
+        win = int(round(window_s * sample_rate))
+        if win < 1 or hop_s * sample_rate < 1:
+            raise ValueError(
+                f"window {window_s} s / hop {hop_s} s under one sample at {sample_rate} Hz"
+            )
+        return cls(win, hop_s * sample_rate, int(round(min_tail_s * sample_rate)))
+
+    def start(self, k: int) -> int:
+        return int(math.floor(k * self.hop + 0.5))
+
+    def n_full(self, n: int) -> int:
+        """Number of windows lying fully inside ``n`` samples."""
+        if n < self.win:
+            return 0
+        k = int((n - self.win) / self.hop) + 1
+        while self.start(k) + self.win <= n:
+            k += 1
+        while k > 0 and self.start(k - 1) + self.win > n:
+            k -= 1
+        return k
+
+    def tail(self, n: int, k: int) -> int | None:
+        """Start of the padded tail window after ``k`` full windows, or None when there is none."""
+        s = self.start(k)
+        if n <= 0 or s >= n:
+            return None
+        if k == 0:
+            return s  # shorter than one window: one padded window, whatever its length
+        covered = self.start(k - 1) + self.win
+        new = n - max(s, covered)
+        return s if new > 0 and new >= self.min_tail else None
+
+
+def frame(
+    x: np.ndarray,
+    sample_rate: int,
+    window_s: float,
+    hop_s: float,
+    min_tail_s: float = MIN_TAIL_S,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a whole mono signal into windows (the in-memory reference for :func:`iter_windows`).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        ``(n,)`` samples at ``sample_rate``.
+    sample_rate : int
+    window_s, hop_s : float
+        Window length and hop (s); hop may be shorter or longer than the window.
+    min_tail_s : float
+        Shortest uncovered tail (s) that still gets a zero-padded window.
+
+    Returns
+    -------
+    starts_s : np.ndarray
+        ``(W,)`` float64 window starts in seconds.
+    windows : np.ndarray
+        ``(W, round(window_s * sample_rate))`` float32, zero-padded past the end of ``x``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"frame expects a 1-D signal, got shape {x.shape}")
+    grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
+    n = len(x)
+    k = grid.n_full(n)
+    starts = [grid.start(i) for i in range(k)]
+    tail = grid.tail(n, k)
+    windows = np.zeros((k + (tail is not None), grid.win), np.float32)  # (W, win)
+    if k:
+        windows[:k] = np.lib.stride_tricks.sliding_window_view(x, grid.win)[starts]
+    if tail is not None:
+        windows[k, : n - tail] = x[tail:]
+        starts.append(tail)
+    return np.asarray(starts, np.float64) / sample_rate, windows
+
+
+def iter_windows(
+    path: str | os.PathLike,
+    sample_rate: int,
+    window_s: float,
+    hop_s: float,
+    channels: str = "mix",
+    min_tail_s: float = MIN_TAIL_S,
+    max_windows: int = BATCH_WINDOWS,
+    block_s: float = BLOCK_S,
+) -> Iterator[WindowBatch]:
+    """Stream the windows of a file without holding it whole in memory.
+
+    Windows and times are identical to :func:`frame` applied to the whole decoded channel; overlap
+    (hop < window) is carried between decode blocks and gaps (hop > window) are skipped.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sample_rate : int
+        Model rate (Hz) the audio is resampled to.
+    window_s, hop_s, min_tail_s : float
+        As in :func:`frame`.
+    channels : {"mix", "first", "all"}
+        Batches carry channel -1 for mix, 0 for first, 0..C-1 for all.
+    max_windows : int
+        Most windows per batch.
+    block_s : float
+        Seconds of native audio decoded at a time (memory use is about one block plus one window).
+
+    Yields
+    ------
+    WindowBatch
+        ``audio`` float32 ``(W, win)`` with ``W <= max_windows``, in time order per channel.
+    """
+    _check_policy(channels)
+    grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
+    if max_windows < 1:
+        raise ValueError(f"max_windows must be >= 1, got {max_windows}")
+    labels: list[int] | None = None  # channel number of each row of a block
+    buf = np.zeros((0, 0), np.float32)  # (C, m) samples from absolute index `off` on
+    off = n = k = 0  # buffer start, samples seen, next window index
+    pending: list[tuple[int, np.ndarray]] = []  # (start sample, (C, win) audio)
+    for block in read_blocks(path, sample_rate, channels, block_s):  # (C, m)
+        if labels is None:
+            labels = [-1] if channels == "mix" else list(range(block.shape[0]))
+            buf = np.zeros((block.shape[0], 0), np.float32)
+        skip = max(0, off - n)  # hop > window: samples before the next start are never used
+        n += block.shape[1]
+        buf = np.concatenate([buf, block[:, skip:]], axis=1)
+        while grid.start(k) + grid.win <= n:
+            s = grid.start(k) - off
+            pending.append((grid.start(k), buf[:, s : s + grid.win].copy()))  # (C, win)
+            k += 1
+            if len(pending) == max_windows:
+                yield from _batches(pending, labels, grid.win, n, sample_rate)
+                pending = []
+        # keep only what the next window needs; off may run past n when hop > window
+        buf, off = buf[:, grid.start(k) - off :], grid.start(k)
+    tail = grid.tail(n, k)
+    if tail is not None:
+        w = np.zeros((buf.shape[0], grid.win), np.float32)  # (C, win)
+        w[:, : n - tail] = buf[:, tail - off :]
+        pending.append((tail, w))
+    if pending:
+        yield from _batches(pending, labels, grid.win, n, sample_rate)
+
+
+def _batches(
+    pending: list[tuple[int, np.ndarray]], labels: list[int], win: int, n: int, sample_rate: int
+) -> Iterator[WindowBatch]:
+    starts = np.array([s for s, _ in pending], np.int64)  # (W,)
+    audio = np.stack([w for _, w in pending], axis=1)  # (C, W, win)
+    start_s = starts / sample_rate
+    end_s = np.minimum(starts + win, n) / sample_rate
+    for c, label in enumerate(labels):
+        yield WindowBatch(label, start_s.copy(), end_s.copy(), audio[c])
