@@ -1,0 +1,354 @@
+"""The ``perch`` embedder: Perch-2.0-style EfficientNet-B3, 5 s at 32 kHz -> 1536-d, in plain PyTorch.
+
+``load(weights)`` accepts our checkpoint (``.pt``), ``.npz`` / ``.safetensors`` keyed by Flax paths, or the
+Kaggle SavedModel folder (TF tensor bundle with ``_tf_var_leaves/<N>`` names). Everything is checked
+strictly against the model: a missing, unused or mis-shaped tensor is an error that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder.base import Embedder
+from embedder.perch_net import (
+    EMBED_DIM,
+    PerchConfig,
+    PerchNet,
+    calibrate_batchnorm,
+    calibration_audio,
+)
+from embedder.weights import (
+    WeightsError,
+    check_state_dict,
+    is_checkpoint,
+    load_checkpoint,
+    load_strict,
+    read_tensors,
+    sha256_file,
+)
+
+__all__ = ["PerchConfig", "PerchEmbedder", "PerchNet", "import_perch", "load"]
+
+DEFAULT_BATCH_SIZE = 16  # windows per forward pass
+SEED = 0  # random-init seed for weights=None
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+HEAD_LEAVES = ("bias", "protop_kernel", "prototypes")  # sorted leaf names of the prototype head
+HEAD_LEAF_BY_NDIM = {1: "bias", 2: "protop_kernel", 3: "prototypes"}
+HEAD_PATH_PREFIX = "params/ProtoHead"  # used only when a bundle gives no names
+TF_LEAF_RE = re.compile(r"^_tf_var_leaves/(\d+)(?:/|$)")
+IGNORED_BUNDLE_VARS = ("save_counter",)  # bookkeeping variables that may sit beside the leaves
+LOAD_OPTIONS = ("batch_size", "precision", "channels_last", "compile", "labels", "fuse_bn")
+
+
+# ------------------------------------------------------------------------------- Flax path mapping
+def _bn_paths(scope: str, bn: str, key: str) -> list[tuple[str, str, str]]:
+    return [
+        (f"params/{scope}/{bn}/scale", f"{key}.bn.weight", "vec"),
+        (f"params/{scope}/{bn}/bias", f"{key}.bn.bias", "vec"),
+        (f"batch_stats/{scope}/{bn}/mean", f"{key}.bn.running_mean", "vec"),
+        (f"batch_stats/{scope}/{bn}/var", f"{key}.bn.running_var", "vec"),
+    ]
+
+
+def flax_mapping(config: PerchConfig) -> dict[str, tuple[str, str]]:
+    """Backbone Flax path -> (our state_dict key, layout kind "conv" | "dense" | "vec")."""
+    rows = [("params/Stem_0/Conv_0/kernel", "backbone.stem.conv.weight", "conv")]
+    rows += _bn_paths("Stem_0", "BatchNorm_0", "backbone.stem")
+    for i, (_, _, _, _, expand) in enumerate(config.block_specs()):
+        scope, key = f"MBConv_{i}", f"backbone.blocks.{i}"
+        parts = [("Depthwise", "depthwise"), ("Project", "project")]
+        if expand != 1:
+            parts.insert(0, ("Expand", "expand"))
+        for flax_name, ours in parts:
+            rows.append(
+                (f"params/{scope}/{flax_name}Conv/kernel", f"{key}.{ours}.conv.weight", "conv")
+            )
+            rows += _bn_paths(scope, f"{flax_name}BatchNorm", f"{key}.{ours}")
+        for flax_name, ours in (("Reduce", "reduce"), ("Expand", "expand")):
+            se = f"params/{scope}/SqueezeAndExcitation_0/{flax_name}"
+            rows.append((f"{se}/kernel", f"{key}.se.{ours}.weight", "dense"))
+            rows.append((f"{se}/bias", f"{key}.se.{ours}.bias", "vec"))
+    rows.append(("params/Head_0/Conv_0/kernel", "backbone.head.conv.weight", "conv"))
+    rows += _bn_paths("Head_0", "BatchNorm_0", "backbone.head")
+    return {path: (key, kind) for path, key, kind in rows}
+
+
+def flax_leaf_order(config: PerchConfig) -> list[str]:
+    """Backbone Flax paths in JAX tree-flatten order (keys sorted at every level).
+
+    Position N in this list is the ``_tf_var_leaves/<N>`` variable of the SavedModel; the head's
+    leaves follow it.
+    """
+    return sorted(flax_mapping(config), key=lambda p: tuple(p.split("/")))
+
+
+def _to_flax_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
+    if kind == "conv":  # OIHW -> HWIO
+        return (shape[2], shape[3], shape[1], shape[0])
+    if kind == "dense":  # (out, in) -> (in, out)
+        return (shape[1], shape[0])
+    return shape
+
+
+def _to_torch(array: np.ndarray, kind: str) -> torch.Tensor:
+    a = np.asarray(array, dtype=np.float32)
+    if kind == "conv":  # HWIO (H = time, W = mel) -> OIHW; depthwise (k, k, 1, C) -> (C, 1, k, k)
+        a = a.transpose(3, 2, 0, 1)
+    elif kind == "dense":  # (in, out) -> Linear weight (out, in)
+        a = a.T
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def bundle_to_flax(tensors: dict[str, np.ndarray], config: PerchConfig) -> dict[str, np.ndarray]:
+    """Rename ``_tf_var_leaves/<N>`` bundle variables to Flax paths (head leaves by their rank)."""
+    order = flax_leaf_order(config)
+    out: dict[str, np.ndarray] = {}
+    for name, array in tensors.items():
+        m = TF_LEAF_RE.match(name)
+        if m is None:
+            if name.split("/")[0] not in IGNORED_BUNDLE_VARS:
+                out[name] = array  # reported as unused by the strict check
+            continue
+        n = int(m.group(1))
+        if n < len(order):
+            out[order[n]] = array
+        elif n < len(order) + len(HEAD_LEAVES) and array.ndim in HEAD_LEAF_BY_NDIM:
+            out[f"{HEAD_PATH_PREFIX}/{HEAD_LEAF_BY_NDIM[array.ndim]}"] = array
+        else:
+            out[name] = array
+    return out
+
+
+def _find_head(tensors: dict[str, np.ndarray], known: set[str]) -> dict[str, str]:
+    """Leaf name -> path for the prototype head among the tensors that are not backbone paths."""
+    found: dict[str, list[str]] = {leaf: [] for leaf in HEAD_LEAVES}
+    for path in tensors:
+        leaf = path.rsplit("/", 1)[-1]
+        if path not in known and leaf in found:
+            found[leaf].append(path)
+    if not found["prototypes"]:
+        return {}
+    for leaf, paths in found.items():
+        if len(paths) != 1:
+            what = "missing" if not paths else f"ambiguous ({', '.join(paths)})"
+            raise WeightsError(f"prototype head: tensor '*/{leaf}' is {what}")
+    return {leaf: paths[0] for leaf, paths in found.items()}
+
+
+def flax_to_state_dict(
+    tensors: dict[str, np.ndarray], config: PerchConfig, source: str
+) -> tuple[PerchConfig, dict[str, torch.Tensor]]:
+    """Convert Flax-path tensors to our state_dict, checking every name and shape.
+
+    The prototype head, if present, sets ``config.n_classes`` / ``n_prototypes`` from its shapes.
+    """
+    mapping = flax_mapping(config)
+    head = _find_head(tensors, set(mapping))
+    if head:
+        protos = tensors[head["prototypes"]]
+        config.n_classes, config.n_prototypes = int(protos.shape[0]), int(protos.shape[-1])
+    else:
+        config.n_classes = 0
+    model_shapes = {k: tuple(v.shape) for k, v in PerchNet(config).state_dict().items()}
+    expected = {p: _to_flax_shape(model_shapes[k], kind) for p, (k, kind) in mapping.items()}
+    for leaf, path in head.items():
+        expected[path] = model_shapes[f"proto_head.{leaf}"]
+        mapping[path] = (f"proto_head.{leaf}", "vec")
+    check_state_dict(expected, {k: tuple(np.shape(v)) for k, v in tensors.items()}, source)
+    state = {key: _to_torch(tensors[p], kind) for p, (key, kind) in mapping.items()}
+    for key in model_shapes:  # Flax keeps no BatchNorm step counter
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros((), dtype=torch.long)
+    return config, state
+
+
+def read_perch_weights(
+    path: str | Path, config: PerchConfig | None = None
+) -> tuple[PerchConfig, dict[str, torch.Tensor]]:
+    """Read any supported Perch weight container into (config, our state_dict); not yet loaded."""
+    p = Path(path).expanduser()
+    if is_checkpoint(p):
+        cfg, state = load_checkpoint(p)
+        return PerchConfig.from_dict(cfg), state
+    config = config or PerchConfig()
+    tensors = read_tensors(p)
+    if any(TF_LEAF_RE.match(k) for k in tensors):
+        tensors = bundle_to_flax(tensors, config)
+    return flax_to_state_dict(tensors, config, str(p))
+
+
+def import_perch(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Importer for :func:`embedder.weights.import_weights`: validated (config dict, state_dict)."""
+    config, state = read_perch_weights(path)
+    load_strict(PerchNet(config), state, str(path))
+    return config.to_dict(), state
+
+
+# ------------------------------------------------------------------------------------- embedder
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda > mps > cpu; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def read_labels(path: str | Path, n_classes: int) -> list[str]:
+    """Class names, one per line (a CSV's first column); a header line is dropped if present."""
+    lines = [ln.split(",")[0].strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if len(lines) == n_classes + 1:
+        lines = lines[1:]
+    if len(lines) != n_classes:
+        raise ValueError(f"{path}: {len(lines)} labels for a head with {n_classes} classes")
+    return lines
+
+
+class PerchEmbedder(Embedder):
+    """Perch-2.0-style embedder; see :func:`load`.
+
+    Attributes
+    ----------
+    model : PerchNet
+        The network (frontend included), on ``device``, in eval mode.
+    config : PerchConfig
+    class_names : list[str] or None
+        Names for ``logits`` columns when a labels file was given.
+    """
+
+    name = "perch"
+    sample_rate = 32_000
+    window_s = 5.0
+    dim = EMBED_DIM
+
+    def __init__(
+        self,
+        model: PerchNet,
+        weights: str | None,
+        device: torch.device,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        if precision is None:
+            precision = "bf16" if device.type == "cuda" else "fp32"
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.config, self.weights = model, model.config, weights
+        self.device, self.batch_size, self.precision = device, int(batch_size), precision
+        self.class_names = class_names
+
+    def config_dict(self) -> dict:
+        return {
+            **super().config_dict(),
+            "config": self.config.to_dict(),
+            "precision": self.precision,
+        }
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _run(self, fn, batch: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
+        x = self.check_batch(batch)  # (n, 160000)
+        outs = [np.zeros((0, *tail), dtype=np.float32)]
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(x), self.batch_size):
+                xb = torch.from_numpy(x[start : start + self.batch_size]).to(self.device)
+                outs.append(fn(xb).float().cpu().numpy())
+        return np.concatenate(outs)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 160000) raw audio at 32 kHz -> (n, 1536) float32 mean-pooled embeddings."""
+        return self._run(self.model, batch, (self.dim,))
+
+    def embed_spatial(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 160000) -> (n, 16, 4, 1536) float32 spatial embeddings (time, freq, channel)."""
+        tail = (16, 4, self.dim)  # 500x128 log-mel downsampled 32x (spec)
+        return self._run(self.model.spatial, batch, tail)
+
+    def frontend(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 160000) -> (n, 500, 128) float32 log-mel, after per-window normalisation."""
+        return self._run(self.model.frontend, batch, (500, 128))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 160000) -> (n, C) prototype-head logits; needs weights that carry the head."""
+        if self.model.proto_head is None:
+            raise RuntimeError("perch: these weights carry no classification head (no logits)")
+        return self._run(self.model.logits, batch, (self.config.n_classes,))
+
+
+def _describe(path: Path) -> str:
+    return f"{path.resolve()} (sha256 {sha256_file(path)[:16]})"
+
+
+def load(weights: str | None = None, device: str = "auto", **options) -> PerchEmbedder:
+    """Build the ``perch`` embedder.
+
+    Parameters
+    ----------
+    weights : str or None
+        Our checkpoint (``.pt``), Flax-path ``.npz`` / ``.safetensors``, or a SavedModel folder.
+        ``None``: random initialisation with a fixed seed (``.weights`` is None).
+    device : str
+        ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
+    **options
+        ``batch_size`` (16), ``precision`` ("fp32" | "bf16" | "fp16"; default bf16 autocast on CUDA,
+        fp32 elsewhere), ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
+        ``labels`` (class-name file for the prototype head), ``fuse_bn`` (fold BatchNorm, default True),
+        and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
+        ``activation="relu"``, ``logit_rescale=True``).
+    """
+    run_opts = {k: options.pop(k) for k in LOAD_OPTIONS if k in options}
+    overrides = dict(options)
+    try:
+        PerchConfig.from_dict(overrides)
+    except ValueError as exc:
+        raise TypeError(f"perch.load: {exc}; run options are {', '.join(LOAD_OPTIONS)}") from None
+    dev = resolve_device(device)
+    if weights is None:
+        config = PerchConfig(**overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            net = PerchNet(config)
+            samples = int(round(config.sample_rate * config.window_s))
+            calibrate_batchnorm(net, calibration_audio(samples, SEED))
+        description = None
+    else:
+        path = Path(weights).expanduser()
+        base_config, state = read_perch_weights(path, PerchConfig(**overrides))
+        config = PerchConfig.from_dict({**base_config.to_dict(), **overrides})
+        net = PerchNet(config)
+        load_strict(net, state, str(path))
+        description = _describe(path)
+    net.eval()
+    if run_opts.get("fuse_bn", True):
+        net.backbone.fuse()
+    net.to(dev)
+    if run_opts.get("channels_last", True):
+        net.to(memory_format=torch.channels_last)
+    if run_opts.get("compile", False):
+        net.backbone = torch.compile(net.backbone)
+    names = None
+    if run_opts.get("labels"):
+        if config.n_classes == 0:
+            raise ValueError("perch: a labels file was given but the weights carry no head")
+        names = read_labels(run_opts["labels"], config.n_classes)
+    return PerchEmbedder(
+        net,
+        description,
+        dev,
+        batch_size=run_opts.get("batch_size", DEFAULT_BATCH_SIZE),
+        precision=run_opts.get("precision"),
+        class_names=names,
+    )
