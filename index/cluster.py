@@ -1,0 +1,225 @@
+"""Clustering of unlabelled windows: PCA, then k-means (FAISS) or HDBSCAN; exemplars and counts.
+
+Clustering an unlabelled soundscape is how a user finds what is in it: each cluster is shown by its
+exemplars (the members closest to the centre) and by how its windows spread over sites and hours
+of the day. PCA first (to ``PCA_DIM``) because k-means and density estimates behave badly in 1536
+dimensions and the distance computations dominate the cost. HDBSCAN is fitted on a sample (it is
+quadratic-ish) and the remaining windows join the cluster of their nearest sampled neighbour.
+Results are cached under ``<db>/cache/`` keyed by the table version and the parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from index.projection import cache_dir, cache_key, fit_pca, window_meta
+
+PCA_DIM = 64  # dimensions kept before k-means
+HDBSCAN_PCA_DIM = 16  # density estimates need fewer dimensions still
+HDBSCAN_SAMPLE = 20_000  # windows HDBSCAN is fitted on; the rest join their nearest neighbour
+KMEANS_ITER = 20
+KMEANS_POINTS_PER_CENTROID = 256  # training sample per centre (FAISS default)
+N_EXEMPLARS = 5  # exemplars kept per cluster
+METHODS = ("kmeans", "hdbscan")
+NOISE = -1  # HDBSCAN's label for windows in no cluster
+
+
+@dataclass
+class Clustering:
+    """Cluster labels of n vectors, cluster centres in PCA space, and exemplar rows."""
+
+    labels: np.ndarray  # (n,) int64, NOISE for HDBSCAN outliers
+    distances: np.ndarray  # (n,) float32 distance of each vector to its cluster centre
+    centers: np.ndarray  # (k, p) float32 in PCA space
+    exemplars: np.ndarray  # (k, N_EXEMPLARS) row indices, -1 padding for small clusters
+
+
+def cluster_vectors(
+    X: np.ndarray,
+    method: str = "kmeans",
+    k: int = 50,
+    pca_dim: int | None = None,
+    min_cluster_size: int | None = None,
+    n_exemplars: int = N_EXEMPLARS,
+    seed: int = 0,
+) -> Clustering:
+    """Cluster X (n, d).
+
+    Parameters
+    ----------
+    method : "kmeans" (needs ``k``) or "hdbscan" (finds the number of clusters itself)
+    pca_dim : dimensions after PCA (default PCA_DIM for k-means, HDBSCAN_PCA_DIM for HDBSCAN)
+    min_cluster_size : HDBSCAN's smallest cluster (default: max(5, n_fit // 200))
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {METHODS}")
+    n = len(X)
+    if method == "kmeans" and not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the number of windows ({n}), got {k}")
+    default_dim = PCA_DIM if method == "kmeans" else HDBSCAN_PCA_DIM
+    Z = fit_pca(X, min(pca_dim or default_dim, X.shape[1]), seed=seed).transform(X)  # (n, p)
+    if method == "kmeans":
+        labels, centers = _kmeans(Z, k, seed)
+    else:
+        labels, centers = _hdbscan(Z, min_cluster_size, seed)
+    valid = labels >= 0
+    dist = np.full(n, np.nan, dtype=np.float32)
+    dist[valid] = np.linalg.norm(Z[valid] - centers[labels[valid]], axis=1)
+    return Clustering(labels, dist, centers, _exemplars(labels, dist, len(centers), n_exemplars))
+
+
+def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # FAISS trains on at most KMEANS_POINTS_PER_CENTROID * k rows; seed it with k-means++ picks
+    # from that sample, because its random initialisation often merges planted groups.
+    rng = np.random.default_rng(seed)
+    n_fit = min(len(Z), KMEANS_POINTS_PER_CENTROID * k)
+    fit = Z[np.sort(rng.choice(len(Z), n_fit, replace=False))] if n_fit < len(Z) else Z
+    fit = np.ascontiguousarray(fit, dtype=np.float32)
+    km = faiss.Kmeans(
+        Z.shape[1],
+        k,
+        niter=KMEANS_ITER,
+        seed=seed + 1,
+        verbose=False,
+        max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
+    )
+    km.train(fit, init_centroids=kmeans_plus_plus(fit, k, rng))
+    _, assign = km.index.search(np.ascontiguousarray(Z, dtype=np.float32), 1)  # (n, 1)
+    return assign[:, 0].astype(np.int64), km.centroids.astype(np.float32)
+
+
+def kmeans_plus_plus(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): (k, p) centres drawn from Z (n, p)."""
+    n = len(Z)
+    sq = (Z.astype(np.float64) ** 2).sum(1)
+    centers = np.empty((k, Z.shape[1]), dtype=np.float32)
+    centers[0] = Z[rng.integers(n)]
+    d2 = np.maximum(sq - 2 * Z @ centers[0] + float(centers[0] @ centers[0]), 0)
+    for i in range(1, k):
+        total = d2.sum()
+        j = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
+        centers[i] = Z[j]
+        d2 = np.minimum(d2, np.maximum(sq - 2 * Z @ centers[i] + float(centers[i] @ centers[i]), 0))
+    return centers
+
+
+def _hdbscan(
+    Z: np.ndarray, min_cluster_size: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.cluster import HDBSCAN
+
+    n = len(Z)
+    fit_rows = (
+        np.sort(np.random.default_rng(seed).choice(n, HDBSCAN_SAMPLE, replace=False))
+        if n > HDBSCAN_SAMPLE
+        else np.arange(n)
+    )
+    mcs = min_cluster_size or max(5, len(fit_rows) // 200)
+    fit_labels = HDBSCAN(min_cluster_size=mcs, copy=True).fit_predict(Z[fit_rows]).astype(np.int64)
+    labels = np.full(n, NOISE, dtype=np.int64)
+    labels[fit_rows] = fit_labels
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    if len(rest):  # the rest take the label (or noise) of their nearest fitted neighbour
+        nn = faiss.IndexFlatL2(Z.shape[1])
+        nn.add(np.ascontiguousarray(Z[fit_rows]))
+        _, idx = nn.search(np.ascontiguousarray(Z[rest]), 1)
+        labels[rest] = fit_labels[idx[:, 0]]
+    k = int(labels.max()) + 1
+    centers = (
+        np.stack([Z[labels == c].mean(0) for c in range(k)]) if k else np.zeros((0, Z.shape[1]))
+    )
+    return labels, centers.astype(np.float32)
+
+
+def _exemplars(labels: np.ndarray, dist: np.ndarray, k: int, n_ex: int) -> np.ndarray:
+    out = np.full((k, n_ex), -1, dtype=np.int64)
+    valid = np.flatnonzero(labels >= 0)
+    order = valid[np.lexsort((dist[valid], labels[valid]))]  # by cluster, then distance
+    starts = np.searchsorted(labels[order], np.arange(k))
+    ends = np.searchsorted(labels[order], np.arange(k), side="right")
+    for c in range(k):
+        members = order[starts[c] : min(ends[c], starts[c] + n_ex)]
+        out[c, : len(members)] = members
+    return out
+
+
+def cluster_counts(assignments: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Windows per cluster (rows) and ``by`` value (columns), e.g. by="site" or by="hour"."""
+    col = assignments[by].astype("object").where(assignments[by].notna(), "(none)")
+    return pd.crosstab(assignments["cluster"], col)
+
+
+# -- database layer ---------------------------------------------------------------------------
+@dataclass
+class ClusterResult:
+    """Clusters of a model's windows.
+
+    assignments: window_id, recording_id, start_s, end_s, site, hour (0-23 or NaN), cluster, distance.
+    exemplars: cluster, rank, window_id, recording_id, start_s, end_s (closest members first).
+    """
+
+    assignments: pd.DataFrame
+    exemplars: pd.DataFrame
+    params: dict
+
+    def counts(self, by: str = "site") -> pd.DataFrame:
+        """Windows per cluster and site ("site") or hour of day ("hour")."""
+        return cluster_counts(self.assignments, by)
+
+
+def cluster_windows(
+    db,
+    model: str,
+    method: str = "kmeans",
+    k: int = 50,
+    pca_dim: int | None = None,
+    min_cluster_size: int | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> ClusterResult:
+    """Cluster every window of ``model`` (cached by table version and parameters)."""
+    table = db.windows(model)
+    params = {
+        "method": method,
+        "k": k if method == "kmeans" else None,
+        "pca_dim": pca_dim,
+        "min_cluster_size": min_cluster_size,
+        "seed": seed,
+    }
+    stem = cache_key("clusters", model, table.version, params)
+    a_path, e_path = cache_dir(db) / f"{stem}.parquet", cache_dir(db) / f"{stem}.exemplars.parquet"
+    if use_cache and a_path.exists() and e_path.exists():
+        return ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
+    meta = _with_hour(db, window_meta(db, model))
+    ids, X = db.vectors(model, meta["window_id"].to_numpy())
+    if len(X) == 0:
+        raise ValueError(f"model {model!r} has no windows to cluster")
+    res = cluster_vectors(X, method, k, pca_dim, min_cluster_size, seed=seed)
+    assignments = meta.assign(cluster=res.labels, distance=res.distances)
+    ex = [
+        (c, r, int(i))
+        for c in range(len(res.exemplars))
+        for r, i in enumerate(res.exemplars[c])
+        if i >= 0
+    ]
+    ex_df = pd.DataFrame(ex, columns=["cluster", "rank", "row"])
+    exemplars = ex_df.join(meta[["window_id", "recording_id", "start_s", "end_s"]], on="row").drop(
+        columns="row"
+    )
+    assignments.to_parquet(a_path, index=False)
+    exemplars.to_parquet(e_path, index=False)
+    return ClusterResult(assignments, exemplars, params)
+
+
+def _with_hour(db, meta: pd.DataFrame) -> pd.DataFrame:
+    """Add the hour of day of each window from its recording's start_time (NaN when unknown)."""
+    recs = db.recordings()
+    if "start_time" not in recs.columns:
+        return meta.assign(hour=np.nan)
+    start = pd.to_datetime(recs.set_index("recording_id")["start_time"], errors="coerce", utc=False)
+    t = meta["recording_id"].map(start) + pd.to_timedelta(meta["start_s"], unit="s")
+    return meta.assign(hour=t.dt.hour.astype("float64"))

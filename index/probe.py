@@ -1,0 +1,412 @@
+"""Linear probes: logistic-regression heads on frozen embeddings, and how to judge them.
+
+``LinearProbe`` follows scikit-learn's estimator contract (``fit(X, y, sample_weight)``,
+``predict_proba``, ``predict``, ``decision_function``, ``classes_``, ``coef_``, ``intercept_``)
+for binary and one-vs-rest multi-label problems. It minimises the same objective as
+``sklearn.linear_model.LogisticRegression(C=...)`` with L-BFGS, but never copies X: standardisation
+is folded into the matrix products, and ``coef_`` / ``intercept_`` are reported in the raw feature
+space so scoring an archive is one matrix product.
+
+Cross-validation is grouped by recording: windows of one recording are strongly correlated
+(neighbouring windows, same site and background), so a split that puts them on both sides reports
+optimistic numbers. Thresholds are chosen on the out-of-fold scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+DEFAULT_C = 1.0  # inverse L2 strength on standardised features, as in scikit-learn
+MAX_ITER = 100  # L-BFGS iterations (scikit-learn's default)
+TOL = 1e-4  # projected-gradient tolerance (scikit-learn's default)
+MIN_STD = 1e-6  # features with a smaller standard deviation are left unscaled
+PR_CURVE_POINTS = 200  # precision/recall points kept in stored metrics
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """L2-regularised logistic regression fitted with L-BFGS.
+
+    Parameters
+    ----------
+    C : float
+        Inverse regularisation strength; objective ``C * sum_i w_i * logloss_i + ||coef||^2 / 2``
+        on (optionally standardised) features, like scikit-learn.
+    class_weight : None, "balanced" or dict
+        "balanced" reweights each label so its positives and negatives carry equal total weight
+        (sample weights included, so a few weak negatives do not swamp the positives).
+    standardize : bool
+        Fit on features scaled to zero mean / unit variance (embeddings have tiny per-dimension
+        variance, so this makes ``C`` meaningful and L-BFGS converge in few iterations).
+    max_iter, tol : int, float
+        L-BFGS stopping rules.
+    """
+
+    def __init__(
+        self,
+        C: float = DEFAULT_C,
+        class_weight: str | dict | None = None,
+        standardize: bool = True,
+        max_iter: int = MAX_ITER,
+        tol: float = TOL,
+    ):
+        self.C = C
+        self.class_weight = class_weight
+        self.standardize = standardize
+        self.max_iter = max_iter
+        self.tol = tol
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
+        """Fit on X (n, d) and y: (n,) class labels (binary or multi-class, one-vs-rest) or a
+        (n, L) 0/1 indicator matrix (multi-label); sample_weight (n,) or (n, L)."""
+        X = _as_matrix(X)
+        T = self._targets(np.asarray(y))  # (n, L) in {0, 1}
+        n, d = X.shape
+        if T.shape[0] != n:
+            raise ValueError(f"X has {n} rows but y has {T.shape[0]}")
+        W = _sample_weights(sample_weight, T.shape)
+        W = W * self._class_weights(T, W)
+        mu, sd = _moments(X) if self.standardize else (np.zeros(d), np.ones(d))
+        coef, bias, n_iter = _lbfgs(X, T, W, mu, sd, float(self.C), self.max_iter, self.tol)
+        # Fold standardisation into raw-space weights: (x - mu) / sd @ w = x @ (w / sd) - mu @ (w / sd).
+        raw = coef / sd[:, None]  # (d, L)
+        self.coef_ = raw.T.copy()  # (L, d)
+        self.intercept_ = bias - mu @ raw  # (L,)
+        self.n_iter_ = np.array([n_iter])
+        self.n_features_in_ = d
+        return self
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if y.ndim == 2:
+            self._mode = "multilabel"
+            self.classes_ = np.arange(y.shape[1])
+            if not np.isin(y, (0, 1)).all():
+                raise ValueError("a 2-D y must be a 0/1 indicator matrix")
+            return y.astype(np.float64)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"need at least two classes to fit a probe, got {classes.tolist()}")
+        self.classes_ = classes
+        if len(classes) == 2:
+            self._mode = "binary"
+            return (y == classes[1]).astype(np.float64)[:, None]
+        self._mode = "multiclass"
+        return (y[:, None] == classes[None, :]).astype(np.float64)
+
+    def _class_weights(self, T: np.ndarray, W: np.ndarray) -> np.ndarray:
+        cw = self.class_weight
+        if cw is None:
+            return np.ones((1, T.shape[1]))
+        if cw == "balanced":
+            pos = (W * T).sum(0)
+            neg = (W * (1 - T)).sum(0)
+            total = pos + neg
+            w_pos = np.where(pos > 0, total / (2 * np.maximum(pos, 1e-12)), 1.0)
+            w_neg = np.where(neg > 0, total / (2 * np.maximum(neg, 1e-12)), 1.0)
+            return T * w_pos + (1 - T) * w_neg
+        if isinstance(cw, dict) and self._mode == "binary":
+            c0, c1 = self.classes_
+            return T * cw.get(c1, 1.0) + (1 - T) * cw.get(c0, 1.0)
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict (binary), got {cw!r}")
+
+    # -- prediction ----------------------------------------------------------------------------
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits: (n,) for binary problems, (n, L) otherwise."""
+        z = _as_matrix(X) @ self.coef_.T.astype(np.float64) + self.intercept_  # (n, L)
+        return z[:, 0] if self._mode == "binary" else z
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Binary: (n, 2) [P(classes_[0]), P(classes_[1])]; multi-label: (n, L) per-label
+        probabilities; multi-class: (n, K) one-vs-rest probabilities normalised per row."""
+        p = expit(self.decision_function(X))
+        if self._mode == "binary":
+            return np.column_stack([1 - p, p])
+        if self._mode == "multiclass":
+            return p / p.sum(1, keepdims=True)
+        return p
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        z = self.decision_function(X)
+        if self._mode == "binary":
+            return self.classes_[(z > 0).astype(int)]
+        if self._mode == "multiclass":
+            return self.classes_[z.argmax(1)]
+        return (z > 0).astype(int)
+
+    def positive_scores(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the positive class(es): (n,) binary, (n, L) otherwise."""
+        return expit(self.decision_function(X))
+
+    @classmethod
+    def from_weights(cls, coef: np.ndarray, intercept: np.ndarray, classes=None) -> LinearProbe:
+        """Rebuild a fitted probe from stored ``coef_`` (L, d) and ``intercept_`` (L,)."""
+        probe = cls()
+        probe.coef_ = np.asarray(coef, dtype=np.float64).reshape(len(intercept), -1)
+        probe.intercept_ = np.asarray(intercept, dtype=np.float64)
+        probe.n_features_in_ = probe.coef_.shape[1]
+        if probe.coef_.shape[0] == 1:
+            probe._mode, probe.classes_ = "binary", np.array([0, 1])
+        else:
+            probe._mode, probe.classes_ = "multilabel", np.arange(probe.coef_.shape[0])
+        if classes is not None:
+            probe.classes_ = np.asarray(classes)
+        return probe
+
+
+def _as_matrix(X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n, dim), got shape {X.shape}")
+    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float32)
+
+
+def _sample_weights(sample_weight, shape: tuple[int, int]) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(shape)
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    if sw.ndim == 1:
+        sw = np.repeat(sw[:, None], shape[1], axis=1)  # (n, L)
+    if sw.shape != shape or (sw < 0).any():
+        raise ValueError(f"sample_weight must be non-negative, shape ({shape[0]},) or {shape}")
+    return sw
+
+
+def _moments(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std in float64, in chunks so a float32 X is never copied whole."""
+    n = X.shape[0]
+    s = np.zeros(X.shape[1])
+    ss = np.zeros(X.shape[1])
+    for i in range(0, n, chunk):
+        block = X[i : i + chunk].astype(np.float64)
+        s += block.sum(0)
+        ss += (block * block).sum(0)
+    mu = s / n
+    sd = np.sqrt(np.maximum(ss / n - mu * mu, 0.0))
+    return mu, np.where(sd < MIN_STD, 1.0, sd)
+
+
+def _lbfgs(X, T, W, mu, sd, C, max_iter, tol) -> tuple[np.ndarray, np.ndarray, int]:
+    """Minimise mean-weighted logloss + ||w||^2 / (2 C sum(W)) (scikit-learn's objective / C sum W).
+
+    X (n, d) raw; the standardised features are (X - mu) / sd, never materialised.
+    """
+    n, d = X.shape
+    L = T.shape[1]
+    S = W.sum(0)  # (L,) per-label weight sums
+    S = np.where(S > 0, S, 1.0)
+    inv_sd = 1.0 / sd
+    dtype = X.dtype
+
+    def fun(theta: np.ndarray):
+        w = theta[: d * L].reshape(d, L)  # (d, L) standardised-space weights
+        b = theta[d * L :]  # (L,)
+        ws = w * inv_sd[:, None]
+        z = (X @ ws.astype(dtype)).astype(np.float64) + (b - mu @ ws)  # (n, L)
+        loss = -(W * (T * log_expit(z) + (1 - T) * log_expit(-z))).sum(0) / S
+        r = W * (expit(z) - T) / S  # (n, L) gradient wrt z
+        g_raw = (X.T @ r.astype(dtype)).astype(np.float64)  # (d, L)
+        gw = (g_raw - np.outer(mu, r.sum(0))) * inv_sd[:, None] + w / (C * S)
+        gb = r.sum(0)
+        f = loss.sum() + ((w * w).sum(0) / (2 * C * S)).sum()
+        return f, np.concatenate([gw.ravel(), gb])
+
+    theta0 = np.zeros(d * L + L)
+    res = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
+    theta = res.x
+    return theta[: d * L].reshape(d, L), theta[d * L :], int(res.nit)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def grouped_folds(
+    y: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/test index pairs with every group (recording) on one side only.
+
+    Stratified by "has a positive" so each fold sees positives when possible; the number of folds
+    is capped by the number of groups that hold positives (at least 2).
+    """
+    y = np.asarray(y)
+    strat = (y.reshape(len(y), -1) > 0).any(1).astype(int)
+    groups = np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    pos_groups = len(np.unique(groups[strat == 1]))
+    k = min(n_splits, n_groups, max(pos_groups, 2))
+    if k < 2:
+        raise ValueError("cross-validation needs labelled windows from at least two recordings")
+    if pos_groups >= k and (strat == 0).any():
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), strat, groups)]
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(y)), strat, groups))
+
+
+def cross_val_scores(
+    make_probe,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold positive-class probabilities, (n,) or (n, L), from grouped K-fold CV.
+
+    A training fold that lacks one class predicts that label's weighted base rate.
+    """
+    y = np.asarray(y)
+    Y = y.reshape(len(y), -1)
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
+    out = np.zeros(Y.shape, dtype=np.float64)
+    for tr, te in grouped_folds(y, groups, n_splits, seed):
+        for j in range(Y.shape[1]):
+            t = Y[tr, j]
+            w = sw[tr] if sw.ndim == 1 else sw[tr, j]
+            if t.min() == t.max():
+                out[te, j] = float(t[0])
+                continue
+            out[te, j] = make_probe().fit(X[tr], t, sample_weight=w).positive_scores(X[te])
+    return out[:, 0] if y.ndim == 1 else out
+
+
+def threshold_for_precision(
+    y_true: np.ndarray, scores: np.ndarray, target: float, sample_weight: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Lowest threshold whose precision reaches ``target`` (so recall is highest).
+
+    Returns (threshold, precision, recall). When no threshold reaches the target, the threshold
+    with the best precision is returned (its precision tells the caller it fell short).
+    """
+    precision, recall, thresholds = precision_recall_curve(
+        y_true, scores, sample_weight=sample_weight
+    )
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    ok = np.flatnonzero(precision >= target)
+    i = ok[0] if len(ok) else int(np.argmax(precision))
+    return float(thresholds[i]), float(precision[i]), float(recall[i])
+
+
+def evaluate(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    threshold: float = 0.5,
+    sample_weight: np.ndarray | None = None,
+) -> dict:
+    """Average precision, ROC-AUC and precision/recall at ``threshold`` for one binary label.
+
+    Also a down-sampled precision-recall curve so thresholds for any precision can be found later.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y_true.sum()), int((1 - y_true).sum())
+    out = {"n_pos": n_pos, "n_neg": n_neg, "threshold": float(threshold)}
+    if n_pos == 0 or n_neg == 0:
+        return {
+            **out,
+            "average_precision": None,
+            "roc_auc": None,
+            "precision": None,
+            "recall": None,
+        }
+    pred = scores >= threshold
+    sw = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight)
+    tp = float((sw * (pred & (y_true == 1))).sum())
+    fp = float((sw * (pred & (y_true == 0))).sum())
+    fn = float((sw * (~pred & (y_true == 1))).sum())
+    precision, recall, thresholds = precision_recall_curve(y_true, scores, sample_weight=sw)
+    keep = np.unique(np.linspace(0, len(thresholds) - 1, PR_CURVE_POINTS).astype(int))
+    return {
+        **out,
+        "average_precision": float(average_precision_score(y_true, scores, sample_weight=sw)),
+        "roc_auc": float(roc_auc_score(y_true, scores, sample_weight=sw)),
+        "precision": tp / (tp + fp) if tp + fp > 0 else 1.0,
+        "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
+        "pr_curve": {
+            "threshold": thresholds[keep].round(6).tolist(),
+            "precision": precision[keep].round(6).tolist(),
+            "recall": recall[keep].round(6).tolist(),
+        },
+    }
+
+
+def threshold_from_curve(pr_curve: dict, target: float) -> float:
+    """Threshold for a target precision from a stored ``evaluate(...)["pr_curve"]``."""
+    t = np.asarray(pr_curve["threshold"])
+    p = np.asarray(pr_curve["precision"])
+    ok = np.flatnonzero(p >= target)
+    return float(t[ok[0]] if len(ok) else t[int(np.argmax(p))])
+
+
+@dataclass
+class ProbeFit:
+    """A fitted probe with its cross-validated evaluation (one entry per label)."""
+
+    probe: LinearProbe
+    labels: list[str]
+    thresholds: list[float]
+    metrics: list[dict]
+
+
+def fit_and_evaluate(
+    X: np.ndarray,
+    Y: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray,
+    labels: list[str],
+    strong: np.ndarray,
+    precision: float | None = None,
+    C: float = DEFAULT_C,
+    class_weight: str | None = "balanced",
+    n_splits: int = 5,
+    seed: int = 0,
+) -> ProbeFit:
+    """Grouped CV then a final fit on everything.
+
+    Parameters
+    ----------
+    X : (n, d) vectors; Y : (n, L) 0/1 targets; weights : (n, L) sample weights.
+    groups : (n,) recording ids. strong : (n, L) bool, True where the target is a user label
+        (metrics use those rows; weak negatives join only when the labels hold no negatives).
+    precision : float, optional
+        Choose each label's threshold for this precision on the out-of-fold scores; otherwise
+        the threshold maximising F1.
+    """
+    Y = np.asarray(Y).reshape(len(X), -1)
+
+    def make():
+        return LinearProbe(C=C, class_weight=class_weight)
+
+    oof = cross_val_scores(make, X, Y, groups, weights, n_splits, seed).reshape(Y.shape)
+    thresholds, metrics = [], []
+    for j in range(Y.shape[1]):
+        labelled_only = bool((strong[:, j] & (Y[:, j] == 0)).any())
+        rows = strong[:, j] if labelled_only else weights[:, j] > 0
+        y, s = Y[rows, j], oof[rows, j]
+        t = _choose_threshold(y, s, precision)
+        m = evaluate(y, s, t)
+        m["eval_rows"] = "labelled" if labelled_only else "labelled+weak"
+        thresholds.append(t)
+        metrics.append(m)
+    probe = make().fit(X, Y if Y.shape[1] > 1 else Y[:, 0], sample_weight=weights)
+    return ProbeFit(probe, list(labels), thresholds, metrics)
+
+
+def _choose_threshold(y: np.ndarray, s: np.ndarray, precision: float | None) -> float:
+    if y.min() == y.max():
+        return 0.5
+    if precision is not None:
+        return threshold_for_precision(y, s, precision)[0]
+    p, r, t = precision_recall_curve(y, s)
+    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
+    return float(t[int(np.argmax(f1))])

@@ -1,0 +1,229 @@
+"""2-D maps of the windows: PCA or UMAP over a stratified sample, cached, with a kept transform.
+
+A map of a million windows is unreadable and slow to fit, so ``project`` fits on a sample that takes
+windows evenly from every recording (or site), so one long recording cannot fill the map. The
+fitted ``Projection`` is kept beside the coordinates, so windows added later (or a query clip) can be
+placed on the same map with ``Projection.transform``. Results are cached under ``<db>/cache/``,
+keyed by the table version and the parameters: a new embedding run gives a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SAMPLE_CAP = 50_000  # windows in a map by default
+PCA_DIM = 50  # PCA dimensions fed to UMAP (removes noise dimensions, speeds up neighbours)
+PCA_FIT_ROWS = 50_000  # rows used to estimate the PCA basis
+UMAP_NEIGHBORS = 15
+UMAP_MIN_DIST = 0.1
+CACHE_DIR = "cache"
+METHODS = ("pca", "umap")
+
+
+@dataclass
+class PCA:
+    """Principal axes estimated from a sample; ``transform`` centres and projects in chunks."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (p, d), rows sorted by explained variance
+    explained_variance: np.ndarray  # (p,)
+
+    def transform(self, X: np.ndarray, chunk: int = 131072) -> np.ndarray:
+        """(n, d) -> (n, p) float32."""
+        out = np.empty((len(X), len(self.components)), dtype=np.float32)
+        comp = self.components.T.astype(np.float32)  # (d, p)
+        shift = (self.mean @ self.components.T).astype(np.float32)  # (p,)
+        for i in range(0, len(X), chunk):
+            out[i : i + chunk] = X[i : i + chunk].astype(np.float32, copy=False) @ comp - shift
+        return out
+
+
+def fit_pca(X: np.ndarray, dim: int, max_rows: int = PCA_FIT_ROWS, seed: int = 0) -> PCA:
+    """PCA basis of ``dim`` components from at most ``max_rows`` rows of X (n, d).
+
+    Uses the d x d covariance (cheap for d = 1536) and its eigendecomposition.
+    """
+    n, d = X.shape
+    rows = (
+        np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+        if n > max_rows
+        else slice(None)
+    )
+    S = np.asarray(X[rows], dtype=np.float64)
+    mean = S.mean(0)
+    S -= mean
+    cov = S.T @ S / max(len(S) - 1, 1)  # (d, d)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][: min(dim, d)]
+    comps = vecs[:, order].T  # (p, d)
+    # Fix the sign of each axis so maps do not flip between runs.
+    comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])[:, None]
+    return PCA(mean, comps, np.maximum(vals[order], 0.0))
+
+
+@dataclass
+class Projection:
+    """A fitted 2-D map: PCA (and UMAP on top) that places any window with ``transform``."""
+
+    method: str
+    params: dict
+    pca: PCA
+    umap: object | None = field(default=None, repr=False)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """(n, d) vectors -> (n, 2) float32 map coordinates."""
+        Z = self.pca.transform(np.atleast_2d(X))
+        if self.umap is None:
+            return Z[:, :2]
+        return np.asarray(self.umap.transform(Z), dtype=np.float32)
+
+
+def fit_projection(
+    X: np.ndarray,
+    method: str = "umap",
+    pca_dim: int = PCA_DIM,
+    n_neighbors: int = UMAP_NEIGHBORS,
+    min_dist: float = UMAP_MIN_DIST,
+    seed: int = 0,
+) -> tuple[Projection, np.ndarray]:
+    """Fit a projection on X (n, d); returns it and the (n, 2) coordinates of X."""
+    if method not in METHODS:
+        raise ValueError(f"unknown projection method {method!r}; choose one of {METHODS}")
+    if len(X) < 3:
+        raise ValueError(f"need at least 3 windows for a map, got {len(X)}")
+    params = {"method": method, "pca_dim": pca_dim, "seed": seed}
+    if method == "pca":
+        pca = fit_pca(X, 2, seed=seed)
+        return Projection("pca", params, pca), pca.transform(X)
+    pca = fit_pca(X, min(pca_dim, X.shape[1]), seed=seed)
+    Z = pca.transform(X)
+    import umap  # heavy import (numba): only when a UMAP map is asked for
+
+    params.update(n_neighbors=n_neighbors, min_dist=min_dist)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, len(X) - 1),
+        min_dist=min_dist,
+        random_state=seed,
+        # A fixed seed makes UMAP single-threaded; accept that for reproducible maps.
+        low_memory=True,
+    )
+    coords = reducer.fit_transform(Z).astype(np.float32)
+    return Projection("umap", params, pca, reducer), coords
+
+
+def stratified_sample(groups: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``cap`` rows taking rows as evenly as possible from every group.
+
+    Water-filling: each group gets the same quota; groups smaller than it give their spare
+    share to the others. Returns sorted indices.
+    """
+    groups = np.asarray(groups)
+    if len(groups) <= cap:
+        return np.arange(len(groups))
+    rng = np.random.default_rng(seed)
+    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    quota = _water_fill(counts, cap)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    picks = [
+        rng.choice(order[s : s + c], q, replace=False)
+        for s, c, q in zip(starts, counts, quota, strict=True)
+        if q > 0
+    ]
+    return np.sort(np.concatenate(picks))
+
+
+def _water_fill(counts: np.ndarray, cap: int) -> np.ndarray:
+    quota = np.zeros(len(counts), dtype=np.int64)
+    left, remaining = cap, np.argsort(counts)
+    for pos, g in enumerate(remaining):
+        share = left // (len(remaining) - pos)
+        quota[g] = min(counts[g], share)
+        left -= quota[g]
+    # Integer division leaves a few rows; give them to groups that still have some.
+    for g in remaining[::-1]:
+        if left == 0:
+            break
+        extra = min(left, counts[g] - quota[g])
+        quota[g] += extra
+        left -= extra
+    return quota
+
+
+# -- database layer ---------------------------------------------------------------------------
+def cache_key(kind: str, model: str, version: int, params: dict) -> str:
+    """File stem for a cached result: kind, model, table version and a hash of the params."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{kind}_{model}_v{version}_{digest}"
+
+
+def cache_dir(db) -> Path:
+    path = Path(db.path) / CACHE_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def project(
+    db,
+    model: str,
+    method: str = "umap",
+    sample: int = SAMPLE_CAP,
+    by: str = "recording",
+    pca_dim: int = PCA_DIM,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> tuple[pd.DataFrame, Projection]:
+    """Map a stratified sample of a model's windows to 2-D (cached).
+
+    Parameters
+    ----------
+    db : index database (``index.connect``)
+    model : embedding table to map
+    method : "pca" or "umap"
+    sample : at most this many windows (stratified by ``by``: "recording" or "site")
+
+    Returns
+    -------
+    coords : pandas.DataFrame
+        window_id, recording_id, start_s, end_s, site, x, y for the sampled windows.
+    projection : Projection
+        Fitted transform; ``projection.transform(vectors)`` places further windows.
+    """
+    if by not in ("recording", "site"):
+        raise ValueError(f"by must be 'recording' or 'site', got {by!r}")
+    table = db.windows(model)
+    params = {"method": method, "sample": sample, "by": by, "pca_dim": pca_dim, "seed": seed}
+    stem = cache_key("projection", model, table.version, params)
+    coords_path, model_path = cache_dir(db) / f"{stem}.parquet", cache_dir(db) / f"{stem}.pkl"
+    if use_cache and coords_path.exists() and model_path.exists():
+        with model_path.open("rb") as fh:
+            return pd.read_parquet(coords_path), pickle.load(fh)
+    meta = window_meta(db, model)
+    groups = meta["recording_id"] if by == "recording" else meta["site"].fillna("").astype(str)
+    rows = stratified_sample(groups.to_numpy(), sample, seed)
+    meta = meta.iloc[rows].reset_index(drop=True)
+    _, X = db.vectors(model, meta["window_id"].to_numpy())
+    proj, xy = fit_projection(X, method, pca_dim=pca_dim, seed=seed)
+    coords = meta.assign(x=xy[:, 0], y=xy[:, 1])
+    coords.to_parquet(coords_path, index=False)
+    with model_path.open("wb") as fh:
+        pickle.dump(proj, fh)
+    return coords, proj
+
+
+def window_meta(db, model: str) -> pd.DataFrame:
+    """window_id, recording_id, start_s, end_s of every window, joined with recording site."""
+    cols = ["window_id", "recording_id", "start_s", "end_s"]
+    win = db.windows(model).search().select(cols).to_arrow().to_pandas()
+    recs = db.recordings()[["recording_id", "site"]]
+    return win.merge(recs, on="recording_id", how="left").sort_values(
+        "window_id", ignore_index=True
+    )
