@@ -32,7 +32,15 @@ from embedder.weights import (
     sha256_file,
 )
 
-__all__ = ["PerchConfig", "PerchEmbedder", "PerchNet", "import_perch", "load"]
+__all__ = [
+    "PerchConfig",
+    "PerchEmbedder",
+    "PerchNet",
+    "import_perch",
+    "load",
+    "random_net",
+    "state_dict_to_flax",
+]
 
 DEFAULT_BATCH_SIZE = 16  # windows per forward pass
 SEED = 0  # random-init seed for weights=None
@@ -165,6 +173,41 @@ def flax_to_state_dict(
         if key.endswith("num_batches_tracked"):
             state[key] = torch.zeros((), dtype=torch.long)
     return config, state
+
+
+def state_dict_to_flax(
+    state: dict[str, torch.Tensor], config: PerchConfig
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`flax_to_state_dict` (unfused state_dict -> Flax-path arrays).
+
+    Head leaves are named ``params/ProtoHead/{bias,protop_kernel,prototypes}``.
+    """
+    out = {}
+    for path, (key, kind) in flax_mapping(config).items():
+        a = state[key].detach().cpu().float().numpy()
+        if kind == "conv":  # OIHW -> HWIO
+            a = a.transpose(2, 3, 1, 0)
+        elif kind == "dense":
+            a = a.T
+        out[path] = np.ascontiguousarray(a)
+    for leaf in HEAD_LEAVES:
+        if f"proto_head.{leaf}" in state:
+            out[f"{HEAD_PATH_PREFIX}/{leaf}"] = state[f"proto_head.{leaf}"].detach().cpu().numpy()
+    return out
+
+
+def random_net(config: PerchConfig, seed: int = SEED) -> PerchNet:
+    """Randomly initialised network (fixed seed; the global RNG is left untouched), in eval mode.
+
+    BatchNorm statistics are calibrated on synthetic signals so that different inputs give different
+    embeddings.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = PerchNet(config)
+        samples = int(round(config.sample_rate * config.window_s))
+        calibrate_batchnorm(net, calibration_audio(samples, seed))
+    return net
 
 
 def read_perch_weights(
@@ -318,11 +361,7 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     dev = resolve_device(device)
     if weights is None:
         config = PerchConfig(**overrides)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)
-            net = PerchNet(config)
-            samples = int(round(config.sample_rate * config.window_s))
-            calibrate_batchnorm(net, calibration_audio(samples, SEED))
+        net = random_net(config)
         description = None
     else:
         path = Path(weights).expanduser()
