@@ -93,17 +93,33 @@ def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kmeans_plus_plus(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): (k, p) centres drawn from Z (n, p)."""
+    """Greedy k-means++ seeding: (k, p) centres drawn from Z (n, p).
+
+    Like scikit-learn, each step draws ``2 + log k`` candidates proportionally to the squared
+    distance and keeps the one that lowers the potential most; plain k-means++ often puts two
+    seeds in one group, which Lloyd iterations cannot undo.
+    """
     n = len(Z)
+    trials = 2 + int(np.log(k))
     sq = (Z.astype(np.float64) ** 2).sum(1)
+
+    def d2_to(rows: np.ndarray) -> np.ndarray:  # (len(rows), n) squared distances
+        c = Z[rows]
+        return np.maximum(sq[rows][:, None] - 2 * (c @ Z.T) + sq[None, :], 0)
+
     centers = np.empty((k, Z.shape[1]), dtype=np.float32)
-    centers[0] = Z[rng.integers(n)]
-    d2 = np.maximum(sq - 2 * Z @ centers[0] + float(centers[0] @ centers[0]), 0)
+    first = rng.integers(n)
+    centers[0] = Z[first]
+    d2 = d2_to(np.array([first]))[0]
     for i in range(1, k):
         total = d2.sum()
-        j = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
-        centers[i] = Z[j]
-        d2 = np.minimum(d2, np.maximum(sq - 2 * Z @ centers[i] + float(centers[i] @ centers[i]), 0))
+        if total <= 0:
+            cand = rng.integers(n, size=trials)
+        else:
+            cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, n - 1)
+        new = np.minimum(d2[None, :], d2_to(cand))  # (trials, n)
+        best = int(new.sum(1).argmin())
+        centers[i], d2 = Z[cand[best]], new[best]
     return centers
 
 
