@@ -131,7 +131,8 @@ def mel_edges_hz(cfg: Animal2vecConfig) -> np.ndarray:
 
 def alibi_slopes(heads: int) -> torch.Tensor:
     """ALiBi slopes ``2^(-0.5 (h + 1))`` for h = 0 … heads − 1; shape (heads,)."""
-    return torch.pow(2.0, -0.5 * (torch.arange(heads, dtype=torch.float64) + 1)).float()
+    h = torch.arange(heads, dtype=torch.float64, device="cpu")
+    return torch.pow(2.0, -0.5 * (h + 1)).float()
 
 
 class SincConv(nn.Module):
@@ -145,8 +146,11 @@ class SincConv(nn.Module):
         self.min_low_hz = cfg.sinc_min_low_hz
         self.min_band_hz = cfg.sinc_min_band_hz
         edges = mel_edges_hz(cfg)
-        self.low_hz_ = nn.Parameter(torch.tensor(edges[:-1], dtype=torch.float32).view(-1, 1))
-        self.band_hz_ = nn.Parameter(torch.tensor(np.diff(edges), dtype=torch.float32).view(-1, 1))
+        self.low_hz_ = nn.Parameter(torch.empty(n_filters, 1))
+        self.band_hz_ = nn.Parameter(torch.empty(n_filters, 1))
+        with torch.no_grad():  # copy_ also works on the meta device (shapes only)
+            self.low_hz_.copy_(torch.tensor(edges[:-1], device="cpu")[:, None])
+            self.band_hz_.copy_(torch.tensor(np.diff(edges), device="cpu")[:, None])
         self.register_buffer("window", torch.empty(kernel // 2), persistent=False)
         self.register_buffer("n_", torch.empty(kernel // 2), persistent=False)
         self.init_buffers()
@@ -154,12 +158,13 @@ class SincConv(nn.Module):
     def init_buffers(self) -> None:
         """(Re)compute the constant buffers (also after building on the meta device)."""
         half = self.kernel // 2
-        device = self.window.device
-        m = torch.linspace(0, self.kernel / 2 - 1, steps=half, device=device)
-        self.window = WINDOW_A0 - WINDOW_A1 * torch.cos(2 * math.pi * m / self.kernel)  # (half,)
+        # Computed on the CPU: maths on the meta device would pull in slow-to-import decompositions.
+        m = torch.linspace(0, self.kernel / 2 - 1, steps=half, device="cpu")
+        window = WINDOW_A0 - WINDOW_A1 * torch.cos(2 * math.pi * m / self.kernel)  # (half,)
         # Angular time of the left half's taps (-half … -1 samples), rad per Hz.
-        taps = torch.arange(-half, 0, dtype=torch.float32, device=device)
-        self.n_ = 2 * math.pi * taps / self.sample_rate  # (half,)
+        taps = torch.arange(-half, 0, dtype=torch.float32, device="cpu")
+        self.window = window.to(self.window.device)
+        self.n_ = (2 * math.pi * taps / self.sample_rate).to(self.n_.device)  # (half,)
 
     def filters(self) -> torch.Tensor:
         """The current filters, shape (filters, 1, kernel), float32."""
