@@ -33,6 +33,7 @@ CHANNEL_POLICIES = ("mix", "first", "all")
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset
 LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
 SNIFF_BYTES = 64  # bytes read to recognise a container
+ESTIMATED_LENGTH = ("MP3",)  # containers whose header frame count may be a guess
 _OPEN_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
 
 
@@ -139,12 +140,16 @@ def _open(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
             yield snd
 
 
-def probe(path: str | os.PathLike) -> AudioInfo:
-    """Describe an audio file without decoding it.
+def probe(path: str | os.PathLike, exact: bool = False) -> AudioInfo:
+    """Describe an audio file, by default without decoding it.
 
     Parameters
     ----------
     path : str or PathLike
+    exact : bool
+        Count the frames of formats whose header length is only an estimate (MP3 without a Xing/Info
+        header: libsndfile guesses from the file size, up to ~1-2 % long when tags or cover art are
+        embedded) by decoding them. Other formats are never decoded.
 
     Returns
     -------
@@ -154,17 +159,21 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     Raises
     ------
     AudioError
-        Missing, empty or unrecognised file.
+        Missing, empty or unrecognised file (with ``exact``, also undecodable or NaN/inf samples).
     """
     with _open(path) as snd:
+        frames = int(snd.frames)
+        if exact and snd.format in ESTIMATED_LENGTH:
+            block = int(round(BLOCK_S * snd.samplerate))
+            frames = sum(len(x) for x in _native_blocks(snd, path, block))
         return AudioInfo(
             path=str(path),
             container=snd.format,
             subtype=snd.subtype,
             sample_rate=int(snd.samplerate),
             channels=int(snd.channels),
-            frames=int(snd.frames),
-            duration_s=snd.frames / snd.samplerate,
+            frames=frames,
+            duration_s=frames / snd.samplerate,
         )
 
 
@@ -344,6 +353,9 @@ def load(
         parts.append(rs.flush())
     y = np.concatenate(parts, axis=0)  # (m, C) starting at output sample a * step_out / step_in
     off = a // step_in * step_out
+    if i0 - off >= len(y):  # an MP3 header may promise more frames than there are
+        end = (off + len(y)) / sample_rate
+        raise AudioError(f"{path}: span starts at {start_s} s, after the end ({end:.3f} s)")
     return np.ascontiguousarray(y[i0 - off : i1 - off].T, dtype=np.float32)  # (C, n)
 
 
