@@ -155,6 +155,7 @@ def flax_to_state_dict(
 
     The prototype head, if present, sets ``config.n_classes`` / ``n_prototypes`` from its shapes.
     """
+    config = PerchConfig.from_dict(config.to_dict())  # the head may change n_classes
     mapping = flax_mapping(config)
     head = _find_head(tensors, set(mapping))
     if head:

@@ -136,7 +136,8 @@ class ConvBN(nn.Module):
             return
         bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (out,)
-        fused = nn.Conv2d(
+        fused = torch.nn.utils.skip_init(  # no random init: leaves the global RNG untouched
+            nn.Conv2d,
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -144,7 +145,8 @@ class ConvBN(nn.Module):
             conv.padding,
             groups=conv.groups,
             bias=True,
-        ).to(conv.weight.device)
+            device=conv.weight.device,
+        )
         fused.weight.copy_(conv.weight * scale[:, None, None, None])
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, nn.Identity()

@@ -1,0 +1,277 @@
+"""Perch model: blocks vs a NumPy reference in Flax layout, weight loading, shapes, parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embedder.perch import (
+    PerchConfig,
+    flax_leaf_order,
+    flax_mapping,
+    flax_to_state_dict,
+    load,
+    random_net,
+    state_dict_to_flax,
+)
+from embedder.perch_net import ConvBN, MBConv
+from embedder.weights import WeightsError
+
+N = 160_000
+EPS = 1e-5
+N_CLASSES = 5
+
+
+# --------------------------------------------------------------------- NumPy reference (NHWC / HWIO)
+def tf_same(n: int, k: int, s: int) -> tuple[int, int]:
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def np_conv(x, w, stride=1, pad=((0, 0), (0, 0)), depthwise=False):
+    """x (B, H, W, Ci), w (kh, kw, Ci or 1, Co) -> (B, Ho, Wo, Co) by summing kernel offsets."""
+    x = np.pad(x, ((0, 0), pad[0], pad[1], (0, 0)))
+    kh, kw = w.shape[:2]
+    ho = (x.shape[1] - kh) // stride + 1
+    wo = (x.shape[2] - kw) // stride + 1
+    out = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :]
+            out = out + (patch * w[i, j, 0] if depthwise else patch @ w[i, j])
+    return out
+
+
+def np_bn(x, p, scope):
+    return (x - p[f"batch_stats/{scope}/mean"]) / np.sqrt(p[f"batch_stats/{scope}/var"] + EPS) * p[
+        f"params/{scope}/scale"
+    ] + p[f"params/{scope}/bias"]
+
+
+def swish(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def np_mbconv(x, p, i, kernel, stride, expand, residual):
+    s = f"MBConv_{i}"
+    y = x
+    if expand != 1:
+        y = swish(np_bn(np_conv(y, p[f"params/{s}/ExpandConv/kernel"]), p, f"{s}/ExpandBatchNorm"))
+    if stride == 1:
+        pad = ((kernel // 2,) * 2, (kernel // 2,) * 2)
+    else:
+        pad = (tf_same(y.shape[1], kernel, 2), tf_same(y.shape[2], kernel, 2))
+    w = p[f"params/{s}/DepthwiseConv/kernel"]
+    y = swish(np_bn(np_conv(y, w, stride, pad, depthwise=True), p, f"{s}/DepthwiseBatchNorm"))
+    se = f"params/{s}/SqueezeAndExcitation_0"
+    g = y.mean(axis=(1, 2))  # (B, C)
+    g = swish(g @ p[f"{se}/Reduce/kernel"] + p[f"{se}/Reduce/bias"])
+    g = 1.0 / (1.0 + np.exp(-(g @ p[f"{se}/Expand/kernel"] + p[f"{se}/Expand/bias"])))
+    y = y * g[:, None, None, :]
+    y = np_bn(np_conv(y, p[f"params/{s}/ProjectConv/kernel"]), p, f"{s}/ProjectBatchNorm")
+    return x + y if residual else y
+
+
+# ------------------------------------------------------------------------------------- fixtures
+def random_flax(config: PerchConfig, seed: int = 0, n_classes: int = 0) -> dict[str, np.ndarray]:
+    """A full random checkpoint in Flax layout with non-trivial BatchNorm statistics."""
+    rng = np.random.default_rng(seed)
+    net = random_net(PerchConfig(**{**config.to_dict(), "n_classes": n_classes}), seed=seed)
+    flax = state_dict_to_flax(net.state_dict(), config)
+    for k in flax:
+        if k.endswith(("/scale", "/mean")) or (k.startswith("params/") and k.endswith("/bias")):
+            flax[k] = flax[k] + rng.normal(0, 0.05, flax[k].shape).astype(np.float32)
+    return flax
+
+
+def block_module(config: PerchConfig, i: int, flax: dict) -> MBConv:
+    """One MBConv loaded through the model's own Flax mapping."""
+    block = MBConv(*config.block_specs()[i], config.activation).eval()
+    prefix = f"backbone.blocks.{i}."
+    _, state = flax_to_state_dict(flax, config, "test")
+    block.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return block
+
+
+@pytest.fixture(scope="module")
+def config() -> PerchConfig:
+    return PerchConfig()
+
+
+@pytest.fixture(scope="module")
+def flax(config) -> dict[str, np.ndarray]:
+    return random_flax(config, seed=3)
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(N) / 32_000
+    x = np.stack(
+        [
+            np.sin(2 * np.pi * (1000 + 400 * t) * t),
+            rng.standard_normal(N) * (t % 1 < 0.3),
+            np.sin(2 * np.pi * 5000 * t) + 0.3 * rng.standard_normal(N),
+        ]
+    )
+    return x.astype(np.float32)  # (3, N)
+
+
+def cosine(a, b):
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return (a * b).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------- tests
+def test_flax_leaf_order_matches_released_layout(config):
+    order = flax_leaf_order(config)
+    assert len(order) == 494
+    assert all(p.startswith("batch_stats/") for p in order[:156])
+    assert all(p.startswith("params/") for p in order[156:])
+    assert order.index("params/MBConv_10/DepthwiseConv/kernel") < order.index(
+        "params/MBConv_2/DepthwiseConv/kernel"
+    )
+    assert "params/MBConv_1/ExpandConv/kernel" not in flax_mapping(config)
+
+
+def test_stem_matches_reference(config, flax):
+    net = random_net(config)
+    _, state = flax_to_state_dict(flax, config, "test")
+    net.load_state_dict(state)
+    x = np.random.default_rng(1).standard_normal((2, 21, 14, 1)).astype(np.float32)  # NHWC
+    ref = swish(
+        np_bn(np_conv(x, flax["params/Stem_0/Conv_0/kernel"], 2), flax, "Stem_0/BatchNorm_0")
+    )
+    with torch.no_grad():
+        ours = net.backbone.stem(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    assert ours.shape == ref.shape == (2, 10, 6, 40)  # VALID: (21 - 3) // 2 + 1, (14 - 3) // 2 + 1
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("i", "size"),
+    [(3, (13, 8)), (2, (13, 8)), (5, (12, 9)), (0, (7, 6))],
+    ids=["stride1-residual", "stride2-k3", "stride2-k5-even", "no-expand"],
+)
+def test_mbconv_matches_reference(config, flax, i, size):
+    in_ch, out_ch, kernel, stride, expand = config.block_specs()[i]
+    block = block_module(config, i, flax)
+    x = np.random.default_rng(i).standard_normal((2, *size, in_ch)).astype(np.float32)
+    ref = np_mbconv(x, flax, i, kernel, stride, expand, stride == 1 and in_ch == out_ch)
+    with torch.no_grad():
+        ours = block(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_fused_batchnorm_matches_unfused():
+    conv = ConvBN(8, 16, 3, 2, padding="same").eval()
+    torch.nn.init.normal_(conv.bn.running_mean)
+    torch.nn.init.uniform_(conv.bn.running_var, 0.5, 2.0)
+    x = torch.randn(2, 8, 11, 10)
+    with torch.no_grad():
+        before = conv(x)
+        conv.fuse()
+        after = conv(x)
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_npz_and_safetensors_load_with_expected_shapes(tmp_path, config, flax, audio):
+    from safetensors.numpy import save_file
+
+    np.savez(tmp_path / "perch.npz", **flax)
+    save_file(flax, str(tmp_path / "perch.safetensors"))
+    a = load(str(tmp_path / "perch.npz"), device="cpu")
+    b = load(str(tmp_path / "perch.safetensors"), device="cpu", fuse_bn=False)
+    assert a.weights and "sha256" in a.weights
+    ea, eb = a.embed(audio[:2]), b.embed(audio[:2])
+    assert ea.shape == (2, 1536) and ea.dtype == np.float32
+    assert np.all(cosine(ea, eb) > 0.9999)
+    spatial = a.embed_spatial(audio[:1])
+    assert spatial.shape == (1, 16, 4, 1536)
+    assert cosine(spatial.mean(axis=(1, 2))[0], ea[0]) > 0.9999
+    assert cosine(ea[0], ea[1]) < 0.999  # different audio, different vectors
+
+
+@pytest.mark.parametrize("kind", ["renamed", "reshaped", "missing"])
+def test_bad_checkpoint_names_the_tensor(tmp_path, config, flax, kind):
+    bad = dict(flax)
+    victim = "params/MBConv_7/ProjectConv/kernel"
+    if kind == "renamed":
+        bad["params/MBConv_7/ProjectKonv/kernel"] = bad.pop(victim)
+    elif kind == "reshaped":
+        bad[victim] = bad[victim][..., :-1]
+    else:
+        del bad[victim]
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(WeightsError) as err:
+        load(str(tmp_path / "bad.npz"), device="cpu")
+    assert victim in str(err.value)
+    if kind == "renamed":
+        assert "ProjectKonv" in str(err.value) and "unused" in str(err.value)
+
+
+@pytest.mark.slow
+def test_prototype_head_logits_and_labels(tmp_path, config, audio):
+    flax = random_flax(config, seed=4, n_classes=N_CLASSES)
+    flax = {k.replace("ProtoHead", "label_head"): v for k, v in flax.items()}
+    np.savez(tmp_path / "head.npz", **flax)
+    (tmp_path / "labels.csv").write_text("ebird\n" + "\n".join(f"sp{i}" for i in range(N_CLASSES)))
+    m = load(str(tmp_path / "head.npz"), device="cpu", labels=str(tmp_path / "labels.csv"))
+    logits = m.logits(audio[:2])
+    assert logits.shape == (2, N_CLASSES) and np.isfinite(logits).all()
+    assert m.class_names == [f"sp{i}" for i in range(N_CLASSES)]
+    m.config.logit_rescale = True
+    np.testing.assert_allclose(m.logits(audio[:2]), 0.97 * logits - 10.0, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="labels"):
+        (tmp_path / "short.txt").write_text("a\nb\n")
+        load(str(tmp_path / "head.npz"), device="cpu", labels=str(tmp_path / "short.txt"))
+
+
+def test_random_init_is_seeded_and_batched_matches_single(audio):
+    state = torch.random.get_rng_state()
+    m1 = load(None, device="cpu", batch_size=3)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert m1.weights is None and not m1.trained
+    assert (m1.name, m1.sample_rate, m1.window_s, m1.dim) == ("perch", 32_000, 5.0, 1536)
+    batched = m1.embed(audio)
+    m2 = load(None, device="cpu", batch_size=1)
+    single = np.concatenate([m2.embed(audio[i]) for i in range(len(audio))])
+    assert batched.shape == (3, 1536)
+    assert np.all(cosine(batched, single) >= 0.9999)
+    assert m1.frontend(audio[:1]).shape == (1, 500, 128)
+    assert m1.embed(np.zeros((0, N), np.float32)).shape == (0, 1536)
+
+
+def test_bf16_on_cpu_is_close_to_fp32(audio):
+    fp32 = load(None, device="cpu").embed(audio[:2])
+    bf16 = load(None, device="cpu", precision="bf16").embed(audio[:2])
+    assert np.all(cosine(fp32, bf16) > 0.98)  # random weights; 26 blocks of bf16 rounding
+
+
+def test_bad_options_and_input():
+    with pytest.raises(TypeError, match="bogus"):
+        load(None, device="cpu", bogus=1)
+    with pytest.raises(ValueError, match="precision"):
+        load(None, device="cpu", precision="int8")
+    m = load(None, device="cpu")
+    with pytest.raises(ValueError, match="160000"):
+        m.embed(np.zeros((1, 1000), np.float32))
+    with pytest.raises(RuntimeError, match="head"):
+        m.logits(np.zeros((1, N), np.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_matches_cpu(audio):
+    cpu = load(None, device="cpu").embed(audio)
+    gpu32 = load(None, device="cuda", precision="fp32").embed(audio)
+    gpu16 = load(None, device="cuda").embed(audio)  # bf16 autocast by default
+    assert np.all(cosine(cpu, gpu32) > 0.9999)
+    assert np.all(cosine(cpu, gpu16) > 0.99)
+    spatial = load(None, device="cuda").embed_spatial(audio[:1])
+    assert spatial.shape == (1, 16, 4, 1536)
