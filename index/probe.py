@@ -14,9 +14,13 @@ optimistic numbers. Thresholds are chosen on the out-of-fold scores.
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -410,3 +414,229 @@ def _choose_threshold(y: np.ndarray, s: np.ndarray, precision: float | None) -> 
     p, r, t = precision_recall_curve(y, s)
     f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
     return float(t[int(np.argmax(f1))])
+
+
+# -- database layer: training sets and the probes table --------------------------------------
+PROBES_TABLE = "probes"
+WEAK_WEIGHT = 0.05  # sample weight of a random unlabelled window used as a negative
+WEAK_PER_LABELLED = 10  # weak negatives drawn per labelled window ...
+WEAK_MIN, WEAK_MAX = 1000, 20_000  # ... within these bounds
+
+PROBES_SCHEMA = pa.schema(
+    [
+        pa.field("probe_id", pa.int64(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("labels", pa.list_(pa.string()), nullable=False),
+        pa.field("dim", pa.int32(), nullable=False),
+        pa.field("weights", pa.list_(pa.float32()), nullable=False),  # (L * dim,) row-major coef_
+        pa.field("bias", pa.list_(pa.float64()), nullable=False),  # (L,) intercept_
+        pa.field("thresholds", pa.list_(pa.float64()), nullable=False),  # (L,) on probabilities
+        pa.field("metrics", pa.string()),  # json: per-label cross-validated metrics
+        pa.field("training", pa.string()),  # json: training-set summary (label ids, versions)
+        pa.field("params", pa.string()),  # json: fit parameters
+        pa.field("created_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+
+
+@dataclass
+class TrainingSet:
+    """Rows used to fit a probe: X (n, d), Y (n, L), weights (n, L), strong (n, L), groups (n,)."""
+
+    window_ids: np.ndarray
+    X: np.ndarray
+    Y: np.ndarray
+    weights: np.ndarray
+    strong: np.ndarray
+    groups: np.ndarray
+    summary: dict
+
+
+def training_set(
+    db,
+    model: str,
+    labels: list[str],
+    weak_weight: float = WEAK_WEIGHT,
+    n_weak: int | None = None,
+    min_overlap: float = 0.5,
+    seed: int = 0,
+) -> TrainingSet:
+    """Windows under positive/negative labels plus random unlabelled windows as weak negatives.
+
+    A window labelled for one name but not another is a weak negative for the other; windows
+    under an ``unsure`` label get weight 0 for that label and are never drawn as weak negatives.
+    """
+    from index.labels import labels_table, window_labels
+
+    snap = db.snapshot(model)
+    per_label = [window_labels(db, model, name, min_overlap) for name in labels]
+    for name, wl in zip(labels, per_label, strict=True):
+        if not (wl["kind"] == "positive").any():
+            raise ValueError(f"no {model!r} windows under a positive {name!r} label")
+    labelled = np.unique(np.concatenate([wl["window_id"].to_numpy() for wl in per_label]))
+    rng = np.random.default_rng(seed)
+    free = np.setdiff1d(snap.window_id, labelled)
+    if n_weak is None:
+        n_weak = int(np.clip(WEAK_PER_LABELLED * len(labelled), WEAK_MIN, WEAK_MAX))
+    n_weak = min(n_weak, len(free)) if weak_weight > 0 else 0
+    weak = np.sort(rng.choice(free, n_weak, replace=False)) if n_weak else free[:0]
+    ids = np.concatenate([labelled, weak])  # (n,)
+    Y = np.zeros((len(ids), len(labels)))
+    W = np.full((len(ids), len(labels)), float(weak_weight))
+    strong = np.zeros((len(ids), len(labels)), dtype=bool)
+    pos = {int(w): i for i, w in enumerate(ids)}
+    summary = {"model": model, "labels": list(labels), "n_weak": int(n_weak)}
+    for j, wl in enumerate(per_label):
+        rows = wl["window_id"].map(pos).to_numpy()
+        target = wl["target"].to_numpy()
+        unsure = np.isnan(target)
+        Y[rows[~unsure], j] = target[~unsure]
+        W[rows, j] = np.where(unsure, 0.0, 1.0)
+        strong[rows[~unsure], j] = True
+        summary[labels[j]] = {
+            "n_positive": int((target == 1).sum()),
+            "n_negative": int((target == 0).sum()),
+            "n_unsure": int(unsure.sum()),
+            "label_ids": sorted(int(x) for x in wl["label_id"].unique()),
+        }
+    if n_weak == 0 and not (Y == 0).any():
+        raise ValueError("no negatives: label some negative windows or allow weak negatives")
+    offsets = snap.offsets(ids)
+    summary.update(
+        weak_weight=float(weak_weight),
+        min_overlap=float(min_overlap),
+        seed=int(seed),
+        n_recordings=int(len(np.unique(snap.recording_id[offsets]))),
+        windows_version=int(snap.version),
+        labels_version=int(labels_table(db).version),
+    )
+    return TrainingSet(
+        ids, snap.vectors_at(offsets), Y, W, strong, snap.recording_id[offsets], summary
+    )
+
+
+@dataclass
+class ProbeRecord:
+    """A stored probe: the fitted estimator and what is needed to reproduce and judge it."""
+
+    probe_id: int
+    model: str
+    labels: list[str]
+    probe: LinearProbe
+    thresholds: list[float]
+    metrics: list[dict]
+    training: dict
+    params: dict
+
+    def threshold_for(self, precision: float, label: int = 0) -> float:
+        """Threshold reaching ``precision`` on the cross-validated precision-recall curve."""
+        curve = self.metrics[label].get("pr_curve")
+        if not curve:
+            raise ValueError(f"probe {self.probe_id} has no cross-validated precision-recall curve")
+        return threshold_from_curve(curve, precision)
+
+
+def train_probe(
+    db,
+    model: str,
+    labels: str | list[str],
+    weak_weight: float = WEAK_WEIGHT,
+    n_weak: int | None = None,
+    precision: float | None = None,
+    C: float = DEFAULT_C,
+    min_overlap: float = 0.5,
+    n_splits: int = 5,
+    seed: int = 0,
+    store: bool = True,
+) -> ProbeRecord:
+    """Fit a probe for ``labels`` on ``model``'s windows, cross-validate it, store it.
+
+    The threshold of each label is chosen on out-of-fold scores: for ``precision`` if given,
+    else at the best F1. Cross-validation needs labelled windows in two recordings or more;
+    with fewer the probe is still fitted and stored, and its metrics say why they are missing.
+    """
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    ts = training_set(db, model, labels, weak_weight, n_weak, min_overlap, seed)
+    params = {"C": C, "class_weight": "balanced", "precision": precision, "n_splits": n_splits}
+    try:
+        fit = fit_and_evaluate(
+            ts.X,
+            ts.Y,
+            ts.weights,
+            ts.groups,
+            labels,
+            ts.strong,
+            precision,
+            C,
+            "balanced",
+            n_splits,
+            seed,
+        )
+        probe, thresholds, metrics = fit.probe, fit.thresholds, fit.metrics
+    except ValueError as err:  # too few recordings for grouped CV
+        Y = ts.Y if len(labels) > 1 else ts.Y[:, 0]
+        probe = LinearProbe(C=C, class_weight="balanced").fit(ts.X, Y, sample_weight=ts.weights)
+        thresholds = [0.5] * len(labels)
+        metrics = [{"cv_error": str(err), "threshold": 0.5} for _ in labels]
+    rec = ProbeRecord(-1, model, labels, probe, thresholds, metrics, ts.summary, params)
+    if store:
+        rec.probe_id = store_probe(db, rec)
+    return rec
+
+
+def store_probe(db, rec: ProbeRecord) -> int:
+    """Append a probe to the ``probes`` table; return its new probe_id."""
+    table = db.open_table(PROBES_TABLE, PROBES_SCHEMA)
+    ids = table.search().select(["probe_id"]).limit(None).to_arrow()["probe_id"].to_numpy()
+    probe_id = int(ids.max()) + 1 if len(ids) else 1
+    coef = np.asarray(rec.probe.coef_, dtype=np.float32)  # (L, d)
+    row = {
+        "probe_id": [probe_id],
+        "model": [rec.model],
+        "labels": [rec.labels],
+        "dim": [coef.shape[1]],
+        "weights": [coef.ravel()],
+        "bias": [np.asarray(rec.probe.intercept_, dtype=np.float64)],
+        "thresholds": [[float(t) for t in rec.thresholds]],
+        "metrics": [json.dumps(rec.metrics)],
+        "training": [json.dumps(rec.training)],
+        "params": [json.dumps(rec.params)],
+        "created_at": [_dt.datetime.now().replace(microsecond=0)],
+    }
+    table.add(pa.table(row, schema=PROBES_SCHEMA))
+    return probe_id
+
+
+def load_probe(db, probe_id: int) -> ProbeRecord:
+    """A stored probe by id; KeyError if unknown."""
+    table = db.open_table(PROBES_TABLE, PROBES_SCHEMA)
+    rows = table.search().where(f"probe_id = {int(probe_id)}").limit(None).to_arrow().to_pylist()
+    if not rows:
+        raise KeyError(f"no probe with id {probe_id}")
+    r = rows[0]
+    coef = np.asarray(r["weights"], dtype=np.float32).reshape(len(r["labels"]), r["dim"])  # (L, d)
+    probe = LinearProbe.from_weights(coef, np.asarray(r["bias"]))
+    return ProbeRecord(
+        int(r["probe_id"]),
+        r["model"],
+        list(r["labels"]),
+        probe,
+        list(r["thresholds"]),
+        json.loads(r["metrics"] or "[]"),
+        json.loads(r["training"] or "{}"),
+        json.loads(r["params"] or "{}"),
+    )
+
+
+def list_probes(db) -> pd.DataFrame:
+    """probe_id, model, labels, created_at, average_precision (first label), threshold."""
+    table = db.open_table(PROBES_TABLE, PROBES_SCHEMA)
+    cols = ["probe_id", "model", "labels", "thresholds", "metrics", "created_at"]
+    df = table.search().select(cols).limit(None).to_arrow().to_pandas()
+    ap = [json.loads(m or "[{}]")[0].get("average_precision") for m in df["metrics"]]
+    df = df.assign(
+        labels=df["labels"].map(lambda x: ",".join(x)),
+        threshold=df["thresholds"].map(lambda x: float(x[0])),
+        average_precision=ap,
+    )
+    return df.drop(columns=["metrics", "thresholds"]).sort_values("probe_id", ignore_index=True)

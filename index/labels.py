@@ -1,0 +1,318 @@
+"""Labels: time intervals of recordings, and which windows they cover.
+
+Labels are stored as intervals (``labels`` table), never as window ids, so they survive
+re-embedding with another model or hop. ``window_labels`` maps them onto one model's windows: a
+window carries a label when their overlap covers at least ``min_overlap`` of the window, or of the
+label when the label is shorter than the window (a 1-s call inside a 5-s window labels it).
+When a window overlaps several labels of one name, positive beats unsure beats negative.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import os
+from pathlib import Path, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from index.raven import KINDS, read_annotations
+
+LABELS_TABLE = "labels"
+MIN_OVERLAP = 0.5  # fraction of the window (or of a shorter label) that must be covered
+_KIND_RANK = {"negative": 0, "unsure": 1, "positive": 2}  # who wins when labels disagree
+
+LABELS_SCHEMA = pa.schema(
+    [
+        pa.field("label_id", pa.int64(), nullable=False),
+        pa.field("recording_id", pa.int64(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),  # seconds from file start
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("low_hz", pa.float64()),  # optional frequency box
+        pa.field("high_hz", pa.float64()),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # positive | negative | unsure
+        pa.field("source", pa.string(), nullable=False),  # user:<name> | probe:<id> | import:<file>
+        pa.field("created_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+
+
+def labels_table(db):
+    """The LanceDB ``labels`` table (created empty on first use)."""
+    return db.open_table(LABELS_TABLE, LABELS_SCHEMA)
+
+
+def default_source() -> str:
+    """``user:<login name>`` for labels typed by a person."""
+    try:
+        return f"user:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "user:unknown"
+
+
+def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarray:
+    """Insert several labels in one commit; return their label ids (n,).
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        recording_id, start_s, end_s, label; optional kind (default "positive"), low_hz,
+        high_hz, source (default ``source`` or ``user:<login>``).
+    """
+    df = labels.reset_index(drop=True)
+    n = len(df)
+    if n == 0:
+        return np.empty(0, np.int64)
+    kind = df["kind"] if "kind" in df else pd.Series(["positive"] * n)
+    bad_kind = sorted(set(kind) - set(KINDS))
+    if bad_kind:
+        raise ValueError(f"label kind must be one of {KINDS}, got {bad_kind}")
+    start, end = df["start_s"].astype(float).to_numpy(), df["end_s"].astype(float).to_numpy()
+    if not (np.isfinite(start).all() and np.isfinite(end).all()) or (start < 0).any():
+        raise ValueError("label times must be finite and non-negative")
+    if (end <= start).any():
+        i = int(np.flatnonzero(end <= start)[0])
+        raise ValueError(f"label end {end[i]} is not after start {start[i]}")
+    known = set(db.recordings()["recording_id"].tolist())
+    missing = sorted(set(df["recording_id"].astype(int)) - known)
+    if missing:
+        raise KeyError(f"no recording with id {missing[0]}")
+    names = df["label"].astype(str).str.strip()
+    if (names == "").any():
+        raise ValueError("label names must not be empty")
+    table = labels_table(db)
+    ids = _next_label_id(table) + np.arange(n, dtype=np.int64)
+    src = df["source"] if "source" in df else pd.Series([source or default_source()] * n)
+    now = _dt.datetime.now().replace(microsecond=0)
+    table.add(
+        pa.table(
+            {
+                "label_id": ids,
+                "recording_id": df["recording_id"].astype("int64").to_numpy(),
+                "start_s": start,
+                "end_s": end,
+                "low_hz": _optional(df, "low_hz", n),
+                "high_hz": _optional(df, "high_hz", n),
+                "label": names.to_numpy(),
+                "kind": kind.to_numpy(),
+                "source": src.astype(str).to_numpy(),
+                "created_at": [now] * n,
+            },
+            schema=LABELS_SCHEMA,
+        )
+    )
+    return ids
+
+
+def _optional(df: pd.DataFrame, col: str, n: int) -> pa.Array:
+    if col not in df:
+        return pa.nulls(n, pa.float64())
+    return pa.array(df[col].astype(float).to_numpy(), pa.float64(), from_pandas=True)
+
+
+def _next_label_id(table) -> int:
+    ids = table.search().select(["label_id"]).limit(None).to_arrow()["label_id"].to_numpy()
+    return int(ids.max()) + 1 if len(ids) else 1
+
+
+def add_label(
+    db,
+    recording: int | str | os.PathLike,
+    start_s: float,
+    end_s: float,
+    label: str,
+    kind: str = "positive",
+    low_hz: float | None = None,
+    high_hz: float | None = None,
+    source: str | None = None,
+) -> int:
+    """Label one interval of a recording (id, or file path resolved with ``resolve_recording``).
+
+    Returns the new label_id.
+    """
+    rid = recording if isinstance(recording, int | np.integer) else resolve_recording(db, recording)
+    row = {
+        "recording_id": [int(rid)],
+        "start_s": [start_s],
+        "end_s": [end_s],
+        "label": [label],
+        "kind": [kind],
+        "low_hz": [np.nan if low_hz is None else low_hz],
+        "high_hz": [np.nan if high_hz is None else high_hz],
+    }
+    return int(add_labels(db, pd.DataFrame(row), source=source)[0])
+
+
+def list_labels(
+    db, label: str | None = None, kind: str | None = None, recording_id: int | None = None
+) -> pd.DataFrame:
+    """Labels (optionally filtered), sorted by label_id, with the recording's path and abs_path."""
+    clauses = []
+    if label is not None:
+        clauses.append(f"label = {_sql_str(label)}")
+    if kind is not None:
+        clauses.append(f"kind = {_sql_str(kind)}")
+    if recording_id is not None:
+        clauses.append(f"recording_id = {int(recording_id)}")
+    query = labels_table(db).search().limit(None)
+    if clauses:
+        query = query.where(" AND ".join(clauses))
+    df = query.to_arrow().to_pandas()
+    recs = db.recordings()[["recording_id", "path", "abs_path", "site", "sample_rate"]]
+    df = df.merge(recs, on="recording_id", how="left")
+    return df.sort_values("label_id", ignore_index=True)
+
+
+def remove_label(db, label_id: int) -> None:
+    """Delete one label; KeyError if there is none with that id."""
+    table = labels_table(db)
+    if table.count_rows(f"label_id = {int(label_id)}") == 0:
+        raise KeyError(f"no label with id {label_id}")
+    table.delete(f"label_id = {int(label_id)}")
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# -- resolving file names to recordings ------------------------------------------------------
+def resolve_recording(db, file: str | os.PathLike, recordings: pd.DataFrame | None = None) -> int:
+    """recording_id of ``file``: an absolute path under an audio root, a path relative to a root
+    (or to the current folder), or, failing those, a unique file name (e.g. a Raven ``Begin File``
+    written on another machine). KeyError if nothing or more than one recording matches."""
+    recs = db.recordings() if recordings is None else recordings
+    text = str(file)
+    candidates = [Path(text).expanduser()]
+    if not candidates[0].is_absolute():
+        candidates.append(Path.cwd() / text)
+    abs_paths = recs["abs_path"].map(lambda p: os.path.normpath(p))
+    for cand in candidates:
+        hit = recs[abs_paths == os.path.normpath(cand.resolve() if cand.exists() else cand)]
+        if len(hit) == 1:
+            return int(hit["recording_id"].iloc[0])
+    rel = text.replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    hit = recs[(recs["path"] == rel) | recs["abs_path"].str.endswith("/" + rel)]
+    if hit.empty:  # last resort: the bare file name, also of Windows paths
+        name = PureWindowsPath(text).name
+        hit = recs[recs["path"].map(lambda p: p.rsplit("/", 1)[-1]) == name]
+    if len(hit) == 1:
+        return int(hit["recording_id"].iloc[0])
+    if hit.empty:
+        raise KeyError(f"no recording in the database matches {text!r}")
+    paths = ", ".join(hit["path"].head(3))
+    raise KeyError(f"{text!r} matches {len(hit)} recordings ({paths}...): give more of the path")
+
+
+def import_annotations(
+    db,
+    path: str | os.PathLike,
+    label_column: str | None = None,
+    default_label: str | None = None,
+    kind: str | None = None,
+) -> np.ndarray:
+    """Import a Raven selection table or CSV as labels (source ``import:<file name>``).
+
+    Each row's ``Begin Path`` (or ``Begin File`` / file column) is resolved to a recording;
+    ``kind`` overrides the table's kinds (default: the ``kind`` column, else positive).
+    Raises ValueError naming the line of a row that is malformed or points to an unknown file;
+    nothing is imported then.
+    """
+    table = read_annotations(path, label_column=label_column, default_label=default_label)
+    recs = db.recordings()
+    ids = []
+    for row in table.itertuples(index=False):
+        ref = row.path or row.file
+        if not ref:
+            raise ValueError(
+                f"{Path(path).name}: line {row.line}: no file column to say which recording"
+            )
+        try:
+            rid = _resolve_cached(db, ref, row.file, recs)
+        except KeyError as err:
+            raise ValueError(f"{Path(path).name}: line {row.line}: {err.args[0]}") from None
+        ids.append(rid)
+    table = table.assign(recording_id=ids)
+    if kind is not None:
+        table = table.assign(kind=kind)
+    return add_labels(
+        db, table.drop(columns=["file", "path", "line"]), source=f"import:{Path(path).name}"
+    )
+
+
+def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:
+    try:
+        return resolve_recording(db, ref, recs)
+    except KeyError:
+        if file and file != ref:  # Begin Path from another machine: try Begin File
+            return resolve_recording(db, file, recs)
+        raise
+
+
+# -- labels onto windows ---------------------------------------------------------------------
+def assign_windows(
+    windows: pd.DataFrame, labels: pd.DataFrame, min_overlap: float = MIN_OVERLAP
+) -> pd.DataFrame:
+    """Which windows the labels cover (pure function).
+
+    Parameters
+    ----------
+    windows : window_id, recording_id, start_s, end_s
+    labels : label_id, recording_id, start_s, end_s, kind
+    min_overlap : fraction of min(window length, label length) the overlap must reach
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per covered window: window_id, recording_id, start_s, end_s, kind, label_id
+        (the winning label: positive > unsure > negative), target (1.0, 0.0, NaN for unsure).
+    """
+    if not 0 < min_overlap <= 1:
+        raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    out = []
+    for rid, labs in labels.groupby("recording_id"):
+        win = windows[windows["recording_id"] == rid]
+        if win.empty:
+            continue
+        ws, we = win["start_s"].to_numpy()[:, None], win["end_s"].to_numpy()[:, None]  # (W, 1)
+        ls, le = labs["start_s"].to_numpy()[None], labs["end_s"].to_numpy()[None]  # (1, L)
+        overlap = np.minimum(we, le) - np.maximum(ws, ls)  # (W, L) seconds
+        need = min_overlap * np.minimum(we - ws, le - ls)
+        covers = (overlap > 0) & (overlap >= need - 1e-9)
+        rank = np.where(covers, labs["kind"].map(_KIND_RANK).to_numpy()[None], -1)  # (W, L)
+        best = rank.argmax(1)
+        hit = rank.max(1) >= 0
+        if not hit.any():
+            continue
+        chosen = labs.iloc[best[hit]]
+        out.append(
+            win[hit][["window_id", "recording_id", "start_s", "end_s"]].assign(
+                kind=chosen["kind"].to_numpy(), label_id=chosen["label_id"].to_numpy()
+            )
+        )
+    cols = ["window_id", "recording_id", "start_s", "end_s", "kind", "label_id", "target"]
+    if not out:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(out, ignore_index=True)
+    df["target"] = df["kind"].map({"positive": 1.0, "negative": 0.0, "unsure": np.nan})
+    return df.sort_values("window_id", ignore_index=True)[cols]
+
+
+def window_labels(db, model: str, label: str, min_overlap: float = MIN_OVERLAP) -> pd.DataFrame:
+    """Windows of ``model`` covered by labels named ``label``; see ``assign_windows``."""
+    labs = list_labels(db, label=label)
+    snap = db.snapshot(model)
+    wanted = np.isin(snap.recording_id, labs["recording_id"].unique())
+    windows = pd.DataFrame(
+        {
+            "window_id": snap.window_id[wanted],
+            "recording_id": snap.recording_id[wanted],
+            "start_s": snap.start_s[wanted],
+            "end_s": snap.end_s[wanted],
+        }
+    )
+    return assign_windows(windows, labs, min_overlap)
