@@ -1,0 +1,592 @@
+"""The Chorus archive database: one folder with chorus.json, LanceDB tables and FAISS indexes.
+
+Crash safety (one writer, any number of readers):
+
+* Window ids come from a high-water mark kept in ``chorus.json`` and reserved *before* the
+  rows are committed, so an id is never handed out twice, even after a crash or a deletion.
+* A recording counts as embedded only when ``finish_recording`` has written its ``progress``
+  row, which happens after all its windows were committed. ``begin_recording`` deletes any
+  windows left by an interrupted run, so a rerun never duplicates windows.
+* Each ``add_embeddings`` call is one LanceDB commit: a crash loses at most that call.
+* Readers pin a table version (:class:`~index.snapshot.Snapshot`) for the length of a search.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import rows as _rows
+from .schema import (
+    CACHE_DIR,
+    FAISS_DIR,
+    LANCE_DIR,
+    META_FILE,
+    PROGRESS_SCHEMA,
+    PROGRESS_TABLE,
+    RECORDING_FIELDS,
+    RECORDINGS_SCHEMA,
+    RECORDINGS_TABLE,
+    SCHEMA_VERSION,
+    STATUS_FAILED,
+    VECTOR_DTYPES,
+    check_model_name,
+    embeddings_schema,
+    embeddings_table_name,
+)
+from .snapshot import Snapshot
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    """Write JSON via a temp file + os.replace so a reader never sees a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def connect(path: str | os.PathLike, create: bool = True) -> Database:
+    """Open (or create) the Chorus database folder at ``path``.
+
+    Parameters
+    ----------
+    path : folder, e.g. ``"survey.chorus"``; created with its sub-folders if missing.
+    create : if False, raise FileNotFoundError when no database exists there.
+    """
+    return Database(path, create=create)
+
+
+class Database:
+    """Handle on one archive database folder. See the module docstring for the guarantees."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path).expanduser().resolve()
+        meta_path = self.path / META_FILE
+        if not meta_path.exists():
+            if not create:
+                raise FileNotFoundError(f"no Chorus database at {self.path} (missing {META_FILE})")
+            if self.path.exists() and not self.path.is_dir():
+                raise FileExistsError(f"{self.path} exists and is not a folder")
+            for sub in (LANCE_DIR, FAISS_DIR, CACHE_DIR):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            now = _now()
+            _atomic_write_json(
+                meta_path,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "audio_roots": [],
+                    "models": {},
+                    "embeddings": {},
+                    "next_window_id": {},
+                    "created": now,
+                    "updated": now,
+                },
+            )
+        meta = self.meta
+        if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {meta['schema_version']}; this Chorus reads "
+                f"up to {SCHEMA_VERSION}: upgrade Chorus"
+            )
+        for sub in (LANCE_DIR, FAISS_DIR, CACHE_DIR):
+            (self.path / sub).mkdir(exist_ok=True)
+        # interval 0: every read sees the latest commit of another process (the ingest writer)
+        self._conn = lancedb.connect(
+            str(self.path / LANCE_DIR), read_consistency_interval=_dt.timedelta(0)
+        )
+        self._next_id: dict[str, int] = {}  # per-model in-process id high-water mark
+        self._snapshots: dict[str, Snapshot] = {}
+        self._recordings_cache: tuple[int, pd.DataFrame] | None = None
+        self._indexes: dict = {}  # model -> (settings mtime, AnnIndex | None)
+        self._ann_maps: dict = {}  # model -> index position <-> snapshot offset maps
+        self._filter_views: dict = {}  # model -> (key, memory table) used by search().where
+
+    def __repr__(self) -> str:
+        return f"chorus.Database({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def meta(self) -> dict:
+        """Contents of chorus.json (read fresh each time)."""
+        with open(self.path / META_FILE) as f:
+            return json.load(f)
+
+    def _update_meta(self, change: Callable[[dict], None]) -> dict:
+        meta = self.meta
+        change(meta)
+        meta["updated"] = _now()
+        _atomic_write_json(self.path / META_FILE, meta)
+        return meta
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / CACHE_DIR
+
+    @property
+    def faiss_dir(self) -> Path:
+        return self.path / FAISS_DIR
+
+    def register_model(self, name: str, config: dict, vector_dtype: str = "float32") -> None:
+        """Record a model's config (incl. weights description) and its vector storage dtype.
+
+        ``vector_dtype`` ("float32" | "float16") applies when the embeddings table is created;
+        it cannot change afterwards.
+        """
+        check_model_name(name)
+        if vector_dtype not in VECTOR_DTYPES:
+            raise ValueError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}")
+        json.dumps(config, default=str)  # fail early on unserialisable configs
+
+        def change(meta: dict) -> None:
+            meta.setdefault("models", {})[name] = config
+            emb = meta.setdefault("embeddings", {})
+            if name not in emb or not self._has_table(embeddings_table_name(name)):
+                emb[name] = {"vector_dtype": vector_dtype}
+
+        self._update_meta(change)
+
+    def models(self) -> list[str]:
+        """Names of models that have a config or an embeddings table."""
+        names = set(self.meta.get("models", {}))
+        names |= {
+            t[len("embeddings_") :] for t in self.table_names() if t.startswith("embeddings_")
+        }
+        return sorted(names)
+
+    def add_audio_root(self, path: str | os.PathLike) -> str:
+        """Record an archive folder; return its absolute resolved path."""
+        root = str(Path(path).expanduser().resolve())
+
+        def change(meta: dict) -> None:
+            roots = meta.setdefault("audio_roots", [])
+            if root not in roots:
+                roots.append(root)
+
+        if root not in self.meta.get("audio_roots", []):
+            self._update_meta(change)
+        return root
+
+    # ------------------------------------------------------------------ generic tables
+    def table_names(self) -> list[str]:
+        """Names of all LanceDB tables in this database."""
+        return sorted(self._conn.list_tables().tables)
+
+    def _has_table(self, name: str) -> bool:
+        return name in self.table_names()
+
+    def open_table(self, name: str, schema: pa.Schema | None = None):
+        """Open LanceDB table ``name``; create it empty with ``schema`` if missing.
+
+        Raises KeyError if the table is missing and no schema is given.
+        """
+        if self._has_table(name):
+            return self._conn.open_table(name)
+        if schema is None:
+            raise KeyError(f"no table {name!r} in {self.path} (tables: {self.table_names()})")
+        try:
+            return self._conn.create_table(name, schema=schema)
+        except (ValueError, OSError):  # created meanwhile by another handle
+            return self._conn.open_table(name)
+
+    def optimize(self) -> None:
+        """Compact small fragments left by many small commits (safe; keeps the latest data)."""
+        for name in self.table_names():
+            self._conn.open_table(name).optimize()
+
+    # ------------------------------------------------------------------ recordings
+    def _recordings_table(self):
+        return self.open_table(RECORDINGS_TABLE, RECORDINGS_SCHEMA)
+
+    def _recordings_frame(self) -> pd.DataFrame:
+        tbl = self._recordings_table()
+        version = tbl.version
+        if self._recordings_cache is None or self._recordings_cache[0] != version:
+            df = tbl.to_arrow().to_pandas()
+            df = df.sort_values("recording_id", kind="stable").reset_index(drop=True)
+            self._recordings_cache = (version, df)
+        return self._recordings_cache[1]
+
+    def recordings(self, status: str | None = None) -> pd.DataFrame:
+        """All recordings (optionally of one ``status``), sorted by recording_id.
+
+        Columns: the recordings table columns plus ``abs_path`` (audio_root joined with path).
+        """
+        df = self._recordings_frame().copy()
+        if status is not None:
+            df = df[df["status"] == status].reset_index(drop=True)
+        df["abs_path"] = [
+            str(Path(root) / p) for root, p in zip(df["audio_root"], df["path"], strict=True)
+        ]
+        return df
+
+    def recording(self, recording_id: int) -> dict:
+        """One recording as a dict (incl. ``abs_path``); KeyError if unknown."""
+        df = self._recordings_frame()
+        hit = df[df["recording_id"] == int(recording_id)]
+        if hit.empty:
+            raise KeyError(f"no recording with id {recording_id}")
+        rec = hit.iloc[0].to_dict()
+        rec["abs_path"] = str(Path(rec["audio_root"]) / rec["path"])
+        if pd.isna(rec.get("start_time")):
+            rec["start_time"] = None
+        return rec
+
+    def recording_id(self, audio_root: str | os.PathLike, path: str | os.PathLike) -> int | None:
+        """Id of the recording at (audio_root, path), or None."""
+        root = str(Path(audio_root).expanduser().resolve())
+        rel = _rows.relative_path(root, path)
+        df = self._recordings_frame()
+        hit = df[(df["audio_root"] == root) & (df["path"] == rel)]
+        return None if hit.empty else int(hit["recording_id"].iloc[0])
+
+    def upsert_recording(
+        self, audio_root: str | os.PathLike, path: str | os.PathLike, **fields
+    ) -> int:
+        """Insert or update the recording keyed by (audio_root, path); return its recording_id.
+
+        ``fields``: duration_s, sample_rate, channels, site, start_time, size, mtime, status
+        ("ok" | "failed"), error. Fields not given keep their stored value.
+        """
+        return int(self.upsert_recordings([dict(fields, audio_root=audio_root, path=path)])[0])
+
+    def upsert_recordings(self, records: list[dict] | pd.DataFrame) -> np.ndarray:
+        """Bulk :meth:`upsert_recording` in one commit; return recording ids (n,) int64."""
+        if isinstance(records, pd.DataFrame):
+            records = records.to_dict("records")
+        df = self._recordings_frame()
+        key_to_id = {
+            (r, p): int(i)
+            for r, p, i in zip(df["audio_root"], df["path"], df["recording_id"], strict=True)
+        }
+        next_id = int(df["recording_id"].max()) + 1 if len(df) else 0
+        merged, ids, seen = [], [], {}
+        for rec in records:
+            if "audio_root" not in rec or "path" not in rec:
+                raise ValueError("each recording needs 'audio_root' and 'path'")
+            root = self.add_audio_root(rec["audio_root"])
+            rel = _rows.relative_path(root, rec["path"])
+            key = (root, rel)
+            if key in seen:  # the same file twice in one call: last one wins
+                merged[seen[key]].update(
+                    {k: v for k, v in rec.items() if k not in ("audio_root", "path")}
+                )
+                ids.append(merged[seen[key]]["recording_id"])
+                continue
+            if key in key_to_id:
+                rid = key_to_id[key]
+                base = df[df["recording_id"] == rid].iloc[0].to_dict()
+                base = {k: (None if _is_missing(v) else v) for k, v in base.items()}
+            else:
+                rid, next_id = next_id, next_id + 1
+                base = {}
+            row = dict(base)
+            row.update({k: v for k, v in rec.items() if k in RECORDING_FIELDS})
+            row.update(recording_id=rid, audio_root=root, path=rel)
+            extra = set(rec) - set(RECORDING_FIELDS)
+            if extra:
+                raise ValueError(
+                    f"unknown recording field(s) {sorted(extra)}; known: {RECORDING_FIELDS}"
+                )
+            seen[key] = len(merged)
+            merged.append(row)
+            ids.append(rid)
+        if merged:
+            table = _rows.recording_table(merged)
+            (
+                self._recordings_table()
+                .merge_insert("recording_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+        return np.asarray(ids, np.int64)
+
+    def mark_failed(
+        self, audio_root: str | os.PathLike, path: str | os.PathLike, error: str
+    ) -> int:
+        """Record that a file could not be read (status "failed" + error); return its id."""
+        return self.upsert_recording(audio_root, path, status=STATUS_FAILED, error=str(error))
+
+    def delete_recording(self, recording_id: int) -> None:
+        """Remove a recording, its windows in every model and its progress rows."""
+        rid = int(recording_id)
+        for model in self.models():
+            self.delete_windows(model, rid)
+        self.open_table(PROGRESS_TABLE, PROGRESS_SCHEMA).delete(f"recording_id = {rid}")
+        self._recordings_table().delete(f"recording_id = {rid}")
+
+    # ------------------------------------------------------------------ embeddings
+    def _embeddings_table(self, model: str, dim: int | None = None):
+        """Open ``embeddings_<model>``; create it if ``dim`` is given, else KeyError if missing."""
+        name = embeddings_table_name(model)
+        if self._has_table(name):
+            return self._conn.open_table(name)
+        if dim is None:
+            raise KeyError(
+                f"no embeddings for model {model!r} in {self.path} (models: {self.models()})"
+            )
+        dtype = self.meta.get("embeddings", {}).get(model, {}).get("vector_dtype", "float32")
+        if model not in self.meta.get("models", {}):
+            self.register_model(model, {"dim": int(dim)}, vector_dtype=dtype)
+        return self.open_table(name, embeddings_schema(dim, dtype))
+
+    def model_dim(self, model: str) -> int:
+        """Vector dimension stored for ``model``."""
+        return int(self._embeddings_table(model).schema.field("vector").type.list_size)
+
+    def windows(self, model: str):
+        """The LanceDB table ``embeddings_<model>`` (latest version) for direct queries."""
+        return self._embeddings_table(model)
+
+    def _reserve_window_ids(self, model: str, n: int) -> np.ndarray:
+        """Reserve ``n`` fresh window ids, persisting the high-water mark before any commit."""
+        if model not in self._next_id:
+            col = (
+                self._embeddings_table(model).search().select(["window_id"]).limit(None).to_arrow()
+            )
+            ids = col["window_id"].to_numpy()
+            self._next_id[model] = int(ids.max()) + 1 if len(ids) else 0
+        start = max(self._next_id[model], int(self.meta.get("next_window_id", {}).get(model, 0)))
+        stop = start + n
+
+        def change(meta: dict) -> None:
+            meta.setdefault("next_window_id", {})[model] = stop
+
+        self._update_meta(change)
+        self._next_id[model] = stop
+        return np.arange(start, stop, dtype=np.int64)
+
+    def add_embeddings(self, model: str, rows) -> np.ndarray:
+        """Append windows to ``embeddings_<model>`` in one commit; return their window ids (n,).
+
+        Parameters
+        ----------
+        rows : pyarrow.Table, pandas.DataFrame or dict with columns ``recording_id`` (int),
+            ``start_s``, ``end_s`` (float seconds), ``vector`` ((n, dim) array, list column or
+            fixed-size list) and optional ``channel`` (int, -1 = mix, default).
+
+        Vectors are L2-normalised before storage (their norm is kept in column ``norm``).
+        The first call creates the table with the vectors' dimension; later calls must match.
+        """
+        check_model_name(model)
+        name = embeddings_table_name(model)
+        dim = self.model_dim(model) if self._has_table(name) else None
+        cols = _rows.window_rows(rows, dim)
+        n = len(cols["vector"])
+        if n == 0:
+            return np.empty(0, np.int64)
+        tbl = self._embeddings_table(model, dim=cols["vector"].shape[1])
+        vtype = tbl.schema.field("vector").type
+        unit, norms = _rows.normalise(cols["vector"])  # (n, dim), (n,)
+        ids = self._reserve_window_ids(model, n)
+        flat = pa.array(unit.astype(vtype.value_type.to_pandas_dtype()).ravel(), vtype.value_type)
+        table = pa.table(
+            {
+                "window_id": ids,
+                "recording_id": cols["recording_id"],
+                "channel": cols["channel"],
+                "start_s": cols["start_s"],
+                "end_s": cols["end_s"],
+                "norm": norms,
+                "vector": pa.FixedSizeListArray.from_arrays(flat, vtype.list_size),
+            },
+            schema=tbl.schema,
+        )
+        tbl.add(table)
+        return ids
+
+    def _progress_table(self):
+        return self.open_table(PROGRESS_TABLE, PROGRESS_SCHEMA)
+
+    def begin_recording(self, model: str, recording_id: int) -> None:
+        """Start (re-)embedding a recording: drop its done-marker and any windows already stored."""
+        rid = int(recording_id)
+        check_model_name(model)
+        self._progress_table().delete(f"recording_id = {rid} AND model = '{model}'")
+        if self._has_table(embeddings_table_name(model)):
+            self.delete_windows(model, rid)
+
+    def finish_recording(self, model: str, recording_id: int, n_windows: int) -> None:
+        """Mark a recording fully embedded, after checking that ``n_windows`` windows are committed."""
+        rid = int(recording_id)
+        have = 0
+        if self._has_table(embeddings_table_name(model)):
+            have = self._embeddings_table(model).count_rows(f"recording_id = {rid}")
+        if have != int(n_windows):
+            raise RuntimeError(
+                f"recording {rid}: {have} windows committed for model {model!r}, expected {n_windows}"
+            )
+        try:
+            rec = self.recording(rid)
+        except KeyError:
+            rec = {}
+        row = pa.table(
+            {
+                "recording_id": [rid],
+                "model": [model],
+                "n_windows": [int(n_windows)],
+                "size": [None if _is_missing(rec.get("size")) else int(rec["size"])],
+                "mtime": [None if _is_missing(rec.get("mtime")) else float(rec["mtime"])],
+                "done_at": [_dt.datetime.now()],
+            },
+            schema=PROGRESS_SCHEMA,
+        )
+        (
+            self._progress_table()
+            .merge_insert(["recording_id", "model"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(row)
+        )
+
+    def done_recordings(self, model: str) -> pd.DataFrame:
+        """Recordings fully embedded with ``model``: recording_id, size, mtime, n_windows, done_at."""
+        check_model_name(model)
+        df = (
+            self._progress_table()
+            .search()
+            .where(f"model = '{model}'")
+            .limit(None)
+            .to_arrow()
+            .to_pandas()
+        )
+        return df.drop(columns=["model"]).sort_values("recording_id").reset_index(drop=True)
+
+    def delete_windows(self, model: str, recording_id: int) -> None:
+        """Delete all windows of one recording for ``model`` (one commit)."""
+        if self._has_table(embeddings_table_name(model)):
+            self._embeddings_table(model).delete(f"recording_id = {int(recording_id)}")
+
+    def snapshot(self, model: str) -> Snapshot:
+        """A consistent view of ``embeddings_<model>`` at its latest version (cached per version)."""
+        version = self._embeddings_table(model).version
+        snap = self._snapshots.get(model)
+        if snap is None or snap.version != version:
+            pinned = self._conn.open_table(embeddings_table_name(model), version=version)
+            snap = Snapshot(model, pinned, version)
+            self._snapshots[model] = snap
+        return snap
+
+    def vectors(self, model: str, window_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors of ``model``: (window_ids (n,) int64, vectors (n, dim) float32).
+
+        ``window_ids=None`` returns all windows (ordered by window_id); otherwise in the given
+        order, raising KeyError for unknown ids.
+        """
+        snap = self.snapshot(model)
+        if window_ids is None:
+            offsets = np.argsort(snap.window_id, kind="stable")
+        else:
+            offsets = snap.offsets(window_ids)
+        return snap.window_id[offsets], snap.vectors_at(offsets)
+
+    # ------------------------------------------------------------------ index + search
+    def build_index(self, model: str, factory: str = "auto", rebuild: bool = False, **params):
+        """Build or update the FAISS index of ``model``; return its :class:`IndexSettings`.
+
+        See :func:`index.faiss_index.build_or_update` for the rules and thresholds.
+        """
+        from .faiss_index import build_or_update
+
+        settings = build_or_update(self, model, factory=factory, rebuild=rebuild, **params)
+        self._indexes.pop(model, None)
+        return settings
+
+    def index_state(self, model: str) -> dict:
+        """State of the FAISS index: factory, covered version, new/deleted windows since."""
+        from .faiss_index import index_state
+
+        return index_state(self, model)
+
+    def search(self, model: str, query):
+        """Start a similarity search; see :class:`index.search.SearchBuilder`."""
+        from .search import SearchBuilder
+
+        return SearchBuilder(self, model, query)
+
+    # ------------------------------------------------------------------ search internals
+    def _load_ann(self, model: str):
+        """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
+        from .faiss_index import AnnIndex
+
+        json_path = AnnIndex.paths(self.faiss_dir, model)[2]
+        stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
+        cached = self._indexes.get(model)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ann = AnnIndex.load(self.faiss_dir, model) if stamp is not None else None
+        self._indexes[model] = (stamp, ann)
+        self._ann_maps.pop(model, None)
+        return ann
+
+    def _ann_mapping(self, snap: Snapshot, ann) -> tuple[np.ndarray, np.ndarray]:
+        """(snapshot offset of each index position or -1 if deleted (N,), offsets not indexed)."""
+        key = (snap.version, id(ann))
+        cached = self._ann_maps.get(snap.model)
+        if cached is None or cached[0] != key:
+            present = snap.contains(ann.ids)
+            off_of_pos = np.full(len(ann), -1, np.int64)
+            off_of_pos[present] = snap.offsets(ann.ids[present])
+            pos_of_off = np.full(len(snap), -1, np.int64)
+            pos_of_off[off_of_pos[present]] = np.flatnonzero(present)
+            new_offsets = np.flatnonzero(pos_of_off < 0)
+            cached = (key, off_of_pos, new_offsets, pos_of_off, {})
+            self._ann_maps[snap.model] = cached
+        return cached[1], cached[2]
+
+    def _vectors_for(self, snap: Snapshot, offsets: np.ndarray) -> np.ndarray:
+        """Unit vectors (m, dim) at snapshot ``offsets``: from the in-memory index when it stores
+        them exactly, else from LanceDB (windows not in the index are cached per version)."""
+        offsets = np.asarray(offsets, np.int64)
+        ann = self._indexes.get(snap.model, (None, None))[1]
+        if ann is None or not ann.exact_storage:
+            return snap.vectors_at(offsets)
+        self._ann_mapping(snap, ann)
+        _, _, _, pos_of_off, delta = self._ann_maps[snap.model]
+        pos = pos_of_off[offsets]
+        out = np.empty((len(offsets), snap.dim), np.float32)
+        inside = pos >= 0
+        out[inside] = ann.reconstruct(pos[inside])
+        rest = offsets[~inside]
+        todo = [int(o) for o in rest if int(o) not in delta]
+        if todo:
+            for o, v in zip(todo, snap.vectors_at(np.asarray(todo)), strict=True):
+                delta[o] = v
+        if len(rest):
+            out[~inside] = np.stack([delta[int(o)] for o in rest])
+        return out
+
+    # ------------------------------------------------------------------ summary
+    def info(self) -> dict:
+        """Summary for ``chorus info``: recordings, hours, sites, dates, windows, failures, indexes."""
+        from .summary import database_info
+
+        return database_info(self)
+
+
+def _is_missing(value) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,393 @@
+"""FAISS accelerator index beside each embeddings table.
+
+Files in ``<db>/faiss/``: ``<model>.index`` (FAISS, over positions 0..n-1), ``<model>.ids.npy``
+(position -> window_id, the IndexIDMap2 equivalent; kept outside FAISS so that filtered searches
+can use a cheap position bitmap) and ``<model>.json`` (:class:`IndexSettings`, written last).
+
+Choice by archive size (``factory="auto"``), all on L2-normalised vectors with inner product:
+
+* n < ``FLAT_MAX``           ``Flat``                 exact, 4*d bytes/vector
+* n < ``HNSW_MAX``           ``HNSW32,Flat``          graph search, exact vectors kept
+* otherwise                  ``IVF<nlist>,PQ<d/8>x4fs,RFlat``  4-bit fast-scan PQ shortlist
+                             (``k_factor`` x k) re-ranked exactly with the stored vectors
+
+Thresholds come from ``benchmarks/index_bench.py`` (see benchmarks/RESULTS.md, "## Index").
+The index records the table version and window ids it covers. Search adds windows committed
+since (exact scores) and hides deleted ones, so a stale index never loses results;
+``build_index`` adds new windows incrementally and rebuilds when the size tier changes or
+more than ``REBUILD_DELETED_FRACTION`` of the indexed windows were deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+FLAT_MAX = 50_000  # windows; below this exact search is fast enough (~10 ms at 1536-d)
+HNSW_MAX = 300_000  # windows; above this HNSW construction gets too slow on a few cores
+HNSW_M = 32  # graph degree
+HNSW_EF_CONSTRUCTION = 64  # build beam width
+HNSW_EF_SEARCH = 128  # search beam width (recall@10 >= 0.95 on the benchmark)
+IVF_CELLS_PER_SQRT_N = 4  # nlist ~ 4 sqrt(n), rounded to a power of two
+IVF_NPROBE = 32  # cells visited per query
+REFINE_K_FACTOR = 8  # shortlist size / k for the exact re-rank
+TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell
+TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)
+REBUILD_DELETED_FRACTION = 0.2  # rebuild when this share of indexed windows is deleted
+IVF_REGROW_FACTOR = 4  # rebuild an IVF index when the archive grew this much since training
+ADD_BATCH = 20_000  # vectors added per FAISS call during incremental updates
+EF_MAX = 4096  # cap on the boosted HNSW beam for filtered searches
+
+_FAMILIES = ("flat", "hnsw", "ivf")
+
+
+@dataclasses.dataclass
+class IndexSettings:
+    """What an index file holds; saved as ``faiss/<model>.json``."""
+
+    model: str
+    factory: str  # FAISS index_factory string (metric: inner product)
+    dim: int
+    n_vectors: int
+    table_version: int  # embeddings table version the index covers
+    params: dict  # search-time parameters: efSearch / nprobe / k_factor
+    auto: bool = True  # chosen by size (may be re-chosen as the archive grows)
+    trained_on: int = 0  # vectors in the training sample (0: no training needed)
+    built_n: int = 0  # windows at the last full build (for IVF re-growth)
+    build_s: float = 0.0  # seconds of the last build/update
+    metric: str = "inner_product"
+    created: str = ""
+    faiss_version: str = faiss.__version__
+    action: str = "built"  # "built" | "updated" | "unchanged" (this call)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IndexSettings:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def family(factory: str) -> str:
+    """Index family of a factory string: "flat", "hnsw" or "ivf"."""
+    head = factory.split(",")[0].upper()
+    if head.startswith("HNSW"):
+        return "hnsw"
+    if head.startswith("IVF"):
+        return "ivf"
+    return "flat"
+
+
+def choose_factory(n: int, dim: int, float16: bool = False) -> tuple[str, dict]:
+    """Factory string and search parameters for ``n`` vectors of ``dim`` (see module docstring)."""
+    storage = "SQfp16" if float16 else "Flat"
+    if n < FLAT_MAX:
+        return storage, {}
+    if n < HNSW_MAX:
+        return f"HNSW{HNSW_M},{storage}", {"efSearch": HNSW_EF_SEARCH}
+    nlist = 2 ** round(math.log2(IVF_CELLS_PER_SQRT_N * math.sqrt(n)))
+    refine = "RFlat" if not float16 else "Refine(SQfp16)"
+    if dim % 8 == 0:
+        coarse = f"IVF{nlist},PQ{dim // 8}x4fs"
+    else:  # fast-scan PQ needs d divisible by the sub-quantizer count
+        coarse = f"IVF{nlist},SQ8"
+    return f"{coarse},{refine}", {"nprobe": IVF_NPROBE, "k_factor": REFINE_K_FACTOR}
+
+
+def default_params(factory: str) -> dict:
+    fam = family(factory)
+    if fam == "hnsw":
+        return {"efSearch": HNSW_EF_SEARCH}
+    if fam == "ivf":
+        params = {"nprobe": IVF_NPROBE}
+        if "Refine" in factory or "RFlat" in factory:
+            params["k_factor"] = REFINE_K_FACTOR
+        return params
+    return {}
+
+
+class AnnIndex:
+    """A FAISS index over positions plus the position -> window_id map and its settings."""
+
+    def __init__(self, index: faiss.Index, ids: np.ndarray, settings: IndexSettings):
+        self.index = index
+        self.ids = np.asarray(ids, np.int64)  # (n,) window id of each position
+        self.settings = settings
+        if index.ntotal != len(self.ids):
+            raise ValueError(f"index holds {index.ntotal} vectors but {len(self.ids)} ids")
+        self._top = faiss.downcast_index(index)
+        self.exact_storage = _has_exact_vectors(self._top)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_exhaustive(self) -> bool:
+        """True when search scores every vector (Flat): ANN results are exact."""
+        return family(self.settings.factory) == "flat"
+
+    # -- files
+    @staticmethod
+    def paths(folder: Path, model: str) -> tuple[Path, Path, Path]:
+        return folder / f"{model}.index", folder / f"{model}.ids.npy", folder / f"{model}.json"
+
+    @classmethod
+    def load(cls, folder: Path, model: str) -> AnnIndex | None:
+        """Load the saved index, or None if absent or inconsistent (then search is exact)."""
+        index_path, ids_path, json_path = cls.paths(folder, model)
+        if not (index_path.exists() and ids_path.exists() and json_path.exists()):
+            return None
+        settings = IndexSettings.from_json(json_path.read_text())
+        ids = np.load(ids_path)
+        index = faiss.read_index(str(index_path))
+        if index.ntotal != len(ids) or len(ids) != settings.n_vectors:
+            return None  # a crash between file writes: ignore, a rebuild fixes it
+        return cls(index, ids, settings)
+
+    def save(self, folder: Path) -> None:
+        """Write index, ids then settings, each atomically (temp file + os.replace)."""
+        index_path, ids_path, json_path = self.paths(folder, self.settings.model)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic(index_path, lambda p: faiss.write_index(self.index, str(p)))
+        _atomic(ids_path, lambda p: _save_npy(p, self.ids))
+        _atomic(json_path, lambda p: Path(p).write_text(self.settings.to_json()))
+
+    # -- queries
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product for unit queries (m, dim): (scores (m, k), positions (m, k)).
+
+        ``allowed``: optional bool mask (n,) over positions; missing hits are position -1.
+        """
+        q = np.ascontiguousarray(q, np.float32).reshape(-1, self.settings.dim)  # (m, dim)
+        k = int(min(k, len(self)))
+        keep = []  # the selector reads this memory during the search
+        sel = None
+        frac = 1.0
+        if allowed is not None:
+            bits = np.packbits(np.asarray(allowed, bool), bitorder="little")  # (ceil(n/8),)
+            keep.append(bits)
+            sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bits))
+            frac = max(float(np.count_nonzero(allowed)) / max(len(self), 1), 1e-6)
+        params = self._params(sel, k, frac)
+        scores, pos = self.index.search(q, k, params=params)
+        del keep
+        return scores, pos
+
+    def _params(self, sel, k: int, frac: float):
+        p = self.settings.params
+        top = self._top
+        if isinstance(top, faiss.IndexRefine):
+            base = faiss.downcast_index(top.base_index)
+            return faiss.IndexRefineSearchParameters(
+                k_factor=float(p.get("k_factor", REFINE_K_FACTOR)),
+                base_index_params=_base_params(base, p, sel, k, frac),
+            )
+        return _base_params(top, p, sel, k, frac)
+
+    def reconstruct(self, positions: np.ndarray) -> np.ndarray:
+        """Stored vectors (m, dim) at ``positions`` (only when ``exact_storage``)."""
+        positions = np.asarray(positions, np.int64)
+        if not len(positions):
+            return np.empty((0, self.settings.dim), np.float32)
+        return self.index.reconstruct_batch(positions)
+
+
+def _base_params(index, p: dict, sel, k: int, frac: float):
+    if isinstance(index, faiss.IndexHNSW):
+        ef = max(int(p.get("efSearch", HNSW_EF_SEARCH)), k)
+        ef = int(min(max(ef / frac, ef), EF_MAX))  # filtered: widen the beam
+        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+    if isinstance(index, faiss.IndexIVF):
+        nprobe = int(p.get("nprobe", IVF_NPROBE))
+        nprobe = int(min(max(nprobe / frac, nprobe), index.nlist))
+        return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+    return faiss.SearchParameters(sel=sel)
+
+
+def _has_exact_vectors(index) -> bool:
+    """Can ``reconstruct`` return the stored (full or float16) vectors cheaply?"""
+    if isinstance(index, faiss.IndexRefine):
+        return True
+    if isinstance(index, faiss.IndexHNSW):
+        return True
+    if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)):
+        return isinstance(index, faiss.IndexFlat) or index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+    return False
+
+
+def _save_npy(path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+        np.save(f, array, allow_pickle=False)
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------- build / update
+def _new_index(factory: str, dim: int, params: dict) -> faiss.Index:
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(
+            f"bad FAISS factory string {factory!r}: {str(e).splitlines()[-1]}"
+        ) from None
+    top = faiss.downcast_index(index)
+    hnsw_holder = (
+        faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
+    )
+    if isinstance(hnsw_holder, faiss.IndexHNSW):
+        hnsw_holder.hnsw.efConstruction = int(params.get("efConstruction", HNSW_EF_CONSTRUCTION))
+    return index
+
+
+def _train(index: faiss.Index, snap, n: int) -> int:
+    """Train on a fixed-seed random sample of the snapshot; return the sample size."""
+    if index.is_trained:
+        return 0
+    top = faiss.downcast_index(index)
+    base = faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
+    nlist = getattr(base, "nlist", 1)
+    size = int(min(n, max(TRAIN_POINTS_PER_CELL * nlist, 10_000), TRAIN_SAMPLE_MAX))
+    offsets = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+    index.train(snap.vectors_at(offsets))  # (size, dim)
+    return size
+
+
+def _full_build(snap, model: str, factory: str, params: dict, auto: bool) -> AnnIndex:
+    t0 = time.perf_counter()
+    n = len(snap)
+    index = _new_index(factory, snap.dim, params)
+    trained_on = _train(index, snap, n)
+    ids = []
+    for batch_ids, vec in snap.iter_vectors():
+        index.add(vec)  # (b, dim)
+        ids.append(batch_ids)
+    ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
+    settings = IndexSettings(
+        model=model,
+        factory=factory,
+        dim=snap.dim,
+        n_vectors=len(ids),
+        table_version=snap.version,
+        params={k: v for k, v in params.items() if k != "efConstruction"},
+        auto=auto,
+        trained_on=trained_on,
+        built_n=len(ids),
+        build_s=round(time.perf_counter() - t0, 3),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return AnnIndex(index, ids, settings)
+
+
+def _needs_rebuild(old: AnnIndex, factory: str, auto: bool, n: int, n_deleted: int) -> bool:
+    s = old.settings
+    if auto != s.auto or s.dim != old.index.d:
+        return True
+    if not auto and factory != s.factory:
+        return True
+    if auto and family(factory) != family(s.factory):
+        return True  # the archive crossed a size threshold
+    if family(s.factory) == "ivf" and n > IVF_REGROW_FACTOR * max(s.built_n, 1):
+        return True  # too few IVF cells for the archive now
+    return n_deleted > REBUILD_DELETED_FRACTION * max(len(old), 1)
+
+
+def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False, **params):
+    """Build, update or keep the FAISS index of ``model``; return its IndexSettings.
+
+    Parameters
+    ----------
+    factory : "auto" (choose by size, see module docstring) or a FAISS factory string
+        such as ``"HNSW32"``, ``"IVF1024,SQ8"`` or ``"IVF4096,PQ192x4fs,RFlat"``.
+    rebuild : force a full rebuild.
+    params : search/build parameters (``efSearch``, ``efConstruction``, ``nprobe``, ``k_factor``)
+        and ``float16=True`` to store float16 vectors in the auto choice.
+    """
+    snap = db.snapshot(model)
+    n = len(snap)
+    if n == 0:
+        raise ValueError(f"model {model!r} has no windows to index")
+    float16 = bool(params.pop("float16", False))
+    auto = factory == "auto"
+    if auto:
+        factory, chosen = choose_factory(n, snap.dim, float16)
+        params = {**chosen, **params}
+    else:
+        params = {**default_params(factory), **params}
+    old = None if rebuild else AnnIndex.load(db.faiss_dir, model)
+    if old is not None and old.settings.dim != snap.dim:
+        old = None
+    if old is not None:
+        present = snap.contains(old.ids)
+        if not _needs_rebuild(old, factory, auto, n, int((~present).sum())):
+            return _update(db, old, snap, params)
+    ann = _full_build(snap, model, factory, params, auto)
+    ann.save(db.faiss_dir)
+    return ann.settings
+
+
+def _update(db, old: AnnIndex, snap, params: dict) -> IndexSettings:
+    """Add windows committed since the index was built; keep deleted ones masked at search."""
+    t0 = time.perf_counter()
+    covered = np.zeros(len(snap), bool)
+    covered[snap.offsets(old.ids, missing="drop")] = True
+    new_offsets = np.flatnonzero(~covered)
+    s = old.settings
+    s.params = {**s.params, **{k: v for k, v in params.items() if k != "efConstruction"}}
+    if not len(new_offsets) and s.table_version == snap.version:
+        s.action = "unchanged"
+        return s
+    new_ids = [old.ids]
+    for i in range(0, len(new_offsets), ADD_BATCH):
+        part = new_offsets[i : i + ADD_BATCH]
+        old.index.add(snap.vectors_at(part))  # (b, dim)
+        new_ids.append(snap.window_id[part])
+    old.ids = np.concatenate(new_ids)
+    s.n_vectors = len(old.ids)
+    s.table_version = snap.version
+    s.build_s = round(time.perf_counter() - t0, 3)
+    s.action = "updated" if len(new_offsets) else "unchanged"
+    old.save(db.faiss_dir)
+    return s
+
+
+def index_state(db, model: str) -> dict:
+    """{"state": "none"|"current"|"stale", factory, n_vectors, table_version, new, deleted}."""
+    ann = AnnIndex.load(db.faiss_dir, model)
+    snap = db.snapshot(model)
+    if ann is None:
+        return {"state": "none", "windows": len(snap), "table_version": snap.version}
+    present = snap.contains(ann.ids)
+    n_new = len(snap) - int(present.sum())
+    n_deleted = int((~present).sum())
+    return {
+        "state": "current" if n_new == 0 and n_deleted == 0 else "stale",
+        "factory": ann.settings.factory,
+        "params": ann.settings.params,
+        "n_vectors": len(ann),
+        "index_table_version": ann.settings.table_version,
+        "table_version": snap.version,
+        "new_windows": n_new,
+        "deleted_windows": n_deleted,
+    }

@@ -1,0 +1,76 @@
+"""SQL filters for search: window columns joined with recording columns, evaluated by LanceDB.
+
+The joined view (one row per window of a pinned snapshot) lives in an in-memory LanceDB
+table, rebuilt only when the embeddings or recordings table version changes, so the
+predicate is parsed and run by LanceDB's SQL engine (DataFusion) without extra dependencies.
+"""
+
+from __future__ import annotations
+
+import lancedb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .search import FILTER_COLUMNS
+
+_OFFSET = "_offset"  # snapshot offset of each view row
+_memory = None  # one in-memory LanceDB connection per process
+
+
+def _conn():
+    global _memory
+    if _memory is None:
+        _memory = lancedb.connect("memory://")
+    return _memory
+
+
+def _view(db, snap) -> pa.Table:
+    """Window + recording columns of ``snap`` (one row per window, in offset order)."""
+    recs = db.recordings()
+    win = pd.DataFrame(
+        {
+            _OFFSET: np.arange(len(snap), dtype=np.int64),
+            "window_id": snap.window_id,
+            "recording_id": snap.recording_id,
+            "channel": snap.channel,
+            "start_s": snap.start_s,
+            "end_s": snap.end_s,
+        }
+    )
+    cols = ["recording_id", "audio_root", "path", "site", "start_time", "duration_s"]
+    cols += ["sample_rate", "channels"]
+    df = win.merge(recs[cols], on="recording_id", how="left")
+    start = pd.to_datetime(df["start_time"]).astype("datetime64[us]")
+    time = start + pd.to_timedelta(df["start_s"], unit="s")
+    df["time"] = time
+    df["hour"] = time.dt.hour.astype("Int32")
+    df["date"] = time.dt.date
+    df = df.sort_values(_OFFSET, kind="stable")
+    table = pa.Table.from_pandas(df[[_OFFSET, *FILTER_COLUMNS]], preserve_index=False)
+    return table.cast(
+        table.schema.set(
+            table.schema.get_field_index("time"), pa.field("time", pa.timestamp("us"))
+        ).set(table.schema.get_field_index("date"), pa.field("date", pa.date32()))
+    )
+
+
+def filter_offsets(db, snap, sql: str) -> np.ndarray:
+    """Snapshot offsets (m,) of windows satisfying ``sql``; ValueError with the columns if bad."""
+    key = (snap.version, db._recordings_table().version, len(snap))
+    cached = db._filter_views.get(snap.model)
+    if cached is None or cached[0] != key:
+        name = f"view_{id(db)}_{snap.model}"
+        conn = _conn()
+        conn.drop_table(name, ignore_missing=True)
+        table = conn.create_table(name, _view(db, snap))
+        cached = (key, table)
+        db._filter_views[snap.model] = cached
+    try:
+        got = cached[1].search().where(sql).select([_OFFSET]).limit(None).to_arrow()
+    except Exception as e:  # LanceDB raises ValueError/RuntimeError with a parser message
+        msg = str(e).split("\n")[0]
+        raise ValueError(
+            f"bad search filter {sql!r}: {msg}. Columns: {', '.join(FILTER_COLUMNS)}"
+        ) from None
+    return np.sort(got[_OFFSET].to_numpy().astype(np.int64))

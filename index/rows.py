@@ -1,0 +1,195 @@
+"""Validation and conversion of user rows (embeddings, recordings) into Arrow tables."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .schema import (
+    MIX_CHANNEL,
+    RECORDING_FIELDS,
+    RECORDINGS_SCHEMA,
+    STATUSES,
+    WINDOW_INPUT_COLUMNS,
+)
+
+NORM_EPS = 1e-12  # vectors with a smaller L2 norm cannot be normalised
+
+
+def _columns(rows) -> dict:
+    """Return ``{name: column}`` for a pyarrow Table, pandas DataFrame or mapping of arrays."""
+    if isinstance(rows, pa.Table):
+        return {name: rows.column(name) for name in rows.column_names}
+    if isinstance(rows, pd.DataFrame):
+        return {str(name): rows[name] for name in rows.columns}
+    if isinstance(rows, Mapping):
+        return dict(rows)
+    raise TypeError(
+        f"rows must be a pyarrow.Table, pandas.DataFrame or dict of columns, got {type(rows).__name__}"
+    )
+
+
+def vectors_to_numpy(col) -> np.ndarray:
+    """Turn a vector column (fixed/variable list array, array of arrays, 2-D array) into (n, d) float32."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if isinstance(col, pa.FixedSizeListArray):
+        if col.null_count:
+            raise ValueError("vector column contains nulls")
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(flat, dtype=np.float32).reshape(len(col), col.type.list_size)  # (n, d)
+    if isinstance(col, (pa.ListArray, pa.LargeListArray)):
+        col = col.to_pylist()
+    if isinstance(col, pd.Series):
+        col = col.to_list()
+    if isinstance(col, np.ndarray) and col.ndim == 2:
+        return col.astype(np.float32, copy=False)
+    items = list(col)
+    if not items:
+        return np.zeros((0, 0), np.float32)
+    lengths = {np.size(v) if v is not None else -1 for v in items}
+    if -1 in lengths:
+        raise ValueError("vector column contains nulls")
+    if len(lengths) != 1:
+        raise ValueError(f"vectors have different lengths: {sorted(lengths)}")
+    return np.asarray(np.stack([np.asarray(v, np.float32).ravel() for v in items]))  # (n, d)
+
+
+def normalise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalise rows of (n, d) float32; return (unit vectors, norms (n,)). Zero rows raise."""
+    v = np.asarray(vectors, np.float32)
+    if v.ndim == 1:
+        v = v[None, :]  # (1, d)
+    if not np.isfinite(v).all():
+        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+        raise ValueError(f"vector at row {bad} contains NaN or infinite values")
+    norms = np.linalg.norm(v, axis=1)  # (n,)
+    if (norms < NORM_EPS).any():
+        bad = int(np.flatnonzero(norms < NORM_EPS)[0])
+        raise ValueError(f"vector at row {bad} has zero length and cannot be L2-normalised")
+    return (v / norms[:, None]).astype(np.float32), norms.astype(np.float32)
+
+
+def _numeric(cols: dict, name: str, dtype, n: int) -> np.ndarray:
+    col = cols[name]
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        if col.null_count:
+            raise ValueError(f"column {name!r} contains nulls")
+        col = col.to_numpy(zero_copy_only=False)
+    arr = np.asarray(col)
+    if arr.shape != (n,):
+        raise ValueError(f"column {name!r} has shape {arr.shape}, expected ({n},)")
+    if arr.dtype.kind not in "iuf" or (np.dtype(dtype).kind in "iu" and arr.dtype.kind == "f"):
+        if not (arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0)):
+            raise ValueError(f"column {name!r} must be {np.dtype(dtype).name}, got {arr.dtype}")
+    return arr.astype(dtype)
+
+
+def window_rows(rows, dim: int | None) -> dict[str, np.ndarray]:
+    """Validate ``add_embeddings`` rows; return columns as NumPy arrays with raw vectors (n, d).
+
+    Raises ValueError naming the offending column/row.
+    """
+    cols = _columns(rows)
+    missing = [c for c in ("recording_id", "start_s", "end_s", "vector") if c not in cols]
+    if missing:
+        raise ValueError(
+            f"embedding rows lack column(s) {missing}; required: recording_id, start_s, end_s, "
+            f"vector (channel optional)"
+        )
+    extra = sorted(set(cols) - set(WINDOW_INPUT_COLUMNS))
+    if extra:
+        raise ValueError(
+            f"unexpected column(s) {extra} in embedding rows; allowed: {list(WINDOW_INPUT_COLUMNS)}"
+            + (" (window ids are assigned by the database)" if "window_id" in extra else "")
+        )
+    vec = vectors_to_numpy(cols["vector"])
+    n = len(vec)
+    if n and dim is not None and vec.shape[1] != dim:
+        raise ValueError(f"vectors have {vec.shape[1]} dimensions, this model's table stores {dim}")
+    out = {
+        "recording_id": _numeric(cols, "recording_id", np.int64, n),
+        "start_s": _numeric(cols, "start_s", np.float64, n),
+        "end_s": _numeric(cols, "end_s", np.float64, n),
+        "vector": vec,
+    }
+    if "channel" in cols:
+        out["channel"] = _numeric(cols, "channel", np.int32, n)
+    else:
+        out["channel"] = np.full(n, MIX_CHANNEL, np.int32)
+    bad = ~np.isfinite(out["start_s"]) | ~np.isfinite(out["end_s"]) | (out["start_s"] < 0)
+    bad |= out["end_s"] < out["start_s"]
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"row {i}: need 0 <= start_s <= end_s (finite), got start_s={out['start_s'][i]}, "
+            f"end_s={out['end_s'][i]}"
+        )
+    if (out["channel"] < MIX_CHANNEL).any():
+        raise ValueError("channel must be -1 (mix) or a channel number >= 0")
+    return out
+
+
+def to_timestamp(value) -> pd.Timestamp | None:
+    """Parse a start time (datetime, pandas Timestamp, ISO string, or None) into a naive Timestamp."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"cannot parse start_time {value!r}: {e}") from None
+    if ts is pd.NaT:
+        return None
+    if ts.tzinfo is not None:  # keep the wall-clock time: the recorder's local time matters
+        ts = ts.tz_localize(None)
+    return ts
+
+
+def relative_path(audio_root: str, path: str | os.PathLike) -> str:
+    """Return ``path`` relative to ``audio_root`` as a "/"-separated string; raise if outside it."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.resolve().relative_to(Path(audio_root))
+        except ValueError:
+            raise ValueError(f"{path} is not inside the audio root {audio_root}") from None
+    if ".." in p.parts:
+        raise ValueError(f"recording path {path} must not contain '..'")
+    return p.as_posix()
+
+
+def recording_table(records: list[dict]) -> pa.Table:
+    """Build a recordings Arrow table from dicts with (a subset of) RECORDING_FIELDS."""
+    data = {name: [] for name in RECORDING_FIELDS}
+    for rec in records:
+        unknown = set(rec) - set(RECORDING_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown recording field(s) {sorted(unknown)}; known: {RECORDING_FIELDS}"
+            )
+        status = rec.get("status") or "ok"
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        for name in RECORDING_FIELDS:
+            value = rec.get(name)
+            if name == "status":
+                value = status
+            elif name == "start_time":
+                ts = to_timestamp(value)
+                value = None if ts is None else ts.to_pydatetime()
+            elif (
+                isinstance(value, float) and np.isnan(value) and name not in ("duration_s", "mtime")
+            ):
+                value = None
+            elif isinstance(value, (np.generic,)):
+                value = value.item()
+            elif isinstance(value, _dt.datetime) and name == "mtime":
+                value = value.timestamp()
+            data[name].append(value)
+    return pa.table(data, schema=RECORDINGS_SCHEMA)

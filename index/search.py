@@ -1,0 +1,306 @@
+"""Similarity search over one model's windows: ``db.search(model, query)...to_pandas()``.
+
+Rules
+-----
+* Query: one vector (dim,), several vectors (n, dim) or window ids (ints). Each positive is
+  L2-normalised; the query is their normalised mean.
+* Negatives (``.negatives(x, weight=0.5)``): q = normalise(mean(pos) - weight * mean(neg)),
+  i.e. Rocchio-style query moving away from what the user rejected. Scores are the cosine
+  similarity of every window with that final q, so ANN and exact searches rank identically.
+* ``.where(sql)``: a LanceDB/DataFusion SQL predicate over :data:`FILTER_COLUMNS` (window
+  and recording columns plus derived ``time``, ``hour``, ``date``). Small allowed sets are
+  searched exactly; large ones by ANN with a selector, falling back to exact whenever the
+  ANN returns fewer than k hits that exist.
+* ``.per_recording(n)``: at most n hits per recording, and a hit overlapping in time a
+  better hit of the same recording is dropped.
+* ``.exclude_query()``: with window-id queries, drop the query windows and windows overlapping
+  them in the same recording.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .rows import normalise, vectors_to_numpy
+
+DEFAULT_K = 20  # hits returned when .limit() is not called
+NEGATIVE_WEIGHT = 0.5  # weight of mean(negatives) subtracted from mean(positives)
+EXACT_SUBSET_MAX = 20_000  # filtered sets up to this size are scored exactly
+ANN_MIN_FRACTION = 0.02  # below this allowed share of the index, score the subset exactly
+OVERSAMPLE = 4  # initial candidate multiple when hits may be dropped by post-filters
+FILTER_COLUMNS = (
+    "window_id",
+    "recording_id",
+    "channel",
+    "start_s",
+    "end_s",
+    "audio_root",
+    "path",
+    "site",
+    "start_time",  # recording start (timestamp, may be null)
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "time",  # window start time = start_time + start_s (timestamp)
+    "hour",  # hour of day of the window start, 0..23 (int)
+    "date",  # calendar date of the window start
+)
+RESULT_COLUMNS = [
+    "window_id",
+    "recording_id",
+    "path",
+    "abs_path",
+    "site",
+    "start_time",
+    "channel",
+    "start_s",
+    "end_s",
+    "score",
+]
+
+
+class SearchBuilder:
+    """Chainable similarity search; nothing runs until :meth:`to_pandas`."""
+
+    def __init__(self, db, model: str, query):
+        self._db = db
+        self._model = model
+        self._query = query
+        self._negatives = None
+        self._neg_weight = NEGATIVE_WEIGHT
+        self._where: str | None = None
+        self._per_recording: int | None = None
+        self._suppress_overlap = True
+        self._exact = False
+        self._exclude_query = False
+        self._k = DEFAULT_K
+
+    def negatives(self, negatives, weight: float = NEGATIVE_WEIGHT) -> SearchBuilder:
+        """Vectors (dim,) / (n, dim) or window ids to steer away from (see module rules)."""
+        if weight < 0:
+            raise ValueError("negative weight must be >= 0")
+        self._negatives, self._neg_weight = negatives, float(weight)
+        return self
+
+    def where(self, sql: str) -> SearchBuilder:
+        """SQL filter, e.g. ``"site = 'A' AND hour BETWEEN 4 AND 8"``; see FILTER_COLUMNS."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError("where() needs a non-empty SQL predicate string")
+        self._where = sql
+        return self
+
+    def per_recording(self, n: int = 1, suppress_overlap: bool = True) -> SearchBuilder:
+        """Keep the best ``n`` hits per recording; drop hits overlapping a better one."""
+        if int(n) < 1:
+            raise ValueError("per_recording(n) needs n >= 1")
+        self._per_recording, self._suppress_overlap = int(n), bool(suppress_overlap)
+        return self
+
+    def exact(self, flag: bool = True) -> SearchBuilder:
+        """Bypass the ANN index: score every (allowed) window."""
+        self._exact = bool(flag)
+        return self
+
+    def exclude_query(self, flag: bool = True) -> SearchBuilder:
+        """Drop query windows (and their same-recording overlaps) from the hits."""
+        self._exclude_query = bool(flag)
+        return self
+
+    def limit(self, k: int) -> SearchBuilder:
+        """Number of hits to return (default DEFAULT_K)."""
+        if int(k) < 1:
+            raise ValueError("limit(k) needs k >= 1")
+        self._k = int(k)
+        return self
+
+    # ------------------------------------------------------------------ execution
+    def to_pandas(self) -> pd.DataFrame:
+        """Run the search; DataFrame with RESULT_COLUMNS sorted by score (descending)."""
+        snap = self._db.snapshot(self._model)  # pinned: one version for the whole search
+        q, query_offsets = self._query_vector(snap)
+        allowed = self._allowed(snap)  # bool (n,) or None
+        excluded = self._excluded(snap, query_offsets)
+        if excluded is not None:
+            allowed = ~excluded if allowed is None else allowed & ~excluded
+        n_allowed = len(snap) if allowed is None else int(np.count_nonzero(allowed))
+        engine = _Engine(self._db, snap, q, allowed, n_allowed, self._exact)
+        k_fetch = self._k * (OVERSAMPLE if self._per_recording else 1)
+        while True:
+            scores, offsets = engine.top(k_fetch)
+            keep = self._post_filter(snap, offsets)
+            if len(keep) >= self._k or len(offsets) >= n_allowed or k_fetch >= n_allowed:
+                break
+            k_fetch *= 2
+        keep = keep[: self._k]
+        return self._frame(snap, scores[keep], offsets[keep])
+
+    def _parse(self, snap, value, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit vectors (m, dim) and offsets (m,) if given as window ids."""
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            arr = vectors_to_numpy(list(value))
+        if arr.size == 0:
+            raise ValueError(f"empty {what}")
+        if arr.dtype.kind in "iu":
+            offsets = snap.offsets(arr.ravel())
+            return snap.vectors_at(offsets), offsets
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{what} must be vectors (float) or window ids (int), got {arr.dtype}")
+        vec = arr.reshape(1, -1) if arr.ndim == 1 else arr  # (m, dim)
+        if vec.ndim != 2 or vec.shape[1] != snap.dim:
+            raise ValueError(
+                f"{what} has shape {arr.shape}; model {self._model!r} vectors have {snap.dim} dims"
+            )
+        return normalise(vec)[0], None
+
+    def _query_vector(self, snap) -> tuple[np.ndarray, np.ndarray | None]:
+        if len(snap) == 0:
+            raise ValueError(f"model {self._model!r} has no windows to search")
+        pos, offsets = self._parse(snap, self._query, "query")
+        q = pos.mean(axis=0)  # (dim,)
+        if self._negatives is not None and self._neg_weight > 0:
+            neg, _ = self._parse(snap, self._negatives, "negatives")
+            q = q / max(np.linalg.norm(q), 1e-12) - self._neg_weight * neg.mean(axis=0)
+        norm = float(np.linalg.norm(q))
+        if norm < 1e-6:
+            raise ValueError("query and negatives cancel out: nothing left to search for")
+        return (q / norm).astype(np.float32), offsets
+
+    def _allowed(self, snap) -> np.ndarray | None:
+        if self._where is None:
+            return None
+        from .filters import filter_offsets
+
+        mask = np.zeros(len(snap), bool)
+        mask[filter_offsets(self._db, snap, self._where)] = True
+        return mask
+
+    def _excluded(self, snap, query_offsets) -> np.ndarray | None:
+        if not self._exclude_query or query_offsets is None:
+            return None
+        out = np.zeros(len(snap), bool)
+        for off in np.unique(query_offsets):
+            out |= (
+                (snap.recording_id == snap.recording_id[off])
+                & (snap.start_s < snap.end_s[off])
+                & (snap.end_s > snap.start_s[off])
+            )
+            out[off] = True
+        return out
+
+    def _post_filter(self, snap, offsets: np.ndarray) -> np.ndarray:
+        """Indices into ``offsets`` kept by per_recording / overlap suppression (score order)."""
+        if self._per_recording is None:
+            return np.arange(len(offsets))
+        kept: dict[int, list[int]] = {}
+        keep = []
+        for i, off in enumerate(offsets):
+            rid = int(snap.recording_id[off])
+            mine = kept.setdefault(rid, [])
+            if len(mine) >= self._per_recording:
+                continue
+            if self._suppress_overlap and any(
+                snap.start_s[off] < snap.end_s[o] and snap.start_s[o] < snap.end_s[off]
+                for o in mine
+            ):
+                continue
+            mine.append(off)
+            keep.append(i)
+        return np.asarray(keep, np.int64)
+
+    def _frame(self, snap, scores: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
+        hits = pd.DataFrame(
+            {
+                "window_id": snap.window_id[offsets],
+                "recording_id": snap.recording_id[offsets],
+                "channel": snap.channel[offsets],
+                "start_s": snap.start_s[offsets],
+                "end_s": snap.end_s[offsets],
+                "score": scores.astype(np.float32),
+            }
+        )
+        recs = self._db.recordings()[["recording_id", "path", "abs_path", "site", "start_time"]]
+        out = hits.merge(recs, on="recording_id", how="left")
+        return out[RESULT_COLUMNS].reset_index(drop=True)
+
+
+class _Engine:
+    """Produces the top candidates (scores desc, snapshot offsets) for one query vector."""
+
+    def __init__(self, db, snap, q: np.ndarray, allowed, n_allowed: int, exact: bool):
+        self.db, self.snap, self.q = db, snap, q
+        self.allowed, self.n_allowed = allowed, n_allowed
+        self.ann = None if exact else db._load_ann(snap.model)
+        if self.ann is not None and self.ann.is_exhaustive and self.ann.settings.dim != snap.dim:
+            self.ann = None
+        self._all_scores = None
+
+    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.n_allowed)
+        if k <= 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        if self.ann is None or self._small_subset():
+            return self._exact_top(k)
+        got = self._ann_top(k)
+        if got is None:  # the ANN could not return k allowed hits: be exact instead
+            return self._exact_top(k)
+        return got
+
+    def _small_subset(self) -> bool:
+        if self.allowed is None:
+            return False
+        small = ANN_MIN_FRACTION * len(self.snap)
+        return self.n_allowed <= EXACT_SUBSET_MAX or self.n_allowed < small
+
+    def _exact_top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._all_scores is None:
+            self._all_scores = self._exact_scores()
+        scores = self._all_scores
+        cand = np.flatnonzero(self.allowed) if self.allowed is not None else np.arange(len(scores))
+        s = scores[cand]
+        if k < len(s):
+            part = np.argpartition(-s, k - 1)[:k]
+            cand, s = cand[part], s[part]
+        order = np.lexsort((self.snap.window_id[cand], -s))
+        return s[order], cand[order]
+
+    def _exact_scores(self) -> np.ndarray:
+        """Cosine score of every snapshot row (n,), NaN where not allowed and not computed."""
+        snap = self.snap
+        scores = np.full(len(snap), np.nan, np.float32)
+        if self.allowed is not None and self.n_allowed <= EXACT_SUBSET_MAX:
+            offs = np.flatnonzero(self.allowed)
+            scores[offs] = self.db._vectors_for(snap, offs) @ self.q
+            return scores
+        for ids, vec in snap.iter_vectors():
+            scores[snap.offsets(ids)] = vec @ self.q  # (b,)
+        return scores
+
+    def _ann_top(self, k: int):
+        mapping = self.db._ann_mapping(self.snap, self.ann)  # off_of_pos (N,), new_offsets
+        off_of_pos, new_offsets = mapping
+        pos_allowed = off_of_pos >= 0
+        if self.allowed is not None:
+            pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
+        n_in_ann = int(np.count_nonzero(pos_allowed))
+        mask = None if n_in_ann == len(self.ann) else pos_allowed
+        scores = np.empty(0, np.float32)
+        offsets = np.empty(0, np.int64)
+        if n_in_ann:
+            s, pos = self.ann.search(self.q[None, :], min(k, n_in_ann), mask)
+            s, pos = s[0], pos[0]
+            valid = pos >= 0
+            if int(valid.sum()) < min(k, n_in_ann):
+                return None
+            scores, offsets = s[valid], off_of_pos[pos[valid]]
+        if len(new_offsets):  # windows committed after the index was built: exact scores
+            extra = new_offsets
+            if self.allowed is not None:
+                extra = extra[self.allowed[extra]]
+            if len(extra):
+                es = self.db._vectors_for(self.snap, extra) @ self.q
+                scores = np.concatenate([scores, es])
+                offsets = np.concatenate([offsets, extra])
+        order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
+        return scores[order], offsets[order]

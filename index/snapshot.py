@@ -1,0 +1,107 @@
+"""A consistent, read-only view of one embeddings table at one LanceDB version.
+
+Searches pin a snapshot so that a concurrent writer (ingest) cannot change the rows between
+the id lookup, the vector reads and the result assembly.  Row *offsets* below are positions
+in the snapshot's scan order; ``take_offsets`` reads vectors by them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .rows import vectors_to_numpy
+from .schema import WINDOW_META_COLUMNS
+
+READ_BATCH_ROWS = 8192  # rows per Arrow batch when streaming vectors (~50 MB at 1536-d float32)
+TAKE_CHUNK = 20_000  # offsets per take request
+
+
+class Snapshot:
+    """Window metadata of ``embeddings_<model>`` at ``version``, with vector access.
+
+    Attributes
+    ----------
+    window_id, recording_id, channel, start_s, end_s : np.ndarray, shape (n,)
+        Columns in offset order.
+    """
+
+    def __init__(self, model: str, table, version: int):
+        self.model = model
+        self.table = table  # a LanceTable checked out at `version` (read-only)
+        self.version = int(version)
+        meta = table.search().select(list(WINDOW_META_COLUMNS)).limit(None).to_arrow()
+        self.window_id = meta["window_id"].to_numpy().astype(np.int64)
+        self.recording_id = meta["recording_id"].to_numpy().astype(np.int64)
+        self.channel = meta["channel"].to_numpy().astype(np.int32)
+        self.start_s = meta["start_s"].to_numpy().astype(np.float64)
+        self.end_s = meta["end_s"].to_numpy().astype(np.float64)
+        self._order = np.argsort(self.window_id, kind="stable")
+        self._sorted_ids = self.window_id[self._order]
+        self.dim = int(table.schema.field("vector").type.list_size)
+
+    def __len__(self) -> int:
+        return len(self.window_id)
+
+    def offsets(self, window_ids, missing: str = "raise") -> np.ndarray:
+        """Offsets (m,) of ``window_ids``; ``missing="raise"`` errors on unknown ids, "drop" skips."""
+        ids = np.asarray(window_ids, np.int64).ravel()
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.minimum(pos, max(len(self._sorted_ids) - 1, 0))
+        found = (
+            (self._sorted_ids[pos] == ids) if len(self._sorted_ids) else np.zeros(len(ids), bool)
+        )
+        if not found.all():
+            if missing == "raise":
+                bad = ids[~found][:5].tolist()
+                raise KeyError(
+                    f"window id(s) {bad} not in embeddings_{self.model} (version {self.version})"
+                )
+            pos = pos[found]
+        return self._order[pos]
+
+    def contains(self, window_ids) -> np.ndarray:
+        """Boolean mask (m,): which ``window_ids`` exist in this snapshot."""
+        ids = np.asarray(window_ids, np.int64).ravel()
+        if not len(self._sorted_ids):
+            return np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+        return self._sorted_ids[pos] == ids
+
+    def vectors_at(self, offsets) -> np.ndarray:
+        """Unit vectors (m, dim) float32 of rows at ``offsets``, in the given order."""
+        offsets = np.asarray(offsets, np.int64).ravel()
+        out = np.empty((len(offsets), self.dim), np.float32)
+        if not len(offsets):
+            return out
+        order = np.argsort(offsets, kind="stable")  # take_offsets answers in offset order
+        sorted_offs = offsets[order]
+        uniq, inverse = np.unique(sorted_offs, return_inverse=True)
+        chunks = []
+        for i in range(0, len(uniq), TAKE_CHUNK):
+            part = uniq[i : i + TAKE_CHUNK]
+            got = self.table.take_offsets(part.tolist()).select(["window_id", "vector"]).to_arrow()
+            if got.num_rows != len(part) or not np.array_equal(
+                got["window_id"].to_numpy(), self.window_id[part]
+            ):
+                raise RuntimeError("LanceDB returned unexpected rows for an offset read")
+            chunks.append(vectors_to_numpy(got["vector"]))
+        vec = np.concatenate(chunks)  # (u, dim)
+        out[order] = vec[inverse]
+        return out
+
+    def iter_vectors(
+        self, batch_rows: int = READ_BATCH_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (window_ids (b,), unit vectors (b, dim) float32) over the whole snapshot."""
+        reader = (
+            self.table.search().select(["window_id", "vector"]).limit(None).to_batches(batch_rows)
+        )
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            yield (
+                batch.column("window_id").to_numpy().astype(np.int64),
+                vectors_to_numpy(batch.column("vector")),
+            )

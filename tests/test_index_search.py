@@ -1,0 +1,202 @@
+"""Search builder: results equal a NumPy exact search; filters, negatives, per-recording, staleness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import index
+from index import search as search_mod
+
+DIM = 32
+N_REC = 6
+PER_REC = 60  # windows per recording, 5 s hop with 50% overlap
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A DB with 6 recordings at 3 sites and clustered vectors; returns (db, windows frame, unit vecs)."""
+    tmp = tmp_path_factory.mktemp("search")
+    db = index.connect(tmp / "s.chorus")
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.standard_normal((8, DIM)))
+    frames = []
+    for r in range(N_REC):
+        rid = db.upsert_recording(
+            tmp,
+            f"rec{r}.wav",
+            site="ABC"[r % 3],
+            start_time=pd.Timestamp("2024-05-01 03:00:00") + pd.Timedelta(hours=r),
+            duration_s=PER_REC * 2.5 + 2.5,
+        )
+        starts = np.arange(PER_REC) * 2.5
+        vec = centres[rng.integers(0, 8, PER_REC)] + 0.35 * rng.standard_normal((PER_REC, DIM))
+        rows = pd.DataFrame(
+            {"recording_id": rid, "start_s": starts, "end_s": starts + 5.0, "vector": list(vec)}
+        )
+        ids = db.add_embeddings("m", rows)
+        frames.append(rows.assign(window_id=ids))
+    win = pd.concat(frames, ignore_index=True)
+    unit = _unit(np.stack(win["vector"]).astype(np.float32))
+    return db, win, unit
+
+
+def _numpy_top(unit, q, k, mask=None):
+    s = unit @ _unit(q)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    order = np.lexsort((np.arange(len(s)), -s))[:k]
+    return order, s[order]
+
+
+def _check(hits, win, unit, q, k, mask=None):
+    order, scores = _numpy_top(unit, q, k, mask)
+    assert hits["window_id"].tolist() == win["window_id"].iloc[order].tolist()
+    np.testing.assert_allclose(hits["score"], scores, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_vector_query_matches_numpy(archive):
+    db, win, unit = archive
+    q = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+    hits = db.search("m", q).exact().limit(15).to_pandas()
+    _check(hits, win, unit, q, 15)
+    assert list(hits.columns) == search_mod.RESULT_COLUMNS
+    assert (np.diff(hits["score"]) <= 0).all()
+    row = hits.iloc[0]
+    rec = db.recording(row["recording_id"])
+    assert row["abs_path"] == rec["abs_path"] and row["site"] == rec["site"]
+
+
+def test_several_vectors_and_window_ids(archive):
+    db, win, unit = archive
+    pos = np.stack(win["vector"].iloc[[3, 70, 200]]).astype(np.float32)
+    hits = db.search("m", pos).limit(10).to_pandas()
+    _check(hits, win, unit, _unit(_unit(pos).mean(0)), 10)
+    by_id = db.search("m", win["window_id"].iloc[[3, 70, 200]].to_numpy()).limit(10).to_pandas()
+    pd.testing.assert_frame_equal(by_id, hits)
+    one = db.search("m", int(win["window_id"].iloc[3])).limit(1).to_pandas()
+    assert one["window_id"].iloc[0] == win["window_id"].iloc[3]
+    assert one["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_negatives_rule(archive):
+    db, win, unit = archive
+    q, neg = unit[10], unit[[100, 130]]
+    hits = db.search("m", q).negatives(neg, weight=0.7).limit(12).to_pandas()
+    _check(hits, win, unit, q - 0.7 * neg.mean(0), 12)
+    by_id = db.search("m", q).negatives(win["window_id"].iloc[[100, 130]].tolist(), weight=0.7)
+    assert by_id.limit(12).to_pandas()["window_id"].tolist() == hits["window_id"].tolist()
+    with pytest.raises(ValueError, match="cancel out"):
+        db.search("m", q).negatives(q, weight=1.0).to_pandas()
+
+
+def test_where_filters_on_recording_and_derived_columns(archive):
+    db, win, unit = archive
+    q = unit[42]
+    site = win["recording_id"].map(lambda r: "ABC"[r % 3])
+    hits = db.search("m", q).where("site = 'B'").limit(10).to_pandas()
+    _check(hits, win, unit, q, 10, (site == "B").to_numpy())
+    assert set(hits["site"]) == {"B"}
+    # hour of day of the window start: recording r starts at 03:00 + r hours
+    hour = 3 + win["recording_id"]
+    hits = db.search("m", q).where("hour >= 5 AND start_s < 60").limit(10).to_pandas()
+    _check(hits, win, unit, q, 10, ((hour >= 5) & (win["start_s"] < 60)).to_numpy())
+    few = db.search("m", q).where("recording_id = 2 AND start_s < 5").limit(10).to_pandas()
+    assert len(few) == 2  # fewer matches than k: all of them
+    with pytest.raises(ValueError, match="bad search filter.*Columns: window_id"):
+        db.search("m", q).where("no_such_column = 1").to_pandas()
+
+
+def test_per_recording_and_exclude_query(archive):
+    db, win, unit = archive
+    q = unit[7]
+    hits = db.search("m", q).per_recording(2).limit(8).to_pandas()
+    assert hits.groupby("recording_id").size().max() <= 2
+    for _, g in hits.groupby("recording_id"):
+        if len(g) == 2:  # the two kept windows of a recording do not overlap
+            a, b = g.iloc[0], g.iloc[1]
+            assert a["end_s"] <= b["start_s"] or b["end_s"] <= a["start_s"]
+    # the best hit of every recording comes first in its group
+    full = db.search("m", q).exact().limit(len(win)).to_pandas()
+    best = full.groupby("recording_id")["score"].max()
+    for rid, g in hits.groupby("recording_id"):
+        assert g["score"].iloc[0] == pytest.approx(best[rid])
+    wid = int(win["window_id"].iloc[7])
+    ex = db.search("m", wid).exclude_query().limit(5).to_pandas()
+    assert wid not in ex["window_id"].tolist()
+    same = ex[ex["recording_id"] == win["recording_id"].iloc[7]]
+    q_start, q_end = win["start_s"].iloc[7], win["end_s"].iloc[7]
+    assert ((same["end_s"] <= q_start) | (same["start_s"] >= q_end)).all()
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_indexed_search_matches_numpy(tmp_path, archive, factory):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    settings = db.build_index("m", factory=factory, nprobe=16)
+    assert settings.factory == factory and settings.n_vectors == len(win)
+    q = unit[99] + 0.1
+    hits = db.search("m", q).limit(10).to_pandas()
+    _check(hits, win, unit, q, 10)
+
+
+def test_stale_index_sees_new_and_hides_deleted(tmp_path, archive):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="HNSW32")
+    new_vec = -unit[0]  # far from everything indexed, equal to the query below
+    new_id = db.add_embeddings(
+        "m",
+        pd.DataFrame({"recording_id": [0], "start_s": [0.0], "end_s": [5.0], "vector": [new_vec]}),
+    )[0]
+    db.delete_windows("m", 1)
+    assert db.index_state("m")["state"] == "stale"
+    hits = db.search("m", new_vec).limit(5).to_pandas()
+    assert hits["window_id"].iloc[0] == new_id
+    assert hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    hits = db.search("m", unit[win.index[win["recording_id"] == 1][0]]).limit(50).to_pandas()
+    assert 1 not in hits["recording_id"].tolist()
+    keep = (win["recording_id"] != 1).to_numpy()
+    all_unit = np.vstack([unit[keep], new_vec])
+    all_ids = np.r_[win["window_id"].to_numpy()[keep], new_id]
+    order, _ = _numpy_top(all_unit, unit[5], 10)
+    got = db.search("m", unit[5]).limit(10).to_pandas()["window_id"].tolist()
+    assert got == all_ids[order].tolist()
+
+
+def test_filtered_ann_returns_k_hits(tmp_path, archive, monkeypatch):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="HNSW32", efSearch=8)
+    monkeypatch.setattr(search_mod, "EXACT_SUBSET_MAX", 0)  # force the ANN path under a filter
+    monkeypatch.setattr(search_mod, "ANN_MIN_FRACTION", 0.0)
+    mask = (win["recording_id"] == 4).to_numpy() & (win["start_s"] < 40)
+    hits = db.search("m", unit[3]).where("recording_id = 4 AND start_s < 40").limit(10).to_pandas()
+    _check(hits, win, unit, unit[3], 10, mask)
+
+
+def test_bad_queries(archive):
+    db, _, _ = archive
+    with pytest.raises(ValueError, match="dims"):
+        db.search("m", np.ones(DIM + 1)).to_pandas()
+    with pytest.raises(KeyError, match="window id"):
+        db.search("m", [10_000]).to_pandas()
+    with pytest.raises(ValueError, match="limit"):
+        db.search("m", np.ones(DIM)).limit(0)
+    with pytest.raises(KeyError, match="no embeddings"):
+        db.search("other", np.ones(DIM)).to_pandas()
+
+
+def _copy(tmp_path, win) -> index.Database:
+    """A fresh DB with the same recordings and windows (ids identical, in the same order)."""
+    db = index.connect(tmp_path / "copy.chorus")
+    for r in range(N_REC):
+        db.upsert_recording(tmp_path, f"rec{r}.wav", site="ABC"[r % 3])
+    ids = db.add_embeddings("m", win[["recording_id", "start_s", "end_s", "vector"]])
+    assert ids.tolist() == win["window_id"].tolist()
+    return db
