@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedder.base import Embedder
+from embedder.weights import register_importer, sha256_file
 
 SAMPLE_RATE = 8_000  # Hz
 WINDOW_S = 10.0  # s per embedded window
@@ -566,19 +567,25 @@ def load_model(
     weights: str | None = None,
     device: str = "auto",
     trust: bool = False,
+    window_s: float | None = None,
     **options,
 ) -> Animal2vecEmbedder:
     """Build the embedder from a preset, or from the shape stored in ``weights``.
 
     The weights' width must match the preset's (``animal2vec`` is 1024-d, ``animal2vec-small`` 256-d);
-    depth, heads, sample rate and a classification head are taken from the file.
+    depth, heads, sample rate and a classification head are taken from the file. ``window_s``
+    overrides the window length (the model takes any length; fairseq files do not store one).
     """
     dev = resolve_device(device)
+    if window_s is not None:
+        cfg = dataclasses.replace(cfg, window_s=float(window_s))
     if weights is None:
         model = build_model(cfg)
         origin = None
     else:
         file_cfg, state = read_weights(weights, trust=trust)
+        if window_s is not None or file_cfg.extra.get("imported_from") == "fairseq":
+            file_cfg.window_s = cfg.window_s  # fairseq files do not fix our window length
         if file_cfg.width != cfg.width:
             raise ValueError(
                 f"{weights}: weights are for a width-{file_cfg.width} model, but {name!r} is "
@@ -589,15 +596,15 @@ def load_model(
         model = model.to_empty(device="cpu")  # no random init of weights about to be overwritten
         model.init_buffers()
         load_weights_into(model, state, str(weights))
-        origin = str(Path(weights).resolve())
+        origin = f"{Path(weights).resolve()} (sha256 {sha256_file(weights)[:16]})"
     return Animal2vecEmbedder(model, name, origin, dev, **options)
 
 
 def load_large(weights: str | None = None, device: str = "auto", **options) -> Animal2vecEmbedder:
     """``animal2vec``: the published large shape, 8 kHz, 10 s windows, 1024-d.
 
-    Options: ``batch_size``, ``precision`` ("fp32" | "bf16" | "fp16"), ``compile``, ``trust``
-    (allow unpickling arbitrary objects from a checkpoint you trust).
+    Options: ``batch_size``, ``precision`` ("fp32" | "bf16" | "fp16"), ``compile``, ``window_s``,
+    ``trust`` (allow unpickling arbitrary objects from a checkpoint you trust).
     """
     return load_model(Animal2vecConfig.large(), "animal2vec", weights, device, **options)
 
@@ -605,3 +612,25 @@ def load_large(weights: str | None = None, device: str = "auto", **options) -> A
 def load_small(weights: str | None = None, device: str = "auto", **options) -> Animal2vecEmbedder:
     """``animal2vec-small``: width 256, 2 + 4 blocks, 4 heads; 8 kHz, 10 s windows, 256-d."""
     return load_model(Animal2vecConfig.small(), "animal2vec-small", weights, device, **options)
+
+
+def _importer(cfg: Animal2vecConfig, name: str):
+    def import_weights(path: str | Path, trust: bool = False) -> tuple[dict, dict]:
+        """Importer for :func:`embedder.weights.import_weights`: a fairseq or chorus file ->
+        (config dict, state_dict in our names), checked against the model's width."""
+        file_cfg, state = read_weights(path, trust=trust)
+        if file_cfg.width != cfg.width:
+            raise ValueError(
+                f"{path}: weights are for a width-{file_cfg.width} model, not {name!r} ({cfg.width})"
+            )
+        return file_cfg.to_dict(), dict(state)
+
+    import_weights.__name__ = import_weights.__qualname__ = f"import_{name.replace('-', '_')}"
+    return import_weights
+
+
+import_large = _importer(Animal2vecConfig.large(), "animal2vec")
+import_small = _importer(Animal2vecConfig.small(), "animal2vec-small")
+# Effective once this module is imported; embedder.weights should also list these lazily.
+register_importer("animal2vec", "embedder.animal2vec:import_large")
+register_importer("animal2vec-small", "embedder.animal2vec:import_small")

@@ -18,6 +18,7 @@ import ast
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."  # encoder keys in a fine-tuned checkpoint
@@ -106,6 +107,8 @@ def plain(obj):
     """Recursively turn stand-ins (omegaconf containers, Namespaces, enums) into dicts and values."""
     if isinstance(obj, OpaqueObject):
         state = obj.state
+        if obj.qualname.endswith("multiarray.scalar"):
+            return _numpy_scalar(obj)
         if isinstance(state, dict) and "_content" in state:  # omegaconf DictConfig / ListConfig
             return plain(state["_content"])
         if isinstance(state, dict) and "_val" in state:  # omegaconf value node
@@ -120,6 +123,16 @@ def plain(obj):
     if isinstance(obj, list | tuple):
         return [plain(v) for v in obj]
     return obj
+
+
+def _numpy_scalar(obj: OpaqueObject):
+    """A pickled numpy scalar ``scalar(dtype(code), raw bytes)`` -> Python number (None if odd)."""
+    try:
+        dtype, raw = obj.args
+        order = dtype.state[1] if isinstance(dtype.state, tuple) else "="
+        return np.frombuffer(raw, dtype=np.dtype(dtype.args[0]).newbyteorder(order))[0].item()
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,9 +252,7 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     from embedder.animal2vec import CONV_LAYERS
 
     def idx(prefix):
-        return sorted(
-            {int(k.split(".")[len(prefix.split("."))]) for k in state if k.startswith(prefix)}
-        )
+        return sorted({int(k[len(prefix) :].split(".")[0]) for k in state if k.startswith(prefix)})
 
     arch = _architecture_cfg(cfg)
     width = state["proj.weight"].shape[0]
@@ -249,7 +260,17 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     shapes = [tuple(state[f"features.layers.{i}.conv.weight"].shape) for i in conv_idx if i > 0]
     n_filters = state["features.layers.0.sinc.low_hz_"].shape[0]
     spec = _find(arch, "conv_feature_layers", "feature_encoder_spec")
-    layers = parse_conv_spec(spec) if isinstance(spec, str) else list(CONV_LAYERS)
+    if isinstance(spec, str):
+        layers = parse_conv_spec(spec)
+    elif len(shapes) + 1 == len(CONV_LAYERS):  # no spec: published strides, tensors' sizes
+        layers = [CONV_LAYERS[0]] + [
+            (c, k, s) for (c, _, k), (_, _, s) in zip(shapes, CONV_LAYERS[1:], strict=True)
+        ]
+    else:
+        raise CheckpointError(
+            f"the cfg has no conv_feature_layers and the weights have {len(shapes) + 1} conv "
+            f"layers (published: {len(CONV_LAYERS)}): cannot infer the strides"
+        )
     if len(layers) != len(shapes) + 1:
         raise CheckpointError(
             f"conv spec has {len(layers)} layers but the weights have {len(shapes) + 1}"
@@ -262,8 +283,11 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     layers[0] = (n_filters, layers[0][1], layers[0][2])
     pos_idx = idx("pos_conv.")
     pos_w = state["pos_conv.0.conv.weight"] if pos_idx else None
-    alibi = state["alibi_scale"]
-    heads = alibi.numel() if alibi.numel() > 1 else _find(arch, "num_heads")
+    alibi = state["alibi_scale"]  # (layers or 1, 1, heads or 1, 1, 1) in data2vec 2.0
+    if alibi.dim() == 5 and alibi.shape[0] != 1:
+        raise CheckpointError("per-layer ALiBi scales are not supported (one scale for all blocks)")
+    per_head = alibi.shape[2] if alibi.dim() == 5 else alibi.numel()
+    heads = per_head if per_head > 1 else _find(arch, "num_heads")
     if heads is None:
         raise CheckpointError("cannot infer the number of heads (scalar alibi_scale, no cfg)")
     sample_rate = _find(cfg, "sample_rate") or DEFAULT_SAMPLE_RATE
@@ -320,46 +344,49 @@ def convert(ckpt: dict, source: str = "checkpoint") -> tuple[dict, dict]:
     cfg = plain(ckpt.get("cfg")) or plain(ckpt.get("args")) or {}
     cfg = cfg if isinstance(cfg, dict) else {}
     finetuned = any(k.startswith(FINETUNED_PREFIX) for k in model_sd)
-    state, origin, head, unknown = {}, {}, {}, []
+    prefix = FINETUNED_PREFIX if finetuned else ""
+    state, origin, unknown = {}, {}, []
     for key, value in model_sd.items():
-        if _ignored(key):
-            continue
         if finetuned and key.startswith(HEAD_PREFIX):
-            head[key[len(HEAD_PREFIX) :]] = value
-            continue
-        sub = key[len(FINETUNED_PREFIX) :] if finetuned else key
-        ours = fairseq_to_ours(sub) if (not finetuned or key.startswith(FINETUNED_PREFIX)) else None
+            ours = "head." + key[len(HEAD_PREFIX) :]
+        elif key.startswith(prefix):
+            sub = key[len(prefix) :]
+            if _ignored(sub):
+                continue
+            ours = fairseq_to_ours(sub)
+        else:
+            ours = None
         if ours is None or not torch.is_tensor(value):
             unknown.append(key)
             continue
         state[ours], origin[ours] = value, key
-    prefix = FINETUNED_PREFIX if finetuned else ""
     absent = [prefix + ours_to_fairseq(k) for k in _REQUIRED if k not in state]
-    if absent or unknown:
+    if absent:  # the shape cannot be inferred; report what we can
         raise _mismatch(source, absent, unknown)
-    if head and set(head) != {"weight", "bias"}:
-        raise _mismatch(source, [], [HEAD_PREFIX + k for k in sorted(head)])
-    if head:
-        state["head.weight"], state["head.bias"] = head["weight"], head["bias"]
-    cfg_dict = infer_config(state, cfg, head_classes=head["weight"].shape[0] if head else 0)
+    head = state.get("head.weight")
+    cfg_dict = infer_config(state, cfg, head_classes=head.shape[0] if head is not None else 0)
     cfg_dict["extra"] = {"imported_from": "fairseq", "finetuned": finetuned}
     alibi = state["alibi_scale"].reshape(-1)  # fairseq (1, 1, H, 1, 1) or (1, 1, 1, 1, 1)
     state["alibi_scale"] = alibi.expand(cfg_dict["heads"]).clone() if alibi.numel() == 1 else alibi
     with torch.device("meta"):
         expected = Animal2vecModel(Animal2vecConfig.from_dict(cfg_dict)).state_dict()
-    missing = [prefix + ours_to_fairseq(k) for k in expected if k not in state]
-    extra = [origin.get(k, k) for k in state if k not in expected]
+    missing = [_fairseq_name(k, prefix) for k in expected if k not in state]
+    unknown += [origin[k] for k in state if k not in expected]
     wrong = [
-        f"{origin.get(k, k)} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        f"{origin[k]} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
         for k, v in state.items()
         if k in expected and tuple(v.shape) != tuple(expected[k].shape)
     ]
-    if missing or extra or wrong:
-        err = _mismatch(source, missing, extra)
-        if wrong:
-            err = CheckpointError(f"{err}; wrong shapes: {', '.join(wrong)}")
-        raise err
+    if missing or unknown or wrong:
+        err = _mismatch(source, missing, unknown)
+        raise CheckpointError(f"{err}; wrong shapes: {', '.join(wrong)}") if wrong else err
     return cfg_dict, state
+
+
+def _fairseq_name(ours: str, prefix: str) -> str:
+    if ours.startswith("head."):
+        return HEAD_PREFIX + ours[len("head.") :]
+    return prefix + ours_to_fairseq(ours)
 
 
 def import_fairseq(path: str | Path, trust: bool = False) -> tuple[dict, dict]:
