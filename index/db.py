@@ -217,11 +217,15 @@ class Database:
         return self.open_table(RECORDINGS_TABLE, RECORDINGS_SCHEMA)
 
     def _recordings_frame(self) -> pd.DataFrame:
+        """Cached recordings table (with ``abs_path``); do not modify the returned frame."""
         tbl = self._recordings_table()
         version = tbl.version
         if self._recordings_cache is None or self._recordings_cache[0] != version:
             df = tbl.to_arrow().to_pandas()
             df = df.sort_values("recording_id", kind="stable").reset_index(drop=True)
+            df["abs_path"] = [
+                str(Path(root) / p) for root, p in zip(df["audio_root"], df["path"], strict=True)
+            ]
             self._recordings_cache = (version, df)
         return self._recordings_cache[1]
 
@@ -233,9 +237,6 @@ class Database:
         df = self._recordings_frame().copy()
         if status is not None:
             df = df[df["status"] == status].reset_index(drop=True)
-        df["abs_path"] = [
-            str(Path(root) / p) for root, p in zip(df["audio_root"], df["path"], strict=True)
-        ]
         return df
 
     def recording(self, recording_id: int) -> dict:
@@ -245,7 +246,6 @@ class Database:
         if hit.empty:
             raise KeyError(f"no recording with id {recording_id}")
         rec = hit.iloc[0].to_dict()
-        rec["abs_path"] = str(Path(rec["audio_root"]) / rec["path"])
         if pd.isna(rec.get("start_time")):
             rec["start_time"] = None
         return rec
@@ -293,7 +293,7 @@ class Database:
                 continue
             if key in key_to_id:
                 rid = key_to_id[key]
-                base = df[df["recording_id"] == rid].iloc[0].to_dict()
+                base = df[df["recording_id"] == rid].iloc[0].drop("abs_path").to_dict()
                 base = {k: (None if _is_missing(v) else v) for k, v in base.items()}
             else:
                 rid, next_id = next_id, next_id + 1
@@ -528,7 +528,7 @@ class Database:
         """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
         from .faiss_index import AnnIndex
 
-        json_path = AnnIndex.paths(self.faiss_dir, model)[2]
+        json_path = AnnIndex.settings_path(self.faiss_dir, model)
         stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
         cached = self._indexes.get(model)
         if cached is not None and cached[0] == stamp:

@@ -1,8 +1,9 @@
 """FAISS accelerator index beside each embeddings table.
 
-Files in ``<db>/faiss/``: ``<model>.index`` (FAISS, over positions 0..n-1), ``<model>.ids.npy``
-(position -> window_id, the IndexIDMap2 equivalent; kept outside FAISS so that filtered searches
-can use a cheap position bitmap) and ``<model>.json`` (:class:`IndexSettings`, written last).
+Files in ``<db>/faiss/``: ``<model>.<token>.index`` (FAISS, over positions 0..n-1),
+``<model>.<token>.ids.npy`` (position -> window_id, the IndexIDMap2 equivalent; kept outside
+FAISS so that filtered searches can use a cheap position bitmap) and ``<model>.json``
+(:class:`IndexSettings`, written last, naming the current token).
 
 Choice by archive size (``factory="auto"``), all on L2-normalised vectors with inner product:
 
@@ -25,8 +26,10 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import faiss
@@ -47,7 +50,7 @@ IVF_REGROW_FACTOR = 4  # rebuild an IVF index when the archive grew this much si
 ADD_BATCH = 20_000  # vectors added per FAISS call during incremental updates
 EF_MAX = 4096  # cap on the boosted HNSW beam for filtered searches
 
-_FAMILIES = ("flat", "hnsw", "ivf")
+TOKEN_CHARS = 12  # hex characters of an index generation token
 
 
 @dataclasses.dataclass
@@ -68,6 +71,7 @@ class IndexSettings:
     created: str = ""
     faiss_version: str = faiss.__version__
     action: str = "built"  # "built" | "updated" | "unchanged" (this call)
+    token: str = ""  # generation of the data files <model>.<token>.index / .ids.npy
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -139,29 +143,48 @@ class AnnIndex:
 
     # -- files
     @staticmethod
-    def paths(folder: Path, model: str) -> tuple[Path, Path, Path]:
-        return folder / f"{model}.index", folder / f"{model}.ids.npy", folder / f"{model}.json"
+    def settings_path(folder: Path, model: str) -> Path:
+        return folder / f"{model}.json"
+
+    @staticmethod
+    def data_paths(folder: Path, model: str, token: str) -> tuple[Path, Path]:
+        return folder / f"{model}.{token}.index", folder / f"{model}.{token}.ids.npy"
 
     @classmethod
     def load(cls, folder: Path, model: str) -> AnnIndex | None:
         """Load the saved index, or None if absent or inconsistent (then search is exact)."""
-        index_path, ids_path, json_path = cls.paths(folder, model)
-        if not (index_path.exists() and ids_path.exists() and json_path.exists()):
-            return None
-        settings = IndexSettings.from_json(json_path.read_text())
-        ids = np.load(ids_path)
-        index = faiss.read_index(str(index_path))
+        json_path = cls.settings_path(folder, model)
+        try:
+            settings = IndexSettings.from_json(json_path.read_text())
+            index_path, ids_path = cls.data_paths(folder, model, settings.token)
+            ids = np.load(ids_path)
+            index = faiss.read_index(str(index_path))
+        except (FileNotFoundError, ValueError, RuntimeError, TypeError):
+            return None  # missing, or replaced while we read: search exactly instead
         if index.ntotal != len(ids) or len(ids) != settings.n_vectors:
-            return None  # a crash between file writes: ignore, a rebuild fixes it
+            return None
         return cls(index, ids, settings)
 
     def save(self, folder: Path) -> None:
-        """Write index, ids then settings, each atomically (temp file + os.replace)."""
-        index_path, ids_path, json_path = self.paths(folder, self.settings.model)
+        """Write data files under a fresh token, then the settings that point at them.
+
+        Readers open the settings first, so they always see one consistent generation;
+        files of older generations are removed afterwards.
+        """
         folder.mkdir(parents=True, exist_ok=True)
+        model = self.settings.model
+        self.settings.token = uuid.uuid4().hex[:TOKEN_CHARS]
+        index_path, ids_path = self.data_paths(folder, model, self.settings.token)
         _atomic(index_path, lambda p: faiss.write_index(self.index, str(p)))
         _atomic(ids_path, lambda p: _save_npy(p, self.ids))
-        _atomic(json_path, lambda p: Path(p).write_text(self.settings.to_json()))
+        _atomic(
+            self.settings_path(folder, model), lambda p: Path(p).write_text(self.settings.to_json())
+        )
+        keep = {index_path.name, ids_path.name}
+        mine = re.compile(re.escape(model) + rf"\.[0-9a-f]{{{TOKEN_CHARS}}}\.(index|ids\.npy)")
+        for old in folder.iterdir():
+            if old.name not in keep and mine.fullmatch(old.name):
+                old.unlink(missing_ok=True)
 
     # -- queries
     def search(

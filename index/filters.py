@@ -27,7 +27,7 @@ def _conn():
 
 def _view(db, snap) -> pa.Table:
     """Window + recording columns of ``snap`` (one row per window, in offset order)."""
-    recs = db.recordings()
+    recs = db._recordings_frame()
     win = pd.DataFrame(
         {
             _OFFSET: np.arange(len(snap), dtype=np.int64),

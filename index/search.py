@@ -220,7 +220,9 @@ class SearchBuilder:
                 "score": scores.astype(np.float32),
             }
         )
-        recs = self._db.recordings()[["recording_id", "path", "abs_path", "site", "start_time"]]
+        recs = self._db._recordings_frame()[
+            ["recording_id", "path", "abs_path", "site", "start_time"]
+        ]
         out = hits.merge(recs, on="recording_id", how="left")
         return out[RESULT_COLUMNS].reset_index(drop=True)
 
@@ -232,7 +234,7 @@ class _Engine:
         self.db, self.snap, self.q = db, snap, q
         self.allowed, self.n_allowed = allowed, n_allowed
         self.ann = None if exact else db._load_ann(snap.model)
-        if self.ann is not None and self.ann.is_exhaustive and self.ann.settings.dim != snap.dim:
+        if self.ann is not None and self.ann.settings.dim != snap.dim:
             self.ann = None
         self._all_scores = None
 

@@ -1,0 +1,148 @@
+"""FAISS index: size-based choice, settings files, incremental updates, rebuilds, ANN recall."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import index
+from index import faiss_index as fi
+
+DIM = 64
+
+
+def _clustered(n: int, seed: int = 0, dim: int = DIM, clusters: int = 50) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _db(tmp_path, vec: np.ndarray, per_rec: int = 100) -> index.Database:
+    db = index.connect(tmp_path / "f.chorus")
+    n = len(vec)
+    starts = (np.arange(n) % per_rec) * 5.0
+    db.add_embeddings(
+        "m",
+        pd.DataFrame(
+            {
+                "recording_id": np.arange(n) // per_rec,
+                "start_s": starts,
+                "end_s": starts + 5.0,
+                "vector": list(vec),
+            }
+        ),
+    )
+    return db
+
+
+def _add(db, vec, rid=10_000):
+    starts = np.arange(len(vec)) * 5.0
+    rows = pd.DataFrame(
+        {"recording_id": rid, "start_s": starts, "end_s": starts + 5.0, "vector": list(vec)}
+    )
+    return db.add_embeddings("m", rows)
+
+
+def test_choose_factory_thresholds():
+    assert fi.choose_factory(10, 1536) == ("Flat", {})
+    assert fi.choose_factory(fi.FLAT_MAX - 1, 1536)[0] == "Flat"
+    fac, params = fi.choose_factory(fi.FLAT_MAX, 1536)
+    assert fac == f"HNSW{fi.HNSW_M},Flat" and params == {"efSearch": fi.HNSW_EF_SEARCH}
+    fac, params = fi.choose_factory(1_000_000, 1536)
+    assert fac == "IVF4096,PQ192x4fs,RFlat"
+    assert params == {"nprobe": fi.IVF_NPROBE, "k_factor": fi.REFINE_K_FACTOR}
+    assert fi.choose_factory(1_000_000, 100)[0].startswith("IVF4096,SQ8")  # d not divisible by 8
+    assert fi.choose_factory(10, 1536, float16=True)[0] == "SQfp16"
+    assert fi.choose_factory(1_000_000, 1536, float16=True)[0].endswith("Refine(SQfp16)")
+
+
+def test_settings_files_and_reload(tmp_path):
+    vec = _clustered(500)
+    db = _db(tmp_path, vec)
+    s = db.build_index("m")
+    assert (s.factory, s.n_vectors, s.dim, s.action) == ("Flat", 500, DIM, "built")
+    saved = json.loads((db.faiss_dir / "m.json").read_text())
+    assert saved["table_version"] == db.windows("m").version and saved["metric"] == "inner_product"
+    files = sorted(p.name for p in db.faiss_dir.iterdir())
+    assert files == sorted(["m.json", f"m.{s.token}.index", f"m.{s.token}.ids.npy"])
+    ann = fi.AnnIndex.load(db.faiss_dir, "m")
+    assert len(ann) == 500 and ann.exact_storage and ann.is_exhaustive
+    assert db.index_state("m")["state"] == "current"
+    assert db.build_index("m").action == "unchanged"
+    s2 = db.build_index("m", rebuild=True)  # a new generation replaces the old files
+    assert s2.token != s.token and len(list(db.faiss_dir.iterdir())) == 3
+
+
+def test_incremental_update_and_rebuild_rules(tmp_path):
+    vec = _clustered(600)
+    db = _db(tmp_path, vec)
+    db.build_index("m", factory="HNSW16")
+    new_ids = _add(db, _clustered(50, seed=1))
+    state = db.index_state("m")
+    assert (state["state"], state["new_windows"]) == ("stale", 50)
+    s = db.build_index("m", factory="HNSW16")
+    assert (s.action, s.n_vectors, s.factory) == ("updated", 650, "HNSW16")
+    assert set(new_ids) <= set(fi.AnnIndex.load(db.faiss_dir, "m").ids)
+    # deleting a few windows keeps the index; deleting many triggers a rebuild
+    db.delete_windows("m", 0)
+    assert db.build_index("m", factory="HNSW16").action == "unchanged"
+    for rid in range(1, 3):
+        db.delete_windows("m", rid)
+    s = db.build_index("m", factory="HNSW16")
+    assert (s.action, s.n_vectors) == ("built", 350)
+    # another factory means a rebuild too
+    assert db.build_index("m", factory="IVF8,Flat").action == "built"
+    with pytest.raises(ValueError, match="bad FAISS factory"):
+        db.build_index("m", factory="NoSuchIndex42")
+
+
+def test_auto_crosses_size_tier(tmp_path, monkeypatch):
+    monkeypatch.setattr(fi, "FLAT_MAX", 400)
+    db = _db(tmp_path, _clustered(300))
+    assert db.build_index("m").factory == "Flat"
+    _add(db, _clustered(200, seed=3))
+    s = db.build_index("m")
+    assert (s.factory, s.action, s.n_vectors) == ("HNSW32,Flat", "built", 500)
+
+
+@pytest.mark.parametrize(
+    ("factory", "params"),
+    [("HNSW32", {"efSearch": 64}), ("IVF32,PQ16x4fs,RFlat", {"nprobe": 8, "k_factor": 8})],
+)
+def test_ann_recall_on_clustered_data(tmp_path, factory, params):
+    vec = _clustered(4000)
+    db = _db(tmp_path, vec)
+    db.build_index("m", factory=factory, **params)
+    rng = np.random.default_rng(7)
+    queries = vec[rng.choice(len(vec), 20, replace=False)] + 0.05 * rng.standard_normal((20, DIM))
+    hits = 0
+    for q in queries:
+        truth = set(np.argsort(-(vec @ q))[:10])
+        got = db.search("m", q).limit(10).to_pandas()["window_id"]
+        hits += len(truth & set(got))
+    assert hits / (10 * len(queries)) >= 0.9
+
+
+def test_inconsistent_index_files_are_ignored(tmp_path):
+    vec = _clustered(200)
+    db = _db(tmp_path, vec)
+    s = db.build_index("m")
+    np.save(db.faiss_dir / f"m.{s.token}.ids.npy", np.arange(5))  # as after a torn write
+    assert fi.AnnIndex.load(db.faiss_dir, "m") is None
+    hits = db.search("m", vec[3]).limit(3).to_pandas()  # exact search still answers
+    assert hits["window_id"].iloc[0] == 3
+    assert db.build_index("m").action == "built"
+
+
+def test_float16_index_storage(tmp_path):
+    vec = _clustered(300)
+    db = _db(tmp_path, vec)
+    s = db.build_index("m", float16=True)
+    assert s.factory == "SQfp16"
+    hits = db.search("m", vec[11]).limit(5).to_pandas()
+    assert hits["window_id"].iloc[0] == 11
+    np.testing.assert_allclose(hits["score"].iloc[0], 1.0, atol=1e-3)
