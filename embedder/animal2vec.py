@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedder import weights as weights_mod
 from embedder.base import Embedder
-from embedder.weights import register_importer, sha256_file
 
 SAMPLE_RATE = 8_000  # Hz
 WINDOW_S = 10.0  # s per embedded window
@@ -42,8 +42,6 @@ PSWISH_BETA = 0.0
 LN_EPS = 1e-5
 INPUT_NORM_EPS = 1e-5  # per-segment waveform normalisation
 RANDOM_SEED = 0  # weights=None builds a reproducible random model
-CHECKPOINT_FORMAT = "chorus"
-CHECKPOINT_VERSION = 1
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_BATCH = {"cuda": 16, "mps": 4, "cpu": 2}  # windows per forward pass
 
@@ -363,7 +361,7 @@ class Animal2vecModel(nn.Module):
         for layer in self.pos_conv:
             pos = layer(pos)
         x = x + pos.transpose(1, 2)
-        bias = self.alibi_bias(x.shape[1])
+        bias = self.alibi_bias(x.shape[1]).to(_compute_dtype(x))  # cast once, not per block
         x = self.prenet_norm(x)
         for block in self.prenet:
             x, _ = block(x, bias)
@@ -380,6 +378,12 @@ class Animal2vecModel(nn.Module):
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveform (B, N) -> window embedding (B, D): the time average of :meth:`forward`."""
         return self.forward(wave).mean(dim=1)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: the autocast dtype when autocast is on."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
 def count_parameters(cfg: Animal2vecConfig) -> int:
@@ -402,16 +406,7 @@ def build_model(cfg: Animal2vecConfig, seed: int = RANDOM_SEED) -> Animal2vecMod
 
 def save_checkpoint(model: Animal2vecModel, path: str | Path) -> None:
     """Write our own checkpoint format (loadable with ``torch.load(weights_only=True)``)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": model.cfg.to_dict(),
-            "state_dict": state,
-        },
-        str(path),
-    )
+    weights_mod.save_checkpoint(path, model.cfg.to_dict(), model.state_dict())
 
 
 def read_weights(path: str | Path, trust: bool = False) -> tuple[Animal2vecConfig, dict]:
@@ -419,8 +414,8 @@ def read_weights(path: str | Path, trust: bool = False) -> tuple[Animal2vecConfi
     from embedder import fairseq_import
 
     obj = fairseq_import.load_torch_file(path, trust=trust)
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("version") != CHECKPOINT_VERSION:
+    if isinstance(obj, dict) and obj.get("format") == weights_mod.CHECKPOINT_FORMAT:
+        if obj.get("version") != weights_mod.CHECKPOINT_VERSION:
             raise ValueError(
                 f"{path}: unsupported chorus checkpoint version {obj.get('version')!r}"
             )
@@ -431,19 +426,6 @@ def read_weights(path: str | Path, trust: bool = False) -> tuple[Animal2vecConfi
     raise ValueError(
         f"{path}: neither a chorus checkpoint (format/config/state_dict) nor a fairseq one (cfg/model)"
     )
-
-
-def load_weights_into(model: Animal2vecModel, state: dict, source: str) -> None:
-    """``load_state_dict`` with an error that names every missing and unexpected key."""
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unknown = sorted(set(state) - expected)
-    if missing or unknown:
-        raise ValueError(
-            f"{source}: weights do not match the model; missing: {missing or 'none'}; "
-            f"unknown: {unknown or 'none'}"
-        )
-    model.load_state_dict(state, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,8 +577,8 @@ def load_model(
             model = Animal2vecModel(file_cfg)
         model = model.to_empty(device="cpu")  # no random init of weights about to be overwritten
         model.init_buffers()
-        load_weights_into(model, state, str(weights))
-        origin = f"{Path(weights).resolve()} (sha256 {sha256_file(weights)[:16]})"
+        weights_mod.load_strict(model, state, str(weights))
+        origin = f"{Path(weights).resolve()} (sha256 {weights_mod.sha256_file(weights)[:16]})"
     return Animal2vecEmbedder(model, name, origin, dev, **options)
 
 
@@ -632,5 +614,5 @@ def _importer(cfg: Animal2vecConfig, name: str):
 import_large = _importer(Animal2vecConfig.large(), "animal2vec")
 import_small = _importer(Animal2vecConfig.small(), "animal2vec-small")
 # Effective once this module is imported; embedder.weights should also list these lazily.
-register_importer("animal2vec", "embedder.animal2vec:import_large")
-register_importer("animal2vec-small", "embedder.animal2vec:import_small")
+weights_mod.register_importer("animal2vec", "embedder.animal2vec:import_large")
+weights_mod.register_importer("animal2vec-small", "embedder.animal2vec:import_small")
