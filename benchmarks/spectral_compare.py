@@ -76,9 +76,8 @@ def grid_windows(x: np.ndarray, sr: int, window_s: float = 5.0, hop_s: float = H
 
 
 def spectral_variant(**cfg):
-    config = sp.SpectralConfig(**cfg)
-    dct = sp.dct_matrix()
-    return lambda mels: np.stack([sp.window_features(m, config, dct) for m in mels])
+    model = sp.SpectralEmbedder(sp.SpectralConfig(**cfg))
+    return lambda mels: np.stack([model.features(m) for m in mels])
 
 
 def mfcc_baseline(mels: np.ndarray) -> np.ndarray:
@@ -103,43 +102,29 @@ def zscore(fn):
     return run
 
 
-def random_patches(mels: np.ndarray) -> np.ndarray:
-    """Background-normalised log-mel patches projected on fixed random filters; ReLU; mean+max pool."""
-    rng = np.random.default_rng(0)
-    pt, pf = RP_PATCH
-    w = rng.standard_normal((pt * pf, RP_FILTERS)).astype(np.float32) / np.sqrt(pt * pf)
-    out = []
-    for m in mels:
-        z = m - np.percentile(m, 20, axis=0)  # (T, F)
-        patches = np.lib.stride_tricks.sliding_window_view(z, (pt, pf))  # (T', F', pt, pf)
-        patches = patches[:: RP_STRIDE[0], :: RP_STRIDE[1]].reshape(-1, pt * pf)
-        patches = patches - patches.mean(1, keepdims=True)
-        r = np.maximum(patches @ w, 0.0)  # (P, filters)
-        out.append(np.concatenate([r.mean(0), r.max(0)]))
-    return np.stack(out)
-
-
-DEFAULT_WEIGHTS = sp.SpectralConfig().block_weights
-
-
 def variants() -> dict:
+    p20 = {"background_pct": 20.0}
+    hand = {"bands": 1.0, "cepstrum": 1.0, "modulation": 0.5, "fm": 0.5}
     return {
         "mfcc mean+std+delta (baseline)": mfcc_baseline,
         "mfcc baseline, corpus z-scored": zscore(mfcc_baseline),
         "log-mel band means": logmel_mean,
-        "bands (bg = median)": spectral_variant(background_pct=50, block_weights={"bands": 1}),
-        "bands (bg = p20)": spectral_variant(block_weights={"bands": 1}),
-        "cepstrum (bg-normalised, weighted)": spectral_variant(block_weights={"cepstrum": 1}),
+        "bands, bg p20": spectral_variant(block_weights={"bands": 1}, **p20),
+        "bands, bg median": spectral_variant(block_weights={"bands": 1}),
+        "cepstrum": spectral_variant(block_weights={"cepstrum": 1}),
         "modulation": spectral_variant(block_weights={"modulation": 1}),
         "fm": spectral_variant(block_weights={"fm": 1}),
-        "random patches (bg p20)": random_patches,
+        "patches": spectral_variant(block_weights={"patches": 1}),
         "bands+cepstrum": spectral_variant(block_weights={"bands": 1, "cepstrum": 1}),
-        "all blocks, equal": spectral_variant(
-            block_weights={"bands": 1, "cepstrum": 1, "modulation": 1, "fm": 1}
+        "hand-crafted 4 blocks, bg p20": spectral_variant(block_weights=hand, **p20),
+        "hand-crafted 4 blocks, bg median": spectral_variant(block_weights=hand),
+        "DEFAULT: 4 blocks + patches x3": spectral_variant(),
+        "4 blocks + patches x9": spectral_variant(block_weights={**hand, "patches": 9.0}),
+        "4 blocks, fm x2, + patches x3": spectral_variant(
+            block_weights={**hand, "fm": 2.0, "patches": 3.0}
         ),
-        "all blocks, default weights, bg p10": spectral_variant(background_pct=10),
-        "all blocks, default weights, bg median": spectral_variant(background_pct=50),
-        "DEFAULT (all blocks, default weights, bg p20)": spectral_variant(),
+        "DEFAULT: 4 blocks + patches x9": spectral_variant(),
+        "4 blocks + patches x27": spectral_variant(block_weights={**hand, "patches": 27.0}),
     }
 
 

@@ -1,29 +1,35 @@
 """``spectral``: a training-free embedding of 5 s windows built from background-normalised log-mel
 statistics. It needs no weights, runs in pure NumPy on a CPU, and is the default model.
 
-What the vector is (default configuration, ``dim = 416``)
+What the vector is (default configuration, ``dim = 928``)
 --------------------------------------------------------
 1. Log-mel frontend: 32 kHz audio, Hann STFT with ``N_FFT = 1024`` (32 ms) and ``HOP = 320`` (10 ms),
-   ``N_MELS = 64`` area-normalised triangular mel bands from 150 Hz to 15 kHz, power in dB with a floor
-   at ``FLOOR_DB``. One 5 s window gives a ``(500, 64)`` image (``frontend``).
-2. Background normalisation: frames of digital silence (zero padding of a short file's tail) are dropped;
-   each band's ``background_pct``-th percentile over the remaining frames (the stationary noise floor:
-   wind, rain hiss, insect chorus, recorder self-noise) is subtracted. ``Z = logmel - background`` is
-   then "dB above the local noise floor", which makes the features independent of gain and of
-   stationary coloured noise. ``P = max(Z, 0)`` is the foreground.
-3. Blocks computed from ``Z``/``P`` (each L2-normalised, scaled by ``sqrt(weight)``, concatenated):
+   ``N_MELS = 64`` area-normalised triangular mel bands (HTK mel scale) from 150 Hz to 15 kHz, power
+   in dB with a floor at ``FLOOR_DB``. One 5 s window gives a ``(500, 64)`` image (``frontend``).
+2. Background normalisation: frames of digital silence (zero padding of a short file's tail) are
+   dropped; each band's median over the remaining frames (``background_pct = 50``: the stationary
+   noise floor of wind, rain hiss, insect chorus, recorder self-noise) is subtracted. ``Z = logmel -
+   background`` is "dB above the local noise floor", independent of gain and of stationary coloured
+   noise; ``P = max(Z, 0)`` is the foreground.
+3. Five blocks computed from ``Z`` / ``P``:
 
-   ``bands`` (3 x 64)      per band: mean of P, 90th and 98th percentile of Z — where in frequency the
-                           foreground lives and how far it rises above the noise floor.
-   ``cepstrum`` (2 x 20)   activity-weighted mean and standard deviation of the DCT-II (MFCC-like) of Z
-                           over frequency: spectral envelope of the calls (harmonic spacing, bandwidth).
-   ``modulation`` (8 x 8)  temporal modulation spectrum of Z in 8 band groups, pooled into 8 log-spaced
-                           modulation-rate bins from 0.5 to 40 Hz: trills, pulse trains, call rates.
-   ``fm`` (8 x 15)         frequency-shift histogram between frames 20 ms apart, per band group
-                           (shifts -7..+7 mel bands): upward / downward sweeps versus steady tones.
+   ``bands`` (3 x 64)        per band: mean of P, 90th and 98th percentile of Z - where in frequency
+                             the foreground lives and how far it rises above the noise floor.
+   ``cepstrum`` (2 x 20)     activity-weighted mean and standard deviation of the DCT-II (MFCC-like)
+                             of Z over frequency: spectral envelope of the calls.
+   ``modulation`` (8 x 8)    temporal modulation spectrum of Z in 8 band groups, pooled into 8
+                             log-spaced rates from 0.5 to 40 Hz: trills, pulse trains, call rates.
+   ``fm`` (8 x 15)           frequency-shift histogram of P between frames 20 ms apart per band group
+                             (shifts -7..+7 bands): rising / falling sweeps versus steady tones.
+   ``patches`` (4 x 128)     8-frame x 8-band patches of Z (stride 4 x 4), mean-removed, projected on
+                             128 fixed Gaussian random filters (seed ``PATCH_SEED``), ReLU, max over
+                             time and over the positions in each of 4 frequency regions: "is there a
+                             local shape like this anywhere in the window" (short sweeps, pips).
 
-   The whole vector is L2-normalised, so cosine similarity equals the dot product. A window with no
-   signal (all digital silence) gives the zero vector.
+4. Null-centring and combination: each block minus its mean on six deterministic white / pink / brown
+   noise windows (``null_windows``, computed once at load), L2-normalised, scaled by ``sqrt(weight)``
+   (weights 1, 1, 0.5, 0.5, 3), concatenated and L2-normalised, so cosine similarity is the dot
+   product. A window with no signal (digital silence) gives the zero vector.
 
 Block choice, weights and the percentile were chosen by ``benchmarks/spectral_compare.py`` (species
 retrieval on real recordings and planted-call retrieval in synthetic soundscapes); the comparison with
@@ -56,24 +62,40 @@ MOD_FMAX_HZ = 40.0  # Hz, highest modulation rate (< frame rate / 2 = 50 Hz)
 N_MOD_BINS = 8  # log-spaced modulation-rate bins
 FM_LAG = 2  # frames (20 ms) between the frames compared by the FM block
 FM_MAX_SHIFT = 7  # mel bands; shifts -7..+7
+PATCH_FRAMES, PATCH_BANDS = 8, 8  # random-patch block: patch size (80 ms x 8 mel bands)
+PATCH_STRIDE = (4, 4)  # (frames, bands) between patches
+N_PATCH_FILTERS = 128  # fixed random filters
+N_PATCH_GROUPS = 4  # frequency regions the patch responses are max-pooled over
+PATCH_SEED = 0  # the random filters are a fixed function of this seed
+NULL_SEED = 12345  # seed of the synthetic noise windows used for null-centring
+NULL_EXPONENTS = (0.0, 1.0, 2.0)  # white, pink and brown noise (power ~ 1/f**exponent)
+NULL_PER_COLOUR = 2  # noise windows per colour
 EPS = 1e-8
 
-BLOCKS = ("bands", "cepstrum", "modulation", "fm")
+BLOCKS = ("bands", "cepstrum", "modulation", "fm", "patches")
 
 
 @dataclass
 class SpectralConfig:
     """Configuration of the spectral embedding; ``weights`` picks the blocks and their weights."""
 
-    background_pct: float = 20.0  # percentile of each band over time taken as the noise floor
+    background_pct: float = 50.0  # percentile of each band over time taken as the noise floor
     block_weights: dict[str, float] = field(
-        default_factory=lambda: {"bands": 1.0, "cepstrum": 1.0, "modulation": 0.5, "fm": 0.5}
+        default_factory=lambda: {
+            "bands": 1.0,
+            "cepstrum": 1.0,
+            "modulation": 0.5,
+            "fm": 0.5,
+            "patches": 3.0,
+        }
     )
 
     def __post_init__(self) -> None:
         unknown = set(self.block_weights) - set(BLOCKS)
         if unknown:
             raise ValueError(f"spectral: unknown blocks {sorted(unknown)}; choose from {BLOCKS}")
+        if not any(w > 0 for w in self.block_weights.values()):
+            raise ValueError("spectral: block_weights needs at least one positive weight")
         if not 0.0 <= self.background_pct <= 100.0:
             raise ValueError(
                 f"spectral: background_pct must be in [0, 100], got {self.background_pct}"
@@ -87,6 +109,7 @@ def block_dims() -> dict[str, int]:
         "cepstrum": 2 * N_CEPS,
         "modulation": N_GROUPS * N_MOD_BINS,
         "fm": N_GROUPS * (2 * FM_MAX_SHIFT + 1),
+        "patches": N_PATCH_GROUPS * N_PATCH_FILTERS,
     }
 
 
@@ -204,37 +227,92 @@ def _block_fm(p: np.ndarray) -> np.ndarray:
     return np.sqrt(hist).ravel()  # Hellinger map: cosine on it compares distributions
 
 
-def window_features(logmel: np.ndarray, config: SpectralConfig, dct: np.ndarray) -> np.ndarray:
-    """Embedding of one window from its log-mel image.
+def patch_filters(seed: int = PATCH_SEED) -> np.ndarray:
+    """Fixed random filters for the ``patches`` block, shape (PATCH_FRAMES * PATCH_BANDS, N_PATCH_FILTERS)."""
+    rng = np.random.default_rng(seed)
+    n_in = PATCH_FRAMES * PATCH_BANDS
+    return (rng.standard_normal((n_in, N_PATCH_FILTERS)) / np.sqrt(n_in)).astype(np.float32)
+
+
+def _block_patches(z: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    # local spectro-temporal shapes (sweeps, pips, harmonic stacks): strongest response per filter
+    patches = np.lib.stride_tricks.sliding_window_view(z, (PATCH_FRAMES, PATCH_BANDS))
+    patches = patches[:: PATCH_STRIDE[0], :: PATCH_STRIDE[1]]  # (T', F', pt, pf)
+    t, f = patches.shape[:2]
+    patches = patches.reshape(t, f, -1)  # (T', F', pt * pf)
+    patches = patches - patches.mean(axis=2, keepdims=True)  # shape, not level
+    resp = np.maximum(patches.astype(np.float32) @ filters, 0.0)  # (T', F', filters)
+    return np.concatenate(
+        [resp[:, g].max(axis=(0, 1)) for g in np.array_split(np.arange(f), N_PATCH_GROUPS)]
+    )
+
+
+@dataclass
+class _Tables:
+    """Constant matrices the features need (built once per model)."""
+
+    dct: np.ndarray  # (N_MELS, N_CEPS)
+    filters: np.ndarray  # (PATCH_FRAMES * PATCH_BANDS, N_PATCH_FILTERS)
+
+
+def raw_blocks(logmel: np.ndarray, config: SpectralConfig, tables: _Tables) -> dict | None:
+    """Un-normalised feature blocks of one window, or None when it holds (almost) no signal.
 
     Parameters
     ----------
     logmel : np.ndarray, shape (T, N_MELS), dB
-    config : SpectralConfig
-    dct : np.ndarray, shape (N_MELS, N_CEPS)
 
     Returns
     -------
-    np.ndarray, float32, shape (dim,), unit norm (or all zeros for a silent window)
+    dict block name -> np.ndarray (block_dims()[name],), for the blocks with a positive weight
     """
-    dims = block_dims()
-    used = [b for b in BLOCKS if config.block_weights.get(b, 0.0) > 0.0]
-    out_dim = sum(dims[b] for b in used)
-    valid = logmel.max(axis=1) > FLOOR_DB + SILENT_MARGIN_DB
-    if valid.sum() < MIN_FRAMES:
-        return np.zeros(out_dim, dtype=np.float32)
+    valid = logmel.max(axis=1) > FLOOR_DB + SILENT_MARGIN_DB  # drop zero padding
+    if valid.sum() < max(MIN_FRAMES, PATCH_FRAMES):
+        return None
     s = logmel[valid].astype(np.float64)  # (T', F)
-    z = s - np.percentile(s, config.background_pct, axis=0)
+    z = s - np.percentile(s, config.background_pct, axis=0)  # dB above the band's noise floor
     p = np.maximum(z, 0.0)
     makers = {
         "bands": lambda: _block_bands(z, p),
-        "cepstrum": lambda: _block_cepstrum(z, p, dct),
+        "cepstrum": lambda: _block_cepstrum(z, p, tables.dct),
         "modulation": lambda: _block_modulation(z),
         "fm": lambda: _block_fm(p),
+        "patches": lambda: _block_patches(z, tables.filters),
     }
+    return {b: makers[b]() for b in BLOCKS if config.block_weights.get(b, 0.0) > 0.0}
+
+
+def null_windows(sample_rate: int = SAMPLE_RATE, window_s: float = WINDOW_S) -> np.ndarray:
+    """Deterministic white / pink / brown Gaussian noise windows, shape (6, samples), float32.
+
+    Their mean features are what a window of pure stationary noise looks like; subtracting them
+    removes the per-band bias of the statistics (narrow low bands fluctuate more than wide high ones),
+    so that noise windows sit near the origin instead of sharing one direction.
+    """
+    rng = np.random.default_rng(NULL_SEED)
+    n = int(round(sample_rate * window_s))
+    freqs = np.fft.rfftfreq(n)
+    freqs[0] = freqs[1]
+    out = []
+    for exponent in NULL_EXPONENTS:
+        for _ in range(NULL_PER_COLOUR):
+            x = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / freqs ** (exponent / 2), n)
+            out.append(0.05 * x / x.std())
+    return np.stack(out).astype(np.float32)
+
+
+def combine_blocks(blocks: dict | None, null: dict, config: SpectralConfig, dim: int) -> np.ndarray:
+    """Null-centre each block, L2-normalise it, weight by ``sqrt(weight)``, concatenate, normalise.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (dim,), unit norm (zeros when ``blocks`` is None)
+    """
+    if blocks is None:
+        return np.zeros(dim, dtype=np.float32)
     parts = []
-    for name in used:
-        v = makers[name]()
+    for name, v in blocks.items():
+        v = v - null[name]
         parts.append(v * np.sqrt(config.block_weights[name]) / (np.linalg.norm(v) + EPS))
     vec = np.concatenate(parts)
     return (vec / (np.linalg.norm(vec) + EPS)).astype(np.float32)
@@ -257,7 +335,16 @@ class SpectralEmbedder(Embedder):
         )
         self.weights = "training-free"
         self._fbank = mel_filterbank()
-        self._dct = dct_matrix()
+        self._tables = _Tables(dct_matrix(), patch_filters())
+        null = [
+            raw_blocks(m, self.config, self._tables) for m in log_mel(null_windows(), self._fbank)
+        ]
+        self._null = {b: np.mean([n[b] for n in null], axis=0) for b in null[0]}
+
+    def features(self, logmel: np.ndarray) -> np.ndarray:
+        """Embedding of one window from its log-mel image ``(T, N_MELS)``; shape (dim,), float32."""
+        blocks = raw_blocks(logmel, self.config, self._tables)
+        return combine_blocks(blocks, self._null, self.config, self.dim)
 
     def frontend(self, batch: np.ndarray) -> np.ndarray:
         """Log-mel power spectrogram (dB) the embedding is computed from.
@@ -289,7 +376,7 @@ class SpectralEmbedder(Embedder):
         for start in range(0, x.shape[0], self.batch_size):
             mels = log_mel(x[start : start + self.batch_size], self._fbank)  # (b, T, F)
             for i, m in enumerate(mels):
-                out[start + i] = window_features(m, self.config, self._dct)
+                out[start + i] = self.features(m)
         return out
 
     def config_dict(self) -> dict:
