@@ -15,16 +15,19 @@ not-yet-covered audio remains. A file shorter than one window gives one padded w
 
 from __future__ import annotations
 
+import io
 import math
+import mmap
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+from soundfile import _ffi, _snd  # cffi handle: reads without SoundFile.read's re-seek
 
 BLOCK_S = 60.0  # s of native-rate audio decoded per block (~11 MB per channel at 48 kHz)
 MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padded window
@@ -34,6 +37,7 @@ RESAMPLE_QUALITY = "HQ"  # soxr quality preset
 LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
 SNIFF_BYTES = 64  # bytes read to recognise a container
 ESTIMATED_LENGTH = ("MP3",)  # containers whose header frame count may be a guess
+INEXACT_SEEK = ("MP3",)  # libsndfile seeks land on wrong samples here: decode and drop instead
 _OPEN_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
 
 
@@ -199,28 +203,176 @@ def _apply_policy(x: np.ndarray, channels: str) -> np.ndarray:
     return x
 
 
+def _read(snd: sf.SoundFile, n: int) -> np.ndarray:
+    """Up to ``n`` frames as float32 ``(m, C)``, straight from libsndfile.
+
+    ``SoundFile.read`` seeks to the new position after every read; on MP3 that seek (mpg123_seek)
+    garbles or zeroes what follows in some files, so reads bypass it through soundfile's cffi handle.
+    """
+    buf = np.empty((n, snd.channels), np.float32)  # (n, C)
+    got = _snd.sf_readf_float(snd._file, _ffi.cast("float *", buf.ctypes.data), n)
+    err = _snd.sf_error(snd._file)
+    if err:
+        raise sf.LibsndfileError(err)
+    return buf[:got]
+
+
 def _native_blocks(
-    snd: sf.SoundFile, path: str | os.PathLike, block: int, limit: int | None = None
+    snd: sf.SoundFile,
+    path: str | os.PathLike,
+    block: int,
+    start: int = 0,
+    limit: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """float32 ``(n, C)`` blocks from the current position; raises on NaN/inf as soon as met."""
-    pos = snd.tell()
-    left = math.inf if limit is None else limit
-    while left > 0:
-        try:
-            x = snd.read(int(min(block, left)), dtype="float32", always_2d=True)  # (n, C)
-        except _OPEN_ERRORS as err:
-            raise AudioError(
-                f"{path}: decoding failed near {pos / snd.samplerate:.2f} s ({err})"
-            ) from err
-        if len(x) == 0:
-            return
-        finite = np.isfinite(x).all(axis=1)  # (n,)
-        if not finite.all():
-            at = (pos + int(np.argmin(finite))) / snd.samplerate
-            raise AudioError(f"{path}: non-finite sample (NaN or inf) at {at:.3f} s")
-        yield x
-        pos += len(x)
-        left -= len(x)
+    """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``.
+
+    Seeks to ``start`` where that is exact, else decodes and drops. Raises on NaN/inf as soon as
+    they are met. An MP3 cut short by libsndfile's length guess is continued (see _mp3_resume).
+    """
+    end = math.inf if limit is None else start + limit
+    pos = local = 0  # next native frame index: in the file, in the current decoder
+    if start and snd.seekable() and snd.format not in INEXACT_SEEK and start <= snd.frames:
+        snd.seek(start)
+        pos = start
+    sr = snd.samplerate
+    with ExitStack() as stack:
+        while pos < end:
+            try:
+                x = _read(snd, int(min(block, end - pos)))  # (n, C)
+            except _OPEN_ERRORS as err:
+                raise AudioError(f"{path}: decoding failed near {pos / sr:.2f} s ({err})") from err
+            if len(x) == 0:
+                snd = _mp3_resume(snd, local, path, pos, stack)
+                if snd is None:
+                    return
+                local = 0
+                continue
+            first, pos, local = pos, pos + len(x), local + len(x)
+            if pos <= start:
+                continue
+            x = x[max(0, start - first) :]
+            finite = np.isfinite(x).all(axis=1)  # (n,)
+            if not finite.all():
+                at = (max(first, start) + int(np.argmin(finite))) / sr
+                raise AudioError(f"{path}: non-finite sample (NaN or inf) at {at:.3f} s")
+            yield x
+
+
+# ----------------------------------------------------------------------------- MP3 continuation
+# libsndfile reports mpg123's length *guess* (file size / first frame size) for MP3s without a
+# Xing/Info/VBRI header and never reads past it, so a VBR file whose first frame is large is cut
+# short silently. Without such a header mpg123 applies no gapless trimming, so output sample i belongs
+# to MPEG frame i // samples_per_frame: decoding resumes on a fresh decoder opened enough frames
+# before the cut for the bit reservoir and MDCT overlap, and that pre-roll is dropped.
+
+MP3_RESERVOIR_BYTES = 511  # most main-data bytes a Layer III frame may borrow from earlier frames
+_L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
+    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_L3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _l3_frame(buf, pos: int) -> tuple[int, int, int] | None:
+    """(frame bytes, samples per frame, main-data bytes) of a Layer III header at ``pos``, or None."""
+    if pos + 4 > len(buf) or buf[pos] != 0xFF or buf[pos + 1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (buf[pos + 1] >> 3) & 3, (buf[pos + 1] >> 1) & 3
+    rate_i, kbps_i, pad = (buf[pos + 2] >> 2) & 3, buf[pos + 2] >> 4, (buf[pos + 2] >> 1) & 1
+    if version == 1 or layer != 1 or rate_i == 3 or kbps_i in (0, 15):
+        return None
+    mpeg1, mono = version == 3, buf[pos + 3] >> 6 == 3
+    kbps = _L3_KBPS[1 if mpeg1 else 2][kbps_i]
+    size = (144000 if mpeg1 else 72000) * kbps // _L3_RATES[version][rate_i] + pad
+    side = (17 if mono else 32) if mpeg1 else (9 if mono else 17)  # side-info bytes
+    crc = 0 if buf[pos + 1] & 1 else 2
+    return size, 1152 if mpeg1 else 576, max(0, size - 4 - crc - side)
+
+
+def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], list[int], int]:
+    """Byte offsets and main-data sizes of the frames of a Layer III stream, samples per frame.
+
+    Empty when the stream starts with a Xing/Info/VBRI header (its length is then exact).
+    """
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        pos = 0
+        if buf[:3] == b"ID3" and len(buf) >= 10:
+            pos = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(buf[6:10]))
+        offsets, mains, spf = [], [], 0
+        while pos < len(buf):
+            frame = _l3_frame(buf, pos)
+            # a frame counts when the next one follows it (or the file ends): resyncs past junk/tags
+            if frame and (pos + frame[0] >= len(buf) or _l3_frame(buf, pos + frame[0])):
+                body = buf[pos : pos + frame[0]]
+                if not offsets and (b"Xing" in body or b"Info" in body or body[36:40] == b"VBRI"):
+                    return [], [], 0
+                offsets.append(pos)
+                mains.append(frame[2])
+                spf = frame[1]
+                pos += frame[0]
+            else:
+                pos += 1
+    return offsets, mains, spf
+
+
+class _ByteRange(io.RawIOBase):
+    """Read-only view of a file from byte ``offset`` on, for a fresh decoder."""
+
+    def __init__(self, path: str | os.PathLike, offset: int) -> None:
+        self.fh = open(path, "rb")  # noqa: SIM115 -- closed in close()
+        self.offset = offset
+        self.size = os.fstat(self.fh.fileno()).st_size - offset
+        self.fh.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.fh.tell() - self.offset
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self.size}[whence]
+        self.fh.seek(self.offset + base + pos)
+        return self.tell()
+
+    def readinto(self, buf) -> int:
+        return self.fh.readinto(buf)
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
+def _mp3_resume(
+    snd: sf.SoundFile, done: int, path: str | os.PathLike, pos: int, stack: ExitStack
+) -> sf.SoundFile | None:
+    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``."""
+    if snd.format != "MP3" or done < snd.frames:
+        return None  # a real end of stream
+    offsets, mains, spf = _mp3_frames(path)
+    k = pos // spf if spf else len(offsets)
+    if k >= len(offsets):
+        return None
+    # frame k's output also needs frame k-1 (MDCT overlap), whose main data may start up to
+    # MP3_RESERVOIR_BYTES earlier: start where that many main-data bytes precede it, plus one frame
+    first, borrowed = max(0, k - 1), 0
+    while first > 0 and borrowed < MP3_RESERVOIR_BYTES:
+        first -= 1
+        borrowed += mains[first]
+    first = max(0, first - 1)
+    try:
+        sub = stack.enter_context(
+            sf.SoundFile(stack.enter_context(_ByteRange(path, offsets[first])))
+        )
+    except _OPEN_ERRORS:
+        return None
+    skip = pos - first * spf  # pre-roll samples (frames of the sub-stream) to drop
+    if len(_read(sub, skip)) < skip:
+        return None
+    return sub
 
 
 class _Resampler:
@@ -300,6 +452,9 @@ def load(
 ) -> np.ndarray:
     """Read a span of a file, seeking to it rather than decoding from the start.
 
+    MP3 is the exception: libsndfile's MP3 seeks can land on wrong samples, so the file is decoded
+    from the start up to the span (about 1 s of CPU per 3 min of audio).
+
     Parameters
     ----------
     path : str or PathLike
@@ -328,45 +483,37 @@ def load(
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"bad span {start_s}-{end_s} s: need 0 <= start < end")
     with _open(path) as snd:
-        sr_in, frames = int(snd.samplerate), int(snd.frames)
+        sr_in = int(snd.samplerate)
+        # an MP3 header's length is a guess: read until the data ends, check the span afterwards
+        frames = math.inf if snd.format in ESTIMATED_LENGTH else int(snd.frames)
         if start_s >= frames / sr_in:
             raise AudioError(
                 f"{path}: span starts at {start_s} s, after the end ({frames / sr_in:.3f} s)"
             )
-        total_out = frames if sr_in == sample_rate else round(frames * sample_rate / sr_in)
         i0 = round(start_s * sample_rate)
-        i1 = total_out if end_s is None else min(round(end_s * sample_rate), total_out)
+        i1 = math.inf if end_s is None else round(end_s * sample_rate)
         # Start on an input sample that falls exactly on the output grid (multiple of step_in), with
         # context before the span, so the output samples line up with a whole-file decode.
         g = math.gcd(sr_in, sample_rate)
         step_in, step_out = sr_in // g, sample_rate // g
         ctx = 0 if sr_in == sample_rate else math.ceil(LOAD_CONTEXT_S * sr_in)
         a = max(0, math.floor((i0 * sr_in / sample_rate - ctx) / step_in)) * step_in  # native
-        b = min(frames, math.ceil(i1 * sr_in / sample_rate) + ctx)  # native, exclusive
-        _seek(snd, path, a)
+        b = min(frames, i1 * sr_in / sample_rate)  # native, exclusive (may be inf)
+        b = b if math.isinf(b) else math.ceil(b) + ctx
         n_out = snd.channels if channels == "all" else 1
         rs = _Resampler(sr_in, sample_rate, n_out)
         block = int(round(BLOCK_S * sr_in))
-        parts = [
-            rs.push(_apply_policy(x, channels)) for x in _native_blocks(snd, path, block, b - a)
-        ]
+        limit = None if math.isinf(b) else b - a
+        blocks = _native_blocks(snd, path, block, start=a, limit=limit)
+        parts = [rs.push(_apply_policy(x, channels)) for x in blocks]
         parts.append(rs.flush())
     y = np.concatenate(parts, axis=0)  # (m, C) starting at output sample a * step_out / step_in
     off = a // step_in * step_out
     if i0 - off >= len(y):  # an MP3 header may promise more frames than there are
         end = (off + len(y)) / sample_rate
         raise AudioError(f"{path}: span starts at {start_s} s, after the end ({end:.3f} s)")
-    return np.ascontiguousarray(y[i0 - off : i1 - off].T, dtype=np.float32)  # (C, n)
-
-
-def _seek(snd: sf.SoundFile, path: str | os.PathLike, frame: int) -> None:
-    if frame == 0:
-        return
-    if snd.seekable():
-        snd.seek(frame)
-        return
-    for _ in _native_blocks(snd, path, int(round(BLOCK_S * snd.samplerate)), frame):
-        pass  # not seekable: decode and drop
+    stop = None if math.isinf(i1) else i1 - off
+    return np.ascontiguousarray(y[i0 - off : stop].T, dtype=np.float32)  # (C, n)
 
 
 # --------------------------------------------------------------------------------------- windowing

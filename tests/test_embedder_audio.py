@@ -297,14 +297,50 @@ def test_load_span_equals_slice_of_full_decode(write_audio, chirp, fmt, sr_in, s
 def test_load_reads_only_the_span(write_audio, noise, monkeypatch):
     path = write_audio("long.wav", noise(120.0, SR), SR, subtype="PCM_16")
     read = []
-    orig = sf.SoundFile.read
+    orig = audio._read
 
-    def counting_read(self, frames=-1, *a, **k):
-        out = orig(self, frames, *a, **k)
+    def counting_read(snd, n):
+        out = orig(snd, n)
         read.append(len(out))
         return out
 
-    monkeypatch.setattr(sf.SoundFile, "read", counting_read)
+    monkeypatch.setattr(audio, "_read", counting_read)
     span = audio.load(path, SR, start_s=100.0, end_s=105.0)
     assert span.shape == (1, 5 * SR)
     assert sum(read) == 5 * SR  # seeked, not decoded from the start
+
+
+# ------------------------------------------------------------------------------------------- MP3
+
+
+def test_mp3_block_reads_equal_one_read(write_audio, chirp):
+    # soundfile's SoundFile.read re-seeks after every read, which garbles LAME-tagged MP3s
+    path = write_audio("c.mp3", chirp(300, 3000, 6.0, 44100), 44100, format="MP3")
+    one = sf.read(path, dtype="float32")[0]  # a single read: no re-seek inside the data
+    np.testing.assert_array_equal(decode(path, 44100, block_s=0.093)[0], one)
+    span = audio.load(path, 44100, start_s=4.0, end_s=4.5)[0]
+    np.testing.assert_array_equal(span, one[4 * 44100 : 4 * 44100 + 44100 // 2])
+
+
+def test_vbr_mp3_without_xing_header_decodes_to_the_end(tmp_path, tone, noise):
+    sr = 44100
+    x = tone(2000, 8.0, sr, amp=0.02)
+    x[: sr // 2] += noise(
+        0.5, sr, amp=0.8
+    )  # loud start: big first frames, length guessed far short
+    x[6 * sr :] = tone(3000, 2.0, sr, amp=0.5)
+    tagged = tmp_path / "vbr.mp3"
+    sf.write(tagged, x, sr, format="MP3", bitrate_mode="VARIABLE")
+    raw = tagged.read_bytes()
+    stripped = tmp_path / "no_xing.mp3"
+    stripped.write_bytes(raw[audio._l3_frame(raw, 0)[0] :])  # drop the Xing/LAME frame
+    assert audio.probe(stripped).frames < len(x) / 2  # libsndfile's guess (it stops there)
+    y = decode(stripped, sr, block_s=0.37)[0]
+    assert audio.probe(stripped, exact=True).frames == len(y) >= len(x)
+    assert peak_hz(y[-sr:], sr) == pytest.approx(3000, abs=2)
+    # sample-exact against the gapless decode of the tagged file (which has no guess to hit)
+    ref = sf.read(tagged, dtype="float32")[0]
+    delay = min(range(2400), key=lambda d: np.abs(y[d + sr : d + 2 * sr] - ref[sr : 2 * sr]).max())
+    np.testing.assert_allclose(y[delay : delay + len(ref)], ref, atol=1e-6)
+    span = audio.load(stripped, sr, start_s=7.0, end_s=7.5)[0]
+    np.testing.assert_array_equal(span, y[7 * sr : 7 * sr + sr // 2])
