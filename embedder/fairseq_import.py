@@ -262,6 +262,8 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     spec = _find(arch, "conv_feature_layers", "feature_encoder_spec")
     if isinstance(spec, str):
         layers = parse_conv_spec(spec)
+        if len(layers) == len(shapes):  # a spec without the sinc layer: the published sinc kernel
+            layers = [CONV_LAYERS[0]] + layers
     elif len(shapes) + 1 == len(CONV_LAYERS):  # no spec: published strides, tensors' sizes
         layers = [CONV_LAYERS[0]] + [
             (c, k, s) for (c, _, k), (_, _, s) in zip(shapes, CONV_LAYERS[1:], strict=True)

@@ -227,15 +227,15 @@ def test_chorus_checkpoint_mismatch_names_keys(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_matches_cpu():
+@pytest.mark.parametrize("precision, min_cos", [("fp32", 0.9999), ("bf16", 0.99), ("fp16", 0.99)])
+def test_gpu_matches_cpu(precision, min_cos):
     x = audio(3, 3200)
-    cpu = tiny_embedder().embed(x)
+    cpu = tiny_embedder()
     model = a2v.build_model(tiny_config())
-    for precision, tol in (("fp32", 1e-4), ("bf16", 0.98)):
-        gpu = a2v.Animal2vecEmbedder(model, "tiny", None, torch.device("cuda"), precision=precision)
-        out = gpu.embed(x)
-        cos = (out * cpu).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(cpu, axis=1)
-        if precision == "fp32":
-            np.testing.assert_allclose(out, cpu, atol=tol)
-        else:
-            assert cos.min() >= tol
+    gpu = a2v.Animal2vecEmbedder(model, "tiny", None, torch.device("cuda"), precision=precision)
+    a, b = gpu.embed(x), cpu.embed(x)
+    assert a.dtype == np.float32 and a.shape == b.shape
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= min_cos
+    fa, fb = gpu.frontend(x), cpu.frontend(x)
+    assert np.corrcoef(fa.ravel(), fb.ravel())[0, 1] >= min_cos

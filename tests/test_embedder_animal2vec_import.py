@@ -189,6 +189,8 @@ def test_conv_spec_that_disagrees_with_tensors_is_an_error():
     ckpt["cfg"]["model"]["conv_feature_layers"] = CONV_SPEC.replace("(32, 10, 5)", "(32, 9, 5)")
     with pytest.raises(fi.CheckpointError, match="conv layer 1"):
         fi.convert(ckpt)
+    ckpt["cfg"]["model"]["conv_feature_layers"] = CONV_SPEC.split(" + ", 1)[1]  # no sinc layer
+    assert fi.convert(ckpt)[0]["conv_layers"][0] == [16, 63, 1]
     assert fi.parse_conv_spec("[(4, 3, 2)] * 2 + [(8, 2, 1)]") == [(4, 3, 2), (4, 3, 2), (8, 2, 1)]
     with pytest.raises(fi.CheckpointError, match="unsupported"):
         fi.parse_conv_spec("__import__('os').getcwd()")
