@@ -56,7 +56,7 @@ def fit_pca(X: np.ndarray, dim: int, max_rows: int = PCA_FIT_ROWS, seed: int = 0
         if n > max_rows
         else slice(None)
     )
-    S = np.asarray(X[rows], dtype=np.float64)
+    S = np.array(X[rows], dtype=np.float64)  # a copy: centred in place below
     mean = S.mean(0)
     S -= mean
     cov = S.T @ S / max(len(S) - 1, 1)  # (d, d)

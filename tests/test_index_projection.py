@@ -1,0 +1,91 @@
+"""2-D maps: PCA basis, stratified sampling, cache hits, transform of new windows, UMAP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from agile_synth import MODEL, make_synth_db
+
+from index.cluster import cluster_windows
+from index.projection import fit_pca, fit_projection, project, stratified_sample
+
+
+def test_fit_pca_matches_svd():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 20)) @ rng.normal(size=(20, 20))
+    pca = fit_pca(X, 3)
+    Xc = X - X.mean(0)
+    _, s, vt = np.linalg.svd(Xc, full_matrices=False)
+    np.testing.assert_allclose(np.abs(pca.components), np.abs(vt[:3]), atol=1e-6)
+    np.testing.assert_allclose(pca.explained_variance, s[:3] ** 2 / 499, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.abs(pca.transform(X)), np.abs(Xc @ vt[:3].T), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_stratified_sample_is_even_across_groups():
+    groups = np.repeat(np.arange(5), [10, 100, 1000, 5, 3000])
+    rows = stratified_sample(groups, 400, seed=1)
+    assert len(rows) == 400 and len(np.unique(rows)) == 400
+    assert np.bincount(groups[rows]).tolist() == [10, 100, 142, 5, 143]
+    assert stratified_sample(groups, 10_000).tolist() == list(range(len(groups)))
+
+
+def test_fit_projection_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown projection method"):
+        fit_projection(np.zeros((10, 4)), "tsne")
+    with pytest.raises(ValueError, match="at least 3 windows"):
+        fit_projection(np.zeros((2, 4)), "pca")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_synth_db(tmp_path_factory.mktemp("proj"), n_recordings=6, windows_per_recording=30)
+
+
+def test_project_pca_cache_hit_and_transform(synth):
+    db = synth.db
+    coords, proj = project(db, MODEL, "pca", sample=120, by="recording")
+    assert len(coords) == 120
+    assert coords.groupby("recording_id").size().tolist() == [20] * 6
+    files = sorted(p.name for p in (db.path / "cache").iterdir())
+    assert len(files) == 2 and files[0].startswith(f"projection_{MODEL}_v")
+    again, proj2 = project(db, MODEL, "pca", sample=120, by="recording")
+    assert again.equals(coords)  # read back from the cache
+    assert len(list((db.path / "cache").iterdir())) == 2
+    _, X = db.vectors(MODEL, coords["window_id"].to_numpy())
+    np.testing.assert_allclose(proj2.transform(X), coords[["x", "y"]].to_numpy(), atol=1e-5)
+    # New windows invalidate the cache key (table version).
+    db.add_embeddings(
+        MODEL, {"recording_id": [0], "start_s": [500.0], "end_s": [505.0], "vector": X[:1]}
+    )
+    fresh, _ = project(db, MODEL, "pca", sample=120, by="recording")
+    assert len(list((db.path / "cache").iterdir())) == 4
+    by_site, _ = project(db, MODEL, "pca", sample=60, by="site")
+    assert by_site.groupby("site").size().tolist() == [30, 30]
+
+
+def test_cluster_windows_cache_and_counts(synth):
+    db = synth.db
+    res = cluster_windows(db, MODEL, k=3)
+    assert len(res.assignments) == db.windows(MODEL).count_rows()
+    assert res.exemplars.groupby("cluster").size().tolist() == [5, 5, 5]
+    assert set(res.counts("site").columns) == {"S0", "S1"}
+    assert set(res.counts("hour").columns) <= {4.0, 5.0, 6.0}
+    n_files = len(list((db.path / "cache").glob("clusters_*")))
+    again = cluster_windows(db, MODEL, k=3)
+    assert again.assignments.equals(res.assignments)
+    assert len(list((db.path / "cache").glob("clusters_*"))) == n_files
+
+
+@pytest.mark.slow
+def test_umap_projection_separates_planted_calls_and_places_new_windows():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 64)) * 3
+    truth = rng.integers(0, 3, 600)
+    X = (centres[truth] + rng.normal(size=(600, 64))).astype(np.float32)
+    proj, xy = fit_projection(X, "umap", seed=0)
+    assert xy.shape == (600, 2)
+    centre_xy = np.stack([xy[truth == k].mean(0) for k in range(3)])
+    new = proj.transform(centres[:1].astype(np.float32) + 0.1)
+    assert np.linalg.norm(centre_xy - new, axis=1).argmin() == 0
