@@ -25,6 +25,7 @@ from explorer.recordings import discover, parse_site, parse_start_time
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call
+MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
 
 
 class IngestError(ValueError):
@@ -231,9 +232,11 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
         try:
             info = audio.probe(path)
         except audio.AudioError as err:
-            db.upsert_recording(audio_root, rel, status="failed", error=str(err), **fields)
-            summary.n_failed += 1
-            summary.failed.append((rel, str(err)))
+            _record_failure(db, summary, audio_root, rel, str(err), fields)
+            continue
+        if info.duration_s < MIN_RECORDING_S:
+            error = f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
+            _record_failure(db, summary, audio_root, rel, error, fields)
             continue
         rid = db.upsert_recording(
             audio_root,
@@ -249,6 +252,12 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
         tasks.append(FileTask(rid, str(path)))
         durations[rid] = info.duration_s
     return tasks, durations
+
+
+def _record_failure(db, summary, audio_root, rel, error, fields) -> None:
+    db.upsert_recording(audio_root, rel, status="failed", error=error, **fields)
+    summary.n_failed += 1
+    summary.failed.append((rel, error))
 
 
 def _expected_windows(duration_s: float, spec) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from explorer.commands import CLIError
@@ -41,6 +42,7 @@ def add_parser(sub) -> None:
         "--allow-untrained", action="store_true", help="accept random weights (testing only)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -82,6 +84,7 @@ def run(args) -> int:
             site=args.site,
             retry_failed=args.retry_failed,
             progress=not args.no_progress,
+            **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
         )
     except (IngestError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None

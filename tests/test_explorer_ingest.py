@@ -1,0 +1,179 @@
+"""Ingest: resumable, crash-safe, tolerant of bad files, re-embeds changed files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import index
+from explorer.ingest import IngestError, embed_archive
+
+SR = 16000
+
+
+def _make_archive(root, n_files=4, seconds=12.0, write=None):
+    rng = np.random.default_rng(0)
+    for i in range(n_files):
+        t = np.arange(int(seconds * SR)) / SR
+        x = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * (500 + 300 * i) * t)
+        site = "A" if i % 2 == 0 else "B"
+        path = root / site / f"{site}_2024061{i}_050000.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, x.astype(np.float32), SR)
+    return root
+
+
+def _windows(db_path, model="spectral"):
+    db = index.connect(db_path)
+    rows = db.windows(model).to_pandas()
+    recs = db.recordings().set_index("recording_id")
+    rows["path"] = recs.loc[rows.recording_id, "path"].to_numpy()
+    return rows.sort_values(["path", "channel", "start_s"]).reset_index(drop=True)
+
+
+def test_embed_then_rerun_is_a_no_op(tmp_path):
+    archive = _make_archive(tmp_path / "archive")
+    s1 = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s1.n_found, s1.n_embedded, s1.n_failed) == (4, 4, 0)
+    # 12 s at 5 s windows: starts 0, 5 and a 2 s tail window at 10 s
+    assert s1.n_windows == 12
+    w1 = _windows(tmp_path / "db.chorus")
+    assert w1.groupby("path").size().tolist() == [3, 3, 3, 3]
+    assert w1.start_s.tolist()[:3] == [0.0, 5.0, 10.0]
+    assert w1.end_s.tolist()[:3] == [5.0, 10.0, 12.0]
+    s2 = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s2.n_embedded, s2.n_skipped, s2.n_windows) == (0, 4, 0)
+    w2 = _windows(tmp_path / "db.chorus")
+    assert w2.window_id.tolist() == w1.window_id.tolist()
+    recs = index.connect(tmp_path / "db.chorus").recordings()
+    assert sorted(recs.site) == ["A", "A", "B", "B"]
+    assert recs.start_time.notna().all()
+
+
+def test_changed_file_is_re_embedded_and_old_windows_removed(tmp_path):
+    archive = _make_archive(tmp_path / "archive")
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    target = sorted(archive.rglob("*.wav"))[0]
+    noise = 0.05 * np.random.default_rng(5).standard_normal(int(20.5 * SR))
+    sf.write(target, noise.astype(np.float32), SR)  # now 4 full windows + 0.5 s tail
+    os.utime(target, (time.time() + 10, time.time() + 10))
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_skipped) == (1, 3)
+    w = _windows(tmp_path / "db.chorus")
+    rel = target.relative_to(archive).as_posix()
+    # the 0.5 s tail is shorter than MIN_TAIL_S: dropped
+    assert w[w.path == rel].start_s.tolist() == [0.0, 5.0, 10.0, 15.0]
+    assert len(w) == 4 + 9
+    assert not w.duplicated(["path", "channel", "start_s"]).any()
+
+
+def test_bad_files_are_recorded_and_skipped(tmp_path, write_audio):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    bad = archive / "bad"
+    bad.mkdir()
+    (bad / "zero.wav").write_bytes(b"")
+    good = write_audio(tmp_path / "tmp.wav", 0.1 * np.ones(SR), SR)
+    (bad / "truncated.wav").write_bytes(good.read_bytes()[:30])
+    (bad / "garbage.wav").write_bytes(os.urandom(5000))
+    nan = np.full(SR * 2, 0.1, np.float32)
+    nan[SR] = np.nan
+    write_audio(bad / "nan.wav", nan, SR, subtype="FLOAT")
+    write_audio(bad / "blip.wav", 0.1 * np.ones(SR // 1000), SR)  # 1 ms
+    surround = 0.1 * np.random.default_rng(1).standard_normal((96000 * 6, 6))
+    write_audio(archive / "C" / "surround.wav", surround, 96000)  # 6 s, 6 channels, 96 kHz: fine
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert s.n_failed == 5 and s.n_embedded == 3
+    failed = {p.split("/")[-1]: e for p, e in s.failed}
+    assert set(failed) == {"zero.wav", "truncated.wav", "garbage.wav", "nan.wav", "blip.wav"}
+    assert "nan" in failed["nan.wav"].lower()
+    recs = index.connect(tmp_path / "db.chorus").recordings()
+    assert (recs.status == "failed").sum() == 5
+    assert recs[recs.status == "failed"].error.str.len().min() > 0
+    w = _windows(tmp_path / "db.chorus")
+    assert set(w.path) == {"A/A_20240610_050000.wav", "B/B_20240611_050000.wav", "C/surround.wav"}
+    assert "failed" in s.line()
+    # failed files are not retried unless asked; then they fail again the same way
+    s2 = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s2.n_embedded, s2.n_skipped, s2.n_failed) == (0, 3, 5)
+    s3 = embed_archive(archive, tmp_path / "db.chorus", progress=False, retry_failed=True)
+    assert (s3.n_embedded, s3.n_failed) == (0, 5)
+    assert len(_windows(tmp_path / "db.chorus")) == len(w)
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(IngestError, match="not found"):
+        embed_archive(tmp_path / "nope", tmp_path / "db.chorus", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IngestError, match="no audio files"):
+        embed_archive(tmp_path / "empty", tmp_path / "db.chorus", progress=False)
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    with pytest.raises(IngestError, match="hop_s"):
+        embed_archive(archive, tmp_path / "db.chorus", hop_s=2.5, progress=False)
+
+
+def test_channels_all_and_workers(tmp_path, write_audio):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        write_audio(
+            tmp_path / "a" / f"st{i}.flac",
+            0.1 * rng.standard_normal((SR * 6, 2)),
+            SR,
+            format="FLAC",
+        )
+    s = embed_archive(
+        tmp_path / "a",
+        tmp_path / "db.chorus",
+        channels="all",
+        workers=2,
+        batch_size=3,
+        progress=False,
+    )
+    assert s.n_embedded == 3
+    w = _windows(tmp_path / "db.chorus")
+    assert sorted(set(w.channel)) == [0, 1]
+    assert len(w) == 3 * 2 * 2  # 3 files x 2 channels x (one 5 s window + 1 s tail)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_windows(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=24, seconds=20.0)
+    reference = tmp_path / "ref.chorus"
+    embed_archive(archive, reference, hop_s=1.0, progress=False)
+    expected = _windows(reference)
+
+    db_path = tmp_path / "db.chorus"
+    cmd = [sys.executable, "-m", "explorer.cli", "embed", str(archive), "--db", str(db_path),
+           "--hop", "1", "--no-progress", "--chunk-windows", "16", "--batch-size", "8"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            n = index.connect(db_path).windows("spectral").count_rows()
+        except Exception:  # table not created yet
+            continue
+        if n >= 48:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = n
+            break
+    proc.wait()
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "run ended before the kill"
+    assert killed_at < len(expected)
+
+    s = embed_archive(archive, db_path, hop_s=1.0, progress=False)
+    assert s.n_skipped + s.n_embedded == 24
+    got = _windows(db_path)
+    assert len(got) == len(expected)
+    assert not got.duplicated(["path", "channel", "start_s"]).any()
+    keys = ["path", "channel", "start_s", "end_s"]
+    assert got[keys].equals(expected[keys])
+    np.testing.assert_allclose(np.stack(got.vector), np.stack(expected.vector), atol=1e-6)
+    assert not got.window_id.duplicated().any()
