@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -116,12 +118,13 @@ def test_alibi_slopes_and_bias():
 
 def test_frame_count_and_stride():
     cfg = a2v.Animal2vecConfig.large()
-    assert cfg.stride == 40 and cfg.frames == 2000
-    with torch.device("meta"):  # shapes only: nothing is allocated or computed
-        fe = a2v.FeatureExtractor(cfg)
+    assert cfg.stride == 40 and cfg.frames == 2000 and cfg.conv_layers[-1][0] == 512
+    # The published kernels, strides and paddings with 4 channels: cheap to run for real.
+    narrow = dataclasses.replace(cfg, conv_layers=tuple((4, k, s) for _, k, s in cfg.conv_layers))
+    fe = a2v.FeatureExtractor(narrow)
+    with torch.inference_mode():
         for seconds, frames in ((10.0, 2000), (1.0, 200), (2.5, 500)):
-            out = fe(torch.zeros(2, int(SR * seconds)))
-            assert tuple(out.shape) == (2, 512, frames)
+            assert tuple(fe(torch.zeros(2, int(SR * seconds))).shape) == (2, 4, frames)
 
 
 def test_small_frontend_gives_2000_frames_of_512_for_10_s():
@@ -132,8 +135,9 @@ def test_small_frontend_gives_2000_frames_of_512_for_10_s():
     x = audio(1, 80_000)
     feats = m.frontend(x)
     assert feats.shape == (1, 2000, 512) and feats.dtype == np.float32
-    emb = m.embed(x)
-    assert emb.shape == (1, 256) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    with torch.inference_mode():  # the transformer on those frames (embed() is tested on tiny)
+        rep = m.model.encode(torch.from_numpy(feats))
+    assert rep.shape == (1, 2000, 256) and torch.isfinite(rep).all()
 
 
 def test_large_parameter_count_matches_spec():
