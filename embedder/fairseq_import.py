@@ -366,7 +366,10 @@ def convert(ckpt: dict, source: str = "checkpoint") -> tuple[dict, dict]:
     if absent:  # the shape cannot be inferred; report what we can
         raise _mismatch(source, absent, unknown)
     head = state.get("head.weight")
-    cfg_dict = infer_config(state, cfg, head_classes=head.shape[0] if head is not None else 0)
+    try:
+        cfg_dict = infer_config(state, cfg, head_classes=head.shape[0] if head is not None else 0)
+    except KeyError as exc:  # a tensor the shape inference needs (e.g. one conv layer's weight)
+        raise _mismatch(source, [_fairseq_name(exc.args[0], prefix)], unknown) from None
     cfg_dict["extra"] = {"imported_from": "fairseq", "finetuned": finetuned}
     alibi = state["alibi_scale"].reshape(-1)  # fairseq (1, 1, H, 1, 1) or (1, 1, 1, 1, 1)
     state["alibi_scale"] = alibi.expand(cfg_dict["heads"]).clone() if alibi.numel() == 1 else alibi

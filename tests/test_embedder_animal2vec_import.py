@@ -179,6 +179,10 @@ def test_missing_block_and_wrong_shape_are_named():
     with pytest.raises(fi.CheckpointError, match=r"context_encoder\.norm\.bias"):
         fi.convert(ckpt)
     ckpt = fairseq_checkpoint(source_model(tiny_config()), finetuned=False)
+    del ckpt["model"][AUDIO + "local_encoder.conv_layers.3.0.weight"]
+    with pytest.raises(fi.CheckpointError, match=r"missing keys: .*conv_layers\.3\.0\.weight"):
+        fi.convert(ckpt)
+    ckpt = fairseq_checkpoint(source_model(tiny_config()), finetuned=False)
     ckpt["model"]["blocks.0.norm1.weight"] = torch.ones(31)
     with pytest.raises(fi.CheckpointError, match=r"blocks\.0\.norm1\.weight \(31,\)"):
         fi.convert(ckpt)
