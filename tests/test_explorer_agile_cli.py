@@ -1,0 +1,172 @@
+"""The agile-loop CLI verbs (label, train, classify, cluster, export) on a synthetic database."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from agile_synth import make_synth_db
+
+from explorer.cli import main
+from index.raven import read_annotations
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_synth_db(tmp_path_factory.mktemp("cli"), n_recordings=6, windows_per_recording=30)
+
+
+def _db(synth) -> str:
+    return str(synth.db.path)
+
+
+def test_label_add_list_remove(synth, capsys):
+    db = _db(synth)
+    path = synth.root / "site0" / "rec00.wav"
+    assert main(["label", "--db", db, "--add", f"{path}@10-12.5", "frog"]) == 0
+    assert "label 1: frog (positive)" in capsys.readouterr().out
+    assert main(["label", "--db", db, "--add", "site1/rec01.wav@0-5", "frog", "--negative"]) == 0
+    capsys.readouterr()
+    assert main(["label", "--db", db, "--list", "--label", "frog", "--format", "csv"]) == 0
+    rows = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert rows["kind"].tolist() == ["positive", "negative"]
+    assert rows["path"].tolist() == ["site0/rec00.wav", "site1/rec01.wav"]
+    assert main(["label", "--db", db, "--remove", "1"]) == 0
+    assert main(["label", "--db", db, "--remove", "2"]) == 0
+    capsys.readouterr()
+    assert main(["label", "--db", db, "--list", "--label", "frog"]) == 0
+    assert capsys.readouterr().out.strip() == "no labels"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--add", "site0/rec00.wav@5-2", "x"], "END must be greater than START"),
+        (["--add", "site0/rec00.wav", "x"], "--add needs FILE@START-END"),
+        (["--add", "ghost.wav@0-1", "x"], "no recording in the database matches"),
+        (["--remove", "999"], "no label with id 999"),
+    ],
+)
+def test_label_errors_exit_2(synth, capsys, argv, message):
+    assert main(["label", "--db", _db(synth), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_import_train_classify_export(synth, tmp_path, capsys):
+    db = _db(synth)
+    owl = synth.truth.query("call_type == 'owl' and recording_id < 4")
+    table = pd.DataFrame(
+        {
+            "Selection": range(1, len(owl) + 1),
+            "Begin Time (s)": owl["start_s"],
+            "End Time (s)": owl["end_s"],
+            "Begin File": owl["path"].str.rsplit("/", n=1).str[-1],
+            "Species": "owl",
+        }
+    )
+    raven = tmp_path / "owl.txt"
+    table.to_csv(raven, sep="\t", index=False)
+    assert main(["label", "--db", db, "--import", str(raven)]) == 0
+    assert f"imported {len(owl)} labels" in capsys.readouterr().out
+
+    assert main(["train", "--db", db, "--label", "owl", "--weak-negatives", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert f"owl: {len(owl)} positive" in out and "AP " in out and "ROC-AUC" in out
+    probe_id = int(out.split("\nprobe ")[1].split()[0])
+
+    det_csv = tmp_path / "det.csv"
+    assert (
+        main(
+            [
+                "classify",
+                "--db",
+                db,
+                "--probe",
+                str(probe_id),
+                "--threshold",
+                "0.5",
+                "--out",
+                str(det_csv),
+            ]
+        )
+        == 0
+    )
+    summary = capsys.readouterr().out
+    det = pd.read_csv(det_csv)
+    assert summary.startswith(f"{len(det)} detections") and (det["score"] >= 0.5).all()
+    assert {"path", "start_s", "end_s", "score"} <= set(det.columns)
+    det_txt = tmp_path / "det.txt"
+    assert (
+        main(
+            [
+                "classify",
+                "--db",
+                db,
+                "--probe",
+                str(probe_id),
+                "--precision",
+                "0.9",
+                "--out",
+                str(det_txt),
+            ]
+        )
+        == 0
+    )
+    assert read_annotations(det_txt)["path"].str.startswith(str(synth.root)).all()
+
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                db,
+                "--detections",
+                str(probe_id),
+                "--format",
+                "raven",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "r").glob("*.selections.txt"))) >= 1
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                db,
+                "--labels",
+                "--format",
+                "parquet",
+                "--out",
+                str(tmp_path / "l.parquet"),
+            ]
+        )
+        == 0
+    )
+    assert len(pd.read_parquet(tmp_path / "l.parquet")) == len(owl)
+    capsys.readouterr()
+    assert main(["classify", "--db", db, "--probe", "77"]) == 2
+    assert "no probe with id 77" in capsys.readouterr().err
+
+
+def test_train_without_positives_exits_2(synth, capsys):
+    assert main(["train", "--db", _db(synth), "--label", "unicorn"]) == 2
+    assert "no 'synth' windows under a positive 'unicorn' label" in capsys.readouterr().err
+
+
+def test_cluster_prints_clusters(synth, tmp_path, capsys):
+    out = tmp_path / "a.csv"
+    assert main(["cluster", "--db", _db(synth), "--k", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("cluster ") >= 3 and "3 clusters over 180 windows" in text
+    assert len(pd.read_csv(out)) == 180
+    assert main(["cluster", "--db", _db(synth), "--k", "500"]) == 2
+    assert "k must be between 1" in capsys.readouterr().err
+
+
+def test_missing_db_exits_2(tmp_path, capsys):
+    assert main(["train", "--db", str(tmp_path / "none"), "--label", "x"]) == 2
+    assert "no Chorus database" in capsys.readouterr().err
