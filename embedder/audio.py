@@ -649,12 +649,12 @@ def iter_windows(
     grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
     if max_windows < 1:
         raise ValueError(f"max_windows must be >= 1, got {max_windows}")
-    labels: list[int] | None = None  # channel number of each row of a block
+    labels: list[int] = []  # channel number of each row of a block
     buf = np.zeros((0, 0), np.float32)  # (C, m) samples from absolute index `off` on
     off = n = k = 0  # buffer start, samples seen, next window index
-    pending: list[tuple[int, np.ndarray]] = []  # (start sample, (C, win) audio)
+    pend = _Pending(max_windows, grid.win)
     for block in read_blocks(path, sample_rate, channels, block_s):  # (C, m)
-        if labels is None:
+        if not labels:
             labels = [-1] if channels == "mix" else list(range(block.shape[0]))
             buf = np.zeros((block.shape[0], 0), np.float32)
         skip = max(0, off - n)  # hop > window: samples before the next start are never used
@@ -662,28 +662,43 @@ def iter_windows(
         buf = np.concatenate([buf, block[:, skip:]], axis=1)
         while grid.start(k) + grid.win <= n:
             s = grid.start(k) - off
-            pending.append((grid.start(k), buf[:, s : s + grid.win].copy()))  # (C, win)
+            pend.add(grid.start(k), buf[:, s : s + grid.win])
             k += 1
-            if len(pending) == max_windows:
-                yield from _batches(pending, labels, grid.win, n, sample_rate)
-                pending = []
+            if pend.full():
+                yield from pend.flush(labels, n, sample_rate)
         # keep only what the next window needs; off may run past n when hop > window
         buf, off = buf[:, grid.start(k) - off :], grid.start(k)
     tail = grid.tail(n, k)
     if tail is not None:
-        w = np.zeros((buf.shape[0], grid.win), np.float32)  # (C, win)
-        w[:, : n - tail] = buf[:, tail - off :]
-        pending.append((tail, w))
-    if pending:
-        yield from _batches(pending, labels, grid.win, n, sample_rate)
+        pend.add(tail, buf[:, tail - off :])  # zero-padded
+    yield from pend.flush(labels, n, sample_rate)
 
 
-def _batches(
-    pending: list[tuple[int, np.ndarray]], labels: list[int], win: int, n: int, sample_rate: int
-) -> Iterator[WindowBatch]:
-    starts = np.array([s for s, _ in pending], np.int64)  # (W,)
-    audio = np.stack([w for _, w in pending], axis=1)  # (C, W, win)
-    start_s = starts / sample_rate
-    end_s = np.minimum(starts + win, n) / sample_rate
-    for c, label in enumerate(labels):
-        yield WindowBatch(label, start_s.copy(), end_s.copy(), audio[c])
+class _Pending:
+    """Windows collected straight into a ``(C, max_windows, win)`` array until a batch is full."""
+
+    def __init__(self, max_windows: int, win: int) -> None:
+        self.max_windows, self.win = max_windows, win
+        self.starts: list[int] = []
+        self.audio: np.ndarray | None = None  # (C, max_windows, win)
+
+    def full(self) -> bool:
+        return len(self.starts) == self.max_windows
+
+    def add(self, start: int, x: np.ndarray) -> None:
+        if self.audio is None:  # a fresh array per batch: yielded batches are never overwritten
+            self.audio = np.zeros((x.shape[0], self.max_windows, self.win), np.float32)
+        self.audio[:, len(self.starts), : x.shape[1]] = x  # (C, m <= win)
+        self.starts.append(start)
+
+    def flush(self, labels: list[int], n: int, sample_rate: int) -> Iterator[WindowBatch]:
+        if not self.starts:
+            return
+        w = len(self.starts)
+        starts = np.array(self.starts, np.int64)  # (W,)
+        start_s, end_s = starts / sample_rate, np.minimum(starts + self.win, n) / sample_rate
+        audio, self.audio, self.starts = self.audio, None, []
+        if w < self.max_windows:  # do not keep a mostly empty batch array alive
+            audio = audio[:, :w].copy()
+        for c, label in enumerate(labels):
+            yield WindowBatch(label, start_s.copy(), end_s.copy(), audio[c, :w])  # (W, win)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -344,3 +346,15 @@ def test_vbr_mp3_without_xing_header_decodes_to_the_end(tmp_path, tone, noise):
     np.testing.assert_allclose(y[delay : delay + len(ref)], ref, atol=1e-6)
     span = audio.load(stripped, sr, start_s=7.0, end_s=7.5)[0]
     np.testing.assert_array_equal(span, y[7 * sr : 7 * sr + sr // 2])
+
+
+def test_streaming_memory_does_not_grow_with_the_file(write_audio, noise):
+    path = write_audio("long.wav", noise(600.0, SR), SR, subtype="PCM_16")  # 38 MB as float32
+    tracemalloc.start()
+    try:
+        n = sum(len(b) for b in audio.iter_windows(path, SR, 1.0, 1.0, max_windows=8, block_s=5.0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == 600
+    assert peak < 3e6  # bytes: a few blocks and one batch, not the 38 MB file
