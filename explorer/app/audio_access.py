@@ -1,0 +1,66 @@
+"""Reading audio for the explorer: only files under the database's registered audio roots.
+
+Paths come from the database (or from a user's pick among its recordings), but the app is a web
+server: a path is resolved (symlinks, ``..``) and must fall inside one of the roots in ``chorus.json``
+before any byte of it is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_CLIP_S = 60.0  # longest span the app reads for one card or query (s)
+MAX_UPLOAD_S = 120.0  # longest uploaded query clip accepted (s)
+CONTEXT_S = 0.0  # extra audio around a window when listening (s)
+
+
+class AudioAccessError(Exception):
+    """A path outside the registered audio roots, or a span the app refuses to read."""
+
+
+def audio_roots(meta: dict) -> list[Path]:
+    """Resolved audio roots listed in a database's ``chorus.json`` metadata."""
+    return [Path(r).resolve() for r in meta.get("audio_roots", [])]
+
+
+def safe_path(path: str | Path, roots: list[Path]) -> Path:
+    """Resolve ``path`` and check it lies under one of ``roots``; raise AudioAccessError if not."""
+    p = Path(path).resolve()
+    if not any(p.is_relative_to(root) for root in roots):
+        raise AudioAccessError(
+            f"{path} is not under the database's audio roots; refusing to read it"
+        )
+    if not p.is_file():
+        raise AudioAccessError(
+            f"audio file {p} is missing (moved or deleted since it was embedded?)"
+        )
+    return p
+
+
+def read_span(
+    path: str | Path,
+    roots: list[Path],
+    start_s: float,
+    end_s: float,
+    sample_rate: int,
+    channel: int = -1,
+) -> np.ndarray:
+    """Audio of one span of a registered file, ``(n,)`` float32 at ``sample_rate``.
+
+    ``channel`` follows the database numbering: -1 = mix of all channels, c >= 0 = channel c.
+    """
+    from embedder.audio import load  # lazy: keeps `index`-only pages free of the decoder import
+
+    if end_s - start_s > MAX_CLIP_S:
+        raise AudioAccessError(
+            f"span {start_s:.1f}-{end_s:.1f} s is longer than {MAX_CLIP_S:.0f} s"
+        )
+    if end_s <= start_s or start_s < 0:
+        raise AudioAccessError(f"bad span {start_s}-{end_s} s")
+    p = safe_path(path, roots)
+    if channel < 0:
+        return load(p, sample_rate, channels="mix", start_s=start_s, end_s=end_s)[0]  # (n,)
+    audio = load(p, sample_rate, channels="all", start_s=start_s, end_s=end_s)  # (C, n)
+    return audio[min(channel, audio.shape[0] - 1)]

@@ -1,0 +1,344 @@
+"""Streamlit-free logic behind the explorer pages: archive summaries, window tables, map points,
+queries and searches. Functions take an open database (``index.connect``) and return plain data, so
+they are cached by ``state.py`` and tested without a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MAP_POINTS = 50_000  # windows sampled for the map
+WINDOW_COLUMNS = ["window_id", "recording_id", "channel", "start_s", "end_s"]
+RECORDING_COLUMNS = ["recording_id", "path", "abs_path", "site", "start_time"]
+SEED = 0
+
+
+def model_names(db) -> list[str]:
+    """Models that have a windows table in the database (sorted)."""
+    tables = set(db.table_names())
+    return [m for m in db.models() if f"embeddings_{m}" in tables]
+
+
+def table_version(db, model: str) -> int:
+    """Version of a model's windows table: the cache key of everything derived from it."""
+    return int(db.windows(model).version)
+
+
+# --------------------------------------------------------------------------------------------------
+# Archive
+
+
+@dataclass
+class ArchiveSummary:
+    recordings: pd.DataFrame  # one row per recording
+    n_recordings: int
+    n_failed: int
+    hours: float  # total duration of decodable recordings (h)
+    sites: list[str]
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+    windows: dict[str, int]  # model -> committed windows
+
+
+def archive_summary(db) -> ArchiveSummary:
+    """Counts shown on the Archive page (cheap: one scan of the recordings table)."""
+    rec = db.recordings()
+    ok = rec[rec["status"] != "failed"] if "status" in rec else rec
+    times = pd.to_datetime(rec["start_time"], errors="coerce") if "start_time" in rec else None
+    sites = sorted(str(s) for s in rec["site"].dropna().unique()) if "site" in rec else []
+    windows = {m: int(db.windows(m).count_rows()) for m in model_names(db)}
+    return ArchiveSummary(
+        recordings=rec,
+        n_recordings=len(rec),
+        n_failed=int(len(rec) - len(ok)),
+        hours=float(ok["duration_s"].fillna(0).sum() / 3600.0) if "duration_s" in ok else 0.0,
+        sites=sites,
+        first=None if times is None or times.isna().all() else times.min(),
+        last=None if times is None or times.isna().all() else times.max(),
+        windows=windows,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows
+
+
+def scan_windows(db, model: str, where: str | None = None) -> pd.DataFrame:
+    """Window rows without their vectors (``WINDOW_COLUMNS``), optionally filtered by SQL."""
+    table = db.windows(model)
+    q = table.search()
+    if where:
+        q = q.where(where)
+    cols = [c for c in WINDOW_COLUMNS if c in table.schema.names]
+    return q.select(cols).limit(None).to_pandas()
+
+
+def windows_by_id(db, model: str, window_ids) -> pd.DataFrame:
+    """Rows of the given windows joined with their recordings, in the order of ``window_ids``."""
+    ids = [int(i) for i in window_ids]
+    if not ids:
+        return with_recordings(pd.DataFrame(columns=WINDOW_COLUMNS), db.recordings())
+    rows = scan_windows(db, model, where=f"window_id IN ({', '.join(map(str, ids))})")
+    rows = rows.set_index("window_id").reindex(ids).dropna(how="all").reset_index()
+    return with_recordings(rows, db.recordings())
+
+
+def with_recordings(windows: pd.DataFrame, recordings: pd.DataFrame) -> pd.DataFrame:
+    """Add path, abs_path, site, start_time, ``hour`` (of day, float) and ``date`` to window rows."""
+    cols = [c for c in RECORDING_COLUMNS if c in recordings.columns]
+    stale = [c for c in cols if c != "recording_id" and c in windows.columns]
+    out = windows.drop(columns=stale).merge(recordings[cols], on="recording_id", how="left")
+    if "start_time" in out:
+        start = pd.to_datetime(out["start_time"], errors="coerce")
+    else:
+        start = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]")
+    when = start + pd.to_timedelta(out["start_s"].astype(float), unit="s")
+    out["hour"] = when.dt.hour + when.dt.minute / 60.0 + when.dt.second / 3600.0
+    out["date"] = when.dt.date
+    return out
+
+
+def map_points(db, model: str, method: str = "pca", n: int = MAP_POINTS) -> pd.DataFrame:
+    """A stratified sample of at most ``n`` windows with 2-D map coordinates ``x``, ``y``.
+
+    The projection itself (and its on-disk cache) is ``index.projection.project``; here the points get
+    the recording columns the map colours and hovers by (site, hour, path).
+    """
+    from index.projection import project
+
+    coords, _ = project(db, model, method=method, sample=int(n))
+    coords = coords.drop(columns=["site"], errors="ignore")
+    return with_recordings(coords, db.recordings())
+
+
+def sample_window_ids(ids: np.ndarray, n: int = MAP_POINTS, seed: int = SEED) -> np.ndarray:
+    """A fixed random sample of at most ``n`` window ids (sorted), the same on every call."""
+    ids = np.asarray(ids)
+    if len(ids) <= n:
+        return np.sort(ids)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(ids, size=n, replace=False))
+
+
+def time_filter(
+    sites: list[str] | None = None,
+    date_range: tuple | None = None,
+    hours: tuple[int, int] | None = None,
+) -> tuple[str | None, callable | None]:
+    """SQL filter on recording columns for search, plus a pandas post-filter for hour of day.
+
+    Sites and dates are pushed into the search's SQL ``where`` (recording columns); the hour of the
+    day depends on start_time + offset, so it is applied to the hits afterwards.
+    """
+    clauses = []
+    if sites:
+        quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sites)
+        clauses.append(f"site IN ({quoted})")
+    if date_range and len(date_range) == 2 and date_range[0] and date_range[1]:
+        lo = pd.Timestamp(date_range[0])
+        hi = pd.Timestamp(date_range[1]) + pd.Timedelta(days=1)
+        clauses.append(f"start_time >= timestamp '{lo}' AND start_time < timestamp '{hi}'")
+    where = " AND ".join(clauses) or None
+    post = None
+    if hours is not None and tuple(hours) != (0, 24):
+        lo_h, hi_h = hours
+
+        def post(df: pd.DataFrame) -> pd.DataFrame:
+            h = df["hour"]
+            return df[(h >= lo_h) & (h < hi_h)]
+
+    return where, post
+
+
+# --------------------------------------------------------------------------------------------------
+# Search
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # refuse bigger query uploads even if Streamlit allows them
+
+
+@dataclass
+class Query:
+    """One example in a search: a positive or negative vector and where it came from."""
+
+    kind: str  # "positive" | "negative"
+    source: str  # e.g. "upload: call.wav" or "rec.wav @ 12.0-17.0 s"
+    vector: np.ndarray  # (dim,)
+
+
+def embed_query(db, model: str, path, start_s: float | None = None, end_s: float | None = None):
+    """Embed a file span the way the database's windows were embedded (``(dim,)`` float32)."""
+    from explorer.ingest import embed_span
+
+    return embed_span(db, model, path, start_s, end_s)
+
+
+def run_search(
+    db,
+    model: str,
+    queries: list[Query],
+    k: int = 20,
+    where: str | None = None,
+    per_recording: int | None = None,
+    post=None,
+) -> pd.DataFrame:
+    """Search with the positive queries (and negatives), joined with recording times.
+
+    Returns the hits with ``hour`` and ``date`` columns, best first; ``post`` filters them further
+    (hour of day), fetching more candidates so that up to ``k`` remain.
+    """
+    pos = [q.vector for q in queries if q.kind == "positive"]
+    neg = [q.vector for q in queries if q.kind == "negative"]
+    if not pos:
+        raise ValueError("add at least one positive example to search")
+    builder = db.search(model, np.stack(pos).astype(np.float32))  # (P, dim)
+    if neg:
+        builder = builder.negatives(np.stack(neg).astype(np.float32))  # (N, dim)
+    if where:
+        builder = builder.where(where)
+    if per_recording:
+        builder = builder.per_recording(int(per_recording))
+    hits = builder.limit(k * 5 if post else k).to_pandas()
+    rec = db.recordings()
+    hits = with_recordings(hits, rec)
+    if post is not None:
+        hits = post(hits)
+    return hits.head(k).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels
+
+
+def labels_version(db) -> int:
+    """Version of the labels table: the cache key of everything derived from labels."""
+    from index.labels import labels_table
+
+    return int(labels_table(db).version)
+
+
+def label_names(db) -> list[str]:
+    """Label names in use, most recent first."""
+    from index.labels import list_labels
+
+    labs = list_labels(db)
+    if labs.empty:
+        return []
+    return labs.sort_values("label_id", ascending=False)["label"].drop_duplicates().tolist()
+
+
+def add_labels(db, rows: pd.DataFrame, label: str, kind: str, source: str) -> int:
+    """Store ``label`` (``kind``) on the time span of each window in ``rows``; return how many."""
+    from index.labels import add_labels as store
+
+    spans = rows[["recording_id", "start_s", "end_s"]].astype(
+        {"recording_id": "int64", "start_s": float, "end_s": float}
+    )
+    return len(store(db, spans.assign(label=label, kind=kind), source=source))
+
+
+def window_labels(db, model: str, windows: pd.DataFrame) -> pd.DataFrame:
+    """``label`` column for ``windows``: the name of a positive label covering it, else None.
+
+    A window covered by positives of several names shows the most recently created one.
+    """
+    from index.labels import assign_windows, list_labels
+
+    out = pd.DataFrame({"window_id": windows["window_id"].to_numpy(), "label": None})
+    labs = list_labels(db, kind="positive")
+    if labs.empty:
+        return out
+    for name, group in labs.sort_values("label_id").groupby("label", sort=False):
+        hit = assign_windows(windows, group)
+        out.loc[out["window_id"].isin(hit["window_id"]), "label"] = name
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes
+
+
+def train_probe(db, model: str, label: str, weak_weight: float, precision: float) -> int:
+    """Train, cross-validate and store a probe for one label; return its probe_id."""
+    from index.probe import train_probe as train
+
+    return train(db, model, label, weak_weight=weak_weight, precision=precision).probe_id
+
+
+def probe_info(db, probe_id: int) -> dict:
+    """label, model, threshold and cross-validated metrics of a stored probe (first label)."""
+    from index.probe import load_probe
+
+    rec = load_probe(db, probe_id)
+    return {
+        "probe_id": rec.probe_id,
+        "label": rec.labels[0],
+        "model": rec.model,
+        "threshold": float(rec.thresholds[0]),
+        "metrics": rec.metrics[0],
+        "training": rec.training,
+    }
+
+
+def probe_scores(db, probe_id: int, vectors: np.ndarray) -> np.ndarray:
+    """Probability of the probe's (first) label for vectors ``(n, dim)`` -> ``(n,)``."""
+    from index.probe import load_probe
+
+    scores = load_probe(db, probe_id).probe.positive_scores(vectors)
+    return np.asarray(scores).reshape(len(vectors), -1)[:, 0]
+
+
+def archive_scores(db, model: str, probe_id: int) -> pd.DataFrame:
+    """window_id and score of every window of ``model`` (one chunked matrix product)."""
+    from index.classify import score_windows
+    from index.probe import load_probe
+
+    rec = load_probe(db, probe_id)
+    meta, scores = score_windows(db, model, rec.probe.coef_, rec.probe.intercept_)
+    return meta[["window_id"]].assign(score=scores[:, 0])
+
+
+def review_queue(db, model: str, probe_id: int, strategy: str, n: int) -> pd.DataFrame:
+    """Windows to review next (not yet labelled with the probe's label), as card rows."""
+    from index.classify import review_queue as queue
+
+    q = queue(db, probe_id, strategy=strategy, n=n)
+    rows = windows_by_id(db, model, q["window_id"].tolist())
+    return rows.merge(q[["window_id", "score"]], on="window_id", how="left")
+
+
+def detections(db, probe_id: int, threshold: float) -> pd.DataFrame:
+    """Merged detections at ``threshold`` (not stored: the app only offers them for download)."""
+    from index.classify import classify
+
+    return classify(db, probe_id, threshold=threshold, store=False)
+
+
+def detections_csv(det: pd.DataFrame) -> bytes:
+    from index.export import DETECTION_COLUMNS
+
+    return det[[c for c in DETECTION_COLUMNS if c in det.columns]].to_csv(index=False).encode()
+
+
+def detections_raven(det: pd.DataFrame) -> bytes:
+    """A zip of Raven selection tables, one per recording, pointing into the original files."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    from index.export import DETECTION_COLUMNS, write_rows
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="chorus-raven-") as tmp:
+        files = write_rows(det, Path(tmp) / "raven", "raven", DETECTION_COLUMNS, ("score",), "")
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, f.name)
+    return buf.getvalue()
+
+
+def fmt_metric(value) -> str:
+    return "–" if value is None else f"{value:.3f}"

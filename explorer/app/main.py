@@ -1,0 +1,41 @@
+"""Entry point of the Chorus explorer: ``streamlit run explorer/app/main.py -- --db survey.chorus``.
+
+The database path comes from ``--db`` after Streamlit's ``--`` (or the ``CHORUS_DB`` environment
+variable, used by tests); each page is a short script under ``pages/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run` puts this file's folder, not the repository, on sys.path.
+_REPO = Path(__file__).resolve().parents[2]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from explorer.app import state  # noqa: E402
+
+PAGES = Path(__file__).resolve().parent / "pages"
+
+st.set_page_config(page_title="Chorus explorer", layout="wide")
+state.init_db_path(sys.argv[1:])
+db_path = state.db_path()
+if db_path is None:
+    st.error("No database given: start the app with `chorus explore --db survey.chorus`.")
+    st.stop()
+
+nav = st.navigation(
+    [
+        st.Page(PAGES / "archive.py", title="Archive", icon=":material/inventory_2:", default=True),
+        st.Page(PAGES / "map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page(PAGES / "search.py", title="Search", icon=":material/search:"),
+        st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
+        st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    ]
+)
+st.sidebar.caption(f"Database: `{db_path}`")
+state.sidebar_model_picker()
+nav.run()

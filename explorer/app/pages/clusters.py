@@ -1,0 +1,41 @@
+"""Clusters: group unlabelled windows, see how clusters spread over sites and hours, listen to each
+cluster's exemplars and label a whole cluster at once."""
+
+import streamlit as st
+
+from explorer import plots
+from explorer.app import backend, state, widgets
+
+st.title("Clusters")
+model = state.require_model()
+version = backend.table_version(state.db(), model)
+
+with st.form("cluster_form"):
+    c1, c2 = st.columns(2)
+    method = c1.radio("Method", ["kmeans", "hdbscan"], horizontal=True, key="cl_method")
+    k = c2.number_input("Clusters (k-means)", 2, 500, 20, key="cl_k")
+    if st.form_submit_button("Run clustering", type="primary"):
+        st.session_state["cluster_params"] = (model, version, method, int(k))
+
+res = state.current_clusters()
+if res is None:
+    st.info("Run a clustering to browse it.")
+    st.stop()
+
+sizes = res.assignments["cluster"].value_counts()
+st.write(f"{len(sizes)} clusters over {len(res.assignments):,} windows ({res.params['method']}).")
+by = st.radio("Counts by", ["site", "hour"], horizontal=True, key="cl_by")
+st.plotly_chart(plots.cluster_counts(res.assignments, by=by), width="stretch")
+
+options = [int(c) for c in sizes.index]
+cluster = st.selectbox(
+    "Cluster", options, format_func=lambda c: f"{c} ({sizes[c]:,} windows)", key="cl_pick"
+)
+members = res.assignments[res.assignments["cluster"] == cluster]
+exemplar_ids = res.exemplars.loc[res.exemplars["cluster"] == cluster, "window_id"].tolist()
+label = widgets.label_picker("cl_label")
+st.write(f"Label all {len(members):,} windows of cluster {cluster}:")
+widgets.label_buttons(members, label, f"cl_bulk_{cluster}", bulk=True)
+st.subheader("Exemplars (closest to the cluster centre)")
+rows = state.selected_rows(model, tuple(int(i) for i in exemplar_ids))
+widgets.card_grid(rows, label, f"cl_card_{cluster}", score_col=None)

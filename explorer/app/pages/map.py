@@ -1,0 +1,48 @@
+"""Map: every window as a point (PCA or UMAP of a sample), coloured by site, hour, cluster, label or
+probe score. Draw a box or lasso around points to list them, listen, see spectrograms, label them."""
+
+import streamlit as st
+
+from explorer import plots
+from explorer.app import backend, state, widgets
+
+MAX_CARDS = 12  # selected windows shown as cards (all of them go in the table and the bulk label)
+
+st.title("Map")
+model = state.require_model()
+c1, c2, c3 = st.columns([1, 1, 2])
+method = c1.radio("Projection", ["pca", "umap"], horizontal=True, key="map_method")
+n = c2.select_slider("Points", [1_000, 5_000, 20_000, 50_000], 50_000, key="map_n")
+colour = c3.radio(
+    "Colour by", ["site", "hour", "cluster", "label", "score"], horizontal=True, key="map_colour"
+)
+
+version = backend.table_version(state.db(), model)
+fig, note, n_points = state.map_figure(model, version, method, n, colour)
+if note:
+    st.caption(note)
+event = st.plotly_chart(
+    fig,
+    on_select="rerun",
+    selection_mode=("box", "lasso"),
+    key="map_chart",
+    width="stretch",
+)
+st.caption(f"{n_points:,} windows shown. Box- or lasso-select points to listen and label them.")
+
+ids = plots.selected_window_ids(event.selection if event else None)
+if ids:
+    rows = state.selected_rows(model, tuple(ids))
+    st.subheader(f"{len(rows)} selected windows")
+    label = widgets.label_picker("map_label")
+    st.write("Label all selected windows:")
+    widgets.label_buttons(rows, label, "map_bulk", bulk=True)
+    st.dataframe(
+        rows[["window_id", "path", "site", "start_s", "end_s", "hour"]],
+        hide_index=True,
+        width="stretch",
+        height=200,
+    )
+    if len(rows) > MAX_CARDS:
+        st.caption(f"Listening to the first {MAX_CARDS} of {len(rows)}.")
+    widgets.card_grid(rows.head(MAX_CARDS), label, "map_card", score_col=None)

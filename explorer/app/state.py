@@ -1,0 +1,297 @@
+"""Streamlit glue: where the database path lives, cached resources (database, models) and cached
+results (summaries, map points, audio clips, spectrograms). Pages call these and draw.
+
+Cache keys carry the table versions they derive from, so a new label or new windows invalidate only
+what depends on them: a label click refreshes the label colouring, never the projection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer import plots
+from explorer.app import audio_access, backend
+
+ENV_DB = "CHORUS_DB"  # database path when no --db is given (tests)
+PLAYBACK_SR = (
+    22050  # Hz: sample rate of clips played and drawn in cards (enough for birds < 11 kHz)
+)
+CARD_SIZE = (320, 120)  # spectrogram card (width, height) px
+
+
+def init_db_path(argv: list[str]) -> None:
+    """Remember the database path given after ``--`` (``--db PATH``) or in ``CHORUS_DB``."""
+    if "db_path" in st.session_state:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db")
+    args, _ = parser.parse_known_args(argv)
+    st.session_state["db_path"] = args.db or os.environ.get(ENV_DB)
+
+
+def db_path() -> str | None:
+    return st.session_state.get("db_path")
+
+
+@st.cache_resource(show_spinner=False)
+def _connect(path: str):
+    import index
+
+    return index.connect(path)
+
+
+def db():
+    """The open database of this session (one connection per path, shared across sessions)."""
+    return _connect(db_path())
+
+
+def sidebar_model_picker() -> None:
+    """Model selector shared by all pages; the choice lives in ``st.session_state["model"]``.
+
+    The widget has its own key so the choice survives pages that do not draw the sidebar.
+    """
+    names = backend.model_names(db())
+    if not names:
+        st.sidebar.warning("No embeddings yet: run `chorus embed` first.")
+        return
+    current = model()
+    st.sidebar.selectbox(
+        "Embedding model",
+        names,
+        index=names.index(current) if current in names else 0,
+        key="_model_picker",
+        on_change=lambda: st.session_state.update(model=st.session_state["_model_picker"]),
+    )
+
+
+def model() -> str | None:
+    """The chosen model, defaulting to the first one with windows."""
+    name = st.session_state.get("model")
+    if name is None:
+        names = backend.model_names(db())
+        name = st.session_state["model"] = names[0] if names else None
+    return name
+
+
+def require_model() -> str:
+    """The selected model, or stop the page with a hint."""
+    name = model()
+    if name is None:
+        st.info("This database has no embeddings yet: run `chorus embed ARCHIVE --db ...` first.")
+        st.stop()
+    return name
+
+
+def roots() -> list:
+    return audio_access.audio_roots(db().meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached results (arguments starting with "_" are not hashed; the path/version arguments key them)
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def archive_summary(path: str) -> backend.ArchiveSummary:
+    return backend.archive_summary(_connect(path))
+
+
+@st.cache_data(show_spinner="Projecting windows…", max_entries=8)
+def map_points(path: str, model: str, version: int, method: str, n: int) -> pd.DataFrame:
+    """Sampled windows with 2-D coordinates; only a new windows table version recomputes it."""
+    return backend.map_points(_connect(path), model, method, n)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def clip(path: str, abs_path: str, start_s: float, end_s: float, channel: int) -> np.ndarray:
+    """Audio of a window from its original file at ``PLAYBACK_SR``."""
+    return audio_access.read_span(
+        abs_path, roots(), start_s, end_s, PLAYBACK_SR, int(channel) if channel == channel else -1
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def card_png(path: str, abs_path: str, start_s: float, end_s: float, channel: int) -> bytes:
+    audio = clip(path, abs_path, start_s, end_s, channel)
+    return plots.spectrogram_png(audio, PLAYBACK_SR, size=CARD_SIZE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Search session: the list of query examples and the last hits
+
+
+def queries() -> list[backend.Query]:
+    return st.session_state.setdefault("queries", [])
+
+
+def add_query(kind: str, source: str, vector: np.ndarray) -> None:
+    queries().append(backend.Query(kind, source, np.asarray(vector, np.float32)))
+    st.session_state.pop("hits", None)
+
+
+def add_upload_query(upload, kind: str) -> None:
+    """Embed an uploaded clip (size- and length-checked) and add it to the queries."""
+    import tempfile
+    from pathlib import Path
+
+    from embedder.audio import probe
+
+    data = upload.getvalue()
+    if len(data) > backend.MAX_UPLOAD_BYTES:
+        raise audio_access.AudioAccessError(
+            f"{upload.name} is {len(data) / 2**20:.0f} MB; the limit is "
+            f"{backend.MAX_UPLOAD_BYTES / 2**20:.0f} MB"
+        )
+    suffix = Path(upload.name).suffix[:8]
+    with tempfile.TemporaryDirectory(prefix="chorus-upload-") as tmp:
+        path = Path(tmp) / f"query{suffix}"
+        path.write_bytes(data)
+        info = probe(path)
+        if info.duration_s > audio_access.MAX_UPLOAD_S:
+            raise audio_access.AudioAccessError(
+                f"{upload.name} lasts {info.duration_s:.0f} s; upload at most "
+                f"{audio_access.MAX_UPLOAD_S:.0f} s (cut the call you want to find)"
+            )
+        vec = backend.embed_query(db(), require_model(), path)
+    add_query(kind, f"upload: {upload.name}", vec)
+
+
+def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, kind: str) -> None:
+    """Embed a span of a registered recording and add it to the queries."""
+    p = audio_access.safe_path(abs_path, roots())
+    vec = backend.embed_query(db(), require_model(), p, start_s, end_s)
+    add_query(kind, f"{rel_path} @ {start_s:.1f}–{end_s:.1f} s", vec)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def recording_view(path: str, abs_path: str, start_s: float, end_s: float) -> np.ndarray:
+    """Audio of a stretch of a recording for the span picker (mono, ``PLAYBACK_SR``)."""
+    return audio_access.read_span(abs_path, roots(), start_s, end_s, PLAYBACK_SR)
+
+
+# --------------------------------------------------------------------------------------------------
+# Clusters, labels and probe scores (overlays on the map; each keyed by its own version)
+
+
+@st.cache_data(show_spinner="Clustering…", max_entries=8)
+def clusters(path: str, model: str, version: int, method: str, k: int):
+    from index.cluster import cluster_windows
+
+    return cluster_windows(_connect(path), model, method=method, k=int(k))
+
+
+def current_clusters():
+    """The clustering last run on the Clusters page for the current model, or None."""
+    params = st.session_state.get("cluster_params")
+    if not params or params[0] != model():
+        return None
+    return clusters(db_path(), *params)
+
+
+def labels_version() -> int:
+    """Version of the labels table: label overlays and review queues are keyed by it."""
+    return backend.labels_version(db())
+
+
+def _overlay_key(colour: str):
+    """What the colouring depends on besides the windows: labels, clustering or probe."""
+    if colour == "label":
+        return ("labels", labels_version())
+    if colour == "cluster":
+        return ("clusters", st.session_state.get("cluster_params"))
+    if colour == "score":
+        return ("probe", st.session_state.get("probe_id"))
+    return None
+
+
+@st.cache_data(show_spinner="Drawing the map…", max_entries=16)
+def _map_figure(path, model, version, method, n, colour, overlay_key):
+    points = map_points(path, model, version, method, n)
+    db_ = _connect(path)
+    note = None
+    if colour == "label":
+        points = points.assign(label=backend.window_labels(db_, model, points)["label"].to_numpy())
+    elif colour == "cluster":
+        params = overlay_key[1]
+        if params and params[0] == model:
+            res = clusters(path, *params)
+            cl = res.assignments.set_index("window_id")["cluster"]
+            points = points.assign(cluster=points["window_id"].map(cl))
+        else:
+            note, colour = "No clustering yet: run one on the Clusters page.", None
+    elif colour == "score":
+        probe_id = overlay_key[1]
+        if probe_id is not None:
+            _, vecs = db_.vectors(model, points["window_id"].to_numpy())
+            points = points.assign(score=backend.probe_scores(db_, probe_id, vecs))
+        else:
+            note, colour = "No probe yet: train one on the Classify page.", None
+    fig = plots.scatter_map(points, color=colour)
+    return fig, note, len(points)
+
+
+def map_figure(model: str, version: int, method: str, n: int, colour: str):
+    """(figure, note, n_points) of the map; a label write redraws only a label-coloured map."""
+    return _map_figure(db_path(), model, version, method, n, colour, _overlay_key(colour))
+
+
+def selected_rows(model: str, ids: tuple) -> pd.DataFrame:
+    """Windows picked on the map, with their recordings (read once per selection)."""
+    return _selected_rows(db_path(), model, ids)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _selected_rows(path: str, model: str, ids: tuple) -> pd.DataFrame:
+    return backend.windows_by_id(_connect(path), model, list(ids))
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes
+
+
+def train_probe(model: str, label: str, weak_weight: float, precision: float) -> int:
+    return backend.train_probe(db(), model, label, weak_weight, precision)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _probe_info(path: str, probe_id: int) -> dict:
+    return backend.probe_info(_connect(path), probe_id)
+
+
+def probe_info(probe_id: int) -> dict:
+    return _probe_info(db_path(), int(probe_id))
+
+
+@st.cache_data(show_spinner="Scoring the archive…", max_entries=8)
+def _archive_scores(path: str, model: str, version: int, probe_id: int) -> pd.DataFrame:
+    return backend.archive_scores(_connect(path), model, probe_id)
+
+
+def archive_scores(model: str, probe_id: int) -> pd.DataFrame:
+    version = backend.table_version(db(), model)
+    return _archive_scores(db_path(), model, version, int(probe_id))
+
+
+@st.cache_data(show_spinner="Choosing windows to review…", max_entries=32)
+def _review_queue(path, model, version, labels_version, probe_id, strategy, n) -> pd.DataFrame:
+    return backend.review_queue(_connect(path), model, probe_id, strategy, n)
+
+
+def review_queue(model: str, probe_id: int, strategy: str, n: int) -> pd.DataFrame:
+    """Review queue; a label written from it refreshes it (labelled windows leave the queue)."""
+    version = backend.table_version(db(), model)
+    return _review_queue(db_path(), model, version, labels_version(), int(probe_id), strategy, n)
+
+
+@st.cache_data(show_spinner="Collecting detections…", max_entries=16)
+def _detections(path: str, version: int, probe_id: int, threshold: float) -> pd.DataFrame:
+    return backend.detections(_connect(path), probe_id, threshold)
+
+
+def detections(model: str, probe_id: int, threshold: float) -> pd.DataFrame:
+    version = backend.table_version(db(), model)
+    return _detections(db_path(), version, int(probe_id), float(threshold))
