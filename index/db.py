@@ -113,6 +113,7 @@ class Database:
         self._conn = lancedb.connect(
             str(self.path / LANCE_DIR), read_consistency_interval=_dt.timedelta(0)
         )
+        self._tables: dict = {}  # name -> LanceTable handle
         self._next_id: dict[str, int] = {}  # per-model in-process id high-water mark
         self._snapshots: dict[str, Snapshot] = {}
         self._recordings_cache: tuple[int, pd.DataFrame] | None = None
@@ -191,21 +192,32 @@ class Database:
         return sorted(self._conn.list_tables().tables)
 
     def _has_table(self, name: str) -> bool:
-        return name in self.table_names()
+        return self._cached_table(name) is not None
+
+    def _cached_table(self, name: str):
+        """Open table handle, kept per name: with read consistency 0 a handle always reads
+        the latest version, and listing tables costs milliseconds per call."""
+        tbl = self._tables.get(name)
+        if tbl is None and name in self.table_names():
+            tbl = self._tables[name] = self._conn.open_table(name)
+        return tbl
 
     def open_table(self, name: str, schema: pa.Schema | None = None):
         """Open LanceDB table ``name``; create it empty with ``schema`` if missing.
 
         Raises KeyError if the table is missing and no schema is given.
         """
-        if self._has_table(name):
-            return self._conn.open_table(name)
+        tbl = self._cached_table(name)
+        if tbl is not None:
+            return tbl
         if schema is None:
             raise KeyError(f"no table {name!r} in {self.path} (tables: {self.table_names()})")
         try:
-            return self._conn.create_table(name, schema=schema)
+            tbl = self._conn.create_table(name, schema=schema)
         except (ValueError, OSError):  # created meanwhile by another handle
-            return self._conn.open_table(name)
+            tbl = self._conn.open_table(name)
+        self._tables[name] = tbl
+        return tbl
 
     def optimize(self) -> None:
         """Compact small fragments left by many small commits (safe; keeps the latest data)."""
@@ -228,6 +240,17 @@ class Database:
             ]
             self._recordings_cache = (version, df)
         return self._recordings_cache[1]
+
+    def _recordings_lookup(self) -> dict:
+        """Recording columns as arrays sorted by recording_id (cached per table version)."""
+        df = self._recordings_frame()
+        if getattr(self, "_lookup_for", None) is not df:
+            self._lookup = {
+                c: df[c].to_numpy() for c in ("recording_id", "path", "abs_path", "site")
+            }
+            self._lookup["start_time"] = df["start_time"].to_numpy(dtype="datetime64[us]")
+            self._lookup_for = df
+        return self._lookup
 
     def recordings(self, status: str | None = None) -> pd.DataFrame:
         """All recordings (optionally of one ``status``), sorted by recording_id.
@@ -338,8 +361,9 @@ class Database:
     def _embeddings_table(self, model: str, dim: int | None = None):
         """Open ``embeddings_<model>``; create it if ``dim`` is given, else KeyError if missing."""
         name = embeddings_table_name(model)
-        if self._has_table(name):
-            return self._conn.open_table(name)
+        tbl = self._cached_table(name)
+        if tbl is not None:
+            return tbl
         if dim is None:
             raise KeyError(
                 f"no embeddings for model {model!r} in {self.path} (models: {self.models()})"
@@ -384,7 +408,8 @@ class Database:
             ``start_s``, ``end_s`` (float seconds), ``vector`` ((n, dim) array, list column or
             fixed-size list) and optional ``channel`` (int, -1 = mix, default).
 
-        Vectors are L2-normalised before storage (their norm is kept in column ``norm``).
+        Vectors are L2-normalised before storage (their norm is kept in column ``norm``);
+        all-zero vectors (e.g. digital silence) are stored as zeros with norm 0.
         The first call creates the table with the vectors' dimension; later calls must match.
         """
         check_model_name(model)
@@ -396,7 +421,7 @@ class Database:
             return np.empty(0, np.int64)
         tbl = self._embeddings_table(model, dim=cols["vector"].shape[1])
         vtype = tbl.schema.field("vector").type
-        unit, norms = _rows.normalise(cols["vector"])  # (n, dim), (n,)
+        unit, norms = _rows.normalise(cols["vector"], allow_zero=True)  # (n, dim), (n,)
         ids = self._reserve_window_ids(model, n)
         flat = pa.array(unit.astype(vtype.value_type.to_pandas_dtype()).ravel(), vtype.value_type)
         table = pa.table(

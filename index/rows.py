@@ -61,8 +61,12 @@ def vectors_to_numpy(col) -> np.ndarray:
     return np.asarray(np.stack([np.asarray(v, np.float32).ravel() for v in items]))  # (n, d)
 
 
-def normalise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """L2-normalise rows of (n, d) float32; return (unit vectors, norms (n,)). Zero rows raise."""
+def normalise(vectors: np.ndarray, allow_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalise rows of (n, d) float32; return (unit vectors, norms (n,)).
+
+    Zero rows raise unless ``allow_zero``, when they stay zero (norm 0): silence can embed
+    to an all-zero vector, which then scores 0 against every query.
+    """
     v = np.asarray(vectors, np.float32)
     if v.ndim == 1:
         v = v[None, :]  # (1, d)
@@ -70,10 +74,13 @@ def normalise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
         raise ValueError(f"vector at row {bad} contains NaN or infinite values")
     norms = np.linalg.norm(v, axis=1)  # (n,)
-    if (norms < NORM_EPS).any():
-        bad = int(np.flatnonzero(norms < NORM_EPS)[0])
+    zero = norms < NORM_EPS
+    if zero.any() and not allow_zero:
+        bad = int(np.flatnonzero(zero)[0])
         raise ValueError(f"vector at row {bad} has zero length and cannot be L2-normalised")
-    return (v / norms[:, None]).astype(np.float32), norms.astype(np.float32)
+    unit = v / np.where(zero, 1.0, norms)[:, None]
+    unit[zero] = 0.0
+    return unit.astype(np.float32), np.where(zero, 0.0, norms).astype(np.float32)
 
 
 def _numeric(cols: dict, name: str, dtype, n: int) -> np.ndarray:

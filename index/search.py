@@ -210,21 +210,34 @@ class SearchBuilder:
         return np.asarray(keep, np.int64)
 
     def _frame(self, snap, scores: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
-        hits = pd.DataFrame(
+        rid = snap.recording_id[offsets]
+        rec = self._db._recordings_lookup()
+        at = np.minimum(
+            np.searchsorted(rec["recording_id"], rid), max(len(rec["recording_id"]) - 1, 0)
+        )
+        known = (
+            rec["recording_id"][at] == rid if len(rec["recording_id"]) else np.zeros(len(rid), bool)
+        )
+
+        def col(name, missing):
+            values = rec[name][at] if len(rec[name]) else np.empty(len(rid), rec[name].dtype)
+            return np.where(known, values, missing)
+
+        return pd.DataFrame(
             {
                 "window_id": snap.window_id[offsets],
-                "recording_id": snap.recording_id[offsets],
+                "recording_id": rid,
+                "path": col("path", None),
+                "abs_path": col("abs_path", None),
+                "site": col("site", None),
+                "start_time": col("start_time", np.datetime64("NaT", "us")),
                 "channel": snap.channel[offsets],
                 "start_s": snap.start_s[offsets],
                 "end_s": snap.end_s[offsets],
                 "score": scores.astype(np.float32),
-            }
+            },
+            columns=RESULT_COLUMNS,
         )
-        recs = self._db._recordings_frame()[
-            ["recording_id", "path", "abs_path", "site", "start_time"]
-        ]
-        out = hits.merge(recs, on="recording_id", how="left")
-        return out[RESULT_COLUMNS].reset_index(drop=True)
 
 
 class _Engine:

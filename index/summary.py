@@ -13,10 +13,10 @@ def database_info(db) -> dict:
 
     Returns
     -------
-    dict with keys path, schema_version, created, updated, audio_roots, recordings, failed,
-    failed_files (list of {path, error}, at most 20), hours, sites (sorted list),
-    date_range ([first, last] ISO strings or None), models ({name: {windows, recordings_done,
-    dim, vector_dtype, index}}).
+    dict with keys path, schema_version, created, updated, audio_roots, n_recordings (readable
+    ones), hours, n_failed, failed (list of {path, error}), sites (sorted list), date_min,
+    date_max (ISO strings or None) and models: {name: {n_windows, n_recordings_done, dim,
+    vector_dtype, config, index (one-line description), index_state (dict)}}.
     """
     meta = db.meta
     recs = db.recordings()
@@ -29,32 +29,47 @@ def database_info(db) -> dict:
         "created": meta.get("created"),
         "updated": meta.get("updated"),
         "audio_roots": meta.get("audio_roots", []),
-        "recordings": int(len(ok)),
-        "failed": int(len(failed)),
-        "failed_files": [
-            {"path": p, "error": e}
-            for p, e in zip(failed["abs_path"][:20], failed["error"][:20], strict=True)
-        ],
+        "n_recordings": int(len(ok)),
         "hours": float(ok["duration_s"].fillna(0).sum() / 3600.0),
+        "n_failed": int(len(failed)),
+        "failed": [
+            {"path": p, "error": e}
+            for p, e in zip(failed["abs_path"], failed["error"], strict=True)
+        ],
         "sites": sorted(str(s) for s in ok["site"].dropna().unique()),
-        "date_range": (
-            [starts.min().isoformat(), starts.max().isoformat()] if len(starts) else None
-        ),
+        "date_min": starts.min().isoformat() if len(starts) else None,
+        "date_max": starts.max().isoformat() if len(starts) else None,
         "models": {},
     }
     for model in db.models():
-        entry = {"config": meta.get("models", {}).get(model, {})}
-        try:
-            tbl = db.windows(model)
-        except KeyError:
-            entry.update(windows=0, recordings_done=0, index={"state": "none"})
-            info["models"][model] = entry
-            continue
-        entry["windows"] = int(tbl.count_rows())
-        entry["dim"] = db.model_dim(model)
-        vtype = tbl.schema.field("vector").type.value_type
-        entry["vector_dtype"] = "float16" if vtype == pa.float16() else "float32"
-        entry["recordings_done"] = int(len(db.done_recordings(model)))
-        entry["index"] = db.index_state(model)
-        info["models"][model] = entry
+        info["models"][model] = _model_info(db, model, meta.get("models", {}).get(model, {}))
     return info
+
+
+def _model_info(db, model: str, config: dict) -> dict:
+    entry = {"config": config, "n_windows": 0, "n_recordings_done": 0}
+    try:
+        tbl = db.windows(model)
+    except KeyError:
+        entry.update(index="none", index_state={"state": "none"})
+        return entry
+    vtype = tbl.schema.field("vector").type.value_type
+    state = db.index_state(model)
+    entry.update(
+        n_windows=int(tbl.count_rows()),
+        n_recordings_done=int(len(db.done_recordings(model))),
+        dim=db.model_dim(model),
+        vector_dtype="float16" if vtype == pa.float16() else "float32",
+        index=_describe(state),
+        index_state=state,
+    )
+    return entry
+
+
+def _describe(state: dict) -> str:
+    if state["state"] == "none":
+        return "none (exact search; build with db.build_index)"
+    text = f"{state['factory']} over {state['n_vectors']} windows, {state['state']}"
+    if state["state"] == "stale":
+        text += f" (+{state['new_windows']} new, -{state['deleted_windows']} deleted)"
+    return text

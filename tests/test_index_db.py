@@ -119,7 +119,6 @@ def test_add_embeddings_round_trip_normalises(db):
         (lambda r: r.drop(columns=["end_s"]), "lack column"),
         (lambda r: r.assign(window_id=1), "window ids are assigned"),
         (lambda r: r.assign(vector=list(np.ones((len(r), DIM + 1)))), "dimensions"),
-        (lambda r: r.assign(vector=list(np.zeros((len(r), DIM)))), "zero length"),
         (lambda r: r.assign(vector=list(np.full((len(r), DIM), np.nan))), "NaN"),
         (lambda r: r.assign(end_s=r["start_s"] - 1), "start_s <= end_s"),
         (lambda r: r.assign(recording_id="x"), "recording_id"),
@@ -178,6 +177,18 @@ def test_begin_finish_recording_crash_and_rerun(db, tmp_path):
     assert again.windows("m").count_rows("recording_id = 0") == 0
 
 
+def test_zero_vectors_are_stored_as_zero(db):
+    rows = _rows(0, 3)
+    rows.at[1, "vector"] = np.zeros(DIM, np.float32)  # digital silence
+    ids = db.add_embeddings("m", rows)
+    _, vec = db.vectors("m", ids)
+    assert not vec[1].any() and np.linalg.norm(vec[0]) == pytest.approx(1.0)
+    hits = db.search("m", np.stack(rows["vector"])[0]).exact().limit(3).to_pandas()
+    assert hits.set_index("window_id").loc[ids[1], "score"] == 0.0
+    with pytest.raises(ValueError, match="zero length"):
+        db.search("m", np.zeros(DIM)).to_pandas()
+
+
 def test_delete_recording_removes_windows_and_progress(db):
     db.add_embeddings("m", _rows(0, 3))
     db.add_embeddings("m", _rows(1, 2))
@@ -210,14 +221,19 @@ def test_info_summary(db, tmp_path):
     db.add_embeddings("m", _rows(0, 5))
     db.finish_recording("m", 0, 5)
     info = db.info()
-    assert (info["recordings"], info["failed"]) == (2, 1)
+    assert (info["n_recordings"], info["n_failed"]) == (2, 1)
     assert info["hours"] == pytest.approx(1.5)
     assert info["sites"] == ["A", "B"]
-    assert info["date_range"] == ["2024-01-02T03:00:00", "2024-02-03T04:00:00"]
-    assert info["failed_files"][0]["error"] == "cannot decode"
+    assert (info["date_min"], info["date_max"]) == ("2024-01-02T03:00:00", "2024-02-03T04:00:00")
+    assert info["failed"][0]["error"] == "cannot decode"
+    assert info["failed"][0]["path"].endswith("bad.wav")
     m = info["models"]["m"]
-    assert (m["windows"], m["recordings_done"], m["dim"]) == (5, 1, DIM)
-    assert m["index"]["state"] == "none"
+    assert (m["n_windows"], m["n_recordings_done"], m["dim"]) == (5, 1, DIM)
+    assert m["index_state"]["state"] == "none" and m["index"].startswith("none")
+    db.add_embeddings("m", _rows(1, 2))
+    db.build_index("m")
+    db.add_embeddings("m", _rows(1, 1))
+    assert db.info()["models"]["m"]["index"] == "Flat over 7 windows, stale (+1 new, -0 deleted)"
 
 
 def test_index_package_does_not_import_torch():
