@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index.projection import cache_dir, cache_key, fit_pca, window_meta
+from index.projection import PCA_FIT_ROWS, cache_dir, cache_key, fit_pca, window_meta
 
 PCA_DIM = 64  # dimensions kept before k-means
 HDBSCAN_PCA_DIM = 16  # density estimates need fewer dimensions still
@@ -47,7 +47,7 @@ def cluster_vectors(
     n_exemplars: int = N_EXEMPLARS,
     seed: int = 0,
 ) -> Clustering:
-    """Cluster X (n, d).
+    """Cluster X (n, d): PCA, then ``cluster_reduced``.
 
     Parameters
     ----------
@@ -55,21 +55,67 @@ def cluster_vectors(
     pca_dim : dimensions after PCA (default PCA_DIM for k-means, HDBSCAN_PCA_DIM for HDBSCAN)
     min_cluster_size : HDBSCAN's smallest cluster (default: max(5, n_fit // 200))
     """
+    _check(method, k, len(X))
+    Z = fit_pca(X, reduced_dim(method, pca_dim, X.shape[1]), seed=seed).transform(X)  # (n, p)
+    return cluster_reduced(Z, method, k, min_cluster_size, n_exemplars, seed)
+
+
+def _check(method: str, k: int, n: int) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; choose one of {METHODS}")
-    n = len(X)
     if method == "kmeans" and not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the number of windows ({n}), got {k}")
-    default_dim = PCA_DIM if method == "kmeans" else HDBSCAN_PCA_DIM
-    Z = fit_pca(X, min(pca_dim or default_dim, X.shape[1]), seed=seed).transform(X)  # (n, p)
+
+
+def reduced_dim(method: str, pca_dim: int | None, d: int) -> int:
+    """PCA dimensions used for ``method`` (``pca_dim`` or the method's default, at most d)."""
+    return min(pca_dim or (PCA_DIM if method == "kmeans" else HDBSCAN_PCA_DIM), d)
+
+
+def cluster_reduced(
+    Z: np.ndarray,
+    method: str = "kmeans",
+    k: int = 50,
+    min_cluster_size: int | None = None,
+    n_exemplars: int = N_EXEMPLARS,
+    seed: int = 0,
+) -> Clustering:
+    """Cluster already-reduced vectors Z (n, p) (e.g. PCA coordinates)."""
+    _check(method, k, len(Z))
     if method == "kmeans":
         labels, centers = _kmeans(Z, k, seed)
     else:
         labels, centers = _hdbscan(Z, min_cluster_size, seed)
     valid = labels >= 0
-    dist = np.full(n, np.nan, dtype=np.float32)
+    dist = np.full(len(Z), np.nan, dtype=np.float32)
     dist[valid] = np.linalg.norm(Z[valid] - centers[labels[valid]], axis=1)
     return Clustering(labels, dist, centers, _exemplars(labels, dist, len(centers), n_exemplars))
+
+
+def reduce_windows(db, model: str, window_ids: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+    """PCA coordinates (n, dim) float32 of ``window_ids``, streaming the vectors.
+
+    The basis is fitted on a sample; the full (n, d) matrix is never held in memory (a million
+    1536-d windows would take 6 GB), only the (n, dim) result.
+    """
+    snap = db.snapshot(model)
+    rng = np.random.default_rng(seed)
+    sample = (
+        window_ids
+        if len(window_ids) <= PCA_FIT_ROWS
+        else rng.choice(window_ids, PCA_FIT_ROWS, replace=False)
+    )
+    pca = fit_pca(db.vectors(model, np.sort(sample))[1], min(dim, snap.dim), seed=seed)
+    row = {int(w): i for i, w in enumerate(window_ids)} if len(window_ids) < len(snap) else None
+    Z = np.zeros((len(window_ids), pca.components.shape[0]), dtype=np.float32)
+    order = np.argsort(window_ids)
+    for ids, X in snap.iter_vectors():
+        if row is None:  # all windows: positions by sorted id
+            Z[order[np.searchsorted(window_ids[order], ids)]] = pca.transform(X)
+        else:
+            keep = np.array([i in row for i in ids.tolist()], dtype=bool)
+            Z[[row[i] for i in ids[keep].tolist()]] = pca.transform(X[keep])
+    return Z
 
 
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,10 +257,12 @@ def cluster_windows(
     if use_cache and a_path.exists() and e_path.exists():
         return ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
     meta = _with_hour(db, window_meta(db, model))
-    ids, X = db.vectors(model, meta["window_id"].to_numpy())
-    if len(X) == 0:
+    if meta.empty:
         raise ValueError(f"model {model!r} has no windows to cluster")
-    res = cluster_vectors(X, method, k, pca_dim, min_cluster_size, seed=seed)
+    _check(method, k, len(meta))
+    dim = reduced_dim(method, pca_dim, db.snapshot(model).dim)
+    Z = reduce_windows(db, model, meta["window_id"].to_numpy(), dim, seed)  # (n, dim)
+    res = cluster_reduced(Z, method, k, min_cluster_size, seed=seed)
     assignments = meta.assign(cluster=res.labels, distance=res.distances)
     ex = [
         (c, r, int(i))

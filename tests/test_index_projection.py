@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from agile_synth import MODEL, make_synth_db
+from sklearn.metrics import adjusted_rand_score
 
-from index.cluster import cluster_windows
+from index.cluster import cluster_vectors, cluster_windows
 from index.projection import fit_pca, fit_projection, project, stratified_sample
 
 
@@ -72,6 +73,12 @@ def test_cluster_windows_cache_and_counts(synth):
     assert res.exemplars.groupby("cluster").size().tolist() == [5, 5, 5]
     assert set(res.counts("site").columns) == {"S0", "S1"}
     assert set(res.counts("hour").columns) <= {4.0, 5.0, 6.0}
+    # Streaming PCA over the table gives the same clusters as clustering the vectors in memory.
+    _, X = db.vectors(MODEL, res.assignments["window_id"].to_numpy())
+    assert (
+        adjusted_rand_score(cluster_vectors(X, "kmeans", k=3).labels, res.assignments["cluster"])
+        == 1.0
+    )
     n_files = len(list((db.path / "cache").glob("clusters_*")))
     again = cluster_windows(db, MODEL, k=3)
     assert again.assignments.equals(res.assignments)
