@@ -378,7 +378,8 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     if run_opts.get("channels_last", True):
         net.to(memory_format=torch.channels_last)
     if run_opts.get("compile", False):
-        net.backbone = torch.compile(net.backbone)
+        # Freezing lets inductor constant-fold weights and fuse conv + activation (oneDNN) on CPU.
+        net.backbone = torch.compile(net.backbone, options={"freezing": True})
     names = None
     if run_opts.get("labels"):
         if config.n_classes == 0:
