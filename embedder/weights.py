@@ -455,7 +455,11 @@ def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
 # Importers turn an official weight file into (config dict, state_dict) for our checkpoint format.
 # Values are callables or lazy "module:function" strings (so importing this module stays cheap).
 Importer = Callable[[str | Path], tuple[dict, dict]]
-_IMPORTERS: dict[str, Importer | str] = {"perch": "embedder.perch:import_perch"}
+_IMPORTERS: dict[str, Importer | str] = {
+    "perch": "embedder.perch:import_perch",
+    "animal2vec": "embedder.animal2vec:import_large",
+    "animal2vec-small": "embedder.animal2vec:import_small",
+}
 
 
 def register_importer(name: str, fn: Importer | str) -> None:
