@@ -20,7 +20,7 @@ import pandas as pd
 
 SAMPLE_CAP = 50_000  # windows in a map by default
 PCA_DIM = 50  # PCA dimensions fed to UMAP (removes noise dimensions, speeds up neighbours)
-PCA_FIT_ROWS = 50_000  # rows used to estimate the PCA basis
+PCA_FIT_ROWS = 20_000  # rows used to estimate the PCA basis (plenty for the top 64 axes)
 UMAP_NEIGHBORS = 15
 UMAP_MIN_DIST = 0.1
 CACHE_DIR = "cache"
@@ -56,10 +56,11 @@ def fit_pca(X: np.ndarray, dim: int, max_rows: int = PCA_FIT_ROWS, seed: int = 0
         if n > max_rows
         else slice(None)
     )
-    S = np.array(X[rows], dtype=np.float64)  # a copy: centred in place below
-    mean = S.mean(0)
-    S -= mean
-    cov = S.T @ S / max(len(S) - 1, 1)  # (d, d)
+    S = np.array(X[rows], dtype=np.float32)  # a copy: centred in place below
+    mean = S.mean(0, dtype=np.float64)
+    S -= mean.astype(np.float32)
+    # float32 products (2x faster than float64) then accumulate the small (d, d) result in float64.
+    cov = (S.T @ S).astype(np.float64) / max(len(S) - 1, 1)  # (d, d)
     vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(vals)[::-1][: min(dim, d)]
     comps = vecs[:, order].T  # (p, d)
@@ -91,18 +92,22 @@ def fit_projection(
     pca_dim: int = PCA_DIM,
     n_neighbors: int = UMAP_NEIGHBORS,
     min_dist: float = UMAP_MIN_DIST,
-    seed: int = 0,
+    seed: int | None = 0,
 ) -> tuple[Projection, np.ndarray]:
-    """Fit a projection on X (n, d); returns it and the (n, 2) coordinates of X."""
+    """Fit a projection on X (n, d); returns it and the (n, 2) coordinates of X.
+
+    ``seed=None`` lets UMAP use all cores (its seeded mode is single-threaded) at the cost of
+    maps that differ slightly from run to run.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose one of {METHODS}")
     if len(X) < 3:
         raise ValueError(f"need at least 3 windows for a map, got {len(X)}")
     params = {"method": method, "pca_dim": pca_dim, "seed": seed}
     if method == "pca":
-        pca = fit_pca(X, 2, seed=seed)
+        pca = fit_pca(X, 2, seed=seed or 0)
         return Projection("pca", params, pca), pca.transform(X)
-    pca = fit_pca(X, min(pca_dim, X.shape[1]), seed=seed)
+    pca = fit_pca(X, min(pca_dim, X.shape[1]), seed=seed or 0)
     Z = pca.transform(X)
     import umap  # heavy import (numba): only when a UMAP map is asked for
 
@@ -112,7 +117,6 @@ def fit_projection(
         n_neighbors=min(n_neighbors, len(X) - 1),
         min_dist=min_dist,
         random_state=seed,
-        # A fixed seed makes UMAP single-threaded; accept that for reproducible maps.
         low_memory=True,
     )
     coords = reducer.fit_transform(Z).astype(np.float32)
