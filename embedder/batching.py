@@ -99,10 +99,7 @@ def iter_file(task: FileTask, spec: WindowSpec) -> Iterator[WindowChunk | FileDo
     except Exception as err:  # a decoder bug must not end a multi-day run: record it, go on
         yield FileDone(task.key, n, f"{type(err).__name__}: {err}")
         return
-    if n == 0:
-        yield FileDone(task.key, 0, f"{task.path}: no windows (shorter than {spec.min_tail_s} s)")
-    else:
-        yield FileDone(task.key, n)
+    yield FileDone(task.key, n)
 
 
 def _identity(x):
