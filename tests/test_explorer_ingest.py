@@ -177,3 +177,15 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_windows(tmp_path)
     assert got[keys].equals(expected[keys])
     np.testing.assert_allclose(np.stack(got.vector), np.stack(expected.vector), atol=1e-6)
     assert not got.window_id.duplicated().any()
+
+
+def test_silent_recording_is_embedded_without_breaking_search(tmp_path, write_audio):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    write_audio(archive / "A" / "silence.wav", np.zeros(SR * 7, np.float32), SR)  # recorder gap
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_failed) == (3, 0)
+    db = index.connect(tmp_path / "db.chorus")
+    ids, vecs = db.vectors("spectral")
+    assert np.isfinite(vecs).all()
+    hits = db.search("spectral", vecs[0]).limit(20).to_pandas()
+    assert len(hits) == len(ids) and np.isfinite(hits.score).all()
