@@ -11,7 +11,6 @@ own ``{"format": "chorus", "version": 1, "config": ..., "state_dict": ...}`` fil
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedder import weights as weights_mod
-from embedder.base import Embedder
+from embedder.runtime import TorchEmbedder, check_run_options, resolve_device
 
 SAMPLE_RATE = 8_000  # Hz
 WINDOW_S = 10.0  # s per embedded window
@@ -42,7 +41,6 @@ PSWISH_BETA = 0.0
 LN_EPS = 1e-5
 INPUT_NORM_EPS = 1e-5  # per-segment waveform normalisation
 RANDOM_SEED = 0  # weights=None builds a reproducible random model
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_BATCH = {"cuda": 16, "mps": 4, "cpu": 2}  # windows per forward pass
 
 
@@ -432,18 +430,7 @@ def read_weights(path: str | Path, trust: bool = False) -> tuple[Animal2vecConfi
 # The Embedder
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda > mps > cpu; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-class Animal2vecEmbedder(Embedder):
+class Animal2vecEmbedder(TorchEmbedder):
     """animal2vec window embedder.
 
     Parameters
@@ -481,12 +468,7 @@ class Animal2vecEmbedder(Embedder):
         self.config = cfg
         self.device = device
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(device.type, 2))
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        precision = precision or ("bf16" if device.type == "cuda" else "fp32")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        self.precision = check_run_options(device, self.batch_size, precision)
         self.model = model.to(device).eval()
         self._forward = torch.compile(self.model) if compile else self.model
 
@@ -500,20 +482,6 @@ class Animal2vecEmbedder(Embedder):
         d.update(architecture=self.config.to_dict(), precision=self.precision)
         return d
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
-
-    def _run(self, batch: np.ndarray, fn) -> np.ndarray:
-        x = self.check_batch(batch)
-        out = []
-        with torch.inference_mode(), self._autocast():
-            for i in range(0, len(x), self.batch_size):
-                wave = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
-                out.append(fn(wave).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Window embeddings.
 
@@ -525,22 +493,24 @@ class Animal2vecEmbedder(Embedder):
         -------
         np.ndarray, float32, shape (n, dim)
         """
-        out = self._run(batch, lambda w: self._forward(w).mean(dim=1))
-        return out.reshape(-1, self.dim)
+        return self.run(lambda w: self._forward(w).mean(dim=1), batch, (self.dim,))
 
     def frames(self, batch: np.ndarray) -> np.ndarray:
         """Per-frame representations, float32 (n, frames, dim); 2000 frames for 10 s at 8 kHz."""
-        return self._run(batch, self._forward)
+        return self.run(self._forward, batch, (self.config.frames, self.dim))
 
     def frontend(self, batch: np.ndarray) -> np.ndarray:
         """Feature-extractor frames, float32 (n, frames, channels); (n, 2000, 512) for the presets."""
-        return self._run(batch, self.model.frontend)
+        channels = self.config.conv_layers[-1][0]
+        return self.run(self.model.frontend, batch, (self.config.frames, channels))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Per-frame logits of the fine-tuned head, float32 (n, frames, num_classes)."""
         if self.model.head is None:
             raise ValueError(f"{self.name}: these weights have no classification head")
-        return self._run(batch, lambda w: self.model.head(self._forward(w).to(w.dtype)))
+        head = self.model.head
+        tail = (self.config.frames, self.num_classes)
+        return self.run(lambda w: head(self._forward(w).to(w.dtype)), batch, tail)
 
 
 def load_model(

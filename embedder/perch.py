@@ -7,14 +7,12 @@ strictly against the model: a missing, unused or mis-shaped tensor is an error t
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from embedder.base import Embedder
 from embedder.perch_net import (
     EMBED_DIM,
     PerchConfig,
@@ -22,6 +20,7 @@ from embedder.perch_net import (
     calibrate_batchnorm,
     calibration_audio,
 )
+from embedder.runtime import TorchEmbedder, check_run_options, resolve_device
 from embedder.weights import (
     WeightsError,
     check_state_dict,
@@ -44,7 +43,6 @@ __all__ = [
 
 DEFAULT_BATCH_SIZE = 16  # windows per forward pass
 SEED = 0  # random-init seed for weights=None
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEAD_LEAVES = ("bias", "protop_kernel", "prototypes")  # sorted leaf names of the prototype head
 HEAD_LEAF_BY_NDIM = {1: "bias", 2: "protop_kernel", 3: "prototypes"}
 HEAD_PATH_PREFIX = "params/ProtoHead"  # used only when a bundle gives no names
@@ -234,17 +232,6 @@ def import_perch(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 # ------------------------------------------------------------------------------------- embedder
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda > mps > cpu; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def read_labels(path: str | Path, n_classes: int) -> list[str]:
     """Class names, one per line (a CSV's first column); a header line is dropped if present."""
     lines = [ln.split(",")[0].strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
@@ -255,7 +242,7 @@ def read_labels(path: str | Path, n_classes: int) -> list[str]:
     return lines
 
 
-class PerchEmbedder(Embedder):
+class PerchEmbedder(TorchEmbedder):
     """Perch-2.0-style embedder; see :func:`load`.
 
     Attributes
@@ -281,14 +268,9 @@ class PerchEmbedder(Embedder):
         precision: str | None = None,
         class_names: list[str] | None = None,
     ) -> None:
-        if precision is None:
-            precision = "bf16" if device.type == "cuda" else "fp32"
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.precision = check_run_options(device, batch_size, precision)
         self.model, self.config, self.weights = model, model.config, weights
-        self.device, self.batch_size, self.precision = device, int(batch_size), precision
+        self.device, self.batch_size = device, int(batch_size)
         self.class_names = class_names
 
     def config_dict(self) -> dict:
@@ -298,38 +280,24 @@ class PerchEmbedder(Embedder):
             "precision": self.precision,
         }
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
-
-    def _run(self, fn, batch: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
-        x = self.check_batch(batch)  # (n, 160000)
-        outs = [np.zeros((0, *tail), dtype=np.float32)]
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(x), self.batch_size):
-                xb = torch.from_numpy(x[start : start + self.batch_size]).to(self.device)
-                outs.append(fn(xb).float().cpu().numpy())
-        return np.concatenate(outs)
-
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(n, 160000) raw audio at 32 kHz -> (n, 1536) float32 mean-pooled embeddings."""
-        return self._run(self.model, batch, (self.dim,))
+        return self.run(self.model, batch, (self.dim,))
 
     def embed_spatial(self, batch: np.ndarray) -> np.ndarray:
         """(n, 160000) -> (n, 16, 4, 1536) float32 spatial embeddings (time, freq, channel)."""
         tail = (16, 4, self.dim)  # 500x128 log-mel downsampled 32x (spec)
-        return self._run(self.model.spatial, batch, tail)
+        return self.run(self.model.spatial, batch, tail)
 
     def frontend(self, batch: np.ndarray) -> np.ndarray:
         """(n, 160000) -> (n, 500, 128) float32 log-mel, after per-window normalisation."""
-        return self._run(self.model.frontend, batch, (500, 128))
+        return self.run(self.model.frontend, batch, (500, 128))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(n, 160000) -> (n, C) prototype-head logits; needs weights that carry the head."""
         if self.model.proto_head is None:
             raise RuntimeError("perch: these weights carry no classification head (no logits)")
-        return self._run(self.model.logits, batch, (self.config.n_classes,))
+        return self.run(self.model.logits, batch, (self.config.n_classes,))
 
 
 def _describe(path: Path) -> str:

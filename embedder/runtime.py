@@ -1,0 +1,69 @@
+"""What the torch models share at inference: device choice, precision, and the batched run loop."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from embedder.base import Embedder
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda > mps > cpu; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def check_run_options(device: torch.device, batch_size: int, precision: str | None) -> str:
+    """Validate ``batch_size`` and return the precision: bf16 autocast on CUDA, fp32 elsewhere."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``; through pinned memory and an asynchronous copy for CUDA."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+class TorchEmbedder(Embedder):
+    """An :class:`Embedder` backed by a torch module: subclasses set ``device``, ``batch_size``
+    (windows per forward pass) and ``precision`` (a key of :data:`PRECISIONS`)."""
+
+    device: torch.device
+    batch_size: int
+    precision: str
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward pass (none for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def run(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray, tail: tuple[int, ...]
+    ) -> np.ndarray:
+        """Apply ``fn`` to ``batch`` in slices of ``batch_size``: (n, window_samples) -> (n, *tail)."""
+        x = self.check_batch(batch)  # (n, window_samples)
+        outs = [np.zeros((0, *tail), dtype=np.float32)]
+        with torch.inference_mode(), self.autocast():
+            for start in range(0, len(x), self.batch_size):
+                xb = to_device(x[start : start + self.batch_size], self.device)
+                outs.append(fn(xb).float().cpu().numpy())
+        return np.concatenate(outs)
