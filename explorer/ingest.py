@@ -14,7 +14,6 @@ Rules that make a multi-day run safe (see DESIGN.md):
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,18 +59,6 @@ class IngestSummary:
         return text
 
 
-def weights_sha256(path: str | Path) -> str:
-    """sha256 of a weight file, or of a folder's files in name order."""
-    p = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def cached_model(name: str, weights: str | None, device: str = "auto"):
     """Load a model once per process (search queries and the app reuse it)."""
@@ -85,8 +72,10 @@ def model_settings(model, hop_s: float, channels: str, weights: str | None) -> d
     settings = model.config_dict()
     settings.update(hop_s=float(hop_s), channels=channels, weights_path=None, weights_sha256=None)
     if weights is not None:
+        from embedder.weights import sha256_file
+
         settings["weights_path"] = str(Path(weights).resolve())
-        settings["weights_sha256"] = weights_sha256(weights)
+        settings["weights_sha256"] = sha256_file(weights)
     settings["trained"] = bool(model.trained)
     return settings
 

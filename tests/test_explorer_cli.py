@@ -105,3 +105,76 @@ def test_usage_error_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["embed"])
     assert exc.value.code == 2
+
+
+def test_models_import_then_embed_finds_the_weights(tmp_path, archive, monkeypatch, capsys):
+    from embedder.perch import PerchConfig, random_net, state_dict_to_flax
+
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    config = PerchConfig()
+    flax = state_dict_to_flax(random_net(config, seed=3).state_dict(), config)
+    np.savez(tmp_path / "perch.npz", **flax)
+    assert main(["models", "list"]) == 0
+    assert "perch" in capsys.readouterr().out
+    assert main(["models", "import", "perch", str(tmp_path / "perch.npz")]) == 0
+    assert "installed" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    assert str(tmp_path / "home") in capsys.readouterr().out
+
+    small = tmp_path / "small"
+    (small / "A").mkdir(parents=True)
+    sf.write(
+        small / "A" / "a.wav",
+        np.random.default_rng(0).standard_normal(SR * 6).astype(np.float32) * 0.1,
+        SR,
+    )
+    db = tmp_path / "p.chorus"
+    assert main(["embed", str(small), "--db", str(db), "--model", "perch", "--no-progress"]) == 0
+    assert "perch: embedded 1 recordings" in capsys.readouterr().out
+    meta = json.loads((db / "chorus.json").read_text())
+    assert meta["models"]["perch"]["trained"] is True
+    assert meta["models"]["perch"]["weights_sha256"]
+    assert meta["models"]["perch"]["dim"] == 1536
+
+
+def test_untrained_model_only_on_request_and_recorded(tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    sf.write(
+        small / "a.wav",
+        np.random.default_rng(0).standard_normal(SR * 5).astype(np.float32) * 0.1,
+        SR,
+    )
+    db = tmp_path / "u.chorus"
+    assert main(["embed", str(small), "--db", str(db), "--model", "perch"]) == 2
+    assert "--allow-untrained" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "embed",
+                str(small),
+                "--db",
+                str(db),
+                "--model",
+                "perch",
+                "--allow-untrained",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    meta = json.loads((db / "chorus.json").read_text())
+    assert (
+        meta["models"]["perch"]["trained"] is False and meta["models"]["perch"]["weights"] is None
+    )
+
+
+def test_models_import_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{"params/Nope/kernel": np.zeros(3)})
+    assert main(["models", "import", "perch", str(bad)]) == 2
+    assert main(["models", "import", "spectral", str(bad)]) == 2
+    assert main(["models", "import", "perch", str(tmp_path / "missing.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("chorus models: error:") for line in err)
