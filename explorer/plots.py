@@ -18,8 +18,11 @@ N_FFT = 512  # samples per STFT frame
 HOP = 128  # samples between STFT frames
 TOP_DB = 80.0  # dB of dynamic range kept below the loudest bin
 IMAGE_SIZE = (320, 128)  # default spectrogram image (width, height) in pixels
+TEMPLATE = "plotly_white"  # figures carry their own look (pages draw them with theme=None)
 MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "other"
-MAP_MARKER_SIZE = 4  # px
+MAP_MARKER_SIZE = 4  # px, for dense maps
+SPARSE_MARKER_SIZE = 8  # px, when fewer than SPARSE_POINTS points are shown
+SPARSE_POINTS = 2000
 CATEGORICAL_COLOURS = (
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
     "#393b79 #ad494a #8ca252 #bd9e39 #a55194 #6b6ecf #e7969c #637939 #d6616b #3182bd #969696"
@@ -182,6 +185,7 @@ def spectrogram_figure(
     if span is not None:
         fig.add_vrect(x0=span[0], x1=span[1], fillcolor="#22d3ee", opacity=0.25, line_width=1)
     fig.update_layout(
+        template=TEMPLATE,
         height=height,
         margin={"l": 40, "r": 10, "t": 10, "b": 30},
         xaxis_title="time (s)",
@@ -262,6 +266,8 @@ def scatter_map(
         )
     hovertemplate += "<extra></extra>"
 
+    size = SPARSE_MARKER_SIZE if len(points) < SPARSE_POINTS else MAP_MARKER_SIZE
+
     def trace(df: pd.DataFrame, name: str, marker: dict) -> go.Scattergl:
         custom = np.column_stack([df["window_id"].to_numpy()] + [df[h].to_numpy() for h in hover])
         return go.Scattergl(
@@ -271,7 +277,7 @@ def scatter_map(
             name=name,
             customdata=custom,
             hovertemplate=hovertemplate,
-            marker={"size": MAP_MARKER_SIZE, **marker},
+            marker={"size": size, **marker},
         )
 
     fig = go.Figure()
@@ -291,6 +297,7 @@ def scatter_map(
             colour = "#c7c7c7" if cat in ("other", "(none)") else CATEGORICAL_COLOURS[i % 21]
             fig.add_trace(trace(points[cats == cat], str(cat), {"color": colour}))
     fig.update_layout(
+        template=TEMPLATE,
         height=height,
         title=title,
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
@@ -355,6 +362,7 @@ def pr_curve(
             )
         )
     fig.update_layout(
+        template=TEMPLATE,
         height=height,
         title=f"Precision-recall{': ' + label if label else ''}",
         xaxis={"title": "recall", "range": [0, 1.02]},
@@ -392,6 +400,7 @@ def cluster_counts(assignments: pd.DataFrame, by: str = "site", height: int = 42
         )
     )
     fig.update_layout(
+        template=TEMPLATE,
         height=height,
         xaxis={"title": by, "type": "category"},
         yaxis={"title": "cluster", "type": "category", "autorange": "reversed"},
@@ -408,6 +417,7 @@ def score_histogram(
     if threshold is not None:
         fig.add_vline(x=threshold, line_color="#d62728", line_dash="dash")
     fig.update_layout(
+        template=TEMPLATE,
         height=height,
         xaxis_title="score",
         yaxis_title="windows",

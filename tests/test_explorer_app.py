@@ -152,6 +152,23 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     assert row["start_s"] == hits.iloc[1]["start_s"] and row["end_s"] == hits.iloc[1]["end_s"]
 
 
+def test_search_filters_by_site_and_hour(app):
+    at = _page(app, "search")
+    if not at.session_state["queries"]:
+        _button(at, "Add span as positive").click().run()
+    at.multiselect(key="f_sites").set_value(["river"])
+    at.number_input(key="f_k").set_value(50)
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    hits = at.session_state["hits"]
+    assert len(hits) == 12 and set(hits["site"]) == {"river"}  # river: 2 recordings x 6 windows
+    at.multiselect(key="f_sites").set_value([])
+    at.slider(key="f_hours").set_value((5, 6))  # ridge recordings start at 05:00
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    hits = at.session_state["hits"]
+    assert len(hits) == 12 and set(hits["site"]) == {"ridge"}
+
+
 def _labels(db_path) -> pd.DataFrame:
     from index import labels as label_api
 

@@ -13,7 +13,6 @@ import pandas as pd
 MAP_POINTS = 50_000  # windows sampled for the map
 WINDOW_COLUMNS = ["window_id", "recording_id", "channel", "start_s", "end_s"]
 RECORDING_COLUMNS = ["recording_id", "path", "abs_path", "site", "start_time"]
-SEED = 0
 
 
 def model_names(db) -> list[str]:
@@ -114,43 +113,27 @@ def map_points(db, model: str, method: str = "pca", n: int = MAP_POINTS) -> pd.D
     return with_recordings(coords, db.recordings())
 
 
-def sample_window_ids(ids: np.ndarray, n: int = MAP_POINTS, seed: int = SEED) -> np.ndarray:
-    """A fixed random sample of at most ``n`` window ids (sorted), the same on every call."""
-    ids = np.asarray(ids)
-    if len(ids) <= n:
-        return np.sort(ids)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(ids, size=n, replace=False))
-
-
 def time_filter(
     sites: list[str] | None = None,
     date_range: tuple | None = None,
     hours: tuple[int, int] | None = None,
-) -> tuple[str | None, callable | None]:
-    """SQL filter on recording columns for search, plus a pandas post-filter for hour of day.
+) -> str | None:
+    """SQL ``where`` for search over sites, window dates (inclusive) and hours of the day.
 
-    Sites and dates are pushed into the search's SQL ``where`` (recording columns); the hour of the
-    day depends on start_time + offset, so it is applied to the hits afterwards.
+    ``hours = (lo, hi)`` keeps windows starting in [lo, hi); (0, 24) means no restriction.
+    Windows of recordings with no known start time have no date or hour and are dropped by
+    date/hour filters.
     """
     clauses = []
     if sites:
-        quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sites)
+        quoted = ", ".join("'" + str(s).replace("'", "''") + "'" for s in sites)
         clauses.append(f"site IN ({quoted})")
-    if date_range and len(date_range) == 2 and date_range[0] and date_range[1]:
-        lo = pd.Timestamp(date_range[0])
-        hi = pd.Timestamp(date_range[1]) + pd.Timedelta(days=1)
-        clauses.append(f"start_time >= timestamp '{lo}' AND start_time < timestamp '{hi}'")
-    where = " AND ".join(clauses) or None
-    post = None
+    if date_range is not None and len(date_range) == 2 and all(date_range):
+        lo, hi = (pd.Timestamp(d).date().isoformat() for d in date_range)
+        clauses.append(f"date >= date '{lo}' AND date <= date '{hi}'")
     if hours is not None and tuple(hours) != (0, 24):
-        lo_h, hi_h = hours
-
-        def post(df: pd.DataFrame) -> pd.DataFrame:
-            h = df["hour"]
-            return df[(h >= lo_h) & (h < hi_h)]
-
-    return where, post
+        clauses.append(f"hour >= {int(hours[0])} AND hour < {int(hours[1])}")
+    return " AND ".join(clauses) or None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,13 +165,8 @@ def run_search(
     k: int = 20,
     where: str | None = None,
     per_recording: int | None = None,
-    post=None,
 ) -> pd.DataFrame:
-    """Search with the positive queries (and negatives), joined with recording times.
-
-    Returns the hits with ``hour`` and ``date`` columns, best first; ``post`` filters them further
-    (hour of day), fetching more candidates so that up to ``k`` remain.
-    """
+    """Search with the positive queries (and negatives); hits best first, with hour and date."""
     pos = [q.vector for q in queries if q.kind == "positive"]
     neg = [q.vector for q in queries if q.kind == "negative"]
     if not pos:
@@ -200,12 +178,8 @@ def run_search(
         builder = builder.where(where)
     if per_recording:
         builder = builder.per_recording(int(per_recording))
-    hits = builder.limit(k * 5 if post else k).to_pandas()
-    rec = db.recordings()
-    hits = with_recordings(hits, rec)
-    if post is not None:
-        hits = post(hits)
-    return hits.head(k).reset_index(drop=True)
+    hits = builder.limit(int(k)).to_pandas()
+    return with_recordings(hits, db.recordings()).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,11 @@ import streamlit as st
 from explorer.app import audio_access, backend, state
 
 KINDS = ("positive", "negative", "unsure")
-KIND_ICONS = {"positive": ":material/check:", "negative": ":material/close:", "unsure": ":material/help:"}
+KIND_ICONS = {
+    "positive": ":material/check:",
+    "negative": ":material/close:",
+    "unsure": ":material/help:",
+}
 CARDS_PER_ROW = 3
 USER_SOURCE = "user:app"
 

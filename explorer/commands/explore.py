@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def streamlit_command(
         str(max_upload_mb),
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
         "--server.fileWatcherType",
         "none",
         "--",
@@ -72,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     db = require_db(args.db)
     cmd = streamlit_command(db, args.port, args.host, args.max_upload_mb)
     print(f"Chorus explorer on http://{args.host}:{args.port}  (database {db}; Ctrl-C to stop)")
+    sys.stdout.flush()
+    if os.name == "posix":
+        # Become Streamlit, so signals (Ctrl-C, a supervisor's SIGTERM) reach the server itself
+        # and no orphaned server keeps the port.
+        os.execv(cmd[0], cmd)
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:

@@ -51,6 +51,8 @@ st.caption(
     f"{m.get('n_pos', 0)} positive and {m.get('n_neg', 0)} negative windows; threshold "
     f"{info['threshold']:.3f}. Cross-validation is grouped by recording."
 )
+if m.get("cv_error"):
+    st.warning(f"No cross-validated metrics: {m['cv_error']}. Label windows in more recordings.")
 curve = m.get("pr_curve")
 if curve:
     st.plotly_chart(
@@ -62,6 +64,7 @@ if curve:
             info["label"],
         ),
         width="stretch",
+        theme=None,
     )
 
 st.subheader("Score the archive")
@@ -71,7 +74,7 @@ threshold = st.slider(
 )
 n_det = int((scores["score"] >= threshold).sum())
 st.write(f"{n_det:,} of {len(scores):,} windows score ≥ {threshold:.2f}.")
-st.plotly_chart(plots.score_histogram(scores["score"], threshold), width="stretch")
+st.plotly_chart(plots.score_histogram(scores["score"], threshold), width="stretch", theme=None)
 
 st.subheader("Review")
 top, unsure, diverse = st.tabs(["Top scores", "Most uncertain", "Diverse"])

@@ -25,7 +25,7 @@ if res is None:
 sizes = res.assignments["cluster"].value_counts()
 st.write(f"{len(sizes)} clusters over {len(res.assignments):,} windows ({res.params['method']}).")
 by = st.radio("Counts by", ["site", "hour"], horizontal=True, key="cl_by")
-st.plotly_chart(plots.cluster_counts(res.assignments, by=by), width="stretch")
+st.plotly_chart(plots.cluster_counts(res.assignments, by=by), width="stretch", theme=None)
 
 options = [int(c) for c in sizes.index]
 cluster = st.selectbox(

@@ -27,6 +27,7 @@ event = st.plotly_chart(
     selection_mode=("box", "lasso"),
     key="map_chart",
     width="stretch",
+    theme=None,
 )
 st.caption(f"{n_points:,} windows shown. Box- or lasso-select points to listen and label them.")
 

@@ -55,6 +55,7 @@ with span_tab:
                 selection_mode="box",
                 key="span_fig",
                 width="stretch",
+                theme=None,
             )
             picked = plots.selected_span(event.selection if event else None)
             if picked is not None:
@@ -74,7 +75,9 @@ queries = state.queries()
 st.subheader(f"Query ({len(queries)} examples)")
 for i, q in enumerate(queries):
     c1, c2 = st.columns([6, 1])
-    c1.write(f"{'➕' if q.kind == 'positive' else '➖'} {q.kind}: {q.source}")
+    c1.write(
+        f"{':material/add_circle:' if q.kind == 'positive' else ':material/remove_circle:'} {q.kind}: {q.source}"
+    )
     if c2.button("remove", key=f"rm_query_{i}"):
         queries.pop(i)
         st.rerun()
@@ -93,10 +96,10 @@ with st.form("search_form"):
     go = st.form_submit_button("Search", type="primary", disabled=not queries)
 
 if go:
-    where, post = backend.time_filter(sites, dates, hours)
+    where = backend.time_filter(sites, dates, hours)
     try:
         st.session_state["hits"] = backend.run_search(
-            db, model, queries, int(k), where, int(per_rec) or None, post
+            db, model, queries, int(k), where, int(per_rec) or None
         )
     except ValueError as err:
         st.error(str(err))

@@ -1,0 +1,115 @@
+"""Streamlit-free parts of the explorer: audio access under the registered roots, search filters,
+window tables and the explore command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from explorer.app import audio_access, backend
+from explorer.commands.explore import streamlit_command
+
+SR = 16000  # Hz
+
+
+@pytest.fixture
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    t = np.arange(3 * SR) / SR
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 880 * t)], axis=1)
+    sf.write(root / "rec.wav", stereo.astype(np.float32), SR)
+    outside = tmp_path / "secret.wav"
+    sf.write(outside, stereo.astype(np.float32), SR)
+    return root, outside
+
+
+def test_safe_path_accepts_files_under_a_root(archive):
+    root, _ = archive
+    roots = audio_access.audio_roots({"audio_roots": [str(root)]})
+    assert audio_access.safe_path(root / "rec.wav", roots) == (root / "rec.wav").resolve()
+
+
+def test_safe_path_refuses_outside_dotdot_and_symlinks(archive):
+    root, outside = archive
+    roots = audio_access.audio_roots({"audio_roots": [str(root)]})
+    with pytest.raises(audio_access.AudioAccessError, match="not under the database's audio roots"):
+        audio_access.safe_path(outside, roots)
+    with pytest.raises(audio_access.AudioAccessError, match="not under"):
+        audio_access.safe_path(root / ".." / "secret.wav", roots)
+    (root / "link.wav").symlink_to(outside)
+    with pytest.raises(audio_access.AudioAccessError, match="not under"):
+        audio_access.safe_path(root / "link.wav", roots)
+    with pytest.raises(audio_access.AudioAccessError, match="missing"):
+        audio_access.safe_path(root / "gone.wav", roots)
+    with pytest.raises(audio_access.AudioAccessError, match="not under"):
+        audio_access.safe_path(root / "rec.wav", [])
+
+
+def test_read_span_channels_rate_and_limits(archive):
+    root, outside = archive
+    roots = [root.resolve()]
+    mix = audio_access.read_span(root / "rec.wav", roots, 1.0, 2.0, 8000)
+    assert mix.shape == (8000,) and mix.dtype == np.float32
+    right = audio_access.read_span(root / "rec.wav", roots, 1.0, 2.0, 8000, channel=1)
+    spectrum = np.abs(np.fft.rfft(right))
+    assert abs(spectrum.argmax() * 8000 / len(right) - 880) < 5  # channel 1 holds the 880 Hz tone
+    with pytest.raises(audio_access.AudioAccessError, match="longer than"):
+        audio_access.read_span(root / "rec.wav", roots, 0.0, audio_access.MAX_CLIP_S + 1, 8000)
+    with pytest.raises(audio_access.AudioAccessError, match="bad span"):
+        audio_access.read_span(root / "rec.wav", roots, 2.0, 1.0, 8000)
+    with pytest.raises(audio_access.AudioAccessError, match="not under"):
+        audio_access.read_span(outside, roots, 0.0, 1.0, 8000)
+
+
+def test_time_filter_sql():
+    assert backend.time_filter() is None
+    assert backend.time_filter([], (), (0, 24)) is None
+    where = backend.time_filter(["A", "O'Hare"], (pd.Timestamp("2024-06-10"), "2024-06-11"), (4, 9))
+    assert where == (
+        "site IN ('A', 'O''Hare') AND date >= date '2024-06-10' AND date <= date '2024-06-11'"
+        " AND hour >= 4 AND hour < 9"
+    )
+
+
+def test_with_recordings_adds_hour_and_date():
+    windows = pd.DataFrame({"window_id": [1, 2], "recording_id": [7, 8], "start_s": [90.0, 5.0]})
+    recs = pd.DataFrame(
+        {
+            "recording_id": [7, 8],
+            "path": ["a.wav", "b.wav"],
+            "abs_path": ["/x/a.wav", "/x/b.wav"],
+            "site": ["A", None],
+            "start_time": [pd.Timestamp("2024-06-10 23:59:00"), pd.NaT],
+        }
+    )
+    out = backend.with_recordings(windows, recs)
+    assert out.loc[0, "hour"] == pytest.approx(0.5 / 60)  # 23:59 + 90 s = 00:00:30 next day
+    assert str(out.loc[0, "date"]) == "2024-06-11"
+    assert np.isnan(out.loc[1, "hour"]) and out.loc[1, "path"] == "b.wav"
+
+
+def test_run_search_needs_a_positive():
+    q = backend.Query("negative", "x", np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="at least one positive"):
+        backend.run_search(None, "m", [q])
+
+
+def test_streamlit_command_binds_localhost_and_sets_limits(tmp_path):
+    cmd = streamlit_command(tmp_path / "s.chorus", port=9000, max_upload_mb=7)
+    opts = dict(zip(cmd[5:-3:2], cmd[6:-3:2], strict=True))
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("explorer/app/main.py")
+    assert opts["--server.address"] == "127.0.0.1" and opts["--server.port"] == "9000"
+    assert opts["--server.headless"] == "true" and opts["--server.maxUploadSize"] == "7"
+    assert opts["--browser.gatherUsageStats"] == "false"
+    assert cmd[-3:] == ["--", "--db", str((tmp_path / "s.chorus").resolve())]
+    assert streamlit_command("x", host="0.0.0.0")[6] == "0.0.0.0"
+
+
+def test_explore_without_a_database_is_a_usage_error(tmp_path, capsys):
+    from explorer.cli import main
+
+    assert main(["explore", "--db", str(tmp_path / "none.chorus")]) == 2
+    assert "no Chorus database" in capsys.readouterr().err

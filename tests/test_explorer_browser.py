@@ -1,0 +1,211 @@
+"""Real-browser test: ``chorus explore`` on a fixture database, driven by Playwright + Debian's
+Chromium. Visits every page, runs a search, clicks a label button, trains a probe, clusters, and
+saves screenshots under tests/artifacts/ (gitignored) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 90  # Streamlit start on a busy 2-core machine
+STEP_TIMEOUT_MS = 120_000  # one page action (first map / probe training) on a busy machine
+VIEWPORT = (1400, 1000)  # px
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _requirements() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright (Python) is not installed"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chorus explore exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"chorus explore did not answer on {url} within {START_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    from test_explorer_app import _label_calls, make_fixture_db
+
+    db_path, truth = make_fixture_db(tmp_path_factory.mktemp("explorer_browser"))
+    _label_calls(db_path, truth, "hoot")
+    port = _free_port()
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "explorer.cli",
+        "explore",
+        "--db",
+        str(db_path),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url, truth
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "explore_server.log").write_bytes(out or b"")
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    if ARTIFACTS.exists():
+        for png in ARTIFACTS.glob("*.png"):
+            png.unlink()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": VIEWPORT[0], "height": VIEWPORT[1]})
+        pg.set_default_timeout(STEP_TIMEOUT_MS)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server[0])
+        yield pg
+        browser.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def _settle(pg) -> None:
+    """Wait until Streamlit has finished the current run (no spinner, no 'Running' status)."""
+    pg.wait_for_timeout(500)
+    pg.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+        timeout=STEP_TIMEOUT_MS,
+    )
+    pg.wait_for_timeout(300)
+
+
+def _goto(pg, title: str) -> None:
+    pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    pg.get_by_role("heading", name=title if title != "Search" else "Search by example").wait_for()
+    _settle(pg)
+
+
+def _no_exception(pg) -> None:
+    assert pg.get_by_test_id("stException").count() == 0, pg.get_by_test_id(
+        "stException"
+    ).first.inner_text()
+
+
+def _shot(pg, name: str) -> None:
+    """Screenshot of the whole page: Streamlit scrolls inside its main block, so grow the
+    viewport to the content's height first."""
+    height = pg.evaluate(
+        "() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight"
+    )
+    pg.set_viewport_size({"width": VIEWPORT[0], "height": min(int(height) + 150, 8000)})
+    pg.wait_for_timeout(500)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    pg.set_viewport_size({"width": VIEWPORT[0], "height": VIEWPORT[1]})
+
+
+def test_every_page_search_label_probe_and_clusters(page, server):
+    pg = page
+    pg.get_by_role("heading", name="Archive").wait_for()
+    _settle(pg)
+    assert pg.get_by_test_id("stMetricValue").first.inner_text() == "7"
+    _no_exception(pg)
+    _shot(pg, "1_archive")
+
+    _goto(pg, "Map")
+    pg.locator(".js-plotly-plot").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "2_map")
+
+    _goto(pg, "Search")
+    pg.get_by_role("tab", name="Pick a span of a recording").click()
+    pg.get_by_role("button", name="Add span as positive").click()
+    _settle(pg)
+    pg.get_by_text(re.compile(r"positive: \S+\.wav @ 0\.0–5\.0 s")).first.wait_for()
+    pg.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Search").click()
+    _settle(pg)
+    pg.get_by_role("heading", name="12 results").wait_for()
+    pg.get_by_test_id("stImage").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "3_search_results")
+    label_box = pg.get_by_label("Label to write")
+    label_box.fill("sweep")
+    label_box.press("Enter")
+    _settle(pg)
+    # the first result card's "positive" button (its key is hit-<window_id>-positive)
+    pg.locator("[class*='st-key-hit-'][class*='-positive'] button").first.click()
+    _settle(pg)
+    pg.get_by_text("Stored 1 × positive 'sweep'").wait_for()
+    _shot(pg, "4_search_labelled")
+
+    _goto(pg, "Classify")
+    pg.get_by_test_id("stSelectbox").first.click()
+    pg.get_by_role("option", name="hoot").click()
+    pg.get_by_role("button", name="Train probe").click()
+    _settle(pg)
+    pg.get_by_text("Average precision (CV)").wait_for()
+    pg.locator(".js-plotly-plot").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "5_classify")
+
+    _goto(pg, "Clusters")
+    pg.get_by_role("button", name="Run clustering").click()
+    _settle(pg)
+    pg.get_by_text("clusters over 36 windows").wait_for()
+    pg.get_by_test_id("stImage").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "6_clusters")
+    assert shutil.disk_usage(ARTIFACTS).free > 0
