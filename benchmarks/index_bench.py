@@ -21,6 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+from lancedb.index import IvfPq
 
 import index
 from index import faiss_index as fi
@@ -118,9 +119,8 @@ def bench_lance_ivfpq(db, queries, truth, dim: int, n: int) -> list[dict]:
     tbl = db.windows("bench")
     parts = int(2 ** round(np.log2(np.sqrt(n))))
     t0 = time.perf_counter()
-    tbl.create_index(
-        metric="dot", index_type="IVF_PQ", num_partitions=parts, num_sub_vectors=dim // 16
-    )
+    config = IvfPq(distance_type="dot", num_partitions=parts, num_sub_vectors=dim // 16)
+    tbl.create_index("vector", config=config)
     build_s = time.perf_counter() - t0
     tbl = db.windows("bench")
     size = sum(p.stat().st_size for p in (Path(tbl.uri) / "_indices").rglob("*") if p.is_file())
@@ -198,7 +198,9 @@ def main() -> None:
             fac, _ = fi.choose_factory(1_000_000, args.dim)  # the large-archive tier
             nlist = 2 ** round(np.log2(fi.IVF_CELLS_PER_SQRT_N * np.sqrt(args.n)))
             fac = f"IVF{nlist}," + fac.split(",", 1)[1]
-            sweeps = [{"nprobe": p, "k_factor": kf} for p, kf in ((16, 4), (32, 8), (64, 8))]
+            sweeps = [
+                {"nprobe": p, "k_factor": kf} for p, kf in ((16, 8), (16, 16), (32, 32), (64, 32))
+            ]
             rows += bench_faiss(db, queries, truth, fac, {}, sweeps)
         if "sq8" not in skip:
             nlist = 2 ** round(np.log2(fi.IVF_CELLS_PER_SQRT_N * np.sqrt(args.n)))

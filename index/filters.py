@@ -7,6 +7,8 @@ predicate is parsed and run by LanceDB's SQL engine (DataFusion) without extra d
 
 from __future__ import annotations
 
+import weakref
+
 import lancedb
 import numpy as np
 import pandas as pd
@@ -64,6 +66,8 @@ def filter_offsets(db, snap, sql: str) -> np.ndarray:
         conn = _conn()
         conn.drop_table(name, ignore_missing=True)
         table = conn.create_table(name, _view(db, snap))
+        if cached is None:  # free the in-memory view with its database handle
+            weakref.finalize(db, conn.drop_table, name, ignore_missing=True)
         cached = (key, table)
         db._filter_views[snap.model] = cached
     try:

@@ -84,7 +84,10 @@ class SearchBuilder:
         return self
 
     def where(self, sql: str) -> SearchBuilder:
-        """SQL filter, e.g. ``"site = 'A' AND hour BETWEEN 4 AND 8"``; see FILTER_COLUMNS."""
+        """SQL filter over FILTER_COLUMNS, e.g. ``"site = 'A' AND hour BETWEEN 4 AND 8"``,
+        ``"time >= TIMESTAMP '2024-05-01 00:00:00'"``, ``"date = DATE '2024-05-01'"``,
+        ``"path LIKE 'north/%'"``. Windows of recordings with no start time have null
+        time/hour/date and never match conditions on them."""
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError("where() needs a non-empty SQL predicate string")
         self._where = sql

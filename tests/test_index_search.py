@@ -106,6 +106,10 @@ def test_where_filters_on_recording_and_derived_columns(archive):
     hour = 3 + win["recording_id"]
     hits = db.search("m", q).where("hour >= 5 AND start_s < 60").limit(10).to_pandas()
     _check(hits, win, unit, q, 10, ((hour >= 5) & (win["start_s"] < 60)).to_numpy())
+    hits = db.search("m", q).where("time >= TIMESTAMP '2024-05-01 05:00:00'").limit(10).to_pandas()
+    _check(hits, win, unit, q, 10, (hour >= 5).to_numpy())
+    hits = db.search("m", q).where("date = DATE '2024-05-01'").limit(500).to_pandas()
+    assert len(hits) == len(win)
     few = db.search("m", q).where("recording_id = 2 AND start_s < 5").limit(10).to_pandas()
     assert len(few) == 2  # fewer matches than k: all of them
     with pytest.raises(ValueError, match="bad search filter.*Columns: window_id"):
