@@ -16,7 +16,8 @@ from PIL import Image
 
 N_FFT = 512  # samples per STFT frame
 HOP = 128  # samples between STFT frames
-TOP_DB = 80.0  # dB of dynamic range kept below the loudest bin
+TOP_DB = 80.0  # dB: at most this range below the loudest bin is drawn
+FLOOR_PERCENTILE = 50.0  # bins at or below this percentile (the noise floor) are drawn darkest
 IMAGE_SIZE = (320, 128)  # default spectrogram image (width, height) in pixels
 TEMPLATE = "plotly_white"  # figures carry their own look (pages draw them with theme=None)
 MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "other"
@@ -119,18 +120,30 @@ def spectrogram_image(
     size : (width, height)
         Output size in pixels.
     top_db : float
-        Dynamic range: bins quieter than (max - top_db) are drawn at the bottom colour.
+        Largest dynamic range drawn; see :func:`display_range`.
 
     Returns
     -------
     np.ndarray, uint8, shape (height, width, 3)
     """
     db, _, _ = spectrogram_db(audio, sample_rate, n_fft=n_fft, hop=hop, f_max=f_max)
-    peak = float(db.max())
-    norm = np.clip((db - (peak - top_db)) / top_db, 0.0, 1.0)  # (F, T) in [0, 1]
+    lo, hi = display_range(db, top_db)
+    norm = np.clip((db - lo) / (hi - lo), 0.0, 1.0)  # (F, T) in [0, 1]
     idx = np.round(norm[::-1] * 255).astype(np.uint8)  # flip: high frequencies on top
     gray = Image.fromarray(idx).resize(size, Image.Resampling.BILINEAR)
     return colormap(cmap)[np.asarray(gray)]  # (H, W, 3)
+
+
+def display_range(db: np.ndarray, top_db: float = TOP_DB) -> tuple[float, float]:
+    """(low, high) dB mapped to the darkest and brightest colours.
+
+    High is the loudest bin; low is the noise floor (the ``FLOOR_PERCENTILE``-th percentile of the
+    bins), but never more than ``top_db`` below the peak, so calls stand out from a dark background
+    instead of the whole image glowing with recorder noise.
+    """
+    hi = float(db.max())
+    lo = max(float(np.percentile(db, FLOOR_PERCENTILE)), hi - top_db)
+    return lo, max(hi, lo + 1.0)  # a silent image still gets a valid range
 
 
 def spectrogram_png(audio: np.ndarray, sample_rate: int, **kwargs) -> bytes:
@@ -160,9 +173,12 @@ def spectrogram_figure(
     hop = max(HOP, int(np.ceil(n / max_frames)))  # keep the figure small for long recordings
     db, freqs, times = spectrogram_db(audio, sample_rate, hop=hop, f_max=f_max)
     times = times + offset_s
+    lo, hi = display_range(db)
     fig = go.Figure(
         go.Heatmap(
-            z=np.maximum(db, db.max() - TOP_DB),
+            z=np.clip(db, lo, hi),
+            zmin=lo,
+            zmax=hi,
             x=times,
             y=freqs / 1000.0,
             colorscale="Magma",
@@ -228,7 +244,7 @@ def scatter_map(
     points: pd.DataFrame,
     color: str | None = None,
     continuous: bool | None = None,
-    hover: tuple[str, ...] = ("site", "path", "start_s"),
+    hover: tuple[str, ...] = ("site", "path"),
     max_categories: int = MAX_CATEGORIES,
     height: int = 600,
     title: str | None = None,
@@ -238,16 +254,21 @@ def scatter_map(
     Parameters
     ----------
     points : DataFrame
-        Columns ``x``, ``y``, ``window_id`` and whatever ``color`` / ``hover`` name.
+        Columns ``x``, ``y``, ``window_id``, optional ``start_s``, and whatever ``color`` /
+        ``hover`` name.
     color : str, optional
         Column to colour by. Categorical columns (site, cluster, label) get one trace per value
         (legend toggles them); numeric ones (hour, score) one trace with a colour bar, cyclic for "hour".
     continuous : bool, optional
         Force numeric (True) or categorical (False) colouring; default: numeric unless the column is
         "cluster" or non-numeric.
+    hover : tuple of str
+        Columns joined into each point's hover text.
 
-    Every point carries ``customdata = [window_id]`` so a selection maps back to windows with
-    :func:`selected_window_ids`, whatever trace the point is in.
+    Every point carries numeric ``customdata = [window_id, start_s]`` so a selection maps back to
+    windows with :func:`selected_window_ids`, whatever trace the point is in. Hover strings go in
+    ``text``: numeric arrays travel to the browser as compact typed arrays, which keeps a 50 k-point
+    map a few MB and quick to serialise.
     """
     for col in ("x", "y", "window_id"):
         if col not in points.columns:
@@ -257,25 +278,31 @@ def scatter_map(
         raise ValueError(f"no column {color!r} to colour by; got {list(points.columns)}")
     if continuous is None and color is not None:
         continuous = color != "cluster" and pd.api.types.is_numeric_dtype(points[color])
-    hovertemplate = "window %{customdata[0]}" + "".join(
-        f"<br>{h}: %{{customdata[{i + 1}]}}" for i, h in enumerate(hover)
-    )
+    hovertemplate = "window %{customdata[0]:d} @ %{customdata[1]:.1f} s"
+    if hover:
+        hovertemplate += "<br>%{text}"
     if color is not None:
         hovertemplate += f"<br>{color}: " + (
-            "%{marker.color}" if continuous else "%{fullData.name}"
+            "%{marker.color:.2f}" if continuous else "%{fullData.name}"
         )
     hovertemplate += "<extra></extra>"
-
     size = SPARSE_MARKER_SIZE if len(points) < SPARSE_POINTS else MAP_MARKER_SIZE
 
     def trace(df: pd.DataFrame, name: str, marker: dict) -> go.Scattergl:
-        custom = np.column_stack([df["window_id"].to_numpy()] + [df[h].to_numpy() for h in hover])
+        start = df["start_s"].to_numpy(float) if "start_s" in df else np.zeros(len(df))
+        text = None
+        if hover:
+            joined = df[hover[0]].astype(str)
+            for h in hover[1:]:
+                joined = joined + " · " + df[h].astype(str)
+            text = joined.to_numpy()
         return go.Scattergl(
-            x=df["x"].to_numpy(),
-            y=df["y"].to_numpy(),
+            x=df["x"].to_numpy(np.float32),
+            y=df["y"].to_numpy(np.float32),
             mode="markers",
             name=name,
-            customdata=custom,
+            customdata=np.column_stack([df["window_id"].to_numpy(float), start]),  # (n, 2)
+            text=text,
             hovertemplate=hovertemplate,
             marker={"size": size, **marker},
         )
@@ -326,7 +353,7 @@ def selected_window_ids(selection: dict | None) -> list[int]:
         custom = p.get("customdata")
         if custom is None:
             continue
-        ids.append(int(custom[0] if isinstance(custom, (list, tuple)) else custom))
+        ids.append(int(round(float(custom[0] if isinstance(custom, (list, tuple)) else custom))))
     return list(dict.fromkeys(ids))  # de-duplicated, selection order kept
 
 

@@ -181,7 +181,7 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_test_id("stImage").first.wait_for()
     _no_exception(pg)
     _shot(pg, "3_search_results")
-    label_box = pg.get_by_label("Label to write")
+    label_box = pg.get_by_role("textbox", name="Label to write")
     label_box.fill("sweep")
     label_box.press("Enter")
     _settle(pg)

@@ -63,6 +63,18 @@ def test_spectrogram_png_decodes_to_requested_size():
     assert img.size == (200, 80) and img.mode == "RGB"
 
 
+def test_noise_floor_is_dark_and_calls_bright():
+    rng = np.random.default_rng(0)
+    x = 0.05 * rng.standard_normal(2 * SR).astype(np.float32)
+    x[SR // 2 : SR] += _tone(4000.0, 0.5)
+    img = plots.spectrogram_image(x, SR, size=(200, 100))
+    luminance = img @ np.array([0.299, 0.587, 0.114])  # (H, W)
+    assert np.median(luminance) < 40  # background noise drawn near black
+    assert luminance[:, 55:95].max() > 150  # the tone (0.5-1 s of 2 s) drawn bright
+    lo, hi = plots.display_range(np.full((4, 4), -50.0))
+    assert hi > lo  # flat input still gives a usable range
+
+
 def test_silence_renders_without_nan():
     img = plots.spectrogram_image(np.zeros(SR, np.float32), SR)
     assert np.isfinite(img).all()
@@ -104,6 +116,10 @@ def test_scatter_map_categorical_one_webgl_trace_per_site():
     assert sum(len(t.x) for t in fig.data) == len(pts)
     ids = np.concatenate([t.customdata[:, 0].astype(int) for t in fig.data])
     assert sorted(ids) == list(pts["window_id"])
+    first = fig.data[0]
+    i = int(np.flatnonzero(pts["window_id"] == int(first.customdata[0, 0]))[0])
+    assert first.text[0] == f"{pts['path'][i]}"  # site is the trace name, so hover shows the path
+    assert first.customdata[0, 1] == pts["start_s"][i]
 
 
 def test_scatter_map_cluster_is_categorical_and_natural_sorted():

@@ -12,7 +12,7 @@ import pandas as pd
 
 MAP_POINTS = 50_000  # windows sampled for the map
 WINDOW_COLUMNS = ["window_id", "recording_id", "channel", "start_s", "end_s"]
-RECORDING_COLUMNS = ["recording_id", "path", "abs_path", "site", "start_time"]
+RECORDING_COLUMNS = ["recording_id", "path", "abs_path", "site", "start_time", "sample_rate"]
 
 
 def model_names(db) -> list[str]:

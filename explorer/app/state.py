@@ -18,9 +18,8 @@ from explorer import plots
 from explorer.app import audio_access, backend
 
 ENV_DB = "CHORUS_DB"  # database path when no --db is given (tests)
-PLAYBACK_SR = (
-    22050  # Hz: sample rate of clips played and drawn in cards (enough for birds < 11 kHz)
-)
+MAX_PLAYBACK_SR = 48000  # Hz: clips are played and drawn at the file's rate, at most this
+VIEW_SR = 32000  # Hz, at most, for the span picker's long spectrogram
 CARD_SIZE = (320, 120)  # spectrogram card (width, height) px
 
 
@@ -106,18 +105,26 @@ def map_points(path: str, model: str, version: int, method: str, n: int) -> pd.D
     return backend.map_points(_connect(path), model, method, n)
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
-def clip(path: str, abs_path: str, start_s: float, end_s: float, channel: int) -> np.ndarray:
-    """Audio of a window from its original file at ``PLAYBACK_SR``."""
-    return audio_access.read_span(
-        abs_path, roots(), start_s, end_s, PLAYBACK_SR, int(channel) if channel == channel else -1
-    )
+def playback_rate(sample_rate) -> int:
+    """Rate (Hz) a file is read at for listening: its own, capped at ``MAX_PLAYBACK_SR``."""
+    try:
+        sr = int(sample_rate)
+    except (TypeError, ValueError):
+        return MAX_PLAYBACK_SR
+    return min(sr, MAX_PLAYBACK_SR) if sr > 0 else MAX_PLAYBACK_SR
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def card_png(path: str, abs_path: str, start_s: float, end_s: float, channel: int) -> bytes:
-    audio = clip(path, abs_path, start_s, end_s, channel)
-    return plots.spectrogram_png(audio, PLAYBACK_SR, size=CARD_SIZE)
+def clip(path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int) -> np.ndarray:
+    """Audio of a window read from its original file (``(n,)`` at ``sr``)."""
+    channel = -1 if channel is None or channel != channel else int(channel)  # NaN: mix
+    return audio_access.read_span(abs_path, roots(), start_s, end_s, sr, channel)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def card_png(path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int) -> bytes:
+    audio = clip(path, abs_path, start_s, end_s, channel, sr)
+    return plots.spectrogram_png(audio, sr, size=CARD_SIZE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,9 +175,9 @@ def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, k
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def recording_view(path: str, abs_path: str, start_s: float, end_s: float) -> np.ndarray:
-    """Audio of a stretch of a recording for the span picker (mono, ``PLAYBACK_SR``)."""
-    return audio_access.read_span(abs_path, roots(), start_s, end_s, PLAYBACK_SR)
+def recording_view(path: str, abs_path: str, start_s: float, end_s: float, sr: int) -> np.ndarray:
+    """Audio of a stretch of a recording for the span picker (mono, at ``sr``)."""
+    return audio_access.read_span(abs_path, roots(), start_s, end_s, sr)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,31 +50,28 @@ def feedback(note_key: str) -> None:
 
 def label_buttons(rows: pd.DataFrame, label: str, key: str, bulk: bool = False) -> None:
     """Positive / negative / unsure buttons writing ``label`` for ``rows`` to the labels table."""
-    cols = st.columns(len(KINDS))
-    for col, kind in zip(cols, KINDS, strict=True):
-        col.button(
-            f"{kind} ({len(rows)})" if bulk else kind,
-            key=f"{key}-{kind}",
-            icon=KIND_ICONS[kind],
-            on_click=_write_label,
-            args=(rows, label, kind, f"{key}-note"),
-            width="stretch",
-        )
+    with st.container(horizontal=True, gap="small"):
+        for kind in KINDS:
+            st.button(
+                f"{kind} ({len(rows)})" if bulk else kind,
+                key=f"{key}-{kind}",
+                icon=KIND_ICONS[kind],
+                help=f"Store '{label or '…'}' as {kind} for {'these windows' if bulk else 'this window'}",
+                on_click=_write_label,
+                args=(rows, label, kind, f"{key}-note"),
+                type="secondary" if bulk else "tertiary",
+            )
     feedback(f"{key}-note")
 
 
 def window_card(row: pd.Series, label: str, key: str, caption_extra: str = "") -> None:
     """Spectrogram, player, recording + time, and label buttons for one window."""
+    sr = state.playback_rate(row.get("sample_rate"))
+    span = (state.db_path(), row["abs_path"], row["start_s"], row["end_s"], row.get("channel"), sr)
     with st.container(border=True):
         try:
-            png = state.card_png(
-                state.db_path(), row["abs_path"], row["start_s"], row["end_s"], row["channel"]
-            )
-            st.image(png, width="stretch")
-            audio = state.clip(
-                state.db_path(), row["abs_path"], row["start_s"], row["end_s"], row["channel"]
-            )
-            st.audio(audio, sample_rate=state.PLAYBACK_SR)
+            st.image(state.card_png(*span), width="stretch")
+            st.audio(state.clip(*span), sample_rate=sr)
         except (audio_access.AudioAccessError, OSError, ValueError) as err:
             st.warning(str(err))
         st.caption(

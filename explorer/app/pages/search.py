@@ -45,10 +45,11 @@ with span_tab:
             key="span",
         )
         try:
+            sr = min(state.playback_rate(rec["sample_rate"]), state.VIEW_SR)
             audio = state.recording_view(
-                state.db_path(), rec["abs_path"], view_start, view_start + view_len
+                state.db_path(), rec["abs_path"], view_start, view_start + view_len, sr
             )
-            fig = plots.spectrogram_figure(audio, state.PLAYBACK_SR, view_start, span=span)
+            fig = plots.spectrogram_figure(audio, sr, view_start, span=span)
             event = st.plotly_chart(
                 fig,
                 on_select="rerun",
