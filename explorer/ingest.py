@@ -184,12 +184,14 @@ def embed_archive(
         writer.flush()
     finally:
         bar.close()
+    if summary.n_windows:
+        db.build_index(model)  # incremental: adds the new windows, rebuilds when the tier changes
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
-    """Register files and decide which to embed: returns (tasks, {recording_id: duration_s})."""
+    """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s})."""
     from embedder import audio
     from embedder.batching import FileTask
 
@@ -197,7 +199,7 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     known = {r["path"]: r for r in recs.to_dict("records") if r["audio_root"] == audio_root}
     done = db.done_recordings(model)
     done_ids = {int(r.recording_id): (int(r.size), float(r.mtime)) for r in done.itertuples()}
-    tasks, durations = [], {}
+    records = []
     for path in files:
         rel = path.relative_to(root).as_posix()
         st = path.stat()
@@ -212,41 +214,40 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
                 summary.n_failed += 1
                 summary.failed.append((rel, str(old["error"])))
                 continue
-        fields = dict(
+        rec = dict(
+            audio_root=audio_root,
+            path=rel,
             size=size,
             mtime=mtime,
             site=parse_site(rel, site),
             start_time=parse_start_time(path.name),
+            status="ok",
+            error=None,
         )
         try:
             info = audio.probe(path)
+            if info.duration_s < MIN_RECORDING_S:
+                raise audio.AudioError(
+                    f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
+                )
+            rec.update(
+                duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels
+            )
         except audio.AudioError as err:
-            _record_failure(db, summary, audio_root, rel, str(err), fields)
+            rec.update(status="failed", error=str(err))
+            summary.n_failed += 1
+            summary.failed.append((rel, str(err)))
+        records.append(rec)
+    ids = db.upsert_recordings(records) if records else []
+    tasks, durations = [], {}
+    for rid, rec in zip(ids, records, strict=True):
+        if rec["status"] != "ok":
             continue
-        if info.duration_s < MIN_RECORDING_S:
-            error = f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
-            _record_failure(db, summary, audio_root, rel, error, fields)
-            continue
-        rid = db.upsert_recording(
-            audio_root,
-            rel,
-            duration_s=info.duration_s,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-            status="ok",
-            error=None,
-            **fields,
-        )
-        db.begin_recording(model, rid)
-        tasks.append(FileTask(rid, str(path)))
-        durations[rid] = info.duration_s
+        if rec["path"] in known:  # a rerun: drop windows an interrupted or older run left
+            db.begin_recording(model, int(rid))
+        tasks.append(FileTask(int(rid), str(root / rec["path"])))
+        durations[int(rid)] = rec["duration_s"]
     return tasks, durations
-
-
-def _record_failure(db, summary, audio_root, rel, error, fields) -> None:
-    db.upsert_recording(audio_root, rel, status="failed", error=error, **fields)
-    summary.n_failed += 1
-    summary.failed.append((rel, error))
 
 
 def _expected_windows(duration_s: float, spec) -> int:
@@ -286,9 +287,7 @@ class _ChunkWriter:
             self.failed.add(done.key)
             self.db.begin_recording(self.model, done.key)  # drop windows already committed
             rec = self.db.recording(done.key)
-            self.db.upsert_recording(
-                rec["audio_root"], rec["path"], status="failed", error=done.error
-            )
+            self.db.mark_failed(rec["audio_root"], rec["path"], done.error)
             self.summary.n_failed += 1
             self.summary.failed.append((rec["path"], done.error))
             return
