@@ -45,6 +45,7 @@ class IngestSummary:
     hours: float = 0.0
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    index: str = ""
 
     def line(self) -> str:
         """The one-line summary printed at the end of ``chorus embed``."""
@@ -52,7 +53,7 @@ class IngestSummary:
         text = (
             f"{self.model}: embedded {self.n_embedded} recordings ({self.hours:.2f} h, "
             f"{self.n_windows} windows, {rate:.0f} windows/s) in {self.seconds:.1f} s; "
-            f"{self.n_skipped} already done; {self.n_failed} failed"
+            f"{self.n_skipped} already done; {self.n_failed} failed; index {self.index}"
         )
         if self.n_failed:
             text += f" (see `chorus info --db {self.db_path}`)"
@@ -106,6 +107,8 @@ def embed_archive(
     site: str | None = None,
     retry_failed: bool = False,
     chunk_windows: int = CHUNK_WINDOWS,
+    index_factory: str = "auto",
+    rebuild_index: bool = False,
     progress: bool = True,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
@@ -133,6 +136,9 @@ def embed_archive(
         Try again files that failed before even if they did not change.
     chunk_windows : int
         Windows per database commit.
+    index_factory, rebuild_index : str, bool
+        FAISS index to keep beside the table (``"auto"`` picks by size, see ``index.faiss_index``),
+        and whether to rebuild it from scratch rather than update it.
 
     Returns
     -------
@@ -142,6 +148,7 @@ def embed_archive(
     import index
     from embedder import audio
     from embedder.batching import WindowSpec, batch_windows, iter_archive
+    from index.faiss_index import check_factory
 
     t0 = time.perf_counter()
     root = Path(archive_dir)
@@ -162,6 +169,10 @@ def embed_archive(
     if hop <= 0:
         raise IngestError("--hop must be positive")
     settings = model_settings(m, hop, channels, weights)
+    try:
+        check_factory(index_factory, m.dim)
+    except ValueError as err:
+        raise IngestError(str(err)) from None
     db = index.connect(db_path)
     _check_same_settings(db, model, settings)
     db.register_model(model, settings)
@@ -184,8 +195,8 @@ def embed_archive(
         writer.flush()
     finally:
         bar.close()
-    if summary.n_windows:
-        db.build_index(model)  # incremental: adds the new windows, rebuilds when the tier changes
+    # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
+    summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -269,6 +269,12 @@ def _atomic(path: Path, write) -> None:
 
 
 # ---------------------------------------------------------------------- build / update
+def check_factory(factory: str, dim: int) -> None:
+    """Raise ValueError for a factory string FAISS cannot build (``"auto"`` is always fine)."""
+    if factory != "auto":
+        _new_index(factory, dim, {})
+
+
 def _new_index(factory: str, dim: int, params: dict) -> faiss.Index:
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)

@@ -92,6 +92,7 @@ def test_info(db, capsys):
             "no 'perch' embeddings",
         ),
         (["info", "--db", "{tmp}"], "no Chorus database"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--index", "bogus"], "bad FAISS factory"),
     ],
 )
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, archive, db, capsys):
@@ -178,3 +179,16 @@ def test_models_import_errors(tmp_path, monkeypatch, capsys):
     assert main(["models", "import", "perch", str(tmp_path / "missing.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("chorus models: error:") for line in err)
+
+
+def test_embed_keeps_the_faiss_index_current(db, archive, capsys):
+    import index
+
+    state = index.connect(db).index_state("spectral")
+    assert state["state"] == "current" and state["n_vectors"] == 16
+    argv = ["embed", str(archive), "--db", str(db), "--no-progress", "--index", "HNSW32,Flat"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().endswith("index HNSW32,Flat")
+    assert index.connect(db).index_state("spectral")["factory"] == "HNSW32,Flat"
+    assert main(argv[:-2] + ["--rebuild-index"]) == 0  # auto again: Flat at this size
+    assert index.connect(db).index_state("spectral")["factory"] == "Flat"

@@ -41,6 +41,15 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--allow-untrained", action="store_true", help="accept random weights (testing only)"
     )
+    p.add_argument(
+        "--index",
+        default="auto",
+        metavar="FACTORY",
+        help="FAISS index: auto (by size) or a factory string, e.g. HNSW32,Flat",
+    )
+    p.add_argument(
+        "--rebuild-index", action="store_true", help="rebuild the FAISS index from scratch"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -83,6 +92,8 @@ def run(args) -> int:
             allow_untrained=args.allow_untrained,
             site=args.site,
             retry_failed=args.retry_failed,
+            index_factory=args.index,
+            rebuild_index=args.rebuild_index,
             progress=not args.no_progress,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
         )
