@@ -7,6 +7,7 @@ defined below.
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image
 N_FFT = 512  # samples per STFT frame
 HOP = 128  # samples between STFT frames
 TOP_DB = 80.0  # dB: at most this range below the loudest bin is drawn
-FLOOR_PERCENTILE = 50.0  # bins at or below this percentile (the noise floor) are drawn darkest
+FLOOR_PERCENTILE = 75.0  # bins at or below this percentile (the noise floor) are drawn darkest
 IMAGE_SIZE = (320, 128)  # default spectrogram image (width, height) in pixels
 TEMPLATE = "plotly_white"  # figures carry their own look (pages draw them with theme=None)
 MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "other"
@@ -159,38 +160,41 @@ def spectrogram_figure(
     sample_rate: int,
     offset_s: float = 0.0,
     f_max: float | None = None,
-    max_frames: int = 1500,
     span: tuple[float, float] | None = None,
+    size: tuple[int, int] = (1200, 240),
     height: int = 260,
 ) -> go.Figure:
     """Interactive spectrogram of a recording for picking a time span with box selection.
 
-    A heatmap shows the spectrogram (time on x, from ``offset_s``); an invisible scatter row of
-    points (one per frame) makes box selection report the selected times, which
-    :func:`selected_span` turns into ``(start_s, end_s)``. ``span`` is drawn as a shaded band.
+    The spectrogram is drawn as an image (:func:`spectrogram_image`, ``size`` pixels, sent as a
+    PNG: small and crisp however long the audio) placed on time (s, from ``offset_s``) and
+    frequency (kHz) axes. An invisible row of points, one per 1/10 of a second, makes box
+    selection report times, which :func:`selected_span` turns into ``(start_s, end_s)``.
+    ``span`` is drawn as a shaded band.
     """
-    n = np.asarray(audio).shape[-1]
-    hop = max(HOP, int(np.ceil(n / max_frames)))  # keep the figure small for long recordings
-    db, freqs, times = spectrogram_db(audio, sample_rate, hop=hop, f_max=f_max)
-    times = times + offset_s
-    lo, hi = display_range(db)
-    fig = go.Figure(
-        go.Heatmap(
-            z=np.clip(db, lo, hi),
-            zmin=lo,
-            zmax=hi,
-            x=times,
-            y=freqs / 1000.0,
-            colorscale="Magma",
-            showscale=False,
-            hoverinfo="skip",
-        )
+    x = np.asarray(audio, dtype=np.float32)
+    duration = x.shape[-1] / sample_rate
+    top_khz = (f_max or sample_rate / 2) / 1000.0
+    n = x.shape[-1]
+    hop = max(HOP, int(np.ceil(n / (2 * size[0]))))  # about 2 frames per output pixel
+    png = spectrogram_png(x, sample_rate, size=size, f_max=f_max, hop=hop)
+    fig = go.Figure()
+    fig.add_layout_image(
+        source="data:image/png;base64," + base64.b64encode(png).decode(),
+        xref="x",
+        yref="y",
+        x=offset_s,
+        y=top_khz,
+        sizex=duration,
+        sizey=top_khz,
+        sizing="stretch",
+        layer="below",
     )
-    y_mid = float(freqs[-1] / 2000.0)
+    ticks = offset_s + np.arange(0.0, duration, 0.1)
     fig.add_trace(
         go.Scatter(
-            x=times,
-            y=np.full(len(times), y_mid),
+            x=ticks,
+            y=np.full(len(ticks), top_khz / 2),
             mode="markers",
             marker={"size": 12, "opacity": 0.0},
             hovertemplate="%{x:.2f} s<extra></extra>",
@@ -199,13 +203,13 @@ def spectrogram_figure(
         )
     )
     if span is not None:
-        fig.add_vrect(x0=span[0], x1=span[1], fillcolor="#22d3ee", opacity=0.25, line_width=1)
+        fig.add_vrect(x0=span[0], x1=span[1], fillcolor="#22d3ee", opacity=0.3, line_width=1)
     fig.update_layout(
         template=TEMPLATE,
         height=height,
         margin={"l": 40, "r": 10, "t": 10, "b": 30},
-        xaxis_title="time (s)",
-        yaxis_title="kHz",
+        xaxis={"title": "time (s)", "range": [offset_s, offset_s + duration], "showgrid": False},
+        yaxis={"title": "kHz", "range": [0, top_khz], "showgrid": False},
         dragmode="select",
         selectdirection="h",
     )

@@ -152,6 +152,53 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     assert row["start_s"] == hits.iloc[1]["start_s"] and row["end_s"] == hits.iloc[1]["end_s"]
 
 
+def _wav_bytes(x: np.ndarray, sr: int = SR) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_search_with_uploaded_clip_and_a_negative(app):
+    at = _page(app, "search")
+    rng = np.random.default_rng(5)
+    clip = 0.02 * rng.standard_normal(4 * SR)
+    hoot = _hoot(SR)
+    clip[SR : SR + hoot.size] += 0.3 * hoot
+    at.file_uploader(key="upload").upload("my_hoot.wav", _wav_bytes(clip), "audio/wav").run()
+    _button(at, "Add clip to the query").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    noise = _wav_bytes(0.02 * rng.standard_normal(4 * SR))
+    at.file_uploader(key="upload").upload("noise.wav", noise, "audio/wav").run()
+    at.radio(key="upload_kind").set_value("negative").run()
+    _button(at, "Add clip to the query").click().run()
+    kinds = [q.kind for q in at.session_state["queries"]]
+    assert kinds[-2:] == ["positive", "negative"]
+    at.session_state["queries"] = at.session_state["queries"][-2:]
+    at.number_input(key="f_k").set_value(6)
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    hits = at.session_state["hits"]
+    # every recording holds one hoot window (slot 2: 10-15 s); the clip finds them
+    assert (hits["start_s"] == 10.0).sum() >= 5
+
+
+def test_upload_that_is_not_audio_or_too_long_is_refused(app):
+    at = _page(app, "search")
+    n_before = len(at.session_state["queries"]) if "queries" in at.session_state else 0
+    at.file_uploader(key="upload").upload("fake.wav", b"RIFF not really audio", "audio/wav").run()
+    _button(at, "Add clip to the query").click().run()
+    assert not at.exception
+    assert any("Could not use fake.wav" in e.value for e in at.error)
+    long_clip = _wav_bytes(np.zeros(int(130 * 8000)), sr=8000)
+    at.file_uploader(key="upload").upload("long.wav", long_clip, "audio/wav").run()
+    _button(at, "Add clip to the query").click().run()
+    assert any("upload at most" in e.value for e in at.error)
+    n_after = len(at.session_state["queries"]) if "queries" in at.session_state else 0
+    assert n_after == n_before
+
+
 def test_search_filters_by_site_and_hour(app):
     at = _page(app, "search")
     if not at.session_state["queries"]:
@@ -278,3 +325,17 @@ def test_classify_page_trains_probe_reports_metrics_and_exports(app, fixture_db)
 
     names = [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
     assert "hoot" in names
+
+
+def test_app_without_a_database_says_so(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    missing = tmp_path / "missing.chorus"
+    monkeypatch.setenv("CHORUS_DB", str(missing))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "Cannot open the database" in at.error[0].value
+    assert not missing.exists()  # the app never creates a database
+    monkeypatch.delenv("CHORUS_DB")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert "No database given" in at.error[0].value

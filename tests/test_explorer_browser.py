@@ -64,6 +64,19 @@ def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
     raise TimeoutError(f"chorus explore did not answer on {url} within {START_TIMEOUT_S} s")
 
 
+def _hoot_clip(path: Path) -> str:
+    """A 4 s query clip with one hoot over noise, like a user's recording of the call."""
+    import numpy as np
+    import soundfile as sf
+    from test_explorer_app import SR, _hoot
+
+    x = 0.02 * np.random.default_rng(7).standard_normal(4 * SR)
+    call = _hoot(SR)
+    x[SR : SR + call.size] += 0.3 * call
+    sf.write(path, x.astype(np.float32), SR)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     reason = _requirements()
@@ -91,7 +104,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield url, truth
+        yield url, truth, _hoot_clip(db_path.parent / "hoot_query.wav")
     finally:
         proc.terminate()
         try:
@@ -171,10 +184,15 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     _shot(pg, "2_map")
 
     _goto(pg, "Search")
-    pg.get_by_role("tab", name="Pick a span of a recording").click()
-    pg.get_by_role("button", name="Add span as positive").click()
+    pg.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(server[2])
+    pg.get_by_text("hoot_query.wav").first.wait_for()
+    pg.get_by_role("button", name="Add clip to the query").click()
     _settle(pg)
-    pg.get_by_text(re.compile(r"positive: \S+\.wav @ 0\.0–5\.0 s")).first.wait_for()
+    pg.get_by_text("positive: upload: hoot_query.wav").wait_for()
+    pg.get_by_role("tab", name="Pick a span of a recording").click()
+    pg.get_by_role("button", name="Add span as negative").click()  # 0-5 s: background only
+    _settle(pg)
+    pg.get_by_text(re.compile(r"negative: \S+\.wav @ 0\.0–5\.0 s")).first.wait_for()
     pg.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Search").click()
     _settle(pg)
     pg.get_by_role("heading", name="12 results").wait_for()
@@ -192,7 +210,7 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     _shot(pg, "4_search_labelled")
 
     _goto(pg, "Classify")
-    pg.get_by_test_id("stSelectbox").first.click()
+    pg.get_by_test_id("stMain").get_by_test_id("stSelectbox").first.click()
     pg.get_by_role("option", name="hoot").click()
     pg.get_by_role("button", name="Train probe").click()
     _settle(pg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -82,9 +83,14 @@ def test_silence_renders_without_nan():
 
 def test_spectrogram_figure_and_span_selection():
     fig = plots.spectrogram_figure(_tone(2000.0, 4.0), SR, offset_s=10.0, span=(11.0, 12.0))
-    heat, pts = fig.data
-    assert isinstance(heat, go.Heatmap) and heat.x[0] >= 10.0
-    assert pts.x[-1] == pytest.approx(heat.x[-1])
+    (image,) = fig.layout.images
+    assert image.source.startswith("data:image/png;base64,")
+    png = Image.open(io.BytesIO(base64.b64decode(image.source.split(",", 1)[1])))
+    assert png.size == (1200, 240)
+    assert (image.x, image.sizex) == (10.0, pytest.approx(4.0))
+    assert image.sizey == pytest.approx(SR / 2000.0)  # kHz up to Nyquist
+    (pts,) = fig.data
+    assert pts.x[0] == 10.0 and pts.x[-1] == pytest.approx(13.9)  # 0.1 s selection grid
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == 11.0
     assert plots.selected_span({"box": [{"x": [12.5, 11.0]}], "points": []}) == (11.0, 12.5)
     assert plots.selected_span({"box": [], "points": [{"x": 3.0}, {"x": 1.0}]}) == (1.0, 3.0)

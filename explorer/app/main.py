@@ -26,6 +26,11 @@ db_path = state.db_path()
 if db_path is None:
     st.error("No database given: start the app with `chorus explore --db survey.chorus`.")
     st.stop()
+try:
+    state.db()
+except (FileNotFoundError, RuntimeError) as err:
+    st.error(f"Cannot open the database: {err}")
+    st.stop()
 
 nav = st.navigation(
     [

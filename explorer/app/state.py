@@ -41,7 +41,7 @@ def db_path() -> str | None:
 def _connect(path: str):
     import index
 
-    return index.connect(path)
+    return index.connect(path, create=False)  # never create a database from the app
 
 
 def db():

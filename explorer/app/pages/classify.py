@@ -70,10 +70,16 @@ if curve:
 st.subheader("Score the archive")
 scores = state.archive_scores(model, probe_id)
 threshold = st.slider(
-    "Detection threshold", 0.0, 1.0, float(info["threshold"]), 0.01, key=f"thr_{probe_id}"
+    "Detection threshold",
+    0.0,
+    1.0,
+    round(float(info["threshold"]), 3),
+    0.001,
+    format="%.3f",
+    key=f"thr_{probe_id}",
 )
 n_det = int((scores["score"] >= threshold).sum())
-st.write(f"{n_det:,} of {len(scores):,} windows score ≥ {threshold:.2f}.")
+st.write(f"{n_det:,} of {len(scores):,} windows score ≥ {threshold:.3f}.")
 st.plotly_chart(plots.score_histogram(scores["score"], threshold), width="stretch", theme=None)
 
 st.subheader("Review")
