@@ -191,10 +191,19 @@ def test_upload_that_is_not_audio_or_too_long_is_refused(app):
     _button(at, "Add clip to the query").click().run()
     assert not at.exception
     assert any("Could not use fake.wav" in e.value for e in at.error)
-    long_clip = _wav_bytes(np.zeros(int(130 * 8000)), sr=8000)
+    long_clip = _wav_bytes(np.zeros(int(130 * 8000)), sr=8000)  # 2 MB, 130 s
     at.file_uploader(key="upload").upload("long.wav", long_clip, "audio/wav").run()
     _button(at, "Add clip to the query").click().run()
     assert any("upload at most" in e.value for e in at.error)
+    from streamlit import config
+
+    old_limit = config.get_option("server.maxUploadSize")
+    config.set_option("server.maxUploadSize", 1)  # MB, as `chorus explore --max-upload-mb 1`
+    try:
+        _button(at, "Add clip to the query").click().run()
+    finally:
+        config.set_option("server.maxUploadSize", old_limit)
+    assert any("the limit is 1 MB" in e.value for e in at.error)
     n_after = len(at.session_state["queries"]) if "queries" in at.session_state else 0
     assert n_after == n_before
 
@@ -339,3 +348,16 @@ def test_app_without_a_database_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("CHORUS_DB")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert "No database given" in at.error[0].value
+
+
+def test_windows_by_id_keeps_order_and_joins_recordings(fixture_db):
+    from explorer.app import backend
+
+    db = index.connect(fixture_db[0])
+    ids, _ = db.vectors("spectral")
+    pick = [int(ids[7]), int(ids[2]), int(ids[30])]
+    rows = backend.windows_by_id(db, "spectral", pick)
+    assert rows["window_id"].tolist() == pick
+    assert rows["abs_path"].map(lambda p: Path(p).is_file()).all()
+    assert rows["sample_rate"].eq(SR).all() and rows["hour"].between(5, 8).all()
+    assert backend.windows_by_id(db, "spectral", []).empty

@@ -158,6 +158,21 @@ def _no_exception(pg) -> None:
     ).first.inner_text()
 
 
+def _lasso_everything(pg) -> None:
+    """Draw a lasso around the whole map (the figure's default drag mode)."""
+    drag = pg.locator(".js-plotly-plot .nsewdrag").first
+    drag.wait_for()
+    box = drag.bounding_box()
+    x0, y0 = box["x"] + 3, box["y"] + 3
+    x1, y1 = box["x"] + box["width"] - 3, box["y"] + box["height"] - 3
+    pg.mouse.move(x0, y0)
+    pg.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
+        pg.mouse.move(x, y, steps=15)
+    pg.mouse.up()
+    _settle(pg)
+
+
 def _shot(pg, name: str) -> None:
     """Screenshot of the whole page: Streamlit scrolls inside its main block, so grow the
     viewport to the content's height first."""
@@ -182,6 +197,11 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.locator(".js-plotly-plot").first.wait_for()
     _no_exception(pg)
     _shot(pg, "2_map")
+    _lasso_everything(pg)
+    pg.get_by_role("heading", name="36 selected windows").wait_for()
+    pg.get_by_test_id("stImage").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "2b_map_selection")
 
     _goto(pg, "Search")
     pg.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(server[2])

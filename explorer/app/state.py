@@ -148,10 +148,10 @@ def add_upload_query(upload, kind: str) -> None:
     from embedder.audio import probe
 
     data = upload.getvalue()
-    if len(data) > backend.MAX_UPLOAD_BYTES:
+    limit = min(backend.MAX_UPLOAD_BYTES, int(st.get_option("server.maxUploadSize")) * 2**20)
+    if len(data) > limit:
         raise audio_access.AudioAccessError(
-            f"{upload.name} is {len(data) / 2**20:.0f} MB; the limit is "
-            f"{backend.MAX_UPLOAD_BYTES / 2**20:.0f} MB"
+            f"{upload.name} is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB"
         )
     suffix = Path(upload.name).suffix[:8]
     with tempfile.TemporaryDirectory(prefix="chorus-upload-") as tmp:
