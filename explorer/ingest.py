@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.recordings import discover, parse_site, parse_start_time
+from explorer.recordings import discover, parse_site, recording_start
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call
@@ -231,7 +231,7 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             size=size,
             mtime=mtime,
             site=parse_site(rel, site),
-            start_time=parse_start_time(path.name),
+            start_time=recording_start(path),
             status="ok",
             error=None,
         )

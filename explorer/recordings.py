@@ -61,6 +61,39 @@ def parse_start_time(name: str) -> datetime | None:
     return None
 
 
+# AudioMoth firmware writes the start into the WAV comment: "Recorded at 04:30:00 10/06/2024 (UTC) ...".
+_AUDIOMOTH_COMMENT = re.compile(
+    r"Recorded at (?P<H>\d{2}):(?P<M>\d{2}):(?P<S>\d{2}) (?P<d>\d{2})/(?P<m>\d{2})/(?P<Y>\d{4})"
+)
+
+
+def start_time_from_metadata(path: str | Path) -> datetime | None:
+    """Recording start from the file's tags (AudioMoth comment, or an ISO date tag), else None."""
+    import soundfile as sf
+
+    try:
+        with open(path, "rb") as fh, sf.SoundFile(fh) as snd:
+            comment, date = snd.comment or "", snd.date or ""
+    except (OSError, RuntimeError, sf.SoundFileError):
+        return None
+    m = _AUDIOMOTH_COMMENT.search(comment)
+    if m is not None:
+        try:
+            return datetime(*(int(m[k]) for k in "YmdHMS"))
+        except ValueError:
+            pass
+    try:
+        stamp = datetime.fromisoformat(date.strip())
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=None) if stamp.tzinfo is None else stamp
+
+
+def recording_start(path: str | Path) -> datetime | None:
+    """Start time from the file name, else from the file's metadata, else None."""
+    return parse_start_time(Path(path).name) or start_time_from_metadata(path)
+
+
 def parse_site(rel_path: str, rule: str | None = None) -> str | None:
     """A recording's site from its path relative to the audio root.
 

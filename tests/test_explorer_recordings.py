@@ -5,7 +5,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from explorer.recordings import discover, parse_site, parse_start_time
+from explorer.recordings import discover, parse_site, parse_start_time, recording_start
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,24 @@ def test_discover_by_extension_and_content(tmp_path, write_audio):
     write_audio(tmp_path / ".hidden" / "x.wav", sig, 8000)
     found = [p.relative_to(tmp_path).as_posix() for p in discover(tmp_path)]
     assert found == ["a/one.wav", "a/two.flac", "b/noext"]
+
+
+def test_start_time_from_metadata_when_the_name_has_none(tmp_path):
+    import soundfile as sf
+
+    def tagged(name, **tags):
+        with sf.SoundFile(tmp_path / name, "w", 8000, 1) as f:
+            for key, value in tags.items():
+                setattr(f, key, value)
+            f.write(np.zeros(800))
+        return tmp_path / name
+
+    moth = tagged("a.wav", comment="Recorded at 04:30:15 10/06/2024 (UTC) by AudioMoth 24A7")
+    assert recording_start(moth) == datetime(2024, 6, 10, 4, 30, 15)
+    iso = tagged("b.wav", date="2023-05-01T21:00:00")
+    assert recording_start(iso) == datetime(2023, 5, 1, 21, 0, 0)
+    named = tagged("20220101_000000.wav", date="2023-05-01T21:00:00")
+    assert recording_start(named) == datetime(2022, 1, 1)  # the name wins
+    assert recording_start(tagged("c.wav", comment="no date here")) is None
+    (tmp_path / "junk.wav").write_bytes(b"junk")
+    assert recording_start(tmp_path / "junk.wav") is None
