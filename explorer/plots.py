@@ -248,7 +248,7 @@ def scatter_map(
     points: pd.DataFrame,
     color: str | None = None,
     continuous: bool | None = None,
-    hover: tuple[str, ...] = ("site", "path"),
+    hover: tuple[str, ...] = (),
     max_categories: int = MAX_CATEGORIES,
     height: int = 600,
     title: str | None = None,
@@ -267,7 +267,9 @@ def scatter_map(
         Force numeric (True) or categorical (False) colouring; default: numeric unless the column is
         "cluster" or non-numeric.
     hover : tuple of str
-        Columns joined into each point's hover text.
+        Columns joined into each point's hover text. Off by default: strings are not typed
+        arrays, and 50 k hover strings cost about a second per map draw (benchmarks/app_bench.py);
+        the table of selected windows shows their recordings.
 
     Every point carries numeric ``customdata = [window_id, start_s]`` so a selection maps back to
     windows with :func:`selected_window_ids`, whatever trace the point is in. Hover strings go in

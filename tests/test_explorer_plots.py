@@ -124,8 +124,9 @@ def test_scatter_map_categorical_one_webgl_trace_per_site():
     assert sorted(ids) == list(pts["window_id"])
     first = fig.data[0]
     i = int(np.flatnonzero(pts["window_id"] == int(first.customdata[0, 0]))[0])
-    assert first.text[0] == f"{pts['path'][i]}"  # site is the trace name, so hover shows the path
-    assert first.customdata[0, 1] == pts["start_s"][i]
+    assert first.customdata[0, 1] == pts["start_s"][i] and first.text is None
+    with_text = plots.scatter_map(pts, color="site", hover=("site", "path")).data[0]
+    assert with_text.text[0] == pts["path"][i]  # site is the trace name, so only the path shows
 
 
 def test_scatter_map_cluster_is_categorical_and_natural_sorted():
