@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from embedder.batching import FileDone, FileTask, WindowChunk, WindowSpec, batch_windows, iter_archive
+from embedder.batching import (
+    FileDone,
+    FileTask,
+    WindowChunk,
+    WindowSpec,
+    batch_windows,
+    iter_archive,
+)
 
 
 def _chunk(key, n, first=0, win=4):
@@ -74,9 +81,13 @@ def test_iter_archive_workers_match_in_process(tmp_path, write_audio):
     paths = []
     for i in range(4):
         t = np.arange(int(sr * (3 + i))) / sr
-        paths.append(write_audio(tmp_path / f"f{i}.wav", 0.1 * np.sin(2 * np.pi * 440 * (i + 1) * t), sr))
+        paths.append(
+            write_audio(tmp_path / f"f{i}.wav", 0.1 * np.sin(2 * np.pi * 440 * (i + 1) * t), sr)
+        )
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
-    tasks = [FileTask(i, str(p)) for i, p in enumerate(paths)] + [FileTask(9, str(tmp_path / "bad.wav"))]
+    tasks = [FileTask(i, str(p)) for i, p in enumerate(paths)] + [
+        FileTask(9, str(tmp_path / "bad.wav"))
+    ]
     spec = WindowSpec(sample_rate=sr, window_s=1.0, hop_s=0.5)
 
     def collect(workers):
