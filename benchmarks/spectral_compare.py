@@ -104,26 +104,38 @@ def zscore(fn):
 
 def variants() -> dict:
     p20 = {"background_pct": 20.0}
+    raw = {"frame_norm_blocks": ()}  # per-band background subtraction only
     hand = {"bands": 1.0, "cepstrum": 1.0, "modulation": 0.5, "fm": 0.5}
+    prev = {**hand, "patches": 3.0}  # the default before frame normalisation
+    new = sp.SpectralConfig().block_weights
     return {
         "mfcc mean+std+delta (baseline)": mfcc_baseline,
         "mfcc baseline, corpus z-scored": zscore(mfcc_baseline),
         "log-mel band means": logmel_mean,
         "bands, bg p20": spectral_variant(block_weights={"bands": 1}, **p20),
         "bands, bg median": spectral_variant(block_weights={"bands": 1}),
+        "bands, frame-norm": spectral_variant(
+            block_weights={"bands": 1}, frame_norm_blocks=("bands",)
+        ),
         "cepstrum": spectral_variant(block_weights={"cepstrum": 1}),
         "modulation": spectral_variant(block_weights={"modulation": 1}),
-        "fm": spectral_variant(block_weights={"fm": 1}),
-        "patches": spectral_variant(block_weights={"patches": 1}),
+        "fm": spectral_variant(block_weights={"fm": 1}, **raw),
+        "fm, frame-norm": spectral_variant(block_weights={"fm": 1}),
+        "patches": spectral_variant(block_weights={"patches": 1}, **raw),
+        "patches, frame-norm": spectral_variant(block_weights={"patches": 1}),
         "bands+cepstrum": spectral_variant(block_weights={"bands": 1, "cepstrum": 1}),
-        "hand-crafted 4 blocks, bg p20": spectral_variant(block_weights=hand, **p20),
-        "hand-crafted 4 blocks, bg median": spectral_variant(block_weights=hand),
-        "DEFAULT: 4 blocks + patches x3": spectral_variant(),
-        "4 blocks + patches x9": spectral_variant(block_weights={**hand, "patches": 9.0}),
-        "4 blocks, fm x2, + patches x3": spectral_variant(
-            block_weights={**hand, "fm": 2.0, "patches": 3.0}
+        "hand-crafted 4 blocks, bg p20": spectral_variant(block_weights=hand, **p20, **raw),
+        "hand-crafted 4 blocks, bg median": spectral_variant(block_weights=hand, **raw),
+        "PREVIOUS DEFAULT: 4 blocks + patches x3": spectral_variant(block_weights=prev, **raw),
+        "previous weights, frame-norm fm+patches": spectral_variant(block_weights=prev),
+        "4 blocks + patches x9": spectral_variant(block_weights={**hand, "patches": 9.0}, **raw),
+        "new weights, no frame-norm": spectral_variant(**raw),
+        "new weights, frame-norm on all blocks": spectral_variant(frame_norm_blocks=sp.BLOCKS),
+        "new weights, fm x2, patches x3": spectral_variant(
+            block_weights={**new, "fm": 2.0, "patches": 3.0}
         ),
-        "4 blocks + patches x27": spectral_variant(block_weights={**hand, "patches": 27.0}),
+        "new weights, modulation x0.5": spectral_variant(block_weights={**new, "modulation": 0.5}),
+        "DEFAULT: frame-norm fm+patches, equal weights": spectral_variant(),
     }
 
 
@@ -181,7 +193,11 @@ def demo_task(demo: dict, fn) -> dict[str, float]:
             calls = truth[truth.call_type == t]
             qi = calls.index[np.argmin(np.abs(calls.snr_db.to_numpy() - QUERY_SNR_DB))]
             demo_p.append(all_p[len(all_p) - len(truth) + qi])
-    return {"demo P@10 (demo queries)": np.mean(demo_p), "demo P@10 (all calls)": np.mean(all_p)}
+    return {
+        "demo P@10 (demo queries)": np.mean(demo_p),
+        "demo min P@10 (demo queries)": np.min(demo_p),
+        "demo P@10 (all calls)": np.mean(all_p),
+    }
 
 
 # --- data preparation ------------------------------------------------------------------------------

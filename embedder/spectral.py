@@ -6,12 +6,18 @@ What the vector is (default configuration, ``dim = 928``)
 1. Log-mel frontend: 32 kHz audio, Hann STFT with ``N_FFT = 1024`` (32 ms) and ``HOP = 320`` (10 ms),
    ``N_MELS = 64`` area-normalised triangular mel bands (HTK mel scale) from 150 Hz to 15 kHz, power
    in dB with a floor at ``FLOOR_DB``. One 5 s window gives a ``(500, 64)`` image (``frontend``).
-2. Background normalisation: frames of digital silence (zero padding of a short file's tail) are
-   dropped; each band's median over the remaining frames (``background_pct = 50``: the stationary
-   noise floor of wind, rain hiss, insect chorus, recorder self-noise) is subtracted. ``Z = logmel -
-   background`` is "dB above the local noise floor", independent of gain and of stationary coloured
-   noise; ``P = max(Z, 0)`` is the foreground.
-3. Five blocks computed from ``Z`` / ``P``:
+2. Background normalisation, along time and then along frequency: frames of digital silence (zero
+   padding of a short file's tail) are dropped; each band's median over the remaining frames
+   (``background_pct = 50``: the stationary noise floor of wind, rain hiss, insect chorus, recorder
+   self-noise) is subtracted. ``Z = logmel - background`` is "dB above the local noise floor",
+   independent of gain and of stationary coloured noise; ``P = max(Z, 0)`` is the foreground.
+   Broadband transients (rain drops, clicks, gust onsets, handling noise) are not stationary and lift
+   whole frames; calls lift a few bands. ``Zf = Z - median over the bands of each frame of Z`` (and
+   ``Pf = max(Zf, 0)``) removes them and keeps narrowband and harmonic calls; the blocks listed in
+   ``frame_norm_blocks`` (default ``fm`` and ``patches``, the two that describe local shape) use
+   ``Zf`` / ``Pf``. The level blocks keep ``Z``: there the frame median is part of the signal
+   (broadband real calls) and removing it costs species retrieval on real recordings.
+3. Five blocks computed from ``Z`` / ``P`` (or ``Zf`` / ``Pf``):
 
    ``bands`` (3 x 64)        per band: mean of P, 90th and 98th percentile of Z - where in frequency
                              the foreground lives and how far it rises above the noise floor.
@@ -19,21 +25,22 @@ What the vector is (default configuration, ``dim = 928``)
                              of Z over frequency: spectral envelope of the calls.
    ``modulation`` (8 x 8)    temporal modulation spectrum of Z in 8 band groups, pooled into 8
                              log-spaced rates from 0.5 to 40 Hz: trills, pulse trains, call rates.
-   ``fm`` (8 x 15)           frequency-shift histogram of P between frames 20 ms apart per band group
-                             (shifts -7..+7 bands): rising / falling sweeps versus steady tones.
-   ``patches`` (4 x 128)     8-frame x 8-band patches of Z (stride 4 x 4), mean-removed, projected on
-                             128 fixed Gaussian random filters (seed ``PATCH_SEED``), ReLU, max over
-                             time and over the positions in each of 4 frequency regions: "is there a
-                             local shape like this anywhere in the window" (short sweeps, pips).
+   ``fm`` (8 x 15)           frequency-shift histogram of Pf between frames 20 ms apart per band
+                             group (shifts -7..+7 bands): rising / falling sweeps versus steady tones.
+   ``patches`` (4 x 128)     8-frame x 8-band patches of Zf (stride 4 x 4), mean-removed, projected
+                             on 128 fixed Gaussian random filters (seed ``PATCH_SEED``), ReLU, max
+                             over time and over the positions in each of 4 frequency regions: "is
+                             there a local shape like this anywhere in the window" (sweeps, pips).
 
 4. Null-centring and combination: each block minus its mean on six deterministic white / pink / brown
    noise windows (``null_windows``, computed once at load), L2-normalised, scaled by ``sqrt(weight)``
-   (weights 1, 1, 0.5, 0.5, 3), concatenated and L2-normalised, so cosine similarity is the dot
+   (equal weights 1), concatenated and L2-normalised, so cosine similarity is the dot
    product. A window with no signal (digital silence) gives the zero vector.
 
-Block choice, weights and the percentile were chosen by ``benchmarks/spectral_compare.py`` (species
-retrieval on real recordings and planted-call retrieval in synthetic soundscapes); the comparison with
-an MFCC-statistics baseline is recorded in ``benchmarks/RESULTS.md`` under "Spectral embedding".
+Block choice, weights, the percentile and the frame normalisation were chosen by
+``benchmarks/spectral_compare.py`` (species retrieval on real recordings and planted-call retrieval in
+synthetic soundscapes) and ``benchmarks/spectral_demo_seeds.py`` (the ``chorus demo`` acceptance
+protocol over several seeds); results are in ``benchmarks/RESULTS.md`` under "Spectral embedding".
 """
 
 from __future__ import annotations
@@ -84,11 +91,13 @@ class SpectralConfig:
         default_factory=lambda: {
             "bands": 1.0,
             "cepstrum": 1.0,
-            "modulation": 0.5,
-            "fm": 0.5,
-            "patches": 3.0,
+            "modulation": 1.0,
+            "fm": 1.0,
+            "patches": 1.0,
         }
     )
+    # blocks computed from Z minus each frame's median over the bands (broadband transients removed)
+    frame_norm_blocks: tuple[str, ...] = ("fm", "patches")
 
     def __post_init__(self) -> None:
         unknown = set(self.block_weights) - set(BLOCKS)
@@ -96,6 +105,12 @@ class SpectralConfig:
             raise ValueError(f"spectral: unknown blocks {sorted(unknown)}; choose from {BLOCKS}")
         if not any(w > 0 for w in self.block_weights.values()):
             raise ValueError("spectral: block_weights needs at least one positive weight")
+        self.frame_norm_blocks = tuple(self.frame_norm_blocks)  # a list when read back from JSON
+        unknown = set(self.frame_norm_blocks) - set(BLOCKS)
+        if unknown:
+            raise ValueError(
+                f"spectral: unknown frame_norm_blocks {sorted(unknown)}; choose from {BLOCKS}"
+            )
         if not 0.0 <= self.background_pct <= 100.0:
             raise ValueError(
                 f"spectral: background_pct must be in [0, 100], got {self.background_pct}"
@@ -271,15 +286,22 @@ def raw_blocks(logmel: np.ndarray, config: SpectralConfig, tables: _Tables) -> d
         return None
     s = logmel[valid].astype(np.float64)  # (T', F)
     z = s - np.percentile(s, config.background_pct, axis=0)  # dB above the band's noise floor
-    p = np.maximum(z, 0.0)
+    # A broadband transient (rain drop, click, handling noise) lifts a whole frame; a call lifts a
+    # few bands. Removing each frame's median over the bands keeps the calls and drops the clicks.
+    zf = z - np.median(z, axis=1, keepdims=True)  # (T', F)
+    planes = {False: (z, np.maximum(z, 0.0)), True: (zf, np.maximum(zf, 0.0))}
     makers = {
-        "bands": lambda: _block_bands(z, p),
-        "cepstrum": lambda: _block_cepstrum(z, p, tables.dct),
-        "modulation": lambda: _block_modulation(z),
-        "fm": lambda: _block_fm(p),
-        "patches": lambda: _block_patches(z, tables.filters),
+        "bands": lambda z, p: _block_bands(z, p),
+        "cepstrum": lambda z, p: _block_cepstrum(z, p, tables.dct),
+        "modulation": lambda z, p: _block_modulation(z),
+        "fm": lambda z, p: _block_fm(p),
+        "patches": lambda z, p: _block_patches(z, tables.filters),
     }
-    return {b: makers[b]() for b in BLOCKS if config.block_weights.get(b, 0.0) > 0.0}
+    return {
+        b: makers[b](*planes[b in config.frame_norm_blocks])
+        for b in BLOCKS
+        if config.block_weights.get(b, 0.0) > 0.0
+    }
 
 
 def null_windows(sample_rate: int = SAMPLE_RATE, window_s: float = WINDOW_S) -> np.ndarray:
@@ -396,7 +418,8 @@ def load(weights: str | None = None, device: str = "auto", **options) -> Spectra
     device : str
         Ignored (NumPy on the CPU).
     **options
-        ``batch_size`` (windows per STFT batch), ``background_pct``, ``block_weights``.
+        ``batch_size`` (windows per STFT batch), ``background_pct``, ``block_weights``,
+        ``frame_norm_blocks``.
     """
     if weights not in (None, "training-free"):
         raise ValueError(

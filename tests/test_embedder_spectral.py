@@ -65,7 +65,8 @@ def test_shape_dtype_unit_norm_and_metadata(model):
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert (model.name, model.sample_rate, model.window_s) == ("spectral", 32000, 5.0)
     assert model.weights == "training-free" and model.trained
-    assert model.config_dict()["config"]["background_pct"] == 50.0
+    cfg = model.config_dict()["config"]
+    assert cfg["background_pct"] == 50.0 and cfg["frame_norm_blocks"] == ("fm", "patches")
 
 
 def test_frontend_shape(model):
@@ -115,6 +116,48 @@ def test_call_types_separate_across_snr(model):
             if other != k:
                 assert same > float(hi[k] @ lo[other]), (k, other)
                 assert same > float(hi[k] @ hi[other]), (k, other)
+
+
+def test_same_call_type_beats_the_query_recordings_own_rain():
+    """The ``chorus demo`` failure mode: rain clicks and wind gusts shared with the query.
+
+    A call at +5 dB in heavy rain (the demo's rainy site) must be closer, on average, to the same call
+    type in other rainy recordings (0, 5, 10 dB) than to call-free windows of its own recording. Before
+    the per-frame median over the bands was removed this failed for sweeps and trills.
+    """
+    from explorer import demo
+
+    m = sp.SpectralEmbedder()
+    rng = np.random.default_rng(0)
+    own = demo.background(rng, 5 * N, SR, site=1)  # 25 s of the query's recording
+    for name, make in demo.CALLS.items():
+        scenes = [
+            _plant(rng, bg, make(rng), snr)
+            for bg, snr in [(own[:N], 5.0)]
+            + [(demo.background(rng, N, SR, 1), s) for s in (0, 5, 10)]
+        ]
+        empty = [own[k * N : (k + 1) * N] for k in range(1, 5)]
+        e = m.embed(0.05 * np.stack(scenes + empty).astype(np.float32))  # (8, dim)
+        sim = e[1:] @ e[0]
+        assert sim[:3].mean() > sim[3:].mean() + 0.05, name
+
+
+def _plant(rng: np.random.Generator, bg: np.ndarray, call: np.ndarray, snr_db: float) -> np.ndarray:
+    """``bg`` (unit RMS) plus ``call`` at ``snr_db``, starting 0.5-3 s into the window."""
+    x = bg.copy()
+    i = int(rng.uniform(0.5, 3.0) * SR)
+    x[i : i + call.size] += call * 10 ** (snr_db / 20) / np.sqrt(np.mean(call**2))
+    return x
+
+
+def test_frame_norm_blocks_option():
+    m = embedder.load_model("spectral", frame_norm_blocks=["fm"])
+    assert m.config.frame_norm_blocks == ("fm",) and m.dim == 928
+    assert m.config_dict()["config"]["frame_norm_blocks"] == ("fm",)
+    x = 0.05 * _pink(np.random.default_rng(8))[None].astype(np.float32)
+    assert not np.allclose(m.embed(x), embedder.load_model("spectral").embed(x))
+    with pytest.raises(ValueError, match="unknown frame_norm_blocks"):
+        embedder.load_model("spectral", frame_norm_blocks=("bands", "mfcc"))
 
 
 def test_gain_invariance(model):
