@@ -8,7 +8,7 @@ from agile_synth import MODEL, make_synth_db
 from sklearn.metrics import adjusted_rand_score
 
 from index.cluster import cluster_vectors, cluster_windows
-from index.projection import fit_pca, fit_projection, project, stratified_sample
+from index.projection import fit_pca, fit_projection, place_knn, project, stratified_sample
 
 
 def test_fit_pca_matches_svd():
@@ -37,6 +37,42 @@ def test_fit_projection_rejects_bad_input():
         fit_projection(np.zeros((10, 4)), "tsne")
     with pytest.raises(ValueError, match="at least 3 windows"):
         fit_projection(np.zeros((2, 4)), "pca")
+
+
+def test_place_knn_lands_on_anchors_and_between_neighbours():
+    anchors = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32)
+    anchor_xy = np.array([[1.0, 1.0], [5.0, 1.0], [1.0, 5.0]], dtype=np.float32)
+    # An exact anchor lands on its own map position (inverse-distance weights).
+    np.testing.assert_allclose(place_knn(anchors, anchor_xy, anchors, k=3), anchor_xy, atol=1e-4)
+    # Halfway between two anchors, with k=2: halfway between their positions.
+    mid = place_knn(anchors, anchor_xy, np.array([[5.0, 0.0]], np.float32), k=2)
+    np.testing.assert_allclose(mid, [[3.0, 1.0]], atol=1e-5)
+    assert place_knn(anchors, anchor_xy, anchors, k=10).shape == (3, 2)  # k capped at m
+
+
+def knn_agreement(xy: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    d = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)  # (n, n)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argsort(d, axis=1)[:, :k]
+    return float((labels[nn] == labels[:, None]).mean())
+
+
+@pytest.mark.slow
+def test_umap_subset_fit_keeps_clusters_as_well_as_full_fit():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(8, 128)) * 1.5
+    truth = rng.integers(0, 8, 1200)
+    X = (centres[truth] + rng.normal(size=(1200, 128))).astype(np.float32)
+    full_proj, full = fit_projection(X, "umap", seed=0, fit_cap=1200, n_epochs=100)
+    proj, fast = fit_projection(X, "umap", seed=0, fit_cap=300, n_epochs=100)
+    assert proj.anchors.shape == (300, 50) and full_proj.anchors.shape == (1200, 50)
+    q_full, q_fast = knn_agreement(full, truth), knn_agreement(fast, truth)
+    assert q_full > 0.9 and q_fast > q_full - 0.03, (q_full, q_fast)
+    # The kept transform places the map's own windows where the map has them (deterministic).
+    np.testing.assert_allclose(proj.transform(X), fast, atol=1e-2)
+    print(f"10-NN label agreement: full fit {q_full:.3f}, fit on 300 + placement {q_fast:.3f}")
+    with pytest.raises(ValueError, match="fit_cap"):
+        fit_projection(X, "umap", fit_cap=2)
 
 
 @pytest.fixture(scope="module")
