@@ -216,8 +216,8 @@ def run_demo(
 ) -> DemoResult:
     """Make the archive, embed it, search with one planted example per call type, score precision@K.
 
-    The query window itself (and any window overlapping the query span) is excluded from the hits, so
-    the score counts only *other* calls found.
+    Each query is the 5 s slot holding the planted call; the windows overlapping the call are excluded
+    from the hits, so the score counts only *other* calls found.
     """
     import index
     from explorer.ingest import embed_archive, embed_span  # torch-free until needed
@@ -232,7 +232,10 @@ def run_demo(
     db = index.connect(db_path)
     precision = {}
     for q in pick_queries(truth, out / "audio"):
-        vec = embed_span(db, model, q.path, q.start_s, q.end_s)
+        # the query is the call's own 5 s slot: a window centred on the call could reach into
+        # the neighbouring slot and pick up a louder call of another type
+        slot = np.floor(q.start_s / SLOT_S) * SLOT_S
+        vec = embed_span(db, model, q.path, slot, slot + SLOT_S)
         hits = db.search(model, vec).limit(K + 4).to_pandas()
         rel_file = q.path.relative_to(out / "audio").as_posix()
         own = (hits.path == rel_file) & (hits.end_s > q.start_s) & (hits.start_s < q.end_s)
