@@ -329,16 +329,19 @@ def scatter_map(
         for i, cat in enumerate(order):
             colour = "#c7c7c7" if cat in ("other", "(none)") else CATEGORICAL_COLOURS[i % 21]
             fig.add_trace(trace(points[cats == cat], str(cat), {"color": colour}))
+    # No empty properties (title=None -> {}): they vanish when a cached figure is pickled, and a
+    # spec that changes between reruns resets Streamlit's selection state.
     fig.update_layout(
         template=TEMPLATE,
         height=height,
-        title=title,
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
         dragmode="lasso",
         legend={"itemsizing": "constant", "title": {"text": color or ""}},
-        xaxis={"showticklabels": False, "title": None},
-        yaxis={"showticklabels": False, "title": None},
+        xaxis={"showticklabels": False},
+        yaxis={"showticklabels": False},
     )
+    if title:
+        fig.update_layout(title=title)
     return fig
 
 
@@ -359,7 +362,11 @@ def selected_window_ids(selection: dict | None) -> list[int]:
         custom = p.get("customdata")
         if custom is None:
             continue
-        ids.append(int(round(float(custom[0] if isinstance(custom, (list, tuple)) else custom))))
+        if isinstance(custom, dict):  # a typed-array row reaches Python as {"0": id, "1": t}
+            custom = custom.get("0", custom.get(0))
+        elif isinstance(custom, (list, tuple)):
+            custom = custom[0]
+        ids.append(int(round(float(custom))))
     return list(dict.fromkeys(ids))  # de-duplicated, selection order kept
 
 

@@ -251,6 +251,11 @@ def _n_points(trace: dict) -> int:
 def test_map_page_draws_every_colouring(app):
     at = _page(app, "map")
     assert _map_points(at) == 36
+    # the chart must keep its id across reruns, or Streamlit drops the user's lasso selection
+    first = at.get("plotly_chart")[0].proto
+    at.run()
+    again = at.get("plotly_chart")[0].proto
+    assert (again.id, again.spec) == (first.id, first.spec)
     for colour in ("hour", "cluster", "label", "score", "site"):
         at.radio(key="map_colour").set_value(colour).run()
         assert not at.exception, (colour, [e.value for e in at.exception])

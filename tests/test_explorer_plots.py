@@ -167,9 +167,10 @@ def test_selected_window_ids_maps_points_back_through_customdata():
             {"curve_number": 0, "point_index": 3, "customdata": [1002, "B"]},
             {"curve_number": 0, "point_index": 3, "customdata": [1002, "B"]},
             {"curve_number": 0, "point_index": 4},
+            {"curve_number": 2, "point_index": 0, "customdata": {"0": 1007.0, "1": 35.0}},
         ]
     }
-    assert plots.selected_window_ids(sel) == [1005, 1002]
+    assert plots.selected_window_ids(sel) == [1005, 1002, 1007]
     assert plots.selected_window_ids(None) == []
 
 

@@ -215,7 +215,10 @@ def _overlay_key(colour: str):
     return None
 
 
-@st.cache_data(show_spinner="Drawing the map…", max_entries=16)
+# cache_resource, not cache_data: every rerun must get the very same figure object. An unpickled
+# copy serialises with another key order, which gives the chart a new element id and drops the
+# user's box/lasso selection on the rerun that delivers it.
+@st.cache_resource(show_spinner="Drawing the map…", max_entries=16)
 def _map_figure(path, model, version, method, n, colour, overlay_key):
     points = map_points(path, model, version, method, n)
     db_ = _connect(path)

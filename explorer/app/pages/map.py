@@ -7,6 +7,7 @@ from explorer import plots
 from explorer.app import backend, state, widgets
 
 MAX_CARDS = 12  # selected windows shown as cards (all of them go in the table and the bulk label)
+MAX_SELECTED = 5000  # windows taken from one selection (a lasso over a 50 k map can hold them all)
 
 st.title("Map")
 model = state.require_model()
@@ -32,6 +33,9 @@ event = st.plotly_chart(
 st.caption(f"{n_points:,} windows shown. Box- or lasso-select points to listen and label them.")
 
 ids = plots.selected_window_ids(event.selection if event else None)
+if len(ids) > MAX_SELECTED:
+    st.warning(f"{len(ids):,} points selected; using the first {MAX_SELECTED:,}.")
+    ids = ids[:MAX_SELECTED]
 if ids:
     rows = state.selected_rows(model, tuple(ids))
     st.subheader(f"{len(rows)} selected windows")
