@@ -173,6 +173,19 @@ def _lasso_everything(pg) -> None:
     _settle(pg)
 
 
+def _drag_box(pg, x_from: float, x_to: float) -> None:
+    """Drag a box over the span picker's spectrogram between two fractions of its width."""
+    drag = pg.locator(".js-plotly-plot .nsewdrag").first
+    drag.wait_for()
+    box = drag.bounding_box()
+    y0, y1 = box["y"] + 0.2 * box["height"], box["y"] + 0.8 * box["height"]
+    pg.mouse.move(box["x"] + x_from * box["width"], y0)
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + x_to * box["width"], y1, steps=15)
+    pg.mouse.up()
+    _settle(pg)
+
+
 def _shot(pg, name: str) -> None:
     """Screenshot of the whole page: Streamlit scrolls inside its main block, so grow the
     viewport to the content's height first."""
@@ -210,9 +223,14 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     _settle(pg)
     pg.get_by_text("positive: upload: hoot_query.wav").wait_for()
     pg.get_by_role("tab", name="Pick a span of a recording").click()
-    pg.get_by_role("button", name="Add span as negative").click()  # 0-5 s: background only
+    _drag_box(pg, 0.02, 0.14)  # about 0.6-4.2 s of the first recording: background only
+    sel = pg.get_by_text(re.compile(r"Selected on the spectrogram: \d+\.\d+–\d+\.\d+ s"))
+    sel.wait_for()
+    start, end = map(float, re.findall(r"\d+\.\d+", sel.inner_text()))
+    assert 0.0 <= start < 1.5 and 3.0 < end < 5.0
+    pg.get_by_role("button", name="Add span as negative").click()
     _settle(pg)
-    pg.get_by_text(re.compile(r"negative: \S+\.wav @ 0\.0–5\.0 s")).first.wait_for()
+    pg.get_by_text(re.compile(r"negative: \S+\.wav @ \d\.\d–\d\.\d s")).first.wait_for()
     pg.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Search").click()
     _settle(pg)
     pg.get_by_role("heading", name="12 results").wait_for()
