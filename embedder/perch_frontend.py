@@ -81,7 +81,10 @@ def normalize_windows(x: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor, shape (B, n), same dtype
     """
-    centered = x - x.mean(dim=-1, keepdim=True)
+    # the mean in float64: in float32 a constant (DC-only, i.e. silent) window leaves a rounding
+    # residue above SILENCE_EPS that would then be scaled up to full level (mps has no float64)
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    centered = x - x.mean(dim=-1, keepdim=True, dtype=acc).to(x.dtype)
     peak = centered.abs().amax(dim=-1, keepdim=True)  # (B, 1)
     silent = peak < SILENCE_EPS
     scale = torch.where(silent, torch.zeros_like(peak), NORM_PEAK / peak.clamp_min(SILENCE_EPS))
