@@ -25,9 +25,7 @@ def list_models() -> list[str]:
     return list(_MODELS)
 
 
-def load_model(
-    name: str, weights: str | None = None, device: str = "auto", **options
-) -> Embedder:
+def load_model(name: str, weights: str | None = None, device: str = "auto", **options) -> Embedder:
     """Build a model by name.
 
     Parameters
