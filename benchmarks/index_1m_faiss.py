@@ -33,6 +33,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1536)
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument(
+        "--grid",
+        nargs="*",
+        default=["16,16", "64,32", "32,64", "32,128", "32,256", "64,256"],
+        help="extra NPROBE,K_FACTOR pairs to measure besides the defaults",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     x = clustered(args.n, args.dim, args.clusters, seed=2)  # (n, dim) unit vectors
@@ -64,7 +70,10 @@ def main() -> None:
         nbytes = Path(f"{tmp}/ix").stat().st_size
 
     rows = []
-    for nprobe, k_factor in [(16, 16), (params["nprobe"], params["k_factor"]), (64, 32)]:
+    grid = [(params["nprobe"], params["k_factor"])] + [
+        tuple(int(v) for v in p.split(",")) for p in args.grid
+    ]
+    for nprobe, k_factor in grid:
         ivf.nprobe = nprobe
         faiss.downcast_index(index).k_factor = k_factor
         _, found = index.search(q, K)
