@@ -192,3 +192,27 @@ def test_embed_keeps_the_faiss_index_current(db, archive, capsys):
     assert index.connect(db).index_state("spectral")["factory"] == "HNSW32,Flat"
     assert main(argv[:-2] + ["--rebuild-index"]) == 0  # auto again: Flat at this size
     assert index.connect(db).index_state("spectral")["factory"] == "Flat"
+
+
+def test_two_models_in_one_database(tmp_path, capsys):
+    small = tmp_path / "small" / "A"
+    small.mkdir(parents=True)
+    noise = np.random.default_rng(1).standard_normal(SR * 7).astype(np.float32) * 0.1
+    sf.write(small / "a.wav", noise, SR)
+    db = tmp_path / "two.chorus"
+    assert main(["embed", str(small.parent), "--db", str(db), "--no-progress"]) == 0
+    argv = ["embed", str(small.parent), "--db", str(db), "--model", "perch", "--allow-untrained"]
+    assert main(argv + ["--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "spectral: 2 windows" in out and "perch: 2 windows" in out
+    assert "recordings  1 " in out  # one recording, embedded by both models
+    q = f"{small / 'a.wav'}@0-5"
+    for model in ("spectral", "perch"):
+        assert (
+            main(["search", "--db", str(db), "--model", model, "--query", q, "--format", "json"])
+            == 0
+        )
+        hits = json.loads(capsys.readouterr().out)
+        assert len(hits) == 2 and hits[0]["start_s"] == 0.0
