@@ -568,6 +568,19 @@ class _Grid:
         return s if new > 0 and new >= self.min_tail else None
 
 
+def count_windows(
+    n_samples: int,
+    sample_rate: int,
+    window_s: float,
+    hop_s: float,
+    min_tail_s: float = MIN_TAIL_S,
+) -> int:
+    """Windows that :func:`frame` / :func:`iter_windows` give for ``n_samples`` at ``sample_rate``."""
+    grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
+    k = grid.n_full(n_samples)
+    return k + (grid.tail(n_samples, k) is not None)
+
+
 def frame(
     x: np.ndarray,
     sample_rate: int,

@@ -262,9 +262,11 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
 
 
 def _expected_windows(duration_s: float, spec) -> int:
-    if duration_s < spec.window_s:
-        return 1
-    return int((duration_s - spec.window_s) // spec.hop_s) + 2
+    """Windows a file of ``duration_s`` will give (the header's duration: an estimate for MP3)."""
+    from embedder import audio
+
+    n = int(round(duration_s * spec.sample_rate))
+    return audio.count_windows(n, spec.sample_rate, spec.window_s, spec.hop_s, spec.min_tail_s)
 
 
 class _ChunkWriter:

@@ -358,3 +358,12 @@ def test_streaming_memory_does_not_grow_with_the_file(write_audio, noise):
         tracemalloc.stop()
     assert n == 600
     assert peak < 3e6  # bytes: a few blocks and one batch, not the 38 MB file
+
+
+@pytest.mark.parametrize("seconds", [0.3, 4.99, 5.0, 5.5, 6.0, 12.0, 12.9, 37.25])
+@pytest.mark.parametrize("hop_s", [1.0, 2.5, 5.0, 7.0])
+def test_count_windows_matches_frame(seconds, hop_s):
+    sr = 1000
+    n = int(seconds * sr)
+    starts, _ = audio.frame(np.ones(n, np.float32), sr, 5.0, hop_s)
+    assert audio.count_windows(n, sr, 5.0, hop_s) == len(starts)
