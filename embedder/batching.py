@@ -118,6 +118,7 @@ def iter_archive(
         for task in tasks:
             yield from iter_file(task, spec)
         return
+    import torch
     import torch.utils.data as tud
 
     class _Files(tud.IterableDataset):
@@ -125,7 +126,12 @@ def iter_archive(
             info = tud.get_worker_info()
             mine = tasks if info is None else tasks[info.id :: info.num_workers]
             for task in mine:
-                yield from iter_file(task, spec)
+                for item in iter_file(task, spec):
+                    if isinstance(item, WindowChunk):
+                        # a torch tensor crosses to the main process through shared memory; a
+                        # numpy array would be pickled through a pipe (~3x slower, measured)
+                        item.audio = torch.from_numpy(item.audio)
+                    yield item
 
     loader = tud.DataLoader(
         _Files(),
@@ -134,7 +140,10 @@ def iter_archive(
         collate_fn=_identity,
         prefetch_factor=PREFETCH_CHUNKS,
     )
-    yield from loader
+    for item in loader:
+        if isinstance(item, WindowChunk):
+            item.audio = item.audio.numpy()  # (W, window_samples), a view of the shared block
+        yield item
 
 
 def batch_windows(items: Iterable[WindowChunk | FileDone], batch_size: int) -> Iterator[Batch]:
