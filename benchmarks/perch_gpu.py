@@ -33,7 +33,7 @@ import soxr
 import torch
 
 from embedder import audio
-from embedder.batching import FileTask, WindowSpec, batch_windows, iter_archive
+from embedder.batching import FileTask, WindowSpec, iter_batches
 from embedder.perch import load
 
 SR = 32_000  # Hz, model rate
@@ -187,13 +187,13 @@ def per_core(path: str, sr: int) -> dict:
     }
 
 
-def end_to_end(tasks: list[FileTask], workers: int, batch: int, m=None) -> dict:
+def end_to_end(tasks: list[FileTask], workers: int, batch: int, pin: bool, m=None) -> dict:
     """The ingest loop; ``m=None`` measures the decode side alone."""
     spec = WindowSpec(SR, 5.0, 5.0)
     n = 0
     t_wait = t_model = 0.0
     t0 = time.perf_counter()
-    it = batch_windows(iter_archive(tasks, spec, workers), batch)
+    it = iter_batches(tasks, spec, batch, workers, pin_memory=pin)
     while True:
         ta = time.perf_counter()
         b = next(it, None)
@@ -223,6 +223,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="end-to-end batch size")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow start)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script on a CPU")
+    ap.add_argument("--batches", default="128,256,512,1024", help="model-only batch sizes")
+    ap.add_argument("--precisions", default="bf16,fp16,fp32", help="model-only precisions")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic archives")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,8 +241,8 @@ def main() -> None:
     if args.out:
         OUT.append(args.out)
     q = args.quick
-    batches = [8, 16] if q else [128, 256, 512, 1024]
-    precisions = ["fp32", "bf16"] if q else ["bf16", "fp16", "fp32"]
+    batches = [8, 16] if q else [int(b) for b in args.batches.split(",")]
+    precisions = ["fp32", "bf16"] if q else args.precisions.split(",")
     model_only(dev, batches, precisions, repeats=2 if q else 10)
     save()
 
@@ -254,9 +256,10 @@ def main() -> None:
         log(f"archive {sr} Hz: {len(tasks)} files, {time.perf_counter() - t0:.0f} s to write")
         core = per_core(tasks[0].path, sr)
         log(f"per core {sr} Hz: {core}")
-        dec = end_to_end(tasks, args.workers, args.batch)
+        pin = dev.type == "cuda"
+        dec = end_to_end(tasks, args.workers, args.batch, pin)
         log(f"decode only {sr} Hz, {args.workers} workers: {dec}")
-        e2e = end_to_end(tasks, args.workers, args.batch, m)
+        e2e = end_to_end(tasks, args.workers, args.batch, pin, m)
         log(f"end to end {sr} Hz, {args.workers} workers: {e2e}")
         RESULTS[f"sr{sr}"] = {"per_core": core, "decode_only": dec, "end_to_end": e2e}
         save()

@@ -2,10 +2,12 @@
 
 Decoding and resampling run in ``workers`` processes (a torch ``DataLoader`` over an iterable dataset,
 files sharded round-robin), each streaming its files block by block so that no recording is ever held
-in memory whole. The main process re-packs the per-file chunks into batches of exactly ``batch_size``
-windows **across files** (the last one may be short), so the model sees full batches even for an
-archive of short clips. Every file ends with a :class:`FileDone` marker carrying its window count or its
-error, which is what lets the ingest mark a recording complete only after all its windows are written.
+in memory whole. Windows are packed into batches of exactly ``batch_size`` **across files** (only the
+last batch of a stream may be short), so the model sees full batches even for an archive of short
+clips. :func:`iter_batches` packs inside the workers and hands the main process finished batches
+through shared memory (optionally page-locked for CUDA); :func:`batch_windows` is the packer itself.
+Every file ends with a :class:`FileDone` marker carrying its window count or its error, which is what
+lets the ingest mark a recording complete only after all its windows are written.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class Batch:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread: ``audio`` (a tensor then) into page-locked memory."""
+        if self.audio.numel():
+            self.audio = self.audio.pin_memory()
+        return self
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -118,32 +126,80 @@ def iter_archive(
         for task in tasks:
             yield from iter_file(task, spec)
         return
+
+    def decode(mine: list[FileTask]) -> Iterator[WindowChunk | FileDone]:
+        for task in mine:
+            for item in iter_file(task, spec):
+                if isinstance(item, WindowChunk):
+                    item.audio = _shareable(item.audio)
+                yield item
+
+    for item in _in_workers(decode, tasks, workers):
+        if isinstance(item, WindowChunk):
+            item.audio = item.audio.numpy()  # (W, window_samples), a view of the shared block
+        yield item
+
+
+def iter_batches(
+    tasks: list[FileTask],
+    spec: WindowSpec,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """Decode ``tasks`` and pack their windows into batches of ``batch_size`` across files.
+
+    With ``workers`` processes, each worker packs the batches of its own files, so the main process
+    receives finished batches through shared memory and never copies a window itself: re-packing
+    chunks in the main process capped a 16-worker run at ~2300 windows/s (measured on an H200 host).
+    Each worker's last batch may be short. Markers keep the rule of :func:`batch_windows`: a file's
+    :class:`FileDone` travels with the batch that holds its last window, never earlier.
+
+    ``pin_memory``: a thread of the main process copies each batch into page-locked memory while the
+    model runs, so that the upload to CUDA is a single asynchronous copy (needs CUDA).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers <= 0 or len(tasks) <= 1:
+        yield from batch_windows(iter_archive(tasks, spec), batch_size)
+        return
+
+    def decode(mine: list[FileTask]) -> Iterator[Batch]:
+        chunks = (item for task in mine for item in iter_file(task, spec))
+        for batch in batch_windows(chunks, batch_size):
+            batch.audio = _shareable(batch.audio)
+            yield batch
+
+    for batch in _in_workers(decode, tasks, workers, pin_memory):
+        batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
+        yield batch
+
+
+def _shareable(a: np.ndarray):
+    """A worker's array as a torch tensor, which crosses to the main process through shared memory;
+    a numpy array would be pickled through a pipe (~3x slower, measured)."""
     import torch
+
+    return torch.from_numpy(a)
+
+
+def _in_workers(decode, tasks: list[FileTask], workers: int, pin_memory: bool = False):
+    """Items of ``decode(share)`` for each worker's round-robin share of ``tasks``, interleaved."""
     import torch.utils.data as tud
 
     class _Files(tud.IterableDataset):
         def __iter__(self):
             info = tud.get_worker_info()
-            mine = tasks if info is None else tasks[info.id :: info.num_workers]
-            for task in mine:
-                for item in iter_file(task, spec):
-                    if isinstance(item, WindowChunk):
-                        # a torch tensor crosses to the main process through shared memory; a
-                        # numpy array would be pickled through a pipe (~3x slower, measured)
-                        item.audio = torch.from_numpy(item.audio)
-                    yield item
+            yield from decode(tasks if info is None else tasks[info.id :: info.num_workers])
 
-    loader = tud.DataLoader(
+    return tud.DataLoader(
         _Files(),
         batch_size=None,
         num_workers=min(workers, len(tasks)),
         collate_fn=_identity,
         prefetch_factor=PREFETCH_CHUNKS,
+        pin_memory=pin_memory,
     )
-    for item in loader:
-        if isinstance(item, WindowChunk):
-            item.audio = item.audio.numpy()  # (W, window_samples), a view of the shared block
-        yield item
 
 
 def batch_windows(items: Iterable[WindowChunk | FileDone], batch_size: int) -> Iterator[Batch]:

@@ -103,6 +103,9 @@ class TorchEmbedder(Embedder):
         """(n, window_samples) host windows -> a tensor on ``device`` (pinned staging for CUDA)."""
         if self.device.type != "cuda":
             return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        src = torch.from_numpy(np.ascontiguousarray(x))
+        if src.is_pinned():  # already page-locked (iter_batches(pin_memory=True)): no extra copy
+            return src.to(self.device, non_blocking=True)
         if getattr(self, "_stage", None) is None:
             self._stage = PinnedStage()
         return self._stage.upload(x, self.device)

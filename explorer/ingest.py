@@ -23,7 +23,8 @@ import numpy as np
 from explorer.recordings import discover, parse_site, recording_start
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
-DEFAULT_BATCH = 32  # windows per model call
+DEFAULT_BATCH = 32  # windows per model call on a CPU
+DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
 MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
 
 
@@ -100,7 +101,7 @@ def embed_archive(
     weights: str | None = None,
     hop_s: float | None = None,
     device: str = "auto",
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = None,
     workers: int = 0,
     channels: str = "mix",
     allow_untrained: bool = False,
@@ -110,6 +111,7 @@ def embed_archive(
     index_factory: str = "auto",
     rebuild_index: bool = False,
     progress: bool = True,
+    model_options: dict | None = None,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -125,8 +127,11 @@ def embed_archive(
         are refused unless ``allow_untrained``.
     hop_s : float, optional
         Hop between windows (s); default: the model's window length (no overlap).
-    batch_size, workers : int
-        Windows per model call; decoding processes (0 decodes in this process).
+    batch_size : int, optional
+        Windows per model call; default 32 on a CPU, 256 on CUDA.
+    workers : int
+        Decoding processes (0 decodes in this process). Each packs whole batches, handed over
+        through shared memory (and page-locked for CUDA).
     channels : {"mix", "first", "all"}
         Multi-channel policy.
     site : str, optional
@@ -139,6 +144,10 @@ def embed_archive(
     index_factory, rebuild_index : str, bool
         FAISS index to keep beside the table (``"auto"`` picks by size, see ``index.faiss_index``),
         and whether to rebuild it from scratch rather than update it.
+    progress : bool
+        Show a progress bar.
+    model_options : dict, optional
+        Extra options for the model's loader, e.g. ``{"precision": "fp16", "compile": True}``.
 
     Returns
     -------
@@ -147,7 +156,7 @@ def embed_archive(
     import embedder
     import index
     from embedder import audio
-    from embedder.batching import WindowSpec, batch_windows, iter_archive
+    from embedder.batching import WindowSpec, iter_batches
     from index.faiss_index import check_factory
 
     t0 = time.perf_counter()
@@ -159,7 +168,13 @@ def embed_archive(
     files = discover(root)
     if not files:
         raise IngestError(f"no audio files found under {root}")
-    m = embedder.load_model(model, weights=weights, device=device)
+    m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
+    on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
+    batch_size = batch_size or (DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH)
+    if batch_size < 1:
+        raise IngestError("--batch-size must be >= 1")
+    if hasattr(m, "device"):  # torch models: one forward pass per batch, not the default's slices
+        m.batch_size = batch_size
     if not m.trained and not allow_untrained:
         raise IngestError(
             f"model {model!r} has no trained weights: pass --weights PATH "
@@ -185,7 +200,7 @@ def embed_archive(
     writer = _ChunkWriter(db, model, chunk_windows, summary)
     bar = _progress(expected, model, progress)
     try:
-        for batch in batch_windows(iter_archive(tasks, spec, workers), batch_size):
+        for batch in iter_batches(tasks, spec, batch_size, workers, pin_memory=on_cuda):
             if len(batch):
                 vectors = m.embed(batch.audio)  # (B, dim)
                 writer.add(batch, vectors)

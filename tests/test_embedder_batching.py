@@ -10,6 +10,7 @@ from embedder.batching import (
     WindowSpec,
     batch_windows,
     iter_archive,
+    iter_batches,
 )
 
 
@@ -107,3 +108,47 @@ def test_iter_archive_workers_match_in_process(tmp_path, write_audio):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
         assert len(a[k]) == done_a[k][0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iter_batches_packs_every_window_once_with_markers_after_them(
+    tmp_path, write_audio, workers
+):
+    sr = 8000
+    tasks = []
+    for i in range(5):
+        t = np.arange(int(sr * (2 + i))) / sr
+        path = write_audio(tmp_path / f"f{i}.wav", 0.1 * np.sin(2 * np.pi * 300 * (i + 1) * t), sr)
+        tasks.append(FileTask(i, str(path)))
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    tasks.append(FileTask(9, str(tmp_path / "bad.wav")))
+    spec = WindowSpec(sample_rate=sr, window_s=1.0, hop_s=0.5)
+    want = {}  # key -> (start_s, audio) from the in-process chunk stream
+    for item in iter_archive(tasks, spec):
+        if not isinstance(item, FileDone):
+            want.setdefault(item.key, []).append((item.start_s, item.audio))
+
+    got, seen, done, sizes = {}, {}, {}, []
+    for b in iter_batches(tasks, spec, batch_size=4, workers=workers):
+        assert isinstance(b.audio, np.ndarray) and b.audio.dtype == np.float32
+        if len(b):
+            sizes.append(len(b))
+        for k, s, a in zip(b.keys, b.start_s, b.audio, strict=True):
+            got.setdefault(int(k), []).append((s, a))
+            seen[int(k)] = seen.get(int(k), 0) + 1
+        for d in b.done:
+            assert d.key not in done
+            assert seen.get(d.key, 0) == d.n_windows  # never ahead of its windows
+            done[d.key] = d
+    assert set(done) == {0, 1, 2, 3, 4, 9} and done[9].error and done[9].n_windows == 0
+    assert sizes.count(4) >= len(sizes) - max(workers, 1)  # at most one short batch per worker
+    for k, chunks in want.items():
+        starts = np.concatenate([c[0] for c in chunks])
+        audio = np.concatenate([c[1] for c in chunks])
+        assert [s for s, _ in got[k]] == starts.tolist()  # in order within a file
+        np.testing.assert_array_equal(np.stack([a for _, a in got[k]]), audio)
+
+
+def test_iter_batches_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        list(iter_batches([], WindowSpec(8000, 1.0, 1.0), 0))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedder.batching import FileTask, WindowSpec, iter_batches
 from embedder.runtime import PinnedStage, TorchEmbedder, check_run_options, resolve_device
 
 N = 64  # samples per window of the toy model
@@ -30,7 +31,7 @@ class Toy(TorchEmbedder):
         return self.run(self._moments, batch, (self.dim,))
 
     def frontend(self, batch: np.ndarray) -> np.ndarray:
-        return self.run(lambda x: x, batch, (N,))
+        return self.run(lambda x: x, batch, (self.window_samples,))
 
 
 def _windows(n: int, seed: int = 0) -> np.ndarray:
@@ -75,3 +76,28 @@ def test_pinned_stage_grows_for_a_larger_batch():
     np.testing.assert_array_equal(stage.upload(a, torch.device("cuda")).cpu().numpy(), a)
     np.testing.assert_array_equal(stage.upload(b, torch.device("cuda")).cpu().numpy(), b)
     assert stage.buffer.shape == (5, N)
+
+
+@pytest.mark.gpu
+@cuda
+def test_gpu_pinned_batches_from_workers_upload_without_staging(tmp_path, write_audio):
+    sr = 8000
+
+    class Toy8k(Toy):
+        sample_rate = sr
+
+    tasks = []
+    for i in range(3):
+        x = np.random.default_rng(i).standard_normal(sr * (3 + i)) * 0.1
+        tasks.append(FileTask(i, str(write_audio(tmp_path / f"f{i}.wav", x, sr))))
+    spec = WindowSpec(sample_rate=sr, window_s=1.0, hop_s=1.0)
+    gpu, cpu = Toy8k("cuda", 4), Toy8k("cpu", 4)
+    n = 0
+    for b in iter_batches(tasks, spec, batch_size=4, workers=2, pin_memory=True):
+        if not len(b):
+            continue
+        assert torch.from_numpy(b.audio).is_pinned()
+        np.testing.assert_allclose(gpu.embed(b.audio), cpu.embed(b.audio), rtol=1e-5, atol=1e-6)
+        n += len(b)
+    assert n == 3 + 4 + 5
+    assert getattr(gpu, "_stage", None) is None  # pinned input went straight to the device

@@ -27,9 +27,25 @@ def add_parser(sub) -> None:
         help="hop between windows in seconds (default: the window length)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per model call")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per model call (default: 32 on a CPU, 256 on a GPU)",
+    )
     p.add_argument(
         "--workers", type=int, default=0, help="decoding processes (0: decode in the main process)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="neural models: arithmetic (default: bf16 autocast on CUDA, fp32 elsewhere)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="neural models: torch.compile the network (slow start, faster run; 2x on an H200)",
     )
     p.add_argument(
         "--channels", default="mix", choices=["mix", "first", "all"], help="multi-channel policy"
@@ -76,8 +92,13 @@ def run(args) -> int:
     from explorer.ingest import IngestError, embed_archive
 
     model, weights = resolve_model(args.model, args.weights)
-    if args.batch_size < 1 or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise CLIError("--batch-size must be >= 1 and --workers >= 0")
+    options = {"precision": args.precision} if args.precision else {}
+    if args.compile:
+        options["compile"] = True
+    if options and model == "spectral":
+        raise CLIError("--precision and --compile apply to neural models, not spectral")
     try:
         summary = embed_archive(
             args.archive,
@@ -95,6 +116,7 @@ def run(args) -> int:
             index_factory=args.index,
             rebuild_index=args.rebuild_index,
             progress=not args.no_progress,
+            model_options=options,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
         )
     except (IngestError, FileNotFoundError) as err:
