@@ -19,6 +19,7 @@ from embedder.perch_net import (
     PerchNet,
     calibrate_batchnorm,
     calibration_audio,
+    onednn_available,
 )
 from embedder.runtime import TorchEmbedder, check_run_options, resolve_device
 from embedder.weights import (
@@ -48,7 +49,19 @@ HEAD_LEAF_BY_NDIM = {1: "bias", 2: "protop_kernel", 3: "prototypes"}
 HEAD_PATH_PREFIX = "params/ProtoHead"  # used only when a bundle gives no names
 TF_LEAF_RE = re.compile(r"^_tf_var_leaves/(\d+)(?:/|$)")
 IGNORED_BUNDLE_VARS = ("save_counter",)  # bookkeeping variables that may sit beside the leaves
-LOAD_OPTIONS = ("batch_size", "precision", "channels_last", "compile", "labels", "fuse_bn")
+LOAD_OPTIONS = (
+    "batch_size",
+    "precision",
+    "channels_last",
+    "compile",
+    "labels",
+    "fuse_bn",
+    "onednn",
+    "micro_batch",
+)
+# CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
+# down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
+CPU_MICRO_BATCH = (2, 8)
 
 
 # ------------------------------------------------------------------------------- Flax path mapping
@@ -318,6 +331,9 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         ``batch_size`` (16), ``precision`` ("fp32" | "bf16" | "fp16"; default bf16 autocast on CUDA,
         fp32 elsewhere), ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
         ``labels`` (class-name file for the prototype head), ``fuse_bn`` (fold BatchNorm, default True),
+        ``onednn`` (CPU: fused oneDNN conv + activation, bf16 weights stored in bf16; default True
+        where available and ``fuse_bn``), ``micro_batch`` (CPU: ``(windows, blocks)`` to run the
+        first blocks in slices for cache locality, ``0`` = off; default ``(2, 8)`` with ``onednn``),
         and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
         ``activation="relu"``, ``logit_rescale=True``).
     """
@@ -340,11 +356,29 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         load_strict(net, state, str(path))
         description = _describe(path)
     net.eval()
-    if run_opts.get("fuse_bn", True):
+    precision = check_run_options(
+        dev, run_opts.get("batch_size", DEFAULT_BATCH_SIZE), run_opts.get("precision")
+    )
+    fuse_bn = run_opts.get("fuse_bn", True)
+    onednn = run_opts.get("onednn", dev.type == "cpu" and fuse_bn and onednn_available())
+    if onednn and not (dev.type == "cpu" and fuse_bn and onednn_available()):
+        raise ValueError("perch: onednn=True needs device cpu, fuse_bn=True and a oneDNN build")
+    if fuse_bn:
         net.backbone.fuse()
     net.to(dev)
     if run_opts.get("channels_last", True):
         net.to(memory_format=torch.channels_last)
+    if onednn:
+        net.backbone.to_onednn()
+        if precision == "bf16":
+            # Weights stored in bf16 once, instead of autocast re-casting them on every call;
+            # the frontend keeps float32 buffers (it runs with autocast off).
+            net.backbone.to(torch.bfloat16)
+    micro = run_opts.get("micro_batch", CPU_MICRO_BATCH if onednn else 0)
+    if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
+        micro = (micro, CPU_MICRO_BATCH[1])
+    net.backbone.set_micro_batch(*micro)
+    net.frontend.micro_batch = micro[0]
     if run_opts.get("compile", False):
         # Freezing lets inductor constant-fold weights and fuse conv + activation (oneDNN) on CPU.
         net.backbone = torch.compile(net.backbone, options={"freezing": True})
@@ -358,6 +392,6 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         description,
         dev,
         batch_size=run_opts.get("batch_size", DEFAULT_BATCH_SIZE),
-        precision=run_opts.get("precision"),
+        precision=precision,
         class_names=names,
     )

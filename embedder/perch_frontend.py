@@ -118,6 +118,11 @@ class LogMelFrontend(nn.Module):
         self.padding_mode = padding_mode
         self.log_floor = float(log_floor)
         self.normalize = normalize
+        # Windows per slice (0 = whole batch at once). On CPU, slices of 2 keep the ~16 MB
+        # per-batch intermediates in cache and out of the page-faulting large-block allocator:
+        # about 2x faster at batch 8 on a 2-core machine. Each window is independent, so the
+        # output does not change.
+        self.micro_batch = 0
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n) -> (B, T, FRAME_LENGTH) overlapping frames; T = n / HOP_LENGTH for 5 s windows."""
@@ -132,13 +137,23 @@ class LogMelFrontend(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, T, N_MELS) log-mel."""
+        if self.micro_batch and len(x) > self.micro_batch:
+            return torch.cat([self.log_mel(part) for part in x.split(self.micro_batch)])
+        return self.log_mel(x)
+
+    def log_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on one slice of windows."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             dtype = self.mel.dtype
             x = x.to(dtype)
             if self.normalize:
                 x = normalize_windows(x)
             framed = self.frames(x) * self.window  # (B, T, 640), window already divided by its sum
-            magnitude = torch.fft.rfft(framed, n=FFT_SIZE, dim=-1).abs()  # (B, T, 513)
+            spectrum = torch.view_as_real(torch.fft.rfft(framed, n=FFT_SIZE, dim=-1))  # (B,T,513,2)
+            re, im = spectrum[..., 0], spectrum[..., 1]
+            # |z| as sqrt(re^2 + im^2): 3x faster than complex abs() (hypot) on CPU; magnitudes
+            # of normalised audio are far from the float32 overflow/underflow range hypot guards.
+            magnitude = torch.addcmul(re * re, im, im).sqrt_()  # (B, T, 513)
             mel = magnitude @ self.mel  # (B, T, 128)
             return LOG_SCALE * torch.log(mel.clamp_min(self.log_floor))
 
