@@ -127,9 +127,22 @@ def mel_edges_hz(cfg: Animal2vecConfig) -> np.ndarray:
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
-    """ALiBi slopes ``2^(-0.5 (h + 1))`` for h = 0 … heads − 1; shape (heads,)."""
-    h = torch.arange(heads, dtype=torch.float64, device="cpu")
-    return torch.pow(2.0, -0.5 * (h + 1)).float()
+    """ALiBi head slopes, shape (heads,).
+
+    For a power of two ``n``: the geometric series ``2^(-8 (h + 1) / n)``, h = 0 … n − 1, which for
+    the published 16 heads is the spec's ``2^(-0.5 (h + 1))``. Other head counts take the series of
+    the largest power of two below, then every other slope of the next power's series (the ALiBi
+    paper's rule, which keeps slopes distinct and spread over the same range).
+    """
+    if heads < 1:
+        raise ValueError(f"heads must be >= 1, got {heads}")
+
+    def series(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    base = 1 << (heads.bit_length() - 1)  # largest power of two <= heads
+    slopes = series(base) + series(2 * base)[0::2][: heads - base]
+    return torch.tensor(slopes, dtype=torch.float64).float()
 
 
 class SincConv(nn.Module):

@@ -100,16 +100,22 @@ def test_sinc_layer_is_reflect_same_convolution():
 
 
 def test_alibi_slopes_and_bias():
-    slopes = a2v.alibi_slopes(16).numpy()
+    slopes = a2v.alibi_slopes(16).numpy()  # the spec's 16 heads
     np.testing.assert_allclose(slopes, 2.0 ** (-0.5 * np.arange(1, 17)), rtol=1e-7)
     assert slopes[0] == pytest.approx(2**-0.5) and slopes[-1] == pytest.approx(2**-8)
+    # other head counts: the ALiBi paper's rule (4: 2^-2 ... 2^-8; 6: those, then 2^-1, 2^-3)
+    np.testing.assert_allclose(a2v.alibi_slopes(4).numpy(), 2.0 ** -np.array([2, 4, 6, 8]))
+    np.testing.assert_allclose(a2v.alibi_slopes(6).numpy(), 2.0 ** -np.array([2, 4, 6, 8, 1, 3]))
+    assert a2v.alibi_slopes(1).tolist() == [2.0**-8]
+    with pytest.raises(ValueError, match="heads"):
+        a2v.alibi_slopes(0)
     model = a2v.build_model(tiny_config())
     with torch.no_grad():
         model.alibi_scale.copy_(torch.tensor([1.0, 2.0, -1.0, 0.5]))  # negative clamps to 0
     bias = model.alibi_bias(6)[0].detach().numpy()  # (H, 6, 6)
     dist = np.abs(np.arange(6)[:, None] - np.arange(6)[None, :])
     scale = np.array([1.0, 2.0, 0.0, 0.5])
-    ref = -(2.0 ** (-0.5 * np.arange(1, 5)) * scale)[:, None, None] * dist
+    ref = -(2.0 ** -np.array([2, 4, 6, 8]) * scale)[:, None, None] * dist  # 4 heads
     np.testing.assert_allclose(bias, ref, rtol=1e-6, atol=1e-7)
 
 
