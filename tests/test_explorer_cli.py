@@ -93,6 +93,11 @@ def test_info(db, capsys):
         ),
         (["info", "--db", "{tmp}"], "no Chorus database"),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--index", "bogus"], "bad FAISS factory"),
+        (
+            ["embed", "{archive}", "--db", "{tmp}/d.chorus", "--precision", "bf16"],
+            "apply to neural models",
+        ),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--batch-size", "0"], "--batch-size"),
     ],
 )
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, archive, db, capsys):
@@ -159,6 +164,8 @@ def test_untrained_model_only_on_request_and_recorded(tmp_path, capsys):
                 "--model",
                 "perch",
                 "--allow-untrained",
+                "--precision",
+                "bf16",
                 "--no-progress",
             ]
         )
@@ -168,6 +175,7 @@ def test_untrained_model_only_on_request_and_recorded(tmp_path, capsys):
     assert (
         meta["models"]["perch"]["trained"] is False and meta["models"]["perch"]["weights"] is None
     )
+    assert meta["models"]["perch"]["precision"] == "bf16"  # --precision reached the model
 
 
 def test_models_import_errors(tmp_path, monkeypatch, capsys):
