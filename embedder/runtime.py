@@ -42,14 +42,6 @@ def check_run_options(device: torch.device, batch_size: int, precision: str | No
     return precision
 
 
-def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on ``device`` (one-off transfers; :meth:`TorchEmbedder.run` stages batches)."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 class PinnedStage:
     """A reusable page-locked host buffer for uploading batches to CUDA.
 
@@ -61,9 +53,9 @@ class PinnedStage:
     def __init__(self) -> None:
         self.buffer: torch.Tensor | None = None
 
-    def upload(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
-        """(n, ...) float32 host array -> the same on ``device``."""
-        src = torch.from_numpy(np.ascontiguousarray(x))
+    def upload(self, x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(n, ...) host array or tensor -> the same on ``device``."""
+        src = torch.as_tensor(x)
         buf = self.buffer
         if buf is None or buf.shape[0] < len(src) or buf.shape[1:] != src.shape[1:]:
             buf = self.buffer = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
@@ -101,11 +93,11 @@ class TorchEmbedder(Embedder):
 
     def upload(self, x: np.ndarray) -> torch.Tensor:
         """(n, window_samples) host windows -> a tensor on ``device`` (pinned staging for CUDA)."""
-        if self.device.type != "cuda":
-            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         src = torch.from_numpy(np.ascontiguousarray(x))
+        if self.device.type != "cuda":
+            return src.to(self.device)
         if src.is_pinned():  # already page-locked (iter_batches(pin_memory=True)): no extra copy
             return src.to(self.device, non_blocking=True)
         if getattr(self, "_stage", None) is None:
             self._stage = PinnedStage()
-        return self._stage.upload(x, self.device)
+        return self._stage.upload(src, self.device)
