@@ -12,6 +12,8 @@ lets the ingest mark a recording complete only after all its windows are written
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ import numpy as np
 from embedder import audio
 
 PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
+SHM_DIR = "/dev/shm"  # where torch puts tensors shared between processes (Linux)
 
 
 @dataclass(frozen=True)
@@ -127,15 +130,17 @@ def iter_archive(
             yield from iter_file(task, spec)
         return
 
+    share = _use_shared_memory(workers, audio.BATCH_WINDOWS, spec)
+
     def decode(mine: list[FileTask]) -> Iterator[WindowChunk | FileDone]:
         for task in mine:
             for item in iter_file(task, spec):
-                if isinstance(item, WindowChunk):
-                    item.audio = _shareable(item.audio)
+                if share and isinstance(item, WindowChunk):
+                    item.audio = _to_tensor(item.audio)
                 yield item
 
     for item in _in_workers(decode, tasks, workers):
-        if isinstance(item, WindowChunk):
+        if share and isinstance(item, WindowChunk):
             item.audio = item.audio.numpy()  # (W, window_samples), a view of the shared block
         yield item
 
@@ -164,23 +169,56 @@ def iter_batches(
         yield from batch_windows(iter_archive(tasks, spec), batch_size)
         return
 
+    # pinning works on tensors: without shared memory the batches travel as arrays, unpinned
+    share = _use_shared_memory(workers, batch_size, spec)
+
     def decode(mine: list[FileTask]) -> Iterator[Batch]:
         chunks = (item for task in mine for item in iter_file(task, spec))
         for batch in batch_windows(chunks, batch_size):
-            batch.audio = _shareable(batch.audio)
+            if share:
+                batch.audio = _to_tensor(batch.audio)
             yield batch
 
-    for batch in _in_workers(decode, tasks, workers, pin_memory):
-        batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
+    for batch in _in_workers(decode, tasks, workers, pin_memory and share):
+        if share:
+            batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
         yield batch
 
 
-def _shareable(a: np.ndarray):
+def _to_tensor(a: np.ndarray):
     """A worker's array as a torch tensor, which crosses to the main process through shared memory;
-    a numpy array would be pickled through a pipe (~3x slower, measured)."""
+    a numpy array is pickled through a pipe instead (~3x slower, measured)."""
     import torch
 
     return torch.from_numpy(a)
+
+
+def shared_memory_free(path: str = SHM_DIR) -> float:
+    """Bytes free for shared memory; infinite where there is no such folder to check (not Linux)."""
+    try:
+        return float(shutil.disk_usage(path).free)
+    except OSError:
+        return float("inf")
+
+
+def _use_shared_memory(workers: int, windows_per_item: int, spec: WindowSpec) -> bool:
+    """Shared memory if it has room for what the workers keep in flight, else pipes, with a notice.
+
+    A container's default /dev/shm (64 MB in Docker) would otherwise kill the workers with SIGBUS.
+    """
+    win = int(round(spec.sample_rate * spec.window_s))
+    # per worker: PREFETCH_CHUNKS items queued, plus the one the main process is using
+    need = workers * (PREFETCH_CHUNKS + 1) * windows_per_item * win * 4
+    free = shared_memory_free()
+    if free >= need:
+        return True
+    print(
+        f"chorus: {SHM_DIR} has {free / 2**20:.0f} MB free, less than the ~{need / 2**20:.0f} MB "
+        f"{workers} decode workers may need: sending windows through pipes (slower). Raise the "
+        "limit (docker run --shm-size=...) or use fewer workers.",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _in_workers(decode, tasks: list[FileTask], workers: int, pin_memory: bool = False):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from embedder import batching
 from embedder.batching import (
     FileDone,
     FileTask,
@@ -110,10 +111,12 @@ def test_iter_archive_workers_match_in_process(tmp_path, write_audio):
         assert len(a[k]) == done_a[k][0]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers, shm_free", [(0, None), (2, None), (2, 0.0)])
 def test_iter_batches_packs_every_window_once_with_markers_after_them(
-    tmp_path, write_audio, workers
+    tmp_path, write_audio, workers, shm_free, monkeypatch, capsys
 ):
+    if shm_free is not None:  # e.g. Docker's 64 MB /dev/shm: windows go through pipes instead
+        monkeypatch.setattr(batching, "shared_memory_free", lambda path=None: shm_free)
     sr = 8000
     tasks = []
     for i in range(5):
@@ -142,6 +145,7 @@ def test_iter_batches_packs_every_window_once_with_markers_after_them(
             done[d.key] = d
     assert set(done) == {0, 1, 2, 3, 4, 9} and done[9].error and done[9].n_windows == 0
     assert sizes.count(4) >= len(sizes) - max(workers, 1)  # at most one short batch per worker
+    assert ("through pipes" in capsys.readouterr().err) == (shm_free is not None)
     for k, chunks in want.items():
         starts = np.concatenate([c[0] for c in chunks])
         audio = np.concatenate([c[1] for c in chunks])
