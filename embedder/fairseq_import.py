@@ -15,6 +15,7 @@ infers the model shape from the tensors (and the cfg where tensors are silent, e
 from __future__ import annotations
 
 import ast
+import math
 import re
 from pathlib import Path
 
@@ -292,10 +293,14 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     heads = per_head if per_head > 1 else _find(arch, "num_heads")
     if heads is None:
         raise CheckpointError("cannot infer the number of heads (scalar alibi_scale, no cfg)")
-    sample_rate = _find(cfg, "sample_rate") or DEFAULT_SAMPLE_RATE
+    sample_rate = int(_find(cfg, "sample_rate") or DEFAULT_SAMPLE_RATE)
+    # animal2vec's SincConv (nn/sinc.py) sets its narrowest band to the bank's frequency resolution,
+    # ceil(sample_rate / kernel): 127 Hz for the published 8 kHz, 63-tap bank; other rates or kernels differ.
+    min_band_hz = math.ceil(sample_rate / layers[0][1])
     return {
-        "sample_rate": int(sample_rate),
+        "sample_rate": sample_rate,
         "conv_layers": [list(t) for t in layers],
+        "sinc_min_band_hz": float(min_band_hz),
         "width": int(width),
         "prenet_depth": len(idx("prenet.")),
         "depth": len(idx("blocks.")),

@@ -293,6 +293,23 @@ def test_argparse_namespace_args_are_read(tmp_path):
     assert cfg_dict["sample_rate"] == 16000
 
 
+def test_sinc_min_band_follows_the_checkpoint_sample_rate(tmp_path):
+    """animal2vec's SincConv narrowest band is ceil(sample_rate / kernel): 127 Hz at 8 kHz, 254 at 16 kHz."""
+    assert (
+        fi.convert(fairseq_checkpoint(source_model(tiny_config()), False))[0]["sinc_min_band_hz"]
+        == 127
+    )
+    src = source_model(tiny_config(sample_rate=16_000, sinc_min_band_hz=254.0))
+    ckpt = fairseq_checkpoint(src, finetuned=False)
+    ckpt["cfg"]["task"]["sample_rate"] = 16_000
+    path = tmp_path / "a2v16k.pt"
+    torch.save(ckpt, path)
+    m = a2v.load_model(tiny_config(), "tiny", weights=str(path), device="cpu")
+    assert m.model.cfg.sinc_min_band_hz == 254 and m.sample_rate == 16_000
+    x = audio(2, samples=6400)
+    np.testing.assert_allclose(m.embed(x), reference(src, x)[0], atol=1e-5)
+
+
 class _Thing:
     def __init__(self):
         self.x = 1
