@@ -14,6 +14,7 @@ Rules that make a multi-day run safe (see DESIGN.md):
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from explorer.recordings import discover, parse_site, recording_start
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call on a CPU
+MAX_AUTO_WORKERS = 16  # decode processes chosen for a GPU run when --workers is not given
 DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
 MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
 
@@ -102,7 +104,7 @@ def embed_archive(
     hop_s: float | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    workers: int = 0,
+    workers: int | None = None,
     channels: str = "mix",
     allow_untrained: bool = False,
     site: str | None = None,
@@ -129,9 +131,10 @@ def embed_archive(
         Hop between windows (s); default: the model's window length (no overlap).
     batch_size : int, optional
         Windows per model call; default 32 on a CPU, 256 on CUDA.
-    workers : int
+    workers : int, optional
         Decoding processes (0 decodes in this process). Each packs whole batches, handed over
-        through shared memory (and page-locked for CUDA).
+        through shared memory (and page-locked for CUDA). Default: 0 on a CPU, where the model is
+        the bottleneck; on CUDA, where decoding is, one per core but one, up to 16.
     channels : {"mix", "first", "all"}
         Multi-channel policy.
     site : str, optional
@@ -170,9 +173,12 @@ def embed_archive(
         raise IngestError(f"no audio files found under {root}")
     m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
-    batch_size = batch_size or (DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH)
+    if batch_size is None:
+        batch_size = DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH
     if batch_size < 1:
         raise IngestError("--batch-size must be >= 1")
+    if workers is None:
+        workers = default_workers(on_cuda, os.cpu_count() or 1)
     if hasattr(m, "device"):  # torch models: one forward pass per batch, not the default's slices
         m.batch_size = batch_size
     if not m.trained and not allow_untrained:
@@ -214,6 +220,12 @@ def embed_archive(
     summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def default_workers(on_cuda: bool, cpus: int) -> int:
+    """Decode processes when none are asked for: 0 on a CPU (the model is the bottleneck and needs
+    the cores); on CUDA, where decoding is the bottleneck, one per core but one, up to 16."""
+    return max(0, min(MAX_AUTO_WORKERS, cpus - 1)) if on_cuda else 0
 
 
 def _plan(db, model, audio_root, root, files, site, retry_failed, summary):

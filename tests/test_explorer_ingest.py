@@ -189,3 +189,12 @@ def test_silent_recording_is_embedded_without_breaking_search(tmp_path, write_au
     assert np.isfinite(vecs).all()
     hits = db.search("spectral", vecs[0]).limit(20).to_pandas()
     assert len(hits) == len(ids) and np.isfinite(hits.score).all()
+
+
+def test_default_decode_workers():
+    from explorer.ingest import default_workers
+
+    assert default_workers(on_cuda=False, cpus=32) == 0  # the CPU model needs the cores
+    assert default_workers(on_cuda=True, cpus=32) == 16
+    assert default_workers(on_cuda=True, cpus=4) == 3  # one core left to feed the GPU
+    assert default_workers(on_cuda=True, cpus=1) == 0

@@ -34,7 +34,11 @@ def add_parser(sub) -> None:
         help="windows per model call (default: 32 on a CPU, 256 on a GPU)",
     )
     p.add_argument(
-        "--workers", type=int, default=0, help="decoding processes (0: decode in the main process)"
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (0: decode in the main process; default 0 on a CPU, "
+        "one per core up to 16 on a GPU)",
     )
     p.add_argument(
         "--precision",
@@ -92,7 +96,7 @@ def run(args) -> int:
     from explorer.ingest import IngestError, embed_archive
 
     model, weights = resolve_model(args.model, args.weights)
-    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or (args.workers or 0) < 0:
         raise CLIError("--batch-size must be >= 1 and --workers >= 0")
     options = {"precision": args.precision} if args.precision else {}
     if args.compile:
