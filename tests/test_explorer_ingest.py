@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 import index
-from explorer.ingest import IngestError, embed_archive
+from explorer.ingest import IngestError, default_workers, embed_archive
 
 SR = 16000
 
@@ -192,8 +192,6 @@ def test_silent_recording_is_embedded_without_breaking_search(tmp_path, write_au
 
 
 def test_default_decode_workers():
-    from explorer.ingest import default_workers
-
     assert default_workers(on_cuda=False, cpus=32) == 0  # the CPU model needs the cores
     assert default_workers(on_cuda=True, cpus=32) == 16
     assert default_workers(on_cuda=True, cpus=4) == 3  # one core left to feed the GPU
