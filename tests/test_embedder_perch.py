@@ -305,9 +305,25 @@ def test_micro_batches_do_not_change_the_result(audio):
         load(None, device="cpu", micro_batch=(2, 99))
 
 
+@pytest.mark.parametrize("options", [{}, {"onednn": False, "precision": "bf16"}], ids=str)
+def test_cpu_workers_split_matches_one_thread(audio, options):
+    """The batch split across threads gives the same result and leaves the thread count alone;
+    the plain bf16 case checks that the caller's autocast reaches the worker threads."""
+    threads = torch.get_num_threads()
+    one = load(None, device="cpu", cpu_workers=1, micro_batch=0, **options)
+    split = load(None, device="cpu", cpu_workers=2, micro_batch=0, **options)
+    assert split.model.cpu_workers == 2
+    a, b = one.embed(audio), split.embed(audio)  # 3 windows: slices of 2 and 1
+    assert torch.get_num_threads() == threads
+    assert np.all(cosine(a, b) >= 0.99999)
+    assert split.embed_spatial(audio[:2]).shape == (2, 16, 4, 1536)
+
+
 def test_bad_options_and_input():
     with pytest.raises(ValueError, match="onednn"):
         load(None, device="cpu", onednn=True, fuse_bn=False)
+    with pytest.raises(ValueError, match="cpu_workers"):
+        load(None, device="cpu", compile=True, cpu_workers=2)
     with pytest.raises(TypeError, match="bogus"):
         load(None, device="cpu", bogus=1)
     with pytest.raises(ValueError, match="precision"):
