@@ -333,11 +333,11 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         fp32 elsewhere), ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
         ``labels`` (class-name file for the prototype head), ``fuse_bn`` (fold BatchNorm, default True),
         ``onednn`` (CPU: fused oneDNN conv + activation, bf16 weights stored in bf16; default True
-        where available, ``fuse_bn`` and not ``compile``), ``micro_batch`` (``(windows, blocks)``: run
-        the frontend and the first blocks in slices for cache locality, ``0`` = off; default
-        ``(2, 8)`` on CPU with ``cpu_workers=1``, off otherwise), ``cpu_workers`` (CPU: split each
-        batch across this many threads, each with a share of the intra-op threads; default
-        ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``),
+        where available, ``fuse_bn`` and not ``compile``), ``micro_batch`` (``(windows, blocks)``:
+        run the frontend and the first blocks in slices for cache locality, ``0`` = off; default
+        ``(2, 8)`` on CPU for fp32 or with ``cpu_workers=1``, off otherwise), ``cpu_workers``
+        (CPU: split each batch across this many threads, each with a share of the intra-op
+        threads; default ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``),
         and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
         ``activation="relu"``, ``logit_rescale=True``).
     """
@@ -387,9 +387,10 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
     elif run_opts.get("cpu_workers", 1) != 1:
         raise ValueError("perch: cpu_workers needs device cpu and no compile")
-    # With the batch split across threads each worker already has a cache-sized slice: measured,
-    # micro-batches on top gain nothing for fp32 and cost ~10 % for bf16.
-    default_micro = CPU_MICRO_BATCH if dev.type == "cpu" and net.cpu_workers == 1 else 0
+    # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
+    # size, and with the batch split across threads its slices already fit (they cost ~20 %).
+    fp32_cpu = dev.type == "cpu" and precision == "fp32"
+    default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
     micro = run_opts.get("micro_batch", default_micro)
     if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
         micro = (micro, CPU_MICRO_BATCH[1])
