@@ -410,7 +410,9 @@ def run_split(
             return fn(part)
 
     with _THREADS_LOCK:
-        pool = _POOLS.setdefault(workers, ThreadPoolExecutor(workers, "perch-cpu"))
+        pool = _POOLS.get(workers)
+        if pool is None:  # one pool per size for the life of the process, not one per call
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, "perch-cpu")
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // workers))
         try:
