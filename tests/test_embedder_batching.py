@@ -156,3 +156,9 @@ def test_iter_batches_packs_every_window_once_with_markers_after_them(
 def test_iter_batches_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         list(iter_batches([], WindowSpec(8000, 1.0, 1.0), 0))
+
+
+def test_shared_memory_free(tmp_path):
+    assert 0 < batching.shared_memory_free(str(tmp_path)) < float("inf")
+    missing = str(tmp_path / "missing")  # no such folder: nothing to check, no limit
+    assert batching.shared_memory_free(missing) == float("inf")
