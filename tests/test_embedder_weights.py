@@ -281,3 +281,20 @@ def test_genuine_tensorflow_savedmodel(tmp_path):
     got = read_bundle(tmp_path / "sm")
     for i, a in enumerate(arrays):
         np.testing.assert_array_equal(got[leaf_name(i)], a)
+
+
+@pytest.mark.slow
+def test_genuine_tensorflow_perch_savedmodel_loads_like_npz(tmp_path, perch_flax, audio):
+    """The whole Kaggle-folder path on a SavedModel that TensorFlow itself wrote (497 leaves in
+    TF's own index and data-file layout), not our test writer."""
+    tf = pytest.importorskip("tensorflow")
+    tensors = perch_bundle_tensors(perch_flax, PerchConfig())
+    module = tf.Module()
+    module._tf_var_leaves = [tf.Variable(tensors[leaf_name(n)]) for n in range(len(tensors))]
+    tf.saved_model.save(module, str(tmp_path / "perch_v2"))
+    np.savez(tmp_path / "perch.npz", **perch_flax)
+    from_tf = load(str(tmp_path / "perch_v2"), device="cpu", batch_size=2)
+    np.testing.assert_array_equal(
+        from_tf.embed(audio), load(str(tmp_path / "perch.npz"), device="cpu").embed(audio)
+    )
+    assert from_tf.logits(audio).shape == (2, 3)
