@@ -37,12 +37,13 @@ WARMUP = 2  # untimed passes per variant (oneDNN primitive caches, allocator)
 SETTLE_S = 0.05  # untimed pause after each call: onnxruntime's spinning threads wind down
 # eager PyTorch as before the CPU fast path (fused BN, channels_last, intra-op threads)
 PLAIN = {"onednn": False, "micro_batch": 0, "cpu_workers": 1}
-ONE_TEAM = {"cpu_workers": 1}  # oneDNN fused ops, micro-batches, intra-op threads
+ONE_TEAM = {"cpu_workers": 1, "cpu_kernels": False}  # oneDNN fused ops, micro-batches, one team
 
 VARIANTS = {
     "torch fp32 plain eager (before)": PLAIN,
     "torch fp32 oneDNN fused + micro-batch, 1 team": ONE_TEAM,
-    "torch fp32 oneDNN fused, batch split on threads — default": {},
+    "torch fp32 oneDNN fused, batch split on threads, no compiled kernel": {"cpu_kernels": False},
+    "torch fp32 default: the above + fused depthwise kernel": {},
     "torch fp32 plain + micro-batch + torch.compile (freezing)": {"compile": True},
     "torch bf16 plain autocast (before)": {**PLAIN, "precision": "bf16"},
     "torch bf16 oneDNN fused + micro-batch, 1 team": {**ONE_TEAM, "precision": "bf16"},

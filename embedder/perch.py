@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedder import cpu_kernels
 from embedder.perch_net import (
     EMBED_DIM,
     PerchConfig,
@@ -59,6 +60,7 @@ LOAD_OPTIONS = (
     "onednn",
     "micro_batch",
     "cpu_workers",
+    "cpu_kernels",
 )
 # CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
 # down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
@@ -318,6 +320,21 @@ def _describe(path: Path) -> str:
     return f"{path.resolve()} (sha256 {sha256_file(path)[:16]})"
 
 
+def _use_cpu_kernels(net: PerchNet, wanted: bool | None, eligible: bool) -> None:
+    """Apply the ``cpu_kernels`` load option (None = wherever it can run)."""
+    if wanted is False or (wanted is None and not eligible):
+        return
+    if not eligible:
+        raise ValueError("perch: cpu_kernels=True needs device cpu, precision fp32 and onednn")
+    if net.backbone.use_cpu_kernels() == 0 and wanted:
+        why = (
+            f"the fused kernel is {cpu_kernels.status()}"
+            if not cpu_kernels.available()
+            else "no block can use it (it implements SiLU activations only)"
+        )
+        raise ValueError(f"perch: cpu_kernels=True, but {why}")
+
+
 def load(weights: str | None = None, device: str = "auto", **options) -> PerchEmbedder:
     """Build the ``perch`` embedder.
 
@@ -338,6 +355,9 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         ``(2, 8)`` on CPU for fp32 or with ``cpu_workers=1``, off otherwise), ``cpu_workers``
         (CPU: split each batch across this many threads, each with a share of the intra-op
         threads; default ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``),
+        ``cpu_kernels`` (fp32 on CPU with ``onednn``: each block's expand activation, depthwise
+        conv, SiLU and SE mean in one compiled pass, see :mod:`embedder.cpu_kernels`; default
+        True where it builds, silently off elsewhere; True where it cannot run is an error),
         and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
         ``activation="relu"``, ``logit_rescale=True``).
     """
@@ -383,6 +403,7 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
             # Weights stored in bf16 once, instead of autocast re-casting them on every call;
             # the frontend keeps float32 buffers (it runs with autocast off).
             net.backbone.to(torch.bfloat16)
+    _use_cpu_kernels(net, run_opts.get("cpu_kernels"), onednn and precision == "fp32")
     if dev.type == "cpu" and not compile_:
         net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
     elif run_opts.get("cpu_workers", 1) != 1:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedder import cpu_kernels
 from embedder.perch_frontend import LOG_FLOOR, LogMelFrontend
 
 EMBED_DIM = 1536  # channels of the head = embedding size
@@ -162,9 +163,17 @@ class ConvBN(nn.Module):
         return self.act(self.bn(y))
 
     def onednn_forward(
-        self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        padding: tuple[int, int],
+        residual: torch.Tensor | None = None,
+        attr: str | None = None,
     ) -> torch.Tensor:
-        """Fused conv + bias + activation (or + ``residual``) on an already padded input."""
+        """Fused conv + bias + activation (or + ``residual``) on an already padded input.
+
+        ``attr`` overrides the oneDNN post-op (``"none"``: the fused depthwise kernel applies the
+        activation as it reads the output).
+        """
         conv = self.conv
         x = x.to(conv.weight.dtype)
         args = (list(padding), list(conv.stride), list(conv.dilation), conv.groups)
@@ -182,7 +191,7 @@ class ConvBN(nn.Module):
                 x, residual, weight, conv.bias, *args, "add", None, None, [], None
             )
         return torch.ops.mkldnn._convolution_pointwise(
-            x, weight, conv.bias, *args, self.onednn_attr, [], ""
+            x, weight, conv.bias, *args, attr or self.onednn_attr, [], ""
         )
 
     def to_onednn(self) -> None:
@@ -244,7 +253,14 @@ class SqueezeExcite(nn.Module):
             s = F.avg_pool2d(x, x.shape[-2:]).flatten(1)  # (B, C)
         else:
             s = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, C)
-        s = torch.sigmoid(self.expand(self.act(self.reduce(s))))  # (B, C)
+        return self.apply_gate(x, self.gate(s))
+
+    def gate(self, mean: torch.Tensor) -> torch.Tensor:
+        """(B, C) channel means -> (B, C) gates in (0, 1)."""
+        return torch.sigmoid(self.expand(self.act(self.reduce(mean))))
+
+    def apply_gate(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Scale each channel of ``x`` (B, C, H, W) by its gate ``s`` (B, C)."""
         if torch.is_grad_enabled():
             return x * s[:, :, None, None]
         # x is the block's own depthwise output, used nowhere else: gate it in place.
@@ -277,9 +293,47 @@ class MBConv(nn.Module):
         self.project = ConvBN(mid, out_ch, 1, activation=None, **bn)
         self.residual = stride == 1 and in_ch == out_ch
         self.drop_path = drop_path
+        # (K, K, C) depthwise weights for the fused CPU kernel once use_cpu_kernel() has run;
+        # a plain attribute, not a buffer: derived data stays out of the state dict.
+        self.dw_kkc: torch.Tensor | None = None
+
+    def use_cpu_kernel(self) -> bool:
+        """Run expand activation, depthwise conv, SiLU and the SE mean as one compiled kernel.
+
+        Only for fp32 CPU inference after ``fuse()`` and ``to_onednn()``, with SiLU activations
+        and a kernel size / stride the kernel has; returns whether the block now uses it.
+        """
+        dw = self.depthwise
+        ok = (
+            dw.onednn_attr == "swish"
+            and dw.kernel in cpu_kernels.KERNEL_SIZES
+            and dw.stride in cpu_kernels.STRIDES
+            and dw.conv.weight.dtype == torch.float32
+            and (isinstance(self.expand, nn.Identity) or self.expand.onednn_attr == "swish")
+            and cpu_kernels.available()
+        )
+        self.dw_kkc = dw.conv.weight.detach()[:, 0].permute(1, 2, 0).contiguous() if ok else None
+        return ok
+
+    def fused_middle(self, x: torch.Tensor) -> torch.Tensor:
+        """expand -> depthwise -> SE through the compiled kernel (see :meth:`use_cpu_kernel`)."""
+        act_in = not isinstance(self.expand, nn.Identity)
+        pre = self.expand.onednn_forward(x, (0, 0), attr="none") if act_in else x  # no SiLU yet
+        h, w = pre.shape[-2:]
+        k, s = self.depthwise.kernel, self.depthwise.stride
+        pad_top, pad_left = tf_same_pad(h, k, s)[0], tf_same_pad(w, k, s)[0]
+        out_hw = (math.ceil(h / s), math.ceil(w / s))
+        bias = self.depthwise.conv.bias
+        y, mean = cpu_kernels.dwconv_silu(
+            pre, self.dw_kkc, bias, s, pad_top, pad_left, out_hw, act_in
+        )
+        return self.se.apply_gate(y, self.se.gate(mean))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.se(self.depthwise(self.expand(x)))
+        if self.dw_kkc is not None and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            h = self.fused_middle(x)
+        else:
+            h = self.se(self.depthwise(self.expand(x)))
         if self.residual and self.project.onednn_attr is not None and not self.training:
             return self.project.onednn_forward(h, self.project.conv.padding, residual=x)
         y = self.project(h)
@@ -351,6 +405,16 @@ class EfficientNetB3(nn.Module):
         for m in self.modules():
             if isinstance(m, ConvBN):
                 m.to_onednn()
+
+    def use_cpu_kernels(self, enable: bool = True) -> int:
+        """Switch every eligible block to the fused depthwise kernel (or back); returns how many
+        blocks use it (fp32 CPU inference, after :meth:`to_onednn`)."""
+        blocks = [b for b in self.blocks if isinstance(b, MBConv)]
+        if not enable:
+            for b in blocks:
+                b.dw_kkc = None
+            return 0
+        return sum(b.use_cpu_kernel() for b in blocks)
 
 
 @torch.no_grad()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # idle OpenMP threads must not spin on the shared CPUs
+# Compiled kernels (embedder.cpu_kernels) are built into a folder of this run, not the user's cache.
+os.environ.setdefault("CHORUS_CACHE_DIR", tempfile.mkdtemp(prefix="chorus-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 
