@@ -230,12 +230,14 @@ def main() -> None:
         f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}"
     )
     width = max(len(label) for label in variants)
-    print(f"| {'variant':<{width}} | windows/s | vs onnxruntime | min-max   |")
-    print(f"|{'-' * (width + 2)}|----------:|---------------:|-----------|")
+    print(f"| {'variant':<{width}} | windows/s | vs onnxruntime | paired | min-max   |")
+    print(f"|{'-' * (width + 2)}|----------:|---------------:|-------:|-----------|")
     for label, r in rates.items():
         med = statistics.median(r)
+        # each round's rate over onnxruntime's in the same round: drift between rounds cancels
+        paired = statistics.median([a / b for a, b in zip(r, rates[ort_label], strict=True)])
         print(
-            f"| {label:<{width}} | {med:9.1f} | {med / ort_rate:13.2f}x | "
+            f"| {label:<{width}} | {med:9.1f} | {med / ort_rate:13.2f}x | {paired:5.2f}x | "
             f"{min(r):4.1f}-{max(r):4.1f} |"
         )
 

@@ -330,7 +330,12 @@ class MBConv(nn.Module):
         return self.se.apply_gate(y, self.se.gate(mean))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dw_kkc is not None and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if (
+            self.dw_kkc is not None
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+        ):
             h = self.fused_middle(x)
         else:
             h = self.se(self.depthwise(self.expand(x)))
