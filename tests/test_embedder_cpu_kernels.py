@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -64,6 +65,22 @@ def test_kernel_matches_reference(k, stride, c, h, w, act_in):
     assert y.shape == want_y.shape and y.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(y.numpy(), want_y.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mean.numpy(), want_mean.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_kernel_matches_reference_on_tiny_maps(k, stride):
+    """Maps smaller than the kernel, where most taps fall in the padding."""
+    g = torch.Generator().manual_seed(k + stride)
+    for (h, w), c in itertools.product([(1, 1), (2, 3), (4, 1), (3, 2)], [1, 17]):
+        x = torch.randn(2, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+        wt, b = torch.randn(k, k, c, generator=g), torch.randn(c, generator=g)
+        pads = tf_same(h, k, stride)[0], tf_same(w, k, stride)[0]
+        out_hw = (math.ceil(h / stride), math.ceil(w / stride))
+        y, mean = cpu_kernels.dwconv_silu(x, wt, b, stride, *pads, out_hw, True)
+        want_y, want_mean = reference(x, wt, b, stride, True)
+        np.testing.assert_allclose(y.numpy(), want_y.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(mean.numpy(), want_mean.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @needs_kernel
