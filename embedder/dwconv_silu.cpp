@@ -1,4 +1,4 @@
-// Fused MBConv middle for CPU inference, fp32, AVX-512 (built on first use by embedder/cpu_kernels.py).
+// Fused MBConv middle for CPU inference, fp32, AVX-512 (built by embedder/cpu_kernels.py).
 //
 // One pass per window over the expand conv's output (NHWC): SiLU as each input row is read (into a
 // K-row ring that stays in cache), depthwise KxK conv + bias, SiLU, the output written once, and
@@ -6,6 +6,7 @@
 // tensors of the network: expand conv + SiLU writes the activation, the depthwise conv + SiLU reads
 // it, the SE mean reads its output again.
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 // exp(x) for x in [-87, 88]: 2^n * P(r), r = x - n ln2 (Cody-Waite split), |r| <= ln2 / 2,
@@ -48,18 +49,18 @@ static inline void out_block(const float *const *rows, const float *w, const flo
         __m512 bias = _mm512_maskz_loadu_ps(m, b + c);
         for (int j = 0; j < R; j++) acc[j] = bias;
         for (int ky = 0; ky < K; ky++) {
-            const float *row = rows[ky] + (long)ox0 * S * C + c;
+            const float *row = rows[ky] + (int64_t)ox0 * S * C + c;
             for (int kx = 0; kx < K; kx++) {
-                __m512 wv = _mm512_maskz_loadu_ps(m, w + (long)(ky * K + kx) * C + c);
+                __m512 wv = _mm512_maskz_loadu_ps(m, w + (int64_t)(ky * K + kx) * C + c);
                 for (int j = 0; j < R; j++)
                     acc[j] = _mm512_fmadd_ps(
-                        _mm512_maskz_loadu_ps(m, row + (long)(j * S + kx) * C), wv, acc[j]);
+                        _mm512_maskz_loadu_ps(m, row + (int64_t)(j * S + kx) * C), wv, acc[j]);
             }
         }
         __m512 s = _mm512_maskz_loadu_ps(m, sum + c);
         for (int j = 0; j < R; j++) {
             __m512 y = silu512(acc[j]);
-            _mm512_mask_storeu_ps(o + (long)(ox0 + j) * C + c, m, y);
+            _mm512_mask_storeu_ps(o + (int64_t)(ox0 + j) * C + c, m, y);
             s = _mm512_add_ps(s, y);
         }
         _mm512_mask_storeu_ps(sum + c, m, s);
@@ -74,12 +75,12 @@ static void out_row(const float *const *rows, const float *w, const float *b, in
     for (; ox < Wo; ox++) out_block<K, S, 1>(rows, w, b, C, ox, o, sum);
 }
 
-static void load_row(const float *src, float *dst, long m, int act) {
+static void load_row(const float *src, float *dst, int64_t m, int act) {
     if (!act) {
         memcpy(dst, src, m * sizeof(float));
         return;
     }
-    long i = 0;
+    int64_t i = 0;
     for (; i + 16 <= m; i += 16) _mm512_storeu_ps(dst + i, silu512(_mm512_loadu_ps(src + i)));
     if (i < m) {
         __mmask16 k = tail_mask((int)(m - i));
@@ -104,15 +105,15 @@ extern "C" int dwconv_silu(const float *x, int N, int H, int W, int C, const flo
     else if (K == 5 && stride == 2) row_fn = out_row<5, 2>;
     else return -1;
     const int Wp = (Wo - 1) * stride + K;
-    const long rowlen = (long)Wp * C;
+    const int64_t rowlen = (int64_t)Wp * C;
     memset(zero, 0, rowlen * sizeof(float));
     memset(ring, 0, K * rowlen * sizeof(float));  // the pad columns stay zero from here on
     for (int n = 0; n < N; n++) {
         int loaded[5] = {-1, -1, -1, -1, -1};  // input row held by each ring slot
-        float *sum = sums + (long)n * C;
+        float *sum = sums + (int64_t)n * C;
         memset(sum, 0, C * sizeof(float));
-        const float *xn = x + (long)n * H * W * C;
-        float *on = out + (long)n * Ho * Wo * C;
+        const float *xn = x + (int64_t)n * H * W * C;
+        float *on = out + (int64_t)n * Ho * Wo * C;
         for (int oy = 0; oy < Ho; oy++) {
             const float *rows[5];
             for (int ky = 0; ky < K; ky++) {
@@ -124,12 +125,13 @@ extern "C" int dwconv_silu(const float *x, int N, int H, int W, int C, const flo
                 const int slot = iy % K;  // K consecutive rows never share a slot
                 float *dst = ring + slot * rowlen;
                 if (loaded[slot] != iy) {
-                    load_row(xn + (long)iy * W * C, dst + (long)pad_left * C, (long)W * C, act_in);
+                    load_row(xn + (int64_t)iy * W * C, dst + (int64_t)pad_left * C,
+                             (int64_t)W * C, act_in);
                     loaded[slot] = iy;
                 }
                 rows[ky] = dst;
             }
-            row_fn(rows, w, b, C, Wo, on + (long)oy * Wo * C, sum);
+            row_fn(rows, w, b, C, Wo, on + (int64_t)oy * Wo * C, sum);
         }
     }
     return 0;

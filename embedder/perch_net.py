@@ -104,6 +104,11 @@ def tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _stamp(t: torch.Tensor) -> tuple[int, int]:
+    """(storage address, version): in-place edits bump the version; inference tensors have none."""
+    return t.data_ptr(), -2 if t.is_inference() else t._version
+
+
 def onednn_available() -> bool:
     """Whether the fused oneDNN convolution op used by :meth:`ConvBN.to_onednn` exists here."""
     return torch.backends.mkldnn.is_available() and hasattr(
@@ -296,6 +301,7 @@ class MBConv(nn.Module):
         # (K, K, C) depthwise weights for the fused CPU kernel once use_cpu_kernel() has run;
         # a plain attribute, not a buffer: derived data stays out of the state dict.
         self.dw_kkc: torch.Tensor | None = None
+        self._dw_source: tuple[int, int] = (0, -1)  # (data_ptr, _version) dw_kkc was made from
 
     def use_cpu_kernel(self) -> bool:
         """Run expand activation, depthwise conv, SiLU and the SE mean as one compiled kernel.
@@ -312,8 +318,16 @@ class MBConv(nn.Module):
             and (isinstance(self.expand, nn.Identity) or self.expand.onednn_attr == "swish")
             and cpu_kernels.available()
         )
-        self.dw_kkc = dw.conv.weight.detach()[:, 0].permute(1, 2, 0).contiguous() if ok else None
+        self.dw_kkc = None
+        if ok:
+            self.refresh_dw_kkc()
         return ok
+
+    def refresh_dw_kkc(self) -> None:
+        """(Re)build the kernel's (K, K, C) copy of the depthwise weights."""
+        w = self.depthwise.conv.weight
+        self.dw_kkc = w.detach()[:, 0].permute(1, 2, 0).contiguous()
+        self._dw_source = _stamp(w)
 
     def fused_middle(self, x: torch.Tensor) -> torch.Tensor:
         """expand -> depthwise -> SE through the compiled kernel (see :meth:`use_cpu_kernel`)."""
@@ -323,6 +337,9 @@ class MBConv(nn.Module):
         k, s = self.depthwise.kernel, self.depthwise.stride
         pad_top, pad_left = tf_same_pad(h, k, s)[0], tf_same_pad(w, k, s)[0]
         out_hw = (math.ceil(h / s), math.ceil(w / s))
+        weight = self.depthwise.conv.weight
+        if _stamp(weight) != self._dw_source:  # edited since, e.g. by load_state_dict
+            self.refresh_dw_kkc()
         bias = self.depthwise.conv.bias
         y, mean = cpu_kernels.dwconv_silu(
             pre, self.dw_kkc, bias, s, pad_top, pad_left, out_hw, act_in

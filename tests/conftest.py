@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # idle OpenMP threads must not spin on the shared CPUs
 # Compiled kernels (embedder.cpu_kernels) are built into a folder of this run, not the user's cache.
-os.environ.setdefault("CHORUS_CACHE_DIR", tempfile.mkdtemp(prefix="chorus-test-cache-"))
+if "CHORUS_CACHE_DIR" not in os.environ:
+    os.environ["CHORUS_CACHE_DIR"] = tempfile.mkdtemp(prefix="chorus-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CHORUS_CACHE_DIR"], ignore_errors=True)
 
 from pathlib import Path  # noqa: E402
 

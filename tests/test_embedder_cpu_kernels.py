@@ -140,13 +140,13 @@ def test_missing_compiler_is_reported(fresh_state, monkeypatch):
     monkeypatch.setenv("CXX", str(fresh_state / "no-such-compiler"))
     assert not cpu_kernels.available()
     status = cpu_kernels.status()
-    assert status.startswith("off (") and ("compiler" in status or "AVX-512" in status)
+    assert status.startswith("off (") and ("no-such-compiler" in status or "CPU" in status)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="uses a shell script as the compiler")
 def test_failed_build_is_reported_and_leaves_no_library(fresh_state, monkeypatch):
-    if not cpu_kernels._cpu_has_avx512f():
-        pytest.skip("no AVX-512: the build is never tried")
+    if cpu_kernels._cpu_problem():
+        pytest.skip(f"the build is never tried: {cpu_kernels._cpu_problem()}")
     fake = fresh_state / "cxx"
     fake.write_text("#!/bin/sh\necho 'error: boom' >&2\nexit 1\n")
     fake.chmod(0o755)
@@ -164,3 +164,86 @@ def test_build_is_cached(fresh_state):
     cpu_kernels.reset()
     assert cpu_kernels.available() and str(lib) in cpu_kernels.status()
     assert lib.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+@needs_kernel
+def test_kernel_rejects_bad_weight_and_bias():
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(3, 3, 8), torch.zeros(8)
+    args = (1, 1, 1, (6, 6), True)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        cpu_kernels.dwconv_silu(x, w, torch.zeros(4), *args)
+    with pytest.raises(ValueError, match="bias must be a float32"):
+        cpu_kernels.dwconv_silu(x, w, b.bfloat16(), *args)
+    with pytest.raises(ValueError, match="weight must be a float32"):
+        cpu_kernels.dwconv_silu(x, w.double(), b, *args)
+
+
+@needs_kernel
+def test_kernel_threads_split_windows_without_changing_numbers():
+    x = torch.randn(5, 40, 9, 7).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(3, 3, 40), torch.randn(40)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1, m1 = cpu_kernels.dwconv_silu(x, w, b, 2, 0, 0, (5, 4), True)
+        torch.set_num_threads(3)  # 5 windows over 3 threads: slices of 1, 2, 2
+        y3, m3 = cpu_kernels.dwconv_silu(x, w, b, 2, 0, 0, (5, 4), True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(y1, y3) and torch.equal(m1, m3)
+    empty, mean = cpu_kernels.dwconv_silu(x[:0], w, b, 2, 0, 0, (5, 4), True)
+    assert empty.shape == (0, 40, 5, 4) and mean.shape == (0, 40)
+
+
+@needs_kernel
+def test_perch_kernel_follows_weight_edits_grad_mode_and_switch_off():
+    rng = np.random.default_rng(6)
+    audio = (0.1 * rng.standard_normal((2, 160_000))).astype(np.float32)
+    fused = load(None, device="cpu", batch_size=2)
+    net = fused.model
+    plain = load(None, device="cpu", cpu_kernels=False, batch_size=2).model
+    x = torch.from_numpy(audio)
+    with torch.no_grad():  # edit the weights after load, as load_state_dict would
+        for m in (net, plain):
+            m.backbone.blocks[3].depthwise.conv.weight.mul_(1.5)
+        want = plain(x)
+        np.testing.assert_allclose(net(x).numpy(), want.numpy(), atol=1e-5)
+    with torch.enable_grad():  # autograd: the oneDNN / eager path, same numbers
+        np.testing.assert_allclose(net(x).detach().numpy(), want.numpy(), atol=1e-5)
+    assert net.backbone.use_cpu_kernels(False) == 0
+    assert all(b.dw_kkc is None for b in net.backbone.blocks)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), want.numpy(), atol=1e-5)
+
+
+@needs_kernel
+def test_unloadable_cached_library_is_rebuilt(fresh_state):
+    # Planted before this process loads it: overwriting a library in use would crash the process.
+    lib = cpu_kernels.library_path()
+    lib.parent.mkdir(parents=True, mode=0o700)
+    lib.write_bytes(b"not a shared library")
+    assert cpu_kernels.available()
+    assert lib.read_bytes()[:4] == b"\x7fELF" and str(lib) in cpu_kernels.status()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_cache_writable_by_others_is_refused(fresh_state):
+    if cpu_kernels._cpu_problem():
+        pytest.skip(f"the cache is never used: {cpu_kernels._cpu_problem()}")
+    folder = fresh_state / "cache" / "kernels"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    assert not cpu_kernels.available()
+    assert "writable by other users" in cpu_kernels.status()
+
+
+def test_cache_dir_without_a_home(monkeypatch):
+    for name in (cpu_kernels.CACHE_ENV, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(cpu_kernels.Path, "home", staticmethod(no_home))
+    assert cpu_kernels.cache_dir().parent == cpu_kernels.Path(cpu_kernels.tempfile.gettempdir())
