@@ -41,7 +41,9 @@ BUILD_TIMEOUT_S = 120
 
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib" (ctypes function or None) and "status" (str), once resolved
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # by size: windows of one call spread over threads
+# Windows of one call spread over threads; one thread per core, so that calls from several of
+# run_split's workers at once each still get threads of their own.
+_POOL: list[ThreadPoolExecutor] = []
 
 
 class KernelUnavailable(RuntimeError):
@@ -182,11 +184,11 @@ def reset() -> None:
         _STATE.clear()
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
-    with _LOCK:  # one pool per size for the life of the process, not one per call
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, "chorus-dw")
-        return _POOLS[threads]
+def _pool() -> ThreadPoolExecutor:
+    with _LOCK:  # one pool for the life of the process; its threads start on demand
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(os.cpu_count() or 1, "chorus-dw"))
+        return _POOL[0]
 
 
 def _check(x, weight, bias, stride, pad_top, pad_left, out_hw) -> None:
@@ -263,7 +265,7 @@ def dwconv_silu(
     threads = min(torch.get_num_threads(), n)
     if threads > 1:  # ctypes releases the GIL, so the slices run in parallel
         bounds = [n * i // threads for i in range(threads + 1)]
-        codes = list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+        codes = list(_pool().map(run, bounds[:-1], bounds[1:]))
     else:
         codes = [run(0, n)]
     if any(codes):
