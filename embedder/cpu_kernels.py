@@ -40,7 +40,7 @@ KERNEL_SIZES, STRIDES = (3, 5), (1, 2)
 BUILD_TIMEOUT_S = 120
 
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {}  # "lib" (ctypes function or None) and "status" (str), once resolved
+_STATE: dict[str, object] = {}  # "fn" (ctypes function or None) and "status" (str), once resolved
 # Windows of one call spread over threads; one thread per core, so that calls from several of
 # run_split's workers at once each still get threads of their own.
 _POOL: list[ThreadPoolExecutor] = []
@@ -191,7 +191,8 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL[0]
 
 
-def _check(x, weight, bias, stride, pad_top, pad_left, out_hw) -> None:
+def _check(x, weight, bias, stride, pad_top, pad_left, out_hw) -> int:
+    """Refuse what the kernel would read out of bounds; return the padded input width."""
     n, c, h, w = x.shape
     k, (ho, wo) = weight.shape[0], out_hw
     if k not in KERNEL_SIZES or stride not in STRIDES or tuple(weight.shape) != (k, k, c):
@@ -206,6 +207,7 @@ def _check(x, weight, bias, stride, pad_top, pad_left, out_hw) -> None:
     width = (wo - 1) * stride + k  # padded input columns the kernel reads
     if pad_left + w > width or min(ho, wo) < 1 or min(pad_top, pad_left) < 0:
         raise ValueError(f"bad depthwise geometry: {h}x{w} -> {ho}x{wo}, pads {pad_top}/{pad_left}")
+    return width
 
 
 def dwconv_silu(
@@ -243,10 +245,9 @@ def dwconv_silu(
     fn = _kernel()
     if fn is None:
         raise KernelUnavailable(f"the fused depthwise kernel is {status()}")
-    _check(x, weight, bias, stride, pad_top, pad_left, out_hw)
+    width = _check(x, weight, bias, stride, pad_top, pad_left, out_hw)
     n, c, h, w = x.shape
     k, (ho, wo) = weight.shape[0], out_hw
-    width = (wo - 1) * stride + k
     x = x.contiguous(memory_format=torch.channels_last)
     weight, bias = weight.contiguous(), bias.contiguous()
     out = torch.empty((n, c, ho, wo), memory_format=torch.channels_last)
