@@ -29,6 +29,8 @@ import soundfile as sf
 import soxr
 from soundfile import _ffi, _snd  # cffi handle: reads without SoundFile.read's re-seek
 
+from embedder import flac
+
 BLOCK_S = 60.0  # s of native-rate audio decoded per block (~11 MB per channel at 48 kHz)
 MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padded window
 BATCH_WINDOWS = 64  # windows per WindowBatch (64 x 5 s x 32 kHz float32 = 41 MB)
@@ -226,13 +228,24 @@ def _native_blocks(
 ) -> Iterator[np.ndarray]:
     """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``.
 
-    Seeks to ``start`` where that is exact, else decodes and drops. Raises on NaN/inf as soon as
-    they are met. An MP3 cut short by libsndfile's length guess is continued (see _mp3_resume).
+    Whole FLAC files go through the fast decoder of :mod:`embedder.flac` (same numbers), and on to
+    libsndfile from the frame it reached if it stops short. Seeks to ``start`` where that is exact,
+    else decodes and drops. Raises on NaN/inf as soon as they are met. An MP3 cut short by
+    libsndfile's length guess is continued (see _mp3_resume).
     """
     end = math.inf if limit is None else start + limit
+    stopped = None  # why the fast decoder stopped short
+    if start == 0 and snd.format == "FLAC":
+        start, stopped = yield from _fast_flac_blocks(snd, path, block, end)
+        if start >= end:
+            return
     pos = local = 0  # next native frame index: in the file, in the current decoder
     if start and snd.seekable() and snd.format not in INEXACT_SEEK and start <= snd.frames:
-        snd.seek(start)
+        try:
+            snd.seek(start)
+        except _OPEN_ERRORS as err:
+            at = start / snd.samplerate
+            raise AudioError(f"{path}: decoding failed near {at:.2f} s ({stopped or err})") from err
         pos = start
     sr = snd.samplerate
     with ExitStack() as stack:
@@ -256,6 +269,27 @@ def _native_blocks(
                 at = (max(first, start) + int(np.argmin(finite))) / sr
                 raise AudioError(f"{path}: non-finite sample (NaN or inf) at {at:.3f} s")
             yield x
+
+
+def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, end: float):
+    """Blocks from the fast decoder (integer samples: always finite). Returns ``(frame, reason)``:
+    ``frame >= end`` when done, else where libsndfile takes over, and why."""
+    try:
+        reader = flac.FlacReader(path)
+    except flac.FlacError:
+        return 0, None  # not covered here (or not built): libsndfile reads the whole file
+    with reader:
+        if (reader.samplerate, reader.channels) != (snd.samplerate, snd.channels):
+            return 0, None
+        while reader.position < end:
+            try:
+                x = reader.read(int(min(block, end - reader.position)))  # (n, C)
+            except flac.FlacError as err:
+                return reader.position, str(err)
+            if len(x) == 0:
+                return math.inf, None
+            yield x
+        return reader.position, None
 
 
 # ----------------------------------------------------------------------------- MP3 continuation

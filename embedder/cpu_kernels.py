@@ -5,63 +5,34 @@ block's expand conv and, in one pass, applies SiLU as it reads it, runs the dept
 SiLU, writes the result and sums each channel for the squeeze-excitation; oneDNN needs three passes
 over these tensors (see ``benchmarks/RESULTS.md``, "Perch CPU").
 
-It is compiled the first time a model asks for it, with the system's C++ compiler (``$CXX``, else
-``c++`` / ``g++`` / ``clang++``), into a per-user cache, and loaded with :mod:`ctypes`. Where there
-is no compiler, torch does not report AVX-512, the build fails or ``CHORUS_CPU_KERNELS=0`` is set,
-:func:`available` is False, :func:`status` says why, and callers keep the oneDNN path. Nothing here
-is needed for correctness.
+It is built on first use by :mod:`embedder.native` (system C++ compiler, per-user cache). Where
+there is no compiler, torch does not report AVX-512, the build fails or ``CHORUS_CPU_KERNELS=0`` is
+set, :func:`available` is False, :func:`status` says why, and callers keep the oneDNN path.
+Nothing here is needed for correctness.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import platform
-import shlex
-import shutil
-import stat
-import subprocess
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("dwconv_silu.cpp")
-SYMBOL = "dwconv_silu"
-CXX_FLAGS = ("-O3", "-mavx512f", "-mfma", "-std=c++17", "-shared", "-fPIC")
-COMPILERS = ("c++", "g++", "clang++")
-DISABLE_ENV = "CHORUS_CPU_KERNELS"  # "0" turns the kernel off
-CACHE_ENV = "CHORUS_CACHE_DIR"  # where built kernels are kept (default: the user cache folder)
+from embedder.native import CACHE_ENV, DISABLE_ENV, KernelUnavailable, NativeLibrary, cache_dir
+
+__all__ = ["CACHE_ENV", "DISABLE_ENV", "KernelUnavailable", "cache_dir", "available", "status"]
+
 KERNEL_SIZES, STRIDES = (3, 5), (1, 2)
-BUILD_TIMEOUT_S = 120
 
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {}  # "fn" (ctypes function or None) and "status" (str), once resolved
 # Windows of one call spread over threads; one thread per core, so that calls from several of
 # run_split's workers at once each still get threads of their own.
 _POOL: list[ThreadPoolExecutor] = []
-
-
-class KernelUnavailable(RuntimeError):
-    """The kernel cannot be built or loaded here (the message says why)."""
-
-
-def cache_dir() -> Path:
-    """``$CHORUS_CACHE_DIR``, else ``$XDG_CACHE_HOME/chorus`` (``~/.cache/chorus``); a private
-    temporary folder where there is no home directory (containers with an unnamed user)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "chorus"
-    try:
-        return Path.home() / ".cache" / "chorus"
-    except RuntimeError:  # no $HOME and no passwd entry
-        uid = os.getuid() if hasattr(os, "getuid") else "user"
-        return Path(tempfile.gettempdir()) / f"chorus-cache-{uid}"
 
 
 def _cpu_problem() -> str | None:
@@ -73,61 +44,8 @@ def _cpu_problem() -> str | None:
     return None
 
 
-def _compiler() -> list[str]:
-    """The compiler command (``$CXX`` may carry a launcher, e.g. ``ccache g++``)."""
-    if os.environ.get("CXX"):
-        cmd = shlex.split(os.environ["CXX"])
-        if not cmd or shutil.which(cmd[0]) is None:
-            raise KernelUnavailable(f"CXX={os.environ['CXX']!r} is not a command here")
-        return cmd
-    for name in COMPILERS:
-        found = shutil.which(name)
-        if found:
-            return [found]
-    raise KernelUnavailable("no C++ compiler found; set CXX")
-
-
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` for this user only, and refuse one that another user owns: a library
-    loaded from a folder others can write to would run their code."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if hasattr(os, "getuid"):
-        st = path.stat()
-        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise KernelUnavailable(f"the kernel cache {path} is writable by other users")
-    return path
-
-
-def library_path(cxx: list[str] | None = None) -> Path:
-    """Where the kernel built from this source with this compiler and flags is cached."""
-    key = " ".join((*(cxx or _compiler()), *CXX_FLAGS, sys.platform, platform.machine()))
-    digest = hashlib.sha256(SOURCE.read_bytes() + key.encode()).hexdigest()[:16]
-    return cache_dir() / "kernels" / f"dwconv_silu-{digest}.so"
-
-
-def _build(cxx: list[str], lib: Path) -> None:
-    # Built under a temporary name and renamed: a concurrent build or a crash never leaves a
-    # half-written library under the final name.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run(
-            [*cxx, *CXX_FLAGS, "-o", tmp, str(SOURCE)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise KernelUnavailable(f"the build failed: {last[0]}")
-        os.replace(tmp, lib)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load(lib: Path):
-    fn = getattr(ctypes.CDLL(str(lib)), SYMBOL)
+def _bind(lib: ctypes.CDLL):
+    fn = lib.dwconv_silu
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     fn.restype = i32
     fn.argtypes = [ptr, i32, i32, i32, i32, ptr, ptr, i32, i32, i32, i32, i32, i32, i32]
@@ -135,53 +53,37 @@ def _load(lib: Path):
     return fn
 
 
-def _resolve():
-    """(kernel function or None, status line)."""
-    if os.environ.get(DISABLE_ENV, "1") == "0":
-        return None, f"off ({DISABLE_ENV}=0)"
-    try:
-        problem = _cpu_problem()
-        if problem:
-            return None, f"off ({problem})"
-        cxx = _compiler()
-        lib = library_path(cxx)
-        _private_dir(lib.parent)
-        if lib.exists():
-            try:
-                return _load(lib), f"on ({lib})"
-            except (OSError, AttributeError):  # truncated or foreign file: build it again
-                lib.unlink()
-        _build(cxx, lib)
-        return _load(lib), f"on ({lib})"
-    except KernelUnavailable as exc:
-        return None, f"off ({exc})"
-    except Exception as exc:  # anything else (disk, permissions, timeouts): fall back, say why
-        return None, f"off ({type(exc).__name__}: {exc})"
+LIBRARY = NativeLibrary(
+    "dwconv_silu",
+    Path(__file__).with_name("dwconv_silu.cpp"),
+    flags=lambda: ("-mavx512f", "-mfma"),
+    problem=_cpu_problem,
+    bind=_bind,
+)
+
+
+def library_path() -> Path:
+    """Where the kernel built from this source with this compiler and flags is cached."""
+    return LIBRARY.library_path()
 
 
 def _kernel():
-    with _LOCK:
-        if "status" not in _STATE:
-            _STATE["fn"], _STATE["status"] = _resolve()
-        return _STATE["fn"]
+    return LIBRARY.get()
 
 
 def available() -> bool:
     """Whether the fused kernel can run here (builds it on the first call)."""
-    return _kernel() is not None
+    return LIBRARY.available()
 
 
 def status() -> str:
     """One line: ``on (path)`` or ``off (reason)``."""
-    _kernel()
-    with _LOCK:
-        return str(_STATE["status"])
+    return LIBRARY.status()
 
 
 def reset() -> None:
     """Forget the resolved state, so the next call re-checks the environment (for tests)."""
-    with _LOCK:
-        _STATE.clear()
+    LIBRARY.reset()
 
 
 def _pool() -> ThreadPoolExecutor:

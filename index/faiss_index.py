@@ -42,7 +42,8 @@ HNSW_EF_CONSTRUCTION = 64  # build beam width
 HNSW_EF_SEARCH = 128  # search beam width (recall@10 >= 0.95 on the benchmark)
 IVF_CELLS_PER_SQRT_N = 4  # nlist ~ 4 sqrt(n), rounded to a power of two
 IVF_NPROBE = 32  # cells visited per query
-REFINE_K_FACTOR = 128  # shortlist / k for the exact re-rank: at 1M, 32 gives recall 0.80, 64 0.96, 128 1.0
+# shortlist / k for the exact re-rank: at 1M, 32 gives recall 0.80, 64 0.96, 128 1.0
+REFINE_K_FACTOR = 128
 TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell (FAISS warns below 39)
 IVF_KMEANS_ITERS = 10  # k-means iterations for the IVF quantizer (FAISS default 25)
 TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)

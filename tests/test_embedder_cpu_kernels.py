@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,5 +247,5 @@ def test_cache_dir_without_a_home(monkeypatch):
     def no_home():
         raise RuntimeError("Could not determine home directory.")
 
-    monkeypatch.setattr(cpu_kernels.Path, "home", staticmethod(no_home))
-    assert cpu_kernels.cache_dir().parent == cpu_kernels.Path(cpu_kernels.tempfile.gettempdir())
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert cpu_kernels.cache_dir().parent == Path(tempfile.gettempdir())

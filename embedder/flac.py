@@ -1,0 +1,134 @@
+"""Fast FLAC decoding for the archive reader (compiled ``flac_decode.cpp``, used when it builds).
+
+libsndfile spends ~30 % of a FLAC read in its own per-sample copy loop around libFLAC, and FLAC
+decoding is what bounds a GPU ingest (``benchmarks/RESULTS.md``, "Perch GPU"). This decoder covers
+native FLAC streams with 8/16/24-bit samples and 1-8 channels, and returns float32 identical to
+libsndfile's (sample / 2^(bits-1); checked bit for bit in the tests). :mod:`embedder.audio` uses it
+for whole-file reads and hands a file over to libsndfile, from the sample reached, at anything this
+decoder does not cover or any damage (bad CRC, lost sync, truncation), so what a file decodes to
+and which errors it raises stay libsndfile's.
+
+Built by :mod:`embedder.native`; ``CHORUS_CPU_KERNELS=0`` (or no compiler) leaves libsndfile alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from embedder.native import NativeLibrary, cpu_flags
+
+ERROR_BYTES = 160  # the decoder's error message buffer
+
+
+class FlacError(Exception):
+    """The fast decoder cannot go on with this stream (the caller falls back to libsndfile)."""
+
+
+def _flags() -> tuple[str, ...]:
+    # BMI2 shifts and LZCNT make the Rice decoding loop ~15 % faster (measured); only where the CPU
+    # has them, and the flags are part of the cache key, so a shared home directory stays safe.
+    if platform.machine().lower() in ("x86_64", "amd64") and {"bmi2", "abm"} <= cpu_flags():
+        return ("-mbmi2", "-mlzcnt")
+    return ()
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    ptr = ctypes.c_void_p
+    lib.chorus_flac_open.restype = ptr
+    lib.chorus_flac_open.argtypes = [ctypes.c_char_p, ptr, ctypes.c_char_p, ctypes.c_int]
+    lib.chorus_flac_read.restype = ctypes.c_int64
+    lib.chorus_flac_read.argtypes = [ptr, ptr, ctypes.c_int64]
+    lib.chorus_flac_error.restype = ctypes.c_char_p
+    lib.chorus_flac_error.argtypes = [ptr]
+    lib.chorus_flac_close.restype = None
+    lib.chorus_flac_close.argtypes = [ptr]
+    return lib
+
+
+LIBRARY = NativeLibrary(
+    "flac_decode", Path(__file__).with_name("flac_decode.cpp"), flags=_flags, bind=_bind
+)
+
+
+def available() -> bool:
+    """Whether the fast decoder can run here (builds it on the first call)."""
+    return LIBRARY.available()
+
+
+def status() -> str:
+    """One line: ``on (path)`` or ``off (reason)``."""
+    return LIBRARY.status()
+
+
+class FlacReader:
+    """A native FLAC file opened for sequential reading.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Raises
+    ------
+    FlacError
+        The decoder is unavailable, or the file is not a stream it covers (not native FLAC, 12- or
+        20-bit samples, ...): read it with libsndfile instead.
+
+    Attributes
+    ----------
+    samplerate, channels, bits : int
+    frames : int
+        Samples per channel from the stream header; 0 when the header leaves it unknown.
+    position : int
+        Frames returned so far.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._handle = None
+        lib = LIBRARY.get()
+        if lib is None:
+            raise FlacError(f"the fast FLAC decoder is {status()}")
+        self._lib = lib
+        info = np.zeros(4, np.int64)
+        err = ctypes.create_string_buffer(ERROR_BYTES)
+        self._handle = lib.chorus_flac_open(os.fsencode(path), info.ctypes.data, err, ERROR_BYTES)
+        if not self._handle:
+            raise FlacError(err.value.decode(errors="replace"))
+        self.samplerate, self.channels, self.bits, self.frames = (int(v) for v in info)
+        self.position = 0
+
+    def read(self, n: int) -> np.ndarray:
+        """Up to ``n`` frames as float32 ``(m, channels)``; ``m == 0`` at the end of the stream.
+
+        Raises
+        ------
+        FlacError
+            The stream cannot be decoded from :attr:`position` on (message says why).
+        """
+        if not self._handle:
+            raise ValueError("read from a closed FlacReader")
+        buf = np.empty((n, self.channels), np.float32)  # (n, C)
+        got = self._lib.chorus_flac_read(self._handle, buf.ctypes.data, n)
+        if got < 0:
+            reason = self._lib.chorus_flac_error(self._handle).decode(errors="replace")
+            raise FlacError(f"{reason} at frame {self.position}")
+        self.position += got
+        return buf[:got]
+
+    def close(self) -> None:
+        if self._handle:
+            self._lib.chorus_flac_close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> FlacReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,200 @@
+"""The compiled FLAC decoder: bit-identical to libsndfile, and handing over to it on damage."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from embedder import audio, flac
+
+needs_decoder = pytest.mark.skipif(not flac.available(), reason=flac.status())
+
+
+def read_all(path, block: int) -> np.ndarray:
+    """The whole file through :class:`flac.FlacReader`, ``block`` frames per call."""
+    with flac.FlacReader(path) as reader:
+        parts = []
+        while len(part := reader.read(block)):
+            parts.append(part)
+        assert reader.position == sum(len(p) for p in parts)
+    return np.concatenate(parts)
+
+
+def reference(path) -> np.ndarray:
+    return sf.read(path, dtype="float32", always_2d=True)[0]
+
+
+def signal(n: int, channels: int, kind: str, seed: int) -> np.ndarray:
+    """``(n, channels)`` test material that drives the encoder into its different subframe types."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    if kind == "tonal":  # LPC/FIXED subframes; channels alike, so left/side or mid/side stereo
+        x = 0.4 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.01 * rng.standard_normal((n, channels))
+    elif kind == "noise":  # near full scale: large Rice parameters, escapes, verbatim
+        x = 0.99 * rng.uniform(-1, 1, (n, channels))
+    elif kind == "silence":  # CONSTANT subframes
+        x = np.zeros((n, channels))
+    else:  # "coarse": 8-bit steps in wider samples, so wasted bits
+        x = np.round(0.5 * np.sin(2 * np.pi * 97 * t)[:, None] * 127) / 128 * np.ones(channels)
+    return x.astype(np.float32)
+
+
+@needs_decoder
+@pytest.mark.parametrize(
+    "subtype,channels,kind",
+    [
+        (s, c, k)
+        for s, c, k in itertools.product(
+            ["PCM_S8", "PCM_16", "PCM_24"], [1, 2, 6], ["tonal", "noise", "silence", "coarse"]
+        )
+    ],
+)
+def test_bit_identical_to_libsndfile(tmp_path, subtype, channels, kind):
+    for level, n in ((0.0, 1), (0.5, 4097), (1.0, 20_011)):  # compression levels, lengths
+        path = tmp_path / f"x{level}.flac"
+        sf.write(
+            path, signal(n, channels, kind, n), 16000, subtype=subtype, compression_level=level
+        )
+        want = reference(path)
+        got = read_all(path, block=1000)  # reads straddle the 4096-sample frames
+        assert got.dtype == np.float32 and got.shape == want.shape == (n, channels)
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_decoder
+def test_long_file_across_buffer_refills(tmp_path, noise):
+    # ~11 MB of FLAC: the decoder's 4 MB buffer is refilled many times, frames cut at its edge
+    path = tmp_path / "long.flac"
+    sf.write(path, noise(40.0, 48000, amp=0.3, channels=2), 48000, subtype="PCM_24")
+    assert path.stat().st_size > 10e6
+    np.testing.assert_array_equal(read_all(path, block=48000 * 7 + 13), reference(path))
+
+
+@needs_decoder
+def test_metadata_larger_than_the_buffer_is_skipped(tmp_path, tone):
+    # a 5 MB PADDING block (as cover art would be) between STREAMINFO and the audio
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(440, 1.0, 16000), 16000)
+    data = bytearray(path.read_bytes())
+    at, last = 4, False
+    while not last:  # find the end of the metadata, clearing the "last block" flag on the way
+        last = bool(data[at] & 0x80)
+        data[at] &= 0x7F
+        at += 4 + int.from_bytes(data[at + 1 : at + 4], "big")
+    size = 5 << 20
+    padding = bytes([0x81]) + size.to_bytes(3, "big") + bytes(size)  # last block, type 1
+    padded = tmp_path / "padded.flac"
+    padded.write_bytes(bytes(data[:at]) + padding + bytes(data[at:]))
+    np.testing.assert_array_equal(read_all(padded, 4096), reference(path))
+    np.testing.assert_array_equal(reference(padded), reference(path))
+
+
+@needs_decoder
+def test_id3v2_tag_before_the_stream(tmp_path, tone):
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(300, 0.5, 16000), 16000)
+    tagged = tmp_path / "tagged.flac"
+    tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x10" + bytes(16) + path.read_bytes())
+    np.testing.assert_array_equal(read_all(tagged, 999), reference(path))
+
+
+@needs_decoder
+def test_streams_it_does_not_cover_are_refused_at_open(tmp_path, tone):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(300, 0.2, 16000), 16000)
+    with pytest.raises(flac.FlacError, match="not a native FLAC stream"):
+        flac.FlacReader(wav)
+    with pytest.raises(flac.FlacError, match="cannot open"):
+        flac.FlacReader(tmp_path / "missing.flac")
+
+
+def damaged(tmp_path, kind: str):
+    """A 3 s stereo FLAC and a damaged copy: a flipped bit, a cut, or junk in mid-stream."""
+    x = (0.2 * np.random.default_rng(0).standard_normal((48000 * 3, 2))).astype(np.float32)
+    path = tmp_path / "good.flac"
+    sf.write(path, x, 48000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    if kind == "bitflip":
+        data[mid] ^= 0x40
+    elif kind == "truncated":
+        data = data[: mid + 100]
+    else:
+        data = data[:mid] + bytes(5000) + data[mid:]
+    bad = tmp_path / f"{kind}.flac"
+    bad.write_bytes(bytes(data))
+    return path, bad
+
+
+@needs_decoder
+@pytest.mark.parametrize("kind", ["bitflip", "truncated", "junk"])
+def test_damage_stops_at_the_frame_and_says_why(tmp_path, kind):
+    good, bad = damaged(tmp_path, kind)
+    want = reference(good)
+    with flac.FlacReader(bad) as reader:
+        got = reader.read(10**6)  # what precedes the damage comes out first ...
+        assert 0 < len(got) < len(want)
+        np.testing.assert_array_equal(got, want[: len(got)])
+        with pytest.raises(flac.FlacError, match=r"(CRC mismatch|truncated frame) at frame \d+"):
+            reader.read(10**6)  # ... then the reason, with the frame reached
+
+
+@needs_decoder
+@pytest.mark.parametrize("kind", ["bitflip", "truncated", "junk"])
+def test_damaged_file_reads_like_libsndfile_then_fails_clearly(tmp_path, kind):
+    # libsndfile takes over at the damaged frame; it cannot continue either, so the read ends with
+    # one AudioError naming the time and the reason, after the good samples before it
+    good, bad = damaged(tmp_path, kind)
+    with pytest.raises(sf.LibsndfileError):
+        reference(bad)
+    blocks = []
+    with pytest.raises(audio.AudioError, match=r"decoding failed near 1\.\d\d s \(.+\)"):
+        for b in audio.read_blocks(bad, 48000, channels="all", block_s=0.5):
+            blocks.append(b)
+    got = np.concatenate(blocks, axis=1).T  # (n, 2)
+    np.testing.assert_array_equal(got, reference(good)[: len(got)])
+
+
+@needs_decoder
+def test_trailing_tag_after_the_last_frame_is_ignored(tmp_path, tone):
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(300, 1.0, 16000), 16000)
+    tagged = tmp_path / "tagged.flac"
+    tagged.write_bytes(path.read_bytes() + b"TAG" + bytes(125))  # an ID3v1 tag
+    np.testing.assert_array_equal(read_all(tagged, 5000), reference(path))
+
+
+@needs_decoder
+def test_audio_reads_flac_through_the_fast_decoder(tmp_path, monkeypatch, chirp):
+    path = tmp_path / "a.flac"
+    x = chirp(200, 6000, 3.0, 44100)
+    sf.write(path, x, 44100, subtype="PCM_24")
+    want = np.concatenate(list(audio.read_blocks(path, 32000, block_s=0.7)), axis=1)
+
+    def no_libsndfile_reads(*args):
+        raise AssertionError("libsndfile was asked to decode")
+
+    monkeypatch.setattr(audio, "_read", no_libsndfile_reads)
+    got = np.concatenate(list(audio.read_blocks(path, 32000, block_s=0.7)), axis=1)
+    np.testing.assert_array_equal(got, want)
+    # a read from an offset keeps libsndfile's exact seek
+    with pytest.raises(AssertionError, match="libsndfile was asked"):
+        audio.load(path, 32000, start_s=1.0)
+
+
+def test_disabled_decoder_leaves_libsndfile_reading(tmp_path, monkeypatch, tone):
+    monkeypatch.setenv("CHORUS_CPU_KERNELS", "0")
+    flac.LIBRARY.reset()
+    try:
+        assert not flac.available() and "CHORUS_CPU_KERNELS=0" in flac.status()
+        with pytest.raises(flac.FlacError, match="CHORUS_CPU_KERNELS=0"):
+            flac.FlacReader(tmp_path / "whatever.flac")
+        path = tmp_path / "a.flac"
+        sf.write(path, tone(500, 0.5, 16000), 16000)
+        got = audio.load(path, 16000)
+        np.testing.assert_array_equal(got, reference(path).T)
+    finally:
+        flac.LIBRARY.reset()
