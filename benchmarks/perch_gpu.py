@@ -4,11 +4,13 @@ Run (on a CUDA machine): ``OMP_WAIT_POLICY=PASSIVE python benchmarks/perch_gpu.p
 
 1. Model only: random-init Perch (speed does not depend on the weight values) on windows already on
    the device, per precision and batch size; frontend and backbone timed apart with CUDA events.
-2. Per-core decode costs: FLAC decode, soxr resampling and the whole per-file window iterator on one
-   core, at 32 kHz (no resampling) and 48 kHz (resampled to 32 kHz).
+2. Per-core decode costs: FLAC decode (libsndfile and the compiled decoder of ``embedder.flac``),
+   soxr resampling and the whole per-file window iterator on one core, at 32 kHz (no resampling)
+   and 48 kHz (resampled to 32 kHz); see ``decode_bench.py``.
 3. End to end: the loop of ``chorus embed`` (``iter_archive`` with N decode workers ->
    ``batch_windows`` -> ``PerchEmbedder.embed``) over synthetic FLAC archives, with the time the main
-   process waits for decoded windows measured apart from the time in the model. The database write
+   process waits for decoded windows measured apart from the time in the model, with each FLAC
+   decoder (``--decoders``). The database write
    is not included (LanceDB is not installed on the GPU machine; its insert rate is in RESULTS.md).
 
 Everything prints as it goes; the last lines are a summary table. ``--quick`` shrinks every size so the
@@ -29,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
+from decode_bench import per_core, use_decoder  # benchmarks/ is this script's folder
 
-from embedder import audio
 from embedder.batching import FileTask, WindowSpec, iter_batches
 from embedder.perch import load
 
@@ -160,33 +161,6 @@ def make_archive(
     return tasks
 
 
-def per_core(path: str, sr: int) -> dict:
-    """Seconds per 1000 windows, on one core, of decode, resample and the whole window iterator."""
-    windows = audio.count_windows(int(sf.info(path).duration * SR), SR, 5.0, 5.0)
-    t0 = time.perf_counter()
-    with sf.SoundFile(path) as f:
-        blocks = [b for b in f.blocks(blocksize=int(audio.BLOCK_S * sr), dtype="float32")]
-    t_decode = time.perf_counter() - t0
-    t_resample = 0.0
-    if sr != SR:
-        rs = soxr.ResampleStream(sr, SR, 1, dtype="float32", quality=audio.RESAMPLE_QUALITY)
-        t0 = time.perf_counter()
-        for i, b in enumerate(blocks):
-            rs.resample_chunk(b, last=i == len(blocks) - 1)
-        t_resample = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    n = sum(len(wb.start_s) for wb in audio.iter_windows(path, SR, 5.0, 5.0))
-    t_iter = time.perf_counter() - t0
-    assert n == windows, (n, windows)
-    k = 1000 / windows
-    return {
-        "decode_s_per_1k": t_decode * k,
-        "resample_s_per_1k": t_resample * k,
-        "iter_windows_s_per_1k": t_iter * k,
-        "windows_per_s_per_core": windows / t_iter,
-    }
-
-
 def end_to_end(tasks: list[FileTask], workers: int, batch: int, pin: bool, m=None) -> dict:
     """The ingest loop; ``m=None`` measures the decode side alone."""
     spec = WindowSpec(SR, 5.0, 5.0)
@@ -226,6 +200,7 @@ def main() -> None:
     ap.add_argument("--batches", default="128,256,512,1024", help="model-only batch sizes")
     ap.add_argument("--precisions", default="bf16,fp16,fp32", help="model-only precisions")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic archives")
+    ap.add_argument("--decoders", default="fast,libsndfile", help="FLAC decoders, end to end")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "none"
@@ -254,15 +229,18 @@ def main() -> None:
         t0 = time.perf_counter()
         tasks = make_archive(tmp / f"sr{sr}", sr, n_files, minutes, reps, procs)
         log(f"archive {sr} Hz: {len(tasks)} files, {time.perf_counter() - t0:.0f} s to write")
-        core = per_core(tasks[0].path, sr)
-        log(f"per core {sr} Hz: {core}")
+        core = per_core(Path(tasks[0].path), repeats=1 if q else 3)
+        log(f"per core {sr} Hz (core-s per 1000 windows): {core}")
         pin = dev.type == "cuda"
-        dec = end_to_end(tasks, args.workers, args.batch, pin)
-        log(f"decode only {sr} Hz, {args.workers} workers: {dec}")
-        e2e = end_to_end(tasks, args.workers, args.batch, pin, m)
-        log(f"end to end {sr} Hz, {args.workers} workers: {e2e}")
-        RESULTS[f"sr{sr}"] = {"per_core": core, "decode_only": dec, "end_to_end": e2e}
-        save()
+        RESULTS[f"sr{sr}"] = {"per_core": core}
+        for name in args.decoders.split(","):
+            use_decoder(name)  # read by the decode workers as they start
+            dec = end_to_end(tasks, args.workers, args.batch, pin)
+            log(f"decode only {sr} Hz, {args.workers} workers, {name}: {dec}")
+            e2e = end_to_end(tasks, args.workers, args.batch, pin, m)
+            log(f"end to end {sr} Hz, {args.workers} workers, {name}: {e2e}")
+            RESULTS[f"sr{sr}"][name] = {"decode_only": dec, "end_to_end": e2e}
+            save()
     if args.compile:
         compiled(dev, 8 if q else 512, repeats=2 if q else 10)
 
@@ -275,13 +253,13 @@ def main() -> None:
     if "compiled" in RESULTS:
         log(f"| model only, bf16 + torch.compile | {RESULTS['compiled']['windows_per_s']:.0f} |")
     for sr in (32_000, 48_000):
-        r = RESULTS[f"sr{sr}"]
-        w = args.workers
-        log(
-            f"| one core: decode+window FLAC {sr} Hz | {r['per_core']['windows_per_s_per_core']:.0f} |"
-        )
-        log(f"| {w} workers, decode only, {sr} Hz | {r['decode_only']['windows_per_s']:.0f} |")
-        log(f"| {w} workers, end to end, {sr} Hz | {r['end_to_end']['windows_per_s']:.0f} |")
+        r, w = RESULTS[f"sr{sr}"], args.workers
+        for key, v in r["per_core"].items():
+            log(f"| one core, {sr} Hz: {key} (core-s per 1000 windows) | {v:.2f} |")
+        for name in args.decoders.split(","):
+            dec, e2e = r[name]["decode_only"], r[name]["end_to_end"]
+            log(f"| {w} workers, decode only, {sr} Hz, {name} | {dec['windows_per_s']:.0f} |")
+            log(f"| {w} workers, end to end, {sr} Hz, {name} | {e2e['windows_per_s']:.0f} |")
     save()
 
 

@@ -8,7 +8,8 @@ for whole-file reads and hands a file over to libsndfile, from the sample reache
 decoder does not cover or any damage (bad CRC, lost sync, truncation), so what a file decodes to
 and which errors it raises stay libsndfile's.
 
-Built by :mod:`embedder.native`; ``CHORUS_CPU_KERNELS=0`` (or no compiler) leaves libsndfile alone.
+Built by :mod:`embedder.native`; ``CHORUS_FAST_FLAC=0``, ``CHORUS_CPU_KERNELS=0`` or a missing
+compiler leave FLAC to libsndfile.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+SWITCH_ENV = "CHORUS_FAST_FLAC"  # "0": libsndfile decodes FLAC (as does CHORUS_CPU_KERNELS=0)
+
 LIBRARY = NativeLibrary(
-    "flac_decode", Path(__file__).with_name("flac_decode.cpp"), flags=_flags, bind=_bind
+    "flac_decode",
+    Path(__file__).with_name("flac_decode.cpp"),
+    flags=_flags,
+    bind=_bind,
+    switch=SWITCH_ENV,
 )
 
 

@@ -107,6 +107,8 @@ class NativeLibrary:
     bind : callable
         Takes the loaded :class:`ctypes.CDLL`, declares argument types and returns the handle
         that :meth:`get` hands out.
+    switch : str, optional
+        An environment variable that turns this library alone off when set to ``0``.
     """
 
     name: str
@@ -114,6 +116,7 @@ class NativeLibrary:
     flags: Callable[[], tuple[str, ...]] = tuple
     problem: Callable[[], str | None] = lambda: None
     bind: Callable[[ctypes.CDLL], object] = lambda lib: lib
+    switch: str | None = None
     _state: dict = field(default_factory=dict, repr=False)  # "handle", "status" once resolved
 
     def __post_init__(self) -> None:
@@ -147,8 +150,9 @@ class NativeLibrary:
                 os.unlink(tmp)
 
     def _resolve(self) -> tuple[object | None, str]:
-        if os.environ.get(DISABLE_ENV, "1") == "0":
-            return None, f"off ({DISABLE_ENV}=0)"
+        for env in (DISABLE_ENV, self.switch):
+            if env and os.environ.get(env, "1") == "0":
+                return None, f"off ({env}=0)"
         try:
             problem = self.problem()
             if problem:

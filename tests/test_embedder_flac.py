@@ -185,12 +185,13 @@ def test_audio_reads_flac_through_the_fast_decoder(tmp_path, monkeypatch, chirp)
         audio.load(path, 32000, start_s=1.0)
 
 
-def test_disabled_decoder_leaves_libsndfile_reading(tmp_path, monkeypatch, tone):
-    monkeypatch.setenv("CHORUS_CPU_KERNELS", "0")
+@pytest.mark.parametrize("switch", ["CHORUS_CPU_KERNELS", "CHORUS_FAST_FLAC"])
+def test_disabled_decoder_leaves_libsndfile_reading(tmp_path, monkeypatch, tone, switch):
+    monkeypatch.setenv(switch, "0")
     flac.LIBRARY.reset()
     try:
-        assert not flac.available() and "CHORUS_CPU_KERNELS=0" in flac.status()
-        with pytest.raises(flac.FlacError, match="CHORUS_CPU_KERNELS=0"):
+        assert not flac.available() and f"{switch}=0" in flac.status()
+        with pytest.raises(flac.FlacError, match=f"{switch}=0"):
             flac.FlacReader(tmp_path / "whatever.flac")
         path = tmp_path / "a.flac"
         sf.write(path, tone(500, 0.5, 16000), 16000)
