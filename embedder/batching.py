@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedder import audio
+from embedder import audio, flac
 
 PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
 SHM_DIR = "/dev/shm"  # where torch puts tensors shared between processes (Linux)
@@ -224,6 +224,8 @@ def _use_shared_memory(workers: int, windows_per_item: int, spec: WindowSpec) ->
 def _in_workers(decode, tasks: list[FileTask], workers: int, pin_memory: bool = False):
     """Items of ``decode(share)`` for each worker's round-robin share of ``tasks``, interleaved."""
     import torch.utils.data as tud
+
+    flac.available()  # build the decoder once, here, rather than in every worker at its first file
 
     class _Files(tud.IterableDataset):
         def __iter__(self):
