@@ -696,29 +696,53 @@ def iter_windows(
     grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
     if max_windows < 1:
         raise ValueError(f"max_windows must be >= 1, got {max_windows}")
+    adjacent = grid.hop == grid.win  # windows tile the signal: runs of them are views of a block
     labels: list[int] = []  # channel number of each row of a block
-    buf = np.zeros((0, 0), np.float32)  # (C, m) samples from absolute index `off` on
+    buf = np.zeros((0, 0), np.float32)  # (C, m) samples [off, n) not yet in a window
     off = n = k = 0  # buffer start, samples seen, next window index
     pend = _Pending(max_windows, grid.win)
     for block in read_blocks(path, sample_rate, channels, block_s):  # (C, m)
         if not labels:
             labels = [-1] if channels == "mix" else list(range(block.shape[0]))
             buf = np.zeros((block.shape[0], 0), np.float32)
-        skip = max(0, off - n)  # hop > window: samples before the next start are never used
-        n += block.shape[1]
-        buf = np.concatenate([buf, block[:, skip:]], axis=1)
-        while grid.start(k) + grid.win <= n:
-            s = grid.start(k) - off
-            pend.add(grid.start(k), buf[:, s : s + grid.win])
+        b0, n = n, n + block.shape[1]  # the block holds samples [b0, n)
+        while grid.start(k) < b0 and grid.start(k) + grid.win <= n:  # started in earlier blocks
+            s = grid.start(k)  # >= off: the buffer starts at the first window not yet cut
+            pend.add(s, np.concatenate([buf[:, s - off :], block[:, : s + grid.win - b0]], axis=1))
             k += 1
             if pend.full():
                 yield from pend.flush(labels, n, sample_rate)
-        # keep only what the next window needs; off may run past n when hop > window
-        buf, off = buf[:, grid.start(k) - off :], grid.start(k)
+        while grid.start(k) + grid.win <= n:  # inside this block
+            s = grid.start(k) - b0
+            if adjacent:
+                r = min(max_windows, (n - b0 - s) // grid.win)
+                yield from pend.flush(labels, n, sample_rate)  # keep time order
+                yield from _run(labels, block[:, s : s + r * grid.win], b0 + s, r, sample_rate)
+                k += r
+                continue
+            pend.add(b0 + s, block[:, s : s + grid.win])
+            k += 1
+            if pend.full():
+                yield from pend.flush(labels, n, sample_rate)
+        nxt = grid.start(k)  # keep only what the next window needs (it may start past n)
+        if nxt >= b0:
+            buf, off = block[:, nxt - b0 :], nxt
+        else:
+            buf, off = np.concatenate([buf[:, nxt - off :], block], axis=1), nxt
     tail = grid.tail(n, k)
     if tail is not None:
         pend.add(tail, buf[:, tail - off :])  # zero-padded
     yield from pend.flush(labels, n, sample_rate)
+
+
+def _run(labels: list[int], x: np.ndarray, start: int, r: int, sample_rate: int):
+    """``r`` adjacent full windows from ``x`` ``(C, r * win)``, as views (no copy)."""
+    win = x.shape[1] // r
+    starts = start + win * np.arange(r, dtype=np.int64)  # (r,)
+    start_s, end_s = starts / sample_rate, (starts + win) / sample_rate
+    windows = x.reshape(x.shape[0], r, win)  # (C, r, win), a view
+    for c, label in enumerate(labels):
+        yield WindowBatch(label, start_s.copy(), end_s.copy(), windows[c])  # (r, win)
 
 
 class _Pending:

@@ -174,15 +174,38 @@ def iter_batches(
 
     def decode(mine: list[FileTask]) -> Iterator[Batch]:
         chunks = (item for task in mine for item in iter_file(task, spec))
-        for batch in batch_windows(chunks, batch_size):
-            if share:
-                batch.audio = _to_tensor(batch.audio)
+        packed: dict[int, object] = {}  # address -> shared tensor, of the batch being packed
+
+        def alloc(shape: tuple[int, int]) -> np.ndarray:
+            t = _shared_tensor(shape)
+            packed[t.data_ptr()] = t
+            return t.numpy()
+
+        for batch in batch_windows(chunks, batch_size, alloc if share else _empty):
+            if share:  # windows were packed straight into shared memory: nothing to copy
+                tensor = packed.pop(batch.audio.ctypes.data, None)
+                batch.audio = _to_tensor(batch.audio) if tensor is None else tensor
             yield batch
 
     for batch in _in_workers(decode, tasks, workers, pin_memory and share):
         if share:
             batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
         yield batch
+
+
+def _empty(shape: tuple[int, int]) -> np.ndarray:
+    return np.empty(shape, np.float32)  # (B, win)
+
+
+def _shared_tensor(shape: tuple[int, int]):
+    """An uninitialised float32 tensor in shared memory, which crosses to the main process as is;
+    packing into it saves a copy of every window (and the page faults of a second buffer)."""
+    import torch
+
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # what share_memory_ uses
+    if new_shared is None:
+        return torch.empty(shape).share_memory_()
+    return torch.empty(0).set_(new_shared(4 * shape[0] * shape[1]), 0, shape)
 
 
 def _to_tensor(a: np.ndarray):
@@ -242,8 +265,13 @@ def _in_workers(decode, tasks: list[FileTask], workers: int, pin_memory: bool = 
     )
 
 
-def batch_windows(items: Iterable[WindowChunk | FileDone], batch_size: int) -> Iterator[Batch]:
+def batch_windows(
+    items: Iterable[WindowChunk | FileDone], batch_size: int, alloc=None
+) -> Iterator[Batch]:
     """Re-pack a chunk stream into batches of ``batch_size`` windows across files.
+
+    ``alloc(shape)`` makes each batch's float32 audio array (default: ``np.empty``; the decode
+    workers pass views of shared memory).
 
     A file's :class:`FileDone` travels with the batch that holds its last window (or with an empty batch
     if its windows have all gone out already), never later: the ingest can then finish that recording
@@ -268,9 +296,9 @@ def batch_windows(items: Iterable[WindowChunk | FileDone], batch_size: int) -> I
             emitted += batch_size
             ready = [d for pos, d in pending if pos <= emitted]
             pending = [(pos, d) for pos, d in pending if pos > emitted]
-            yield _pack(take, ready)
+            yield _pack(take, ready, alloc)
     if parts or pending:
-        yield _pack(parts, [d for _, d in pending])
+        yield _pack(parts, [d for _, d in pending], alloc)
 
 
 def _split(parts: list[WindowChunk], n: int) -> tuple[list[WindowChunk], list[WindowChunk]]:
@@ -296,7 +324,7 @@ def _slice(c: WindowChunk, a: int, b: int) -> WindowChunk:
     return WindowChunk(c.key, c.channel, c.start_s[a:b], c.end_s[a:b], c.audio[a:b])
 
 
-def _pack(parts: list[WindowChunk], done: list[FileDone]) -> Batch:
+def _pack(parts: list[WindowChunk], done: list[FileDone], alloc=None) -> Batch:
     if not parts:
         empty = np.zeros(0)
         return Batch(
@@ -307,8 +335,10 @@ def _pack(parts: list[WindowChunk], done: list[FileDone]) -> Batch:
             empty,
             list(done),
         )
+    audio = (alloc or _empty)((sum(len(c.start_s) for c in parts), parts[0].audio.shape[1]))
+    np.concatenate([c.audio for c in parts], out=audio, casting="same_kind")
     return Batch(
-        audio=np.concatenate([c.audio for c in parts]).astype(np.float32, copy=False),  # (B, win)
+        audio=audio,
         keys=np.concatenate([np.full(len(c.start_s), c.key, np.int64) for c in parts]),
         channel=np.concatenate([np.full(len(c.start_s), c.channel, np.int32) for c in parts]),
         start_s=np.concatenate([c.start_s for c in parts]).astype(np.float64),

@@ -265,6 +265,28 @@ def test_streaming_windows_equal_framing_whole_file(write_audio, chirp, hop):
     np.testing.assert_allclose(end_s, np.minimum(starts_s + 3.0, len(whole) / sr))
 
 
+@pytest.mark.parametrize("block_s", [0.9, 3.0, 7.1, 60.0])
+def test_adjacent_windows_equal_framing_whole_file(write_audio, noise, block_s):
+    # hop == window: runs of windows inside a decoded block are handed out as views of it
+    sr = 16000
+    x = noise(31.3, sr, amp=0.3, channels=2, seed=3)
+    path = write_audio("n.flac", x, sr, subtype="PCM_24")
+    whole = decode(path, sr, channels="all")  # (2, n)
+    batches = list(
+        audio.iter_windows(path, sr, 2.0, 2.0, channels="all", max_windows=5, block_s=block_s)
+    )
+    assert all(1 <= len(b) <= 5 for b in batches)
+    for c in (0, 1):
+        mine = [b for b in batches if b.channel == c]
+        starts_s, windows = audio.frame(whole[c], sr, 2.0, 2.0)
+        np.testing.assert_array_equal(np.concatenate([b.start_s for b in mine]), starts_s)
+        np.testing.assert_array_equal(np.concatenate([b.audio for b in mine]), windows)
+        end_s = np.concatenate([b.end_s for b in mine])
+        np.testing.assert_allclose(end_s, np.minimum(starts_s + 2.0, whole.shape[1] / sr))
+    times = [b.start_s[0] for b in batches]
+    assert times == sorted(times)  # time order kept across runs and copied windows
+
+
 def test_short_file_gives_one_padded_window(write_audio, tone):
     x = tone(440, 0.3, SR)
     path = write_audio("short.wav", x, SR, subtype="FLOAT")
