@@ -228,24 +228,27 @@ def _native_blocks(
 ) -> Iterator[np.ndarray]:
     """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``.
 
-    Whole FLAC files go through the fast decoder of :mod:`embedder.flac` (same numbers), and on to
-    libsndfile from the frame it reached if it stops short. Seeks to ``start`` where that is exact,
+    Whole FLAC files go through the fast decoder of :mod:`embedder.flac` (same numbers); if it stops
+    short, libsndfile continues from the frame it reached. Seeks to ``start`` where that is exact,
     else decodes and drops. Raises on NaN/inf as soon as they are met. An MP3 cut short by
     libsndfile's length guess is continued (see _mp3_resume).
     """
     end = math.inf if limit is None else start + limit
-    stopped = None  # why the fast decoder stopped short
+    stopped = None  # why the fast decoder stopped short, if it did
     if start == 0 and snd.format == "FLAC":
         start, stopped = yield from _fast_flac_blocks(snd, path, block, end)
         if start >= end:
             return
     pos = local = 0  # next native frame index: in the file, in the current decoder
-    if start and snd.seekable() and snd.format not in INEXACT_SEEK and start <= snd.frames:
+    # Where the fast decoder stopped (damage), libsndfile decodes from the start and drops what
+    # came out already: a seek into a damaged stream may land elsewhere than reading on would.
+    exact_seek = snd.format not in INEXACT_SEEK and stopped is None
+    if start and snd.seekable() and exact_seek and start <= snd.frames:
         try:
             snd.seek(start)
         except _OPEN_ERRORS as err:
             at = start / snd.samplerate
-            raise AudioError(f"{path}: decoding failed near {at:.2f} s ({stopped or err})") from err
+            raise AudioError(f"{path}: decoding failed near {at:.2f} s ({err})") from err
         pos = start
     sr = snd.samplerate
     with ExitStack() as stack:

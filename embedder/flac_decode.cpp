@@ -60,13 +60,15 @@ uint16_t crc16(const uint8_t* p, size_t n) {  // slicing by 8
 }
 
 // MSB-first bit reader over a buffer followed by kPad zero bytes. `end` is the number of valid
-// bits; reading past it sets `over` (the frame is incomplete in the buffer, or damaged).
+// bits; reading past it sets `over` (the frame is incomplete in the buffer, or damaged), and once
+// past it nothing more is read from memory: loops that go on counting stay inside the buffer.
 struct Bits {
     const uint8_t* p;
     uint64_t pos, end;
     bool over;
 
-    uint64_t peek() const {  // at least 57 valid bits, left-aligned
+    uint64_t peek() const {  // at least 57 valid bits, left-aligned (zeros past the end)
+        if (pos > end) return 0;
         uint64_t v;
         memcpy(&v, p + (pos >> 3), 8);
         return __builtin_bswap64(v) << (pos & 7);
@@ -157,6 +159,7 @@ struct LpcAny {
 // in a register between samples (all 64 are the true next bits; `count` of them are accounted for).
 template <class P>
 bool rice(Bits& b, int param, int32_t* x, int from, int n, P& pred) {
+    if (!b.check()) return false;
     const uint8_t* ptr = b.p + (b.pos >> 3);
     const uint8_t* limit = b.p + (b.end >> 3) + 8;  // past it, an 8-byte load leaves the padding
     uint64_t buf = 0;
@@ -182,7 +185,7 @@ bool rice(Bits& b, int param, int32_t* x, int from, int n, P& pred) {
         }
         int q = buf ? __builtin_clzll(buf) : 64;
         uint64_t u;
-        if (q + 1 + param <= count) {
+        if (q + 1 + param <= count && q + param < 32) {  // (else: long, or over 32 bits)
             // param == 0: the two shifts drop everything (no shift by 64)
             u = ((uint64_t)q << param) | ((buf << (q + 1)) >> (63 - param) >> 1);
             buf <<= q + 1 + param;
@@ -271,12 +274,12 @@ bool subframe(Bits& b, int32_t* x, int n, int bps) {
         for (int i = 0; i < n; i++) x[i] = b.s(bps);
     } else if (type >= 8 && type <= 12) {  // FIXED, order 0-4
         int order = type - 8;
-        if (order > n) return false;
+        if (order >= n) return false;  // libFLAC's rule too
         for (int i = 0; i < order; i++) x[i] = b.s(bps);
         if (!fixed(b, x, n, order)) return false;
     } else if (type >= 32) {  // LPC, order 1-32
         int order = type - 31;
-        if (order > n) return false;
+        if (order >= n) return false;  // libFLAC's rule too
         for (int i = 0; i < order; i++) x[i] = b.s(bps);
         int precision = (int)b.u(4) + 1;
         int shift = b.s(5);
@@ -301,11 +304,29 @@ struct Decoder {
     int64_t total = 0, emitted = 0;  // samples per channel: in STREAMINFO (0: unknown), returned
     int32_t* pcm = nullptr;          // current frame, channel-major (channels, 65536)
     int frame_len = 0, frame_pos = 0;
+    size_t frame_cap = 0;            // most bytes the frame being decoded may take (0: unknown)
+    // frame order, checked as libFLAC does (it fills gaps with silence; we hand over instead)
+    int strategy = -1;               // blocking strategy of the stream, -1 before the first frame
+    uint64_t expect = 0;             // next frame number (fixed) or sample number (variable)
+    int block = 0;                   // the fixed block size; a shorter frame must be the last
+    bool ended_short = false;
     char error[160] = {0};
 
     bool fail(const char* msg) {
         snprintf(error, sizeof error, "%s", msg);
         return false;
+    }
+
+    // Move `at` on by n bytes without buffering them (cover art, tags).
+    bool skip(size_t n, const char* what) {
+        while (n > len - at) {
+            n -= len - at;
+            at = len;
+            if (eof) return fail(what);
+            if (!fill(kMinAhead)) return false;
+        }
+        at += n;
+        return true;
     }
 
     // Keep at least `need` bytes after `at` buffered (fewer only at the end of the file).
@@ -347,8 +368,7 @@ struct Decoder {
             size_t tag = 10 + ((buf[6] & 0x7f) << 21 | (buf[7] & 0x7f) << 14 |
                                (buf[8] & 0x7f) << 7 | (buf[9] & 0x7f));
             if (buf[5] & 0x10) tag += 10;  // footer
-            if (!fill(tag + 4 + 4 + 34)) return false;
-            at = tag;
+            if (!skip(tag, "truncated ID3 tag")) return false;
         }
         if (!fill(8 + 34) || len - at < 8 + 34 || memcmp(buf + at, "fLaC", 4))
             return fail("not a native FLAC stream");
@@ -371,15 +391,7 @@ struct Decoder {
                         s[16] << 8 | s[17];
                 seen_info = true;
             }
-            // skip the block: it may be larger than the buffer (cover art)
-            size_t skip = 4 + size;
-            while (skip > len - at) {
-                skip -= len - at;
-                at = len;
-                if (eof) return fail("truncated metadata");
-                if (!fill(kMinAhead)) return false;
-            }
-            at += skip;
+            if (!skip(4 + size, "truncated metadata")) return false;  // may exceed the buffer
         }
         if (!seen_info) return fail("no STREAMINFO");
         if (bits != 8 && bits != 16 && bits != 24) return fail("unsupported sample size");
@@ -392,7 +404,7 @@ struct Decoder {
         for (;;) {
             if (!fill(kMinAhead)) return false;
             if (len == at) {
-                frame_len = 0;
+                frame_len = frame_pos = 0;
                 return true;  // end of stream
             }
             Bits b{buf + at, 0, (uint64_t)(len - at) * 8, false};
@@ -402,7 +414,8 @@ struct Decoder {
             // incomplete in the buffer: read more, unless the file has no more to give
             if (eof) return fail("truncated frame");
             size_t have = len - at;
-            if (have * 2 > kMaxBuffer) return fail("frame too large");
+            if (have * 2 > kMaxBuffer || (frame_cap && have > frame_cap))
+                return fail("frame too large");  // a valid one stays near its verbatim size
             if (!fill(have * 2)) return false;
         }
     }
@@ -417,8 +430,11 @@ struct Decoder {
         int ch_code = h[3] >> 4, bits_code = (h[3] >> 1) & 7;
         if (h[3] & 1 || bs_code == 0 || sr_code == 15 || ch_code > 10 || bits_code == 3)
             return fail("invalid frame header"), -1;
-        size_t i = 4;  // the coded frame/sample number: UTF-8-like, 1-7 bytes
+        frame_cap = 0;
+        int strat = h[1] & 1;  // 0: fixed block size (frame numbers), 1: variable (sample numbers)
+        size_t i = 4;  // the coded frame/sample number: UTF-8-like, 1-7 bytes (7: variable only)
         int extra = 0;
+        if (h[i] == 0xff || (h[i] == 0xfe && !strat)) return fail("invalid frame number"), -1;
         if (h[i] >= 0xfe) extra = 6;
         else if (h[i] >= 0xfc) extra = 5;
         else if (h[i] >= 0xf8) extra = 4;
@@ -426,9 +442,12 @@ struct Decoder {
         else if (h[i] >= 0xe0) extra = 2;
         else if (h[i] >= 0xc0) extra = 1;
         else if (h[i] >= 0x80) return fail("invalid frame number"), -1;
+        uint64_t number = h[i] & (extra ? 0x7f >> (extra + 1) : 0x7f);
         i++;
-        for (int k = 0; k < extra; k++, i++)
+        for (int k = 0; k < extra; k++, i++) {
             if ((h[i] & 0xc0) != 0x80) return fail("invalid frame number"), -1;
+            number = number << 6 | (h[i] & 0x3f);
+        }
         int n;
         if (bs_code == 1) n = 192;
         else if (bs_code <= 5) n = 576 << (bs_code - 2);
@@ -447,6 +466,12 @@ struct Decoder {
         if (nch != channels) return fail("channel count changes mid-stream"), -1;
         if ((i + 1) * 8 > b.end) return eof ? (fail("truncated frame"), -1) : 0;
         if (crc8(h, i) != h[i]) return fail("frame header CRC mismatch"), -1;
+        if (n > 65535) return fail("invalid block size"), -1;
+        if (strategy >= 0 && strat != strategy) return fail("blocking strategy changed"), -1;
+        if (strategy >= 0 && number != expect) return fail("frames out of sequence"), -1;
+        if (!strat && (ended_short || (block && n > block)))
+            return fail("block size changed in a fixed-size stream"), -1;
+        frame_cap = 2 * ((size_t)n * nch * (bits + 1) / 8) + 4096;
         b.pos = (i + 1) * 8;
         for (int c = 0; c < nch; c++) {
             int side = (ch_code == 8 && c == 1) || (ch_code == 9 && c == 0) ||
@@ -472,6 +497,16 @@ struct Decoder {
                 x1[k] = (int32_t)((mid - x1[k]) >> 1);
             }
         }
+        const int32_t lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+        for (int c = 0; c < nch; c++) {  // libFLAC drops a frame whose samples overflow
+            const int32_t* x = pcm + c * 65536;
+            int32_t mn = x[0], mx = x[0];
+            for (int k = 1; k < n; k++) mn = x[k] < mn ? x[k] : mn, mx = x[k] > mx ? x[k] : mx;
+            if (mn < lo || mx > hi) return fail("sample out of range"), -1;
+        }
+        if (strategy < 0) strategy = strat, block = n;
+        if (!strat && n < block) ended_short = true;
+        expect = strat ? number + n : number + 1;
         at += bytes + 2;
         frame_len = n;
         frame_pos = 0;

@@ -199,3 +199,90 @@ def test_disabled_decoder_leaves_libsndfile_reading(tmp_path, monkeypatch, tone,
         np.testing.assert_array_equal(got, reference(path).T)
     finally:
         flac.LIBRARY.reset()
+
+
+def crc8(data: bytes) -> int:
+    c = 0
+    for byte in data:
+        c ^= byte
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
+def frame_offsets(data: bytes) -> list[int]:
+    """Where the frames of a libsndfile-written stream start (sync code + a header whose CRC-8
+    holds; 4096-sample frames at a standard rate, so the header ends after the frame number)."""
+    found = []
+    at = data.find(b"\xff\xf8")
+    while at >= 0:
+        size = 5 if data[at + 4] < 0x80 else 6  # frame numbers below 2^11: 1 or 2 bytes
+        if crc8(data[at : at + size]) == data[at + size]:
+            found.append(at)
+        at = data.find(b"\xff\xf8", at + 1)
+    return found
+
+
+def read_blocks_without_fast_decoder(monkeypatch, path, sr: int) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setenv(flac.SWITCH_ENV, "0")
+        flac.LIBRARY.reset()
+        try:
+            return np.concatenate(list(audio.read_blocks(path, sr, block_s=0.5)), axis=1)
+        finally:
+            flac.LIBRARY.reset()
+
+
+@needs_decoder
+@pytest.mark.parametrize("damage", ["frame dropped", "frame repeated"])
+def test_frames_out_of_sequence_decode_as_libsndfile_does(tmp_path, monkeypatch, noise, damage):
+    # libFLAC fills a gap in frame numbers with silence: the fast decoder stops at such a frame,
+    # and libsndfile reads the file again from the start, so the result is libsndfile's throughout
+    path = tmp_path / "a.flac"
+    sf.write(path, noise(2.0, 16000, amp=0.2), 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    starts = frame_offsets(data)
+    assert len(starts) == 7  # the 4096-sample frames of 32000 samples (not the short last one)
+    a, b = starts[3], starts[4]
+    if damage == "frame dropped":
+        bad, good_frames = data[:a] + data[b:], 3
+    else:
+        bad, good_frames = data[:b] + data[a:b] + data[b:], 4
+    damaged_path = tmp_path / "bad.flac"
+    damaged_path.write_bytes(bad)
+    with flac.FlacReader(damaged_path) as reader:
+        assert len(reader.read(10**6)) == good_frames * 4096  # up to the frame out of order
+        with pytest.raises(flac.FlacError, match="frames out of sequence"):
+            reader.read(10**6)
+    got = np.concatenate(list(audio.read_blocks(damaged_path, 16000, block_s=0.5)), axis=1)
+    want = read_blocks_without_fast_decoder(monkeypatch, damaged_path, 16000)
+    np.testing.assert_array_equal(got, want)
+
+
+@needs_decoder
+def test_unknown_length_reads_to_the_end(tmp_path, noise):
+    # STREAMINFO may leave the total at 0 (streamed encoders): read until the stream ends
+    path = tmp_path / "a.flac"
+    x = noise(1.5, 16000, amp=0.2, channels=2)
+    sf.write(path, x, 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    info = 8  # "fLaC" + block header; the total is the low 36 bits of bytes 13-17
+    data[info + 13] &= 0xF0
+    data[info + 14 : info + 18] = bytes(4)
+    unknown = tmp_path / "unknown.flac"
+    unknown.write_bytes(bytes(data))
+    with flac.FlacReader(unknown) as reader:
+        assert reader.frames == 0
+        got = np.concatenate([reader.read(7000) for _ in range(4)])
+        assert len(got) == len(x) and len(reader.read(7000)) == 0 and len(reader.read(10)) == 0
+    np.testing.assert_array_equal(got, reference(path))
+
+
+@needs_decoder
+def test_id3_tag_claiming_more_than_the_file_is_refused(tmp_path, tone):
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(300, 0.2, 16000), 16000)
+    tagged = tmp_path / "tagged.flac"
+    tagged.write_bytes(b"ID3\x03\x00\x00\x7f\x7f\x7f\x7f" + path.read_bytes())  # 256 MB tag
+    with pytest.raises(flac.FlacError, match="truncated ID3 tag"):
+        flac.FlacReader(tagged)
