@@ -1,13 +1,13 @@
-"""Optional compiled CPU kernel: fused depthwise conv + SiLU + channel means (fp32, AVX-512).
+"""Optional compiled CPU kernel: fused depthwise conv + SiLU + channel means (fp32, AVX-512/AVX2).
 
 The kernel (``dwconv_silu.cpp`` beside this module) takes the pre-activation output of an MBConv
 block's expand conv and, in one pass, applies SiLU as it reads it, runs the depthwise conv, bias and
 SiLU, writes the result and sums each channel for the squeeze-excitation; oneDNN needs three passes
 over these tensors (see ``benchmarks/RESULTS.md``, "Perch CPU").
 
-It is built on first use by :mod:`embedder.native` (system C++ compiler, per-user cache). Where
-there is no compiler, torch does not report AVX-512, the build fails or ``CHORUS_CPU_KERNELS=0`` is
-set, :func:`available` is False, :func:`status` says why, and callers keep the oneDNN path.
+It is built on first use by :mod:`embedder.native` (system C++ compiler, per-user cache), for
+AVX-512 or AVX2 as torch's CPU capability says. Where there is no compiler, torch reports neither,
+the build fails or ``CHORUS_CPU_KERNELS=0`` is set, :func:`available` is False, :func:`status` says why, and callers keep the oneDNN path.
 Nothing here is needed for correctness.
 """
 
@@ -35,12 +35,26 @@ _LOCK = threading.Lock()
 _POOL: list[ThreadPoolExecutor] = []
 
 
-def _cpu_problem() -> str | None:
+# One source, built for the widest vector set the CPU has (torch's own dispatch decides which).
+BUILDS = {"AVX512": ("-mavx512f", "-mfma"), "AVX2": ("-mavx2", "-mfma")}
+
+
+def isa() -> str | None:
+    """``"AVX512"`` or ``"AVX2"``: the build this CPU runs (None where neither can)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"AVX512": "AVX512", "AMX": "AVX512", "AVX2": "AVX2"}.get(capability)
+
+
+def _cpu_problem(build: str | None = None) -> str | None:
+    """Why this CPU cannot run ``build`` (default: the one :func:`isa` picks), or None."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"the CPU is {platform.machine()}, not x86-64"
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX512", "AMX"):
-        return f"torch reports CPU capability {capability}, not AVX512"
+    have = isa()
+    if have is None or (build == "AVX512" and have != "AVX512"):
+        capability = torch.backends.cpu.get_cpu_capability()
+        return f"torch reports CPU capability {capability}, not {build or 'AVX512 or AVX2'}"
     return None
 
 
@@ -53,37 +67,45 @@ def _bind(lib: ctypes.CDLL):
     return fn
 
 
-LIBRARY = NativeLibrary(
-    "dwconv_silu",
-    Path(__file__).with_name("dwconv_silu.cpp"),
-    flags=lambda: ("-mavx512f", "-mfma"),
-    problem=_cpu_problem,
-    bind=_bind,
-)
+LIBRARIES = {
+    name: NativeLibrary(
+        f"dwconv_silu_{name.lower()}",
+        Path(__file__).with_name("dwconv_silu.cpp"),
+        flags=lambda flags=flags: flags,
+        problem=lambda name=name: _cpu_problem(name),
+        bind=_bind,
+    )
+    for name, flags in BUILDS.items()
+}
+
+
+def _library() -> NativeLibrary:
+    return LIBRARIES[isa() or "AVX512"]  # (on other CPUs its status gives the reason)
 
 
 def library_path() -> Path:
     """Where the kernel built from this source with this compiler and flags is cached."""
-    return LIBRARY.library_path()
+    return _library().library_path()
 
 
 def _kernel():
-    return LIBRARY.get()
+    return _library().get()
 
 
 def available() -> bool:
     """Whether the fused kernel can run here (builds it on the first call)."""
-    return LIBRARY.available()
+    return _library().available()
 
 
 def status() -> str:
     """One line: ``on (path)`` or ``off (reason)``."""
-    return LIBRARY.status()
+    return _library().status()
 
 
 def reset() -> None:
     """Forget the resolved state, so the next call re-checks the environment (for tests)."""
-    LIBRARY.reset()
+    for lib in LIBRARIES.values():
+        lib.reset()
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -28,6 +28,19 @@ def fresh_state(monkeypatch, tmp_path):
     cpu_kernels.reset()
 
 
+RUNNABLE = {"AVX512": ("AVX512",), "AVX2": ("AVX512", "AVX2")}  # build -> CPUs that run it
+
+
+@pytest.fixture(params=list(cpu_kernels.BUILDS))
+def build(request, monkeypatch):
+    """Each build of the kernel (AVX-512, AVX2) that this CPU can run, selected in turn."""
+    if cpu_kernels.isa() not in RUNNABLE[request.param]:
+        pytest.skip(f"this CPU does not run the {request.param} build")
+    monkeypatch.setattr(cpu_kernels, "isa", lambda: request.param)
+    assert cpu_kernels.available(), cpu_kernels.status()
+    return request.param
+
+
 def tf_same(size: int, k: int, s: int) -> tuple[int, int]:
     out = math.ceil(size / s)
     total = max((out - 1) * s + k - size, 0)
@@ -48,7 +61,8 @@ def reference(x, w, b, stride, act_in):
 @pytest.mark.parametrize(
     "k, stride, c, h, w, act_in",
     [
-        (3, 1, 24, 9, 7, True),  # 24 channels: one full vector and a masked tail
+        (3, 1, 24, 9, 7, True),  # 24 channels: full vectors and a masked tail (AVX-512)
+        (3, 1, 13, 6, 6, True),  # 13 channels: a masked tail with both builds
         (3, 2, 40, 10, 8, False),  # even sizes: TF-SAME pads (0, 1), asymmetric
         (5, 2, 20, 11, 6, True),  # odd x even
         (5, 1, 33, 5, 5, True),  # map smaller than two kernel widths
@@ -56,7 +70,7 @@ def reference(x, w, b, stride, act_in):
         (5, 2, 144, 13, 16, True),
     ],
 )
-def test_kernel_matches_reference(k, stride, c, h, w, act_in):
+def test_kernel_matches_reference(build, k, stride, c, h, w, act_in):
     g = torch.Generator().manual_seed(k * 100 + c)
     x = torch.randn(3, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
     wt, b = torch.randn(k, k, c, generator=g) * 0.3, torch.randn(c, generator=g) * 0.1
@@ -71,7 +85,7 @@ def test_kernel_matches_reference(k, stride, c, h, w, act_in):
 
 @needs_kernel
 @pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
-def test_kernel_matches_reference_on_tiny_maps(k, stride):
+def test_kernel_matches_reference_on_tiny_maps(build, k, stride):
     """Maps smaller than the kernel, where most taps fall in the padding."""
     g = torch.Generator().manual_seed(k + stride)
     for (h, w), c in itertools.product([(1, 1), (2, 3), (4, 1), (3, 2)], [1, 17]):
@@ -86,7 +100,7 @@ def test_kernel_matches_reference_on_tiny_maps(k, stride):
 
 
 @needs_kernel
-def test_kernel_silu_holds_at_extremes():
+def test_kernel_silu_holds_at_extremes(build):
     """Inputs far outside the exp range still give silu(x) ~ x or ~ 0, never inf or NaN."""
     c = 16
     x = torch.tensor([-500.0, -90.0, -20.0, -1.0, 0.0, 1.0, 20.0, 90.0, 500.0]).repeat(2)[:16]
@@ -113,7 +127,7 @@ def test_kernel_refuses_what_it_cannot_do():
 
 
 @needs_kernel
-def test_perch_with_kernel_matches_plain_fp32():
+def test_perch_with_kernel_matches_plain_fp32(build):
     rng = np.random.default_rng(5)
     audio = (0.1 * rng.standard_normal((3, 160_000))).astype(np.float32)
     fused = load(None, device="cpu", batch_size=3)
@@ -161,7 +175,7 @@ def test_failed_build_is_reported_and_leaves_no_library(fresh_state, monkeypatch
 @needs_kernel
 def test_build_is_cached(fresh_state):
     assert cpu_kernels.available()
-    (lib,) = (fresh_state / "cache" / "kernels").glob("dwconv_silu-*.so")
+    (lib,) = (fresh_state / "cache" / "kernels").glob("dwconv_silu_*.so")
     stamp = lib.stat().st_mtime_ns
     cpu_kernels.reset()
     assert cpu_kernels.available() and str(lib) in cpu_kernels.status()
@@ -182,7 +196,7 @@ def test_kernel_rejects_bad_weight_and_bias():
 
 
 @needs_kernel
-def test_kernel_threads_split_windows_without_changing_numbers():
+def test_kernel_threads_split_windows_without_changing_numbers(build):
     x = torch.randn(5, 40, 9, 7).contiguous(memory_format=torch.channels_last)
     w, b = torch.randn(3, 3, 40), torch.randn(40)
     threads = torch.get_num_threads()
