@@ -229,20 +229,19 @@ def _native_blocks(
     """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``.
 
     Whole FLAC files go through the fast decoder of :mod:`embedder.flac` (same numbers); if it stops
-    short, libsndfile continues from the frame it reached. Seeks to ``start`` where that is exact,
-    else decodes and drops. Raises on NaN/inf as soon as they are met. An MP3 cut short by
+    short, libsndfile decodes the file from the start and drops what was delivered already (a seek
+    into a damaged stream may land elsewhere than reading on would). Seeks to ``start`` where that
+    is exact, else decodes and drops. Raises on NaN/inf as soon as they are met. An MP3 cut short by
     libsndfile's length guess is continued (see _mp3_resume).
     """
     end = math.inf if limit is None else start + limit
-    stopped = None  # why the fast decoder stopped short, if it did
+    resumed = 0  # frames the fast decoder delivered before stopping short
     if start == 0 and snd.format == "FLAC":
-        start, stopped = yield from _fast_flac_blocks(snd, path, block, end)
+        start = resumed = yield from _fast_flac_blocks(snd, path, block, end)
         if start >= end:
             return
     pos = local = 0  # next native frame index: in the file, in the current decoder
-    # Where the fast decoder stopped (damage), libsndfile decodes from the start and drops what
-    # came out already: a seek into a damaged stream may land elsewhere than reading on would.
-    exact_seek = snd.format not in INEXACT_SEEK and stopped is None
+    exact_seek = snd.format not in INEXACT_SEEK and not resumed
     if start and snd.seekable() and exact_seek and start <= snd.frames:
         try:
             snd.seek(start)
@@ -275,24 +274,24 @@ def _native_blocks(
 
 
 def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, end: float):
-    """Blocks from the fast decoder (integer samples: always finite). Returns ``(frame, reason)``:
-    ``frame >= end`` when done, else where libsndfile takes over, and why."""
+    """Blocks from the fast decoder (integer samples: always finite). Returns the frames delivered,
+    ``end`` or more when done (inf at the end of the stream), fewer where libsndfile must go on."""
     try:
         reader = flac.FlacReader(path)
     except flac.FlacError:
-        return 0, None  # not covered here (or not built): libsndfile reads the whole file
+        return 0  # not covered here (or not built): libsndfile reads the whole file
     with reader:
         if (reader.samplerate, reader.channels) != (snd.samplerate, snd.channels):
-            return 0, None
+            return 0
         while reader.position < end:
             try:
                 x = reader.read(int(min(block, end - reader.position)))  # (n, C)
-            except flac.FlacError as err:
-                return reader.position, str(err)
+            except flac.FlacError:
+                return reader.position  # damage, or a frame it does not cover
             if len(x) == 0:
-                return math.inf, None
+                return math.inf
             yield x
-        return reader.position, None
+        return reader.position
 
 
 # ----------------------------------------------------------------------------- MP3 continuation
