@@ -3,13 +3,18 @@
 // Why: libsndfile spends ~30 % of a FLAC read in its own per-sample copy loop around libFLAC
 // (measured with perf), and decoding is what bounds a GPU ingest. This decoder covers native FLAC
 // streams of 8/16/24-bit integer samples, 1-8 channels (RFC 9639), and writes interleaved float32
-// exactly as libsndfile does (sample / 2^(bits-1)). Whatever it does not cover, or any damage (a
-// CRC mismatch, a lost sync, a truncated frame), is reported as an error at the start of the frame
-// concerned, and the caller hands that file over to libsndfile from there.
+// exactly as libsndfile does (sample / 2^(bits-1)). It checks what libFLAC checks; whatever it
+// does not cover, or any damage (a CRC mismatch, a lost sync, a truncated frame, frames out of
+// order, samples out of range), is reported as an error at the start of the frame concerned, and
+// the caller lets libsndfile read that file instead.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the bit reader assumes a little-endian CPU"  // the build fails; libsndfile decodes instead
+#endif
 
 namespace {
 
