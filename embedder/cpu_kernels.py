@@ -36,7 +36,8 @@ _POOL: list[ThreadPoolExecutor] = []
 
 
 # One source, built for the widest vector set the CPU has (torch's own dispatch decides which).
-BUILDS = {"AVX512": ("-mavx512f", "-mfma"), "AVX2": ("-mavx2", "-mfma")}
+# (-mno-avx512f: even if $CXX says -march=native, the AVX2 build holds no AVX-512 code)
+BUILDS = {"AVX512": ("-mavx512f", "-mfma"), "AVX2": ("-mavx2", "-mfma", "-mno-avx512f")}
 
 
 def isa() -> str | None:

@@ -101,8 +101,8 @@ class NativeLibrary:
         Also the cached file's prefix.
     source : Path
     flags : callable
-        Extra compiler flags for this CPU (part of the cache key, so machines sharing a home
-        directory each get a build they can run).
+        Extra compiler flags for this CPU. They, the compiler command and the CPU's feature flags
+        make the cache key, so machines sharing a home directory each get a build they can run.
     problem : callable
         Why this CPU cannot run it, or None.
     bind : callable
@@ -126,7 +126,9 @@ class NativeLibrary:
     def library_path(self, cxx: list[str] | None = None) -> Path:
         """Where the build from this source with this compiler and these flags is cached."""
         flags = (*BASE_FLAGS, *self.flags())
-        key = " ".join((*(cxx or compiler()), *flags, sys.platform, platform.machine()))
+        # the CPU's features too: `$CXX` may say -march=native, and a home folder may be shared
+        cpu = " ".join(sorted(cpu_flags()))
+        key = " ".join((*(cxx or compiler()), *flags, sys.platform, platform.machine(), cpu))
         digest = hashlib.sha256(self.source.read_bytes() + key.encode()).hexdigest()[:16]
         return cache_dir() / "kernels" / f"{self.name}-{digest}.so"
 
