@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from embedder import batching
 from embedder.batching import (
@@ -162,3 +163,10 @@ def test_shared_memory_free(tmp_path):
     assert 0 < batching.shared_memory_free(str(tmp_path)) < float("inf")
     missing = str(tmp_path / "missing")  # no such folder: nothing to check, no limit
     assert batching.shared_memory_free(missing) == float("inf")
+
+
+def test_shared_batch_tensor_is_shared_and_writable():
+    t = batching._shared_tensor((3, 1000))
+    assert t.is_shared() and t.shape == (3, 1000) and t.dtype == torch.float32
+    t.numpy()[:] = np.arange(3000, dtype=np.float32).reshape(3, 1000)
+    assert float(t.sum()) == sum(range(3000))
