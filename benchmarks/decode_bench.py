@@ -89,8 +89,8 @@ def iter_windows(path: Path) -> tuple[float, int]:
 
 
 def per_core(path: Path, repeats: int) -> dict:
-    windows = audio.count_windows(int(sf.info(path).frames * SR / sf.info(path).samplerate), SR,
-                                  WINDOW_S, WINDOW_S)  # fmt: skip
+    info = sf.info(path)
+    windows = audio.count_windows(int(info.frames * SR / info.samplerate), SR, WINDOW_S, WINDOW_S)
     k = 1000 / windows
     times: dict[str, list[float]] = {}
     for _ in range(repeats):

@@ -708,21 +708,19 @@ def iter_windows(
             labels = [-1] if channels == "mix" else list(range(block.shape[0]))
             buf = np.zeros((block.shape[0], 0), np.float32)
         b0, n = n, n + block.shape[1]  # the block holds samples [b0, n)
-        while grid.start(k) < b0 and grid.start(k) + grid.win <= n:  # started in earlier blocks
-            s = grid.start(k)  # >= off: the buffer starts at the first window not yet cut
-            pend.add(s, np.concatenate([buf[:, s - off :], block[:, : s + grid.win - b0]], axis=1))
-            k += 1
-            if pend.full():
-                yield from pend.flush(labels, n, sample_rate)
-        while grid.start(k) + grid.win <= n:  # inside this block
-            s = grid.start(k) - b0
-            if adjacent:
-                r = min(max_windows, (n - b0 - s) // grid.win)
+        while grid.start(k) + grid.win <= n:
+            s = grid.start(k)
+            if s < b0:  # started in earlier blocks (s >= off: the buffer starts at window k)
+                x = np.concatenate([buf[:, s - off :], block[:, : s + grid.win - b0]], axis=1)
+            elif adjacent:  # a run of windows inside this block
+                r = min(max_windows, (n - s) // grid.win)
                 yield from pend.flush(labels, n, sample_rate)  # keep time order
-                yield from _run(labels, block[:, s : s + r * grid.win], b0 + s, r, sample_rate)
+                yield from _run(labels, block[:, s - b0 : s - b0 + r * grid.win], s, r, sample_rate)
                 k += r
                 continue
-            pend.add(b0 + s, block[:, s : s + grid.win])
+            else:
+                x = block[:, s - b0 : s - b0 + grid.win]
+            pend.add(s, x)
             k += 1
             if pend.full():
                 yield from pend.flush(labels, n, sample_rate)

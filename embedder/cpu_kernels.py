@@ -7,8 +7,8 @@ over these tensors (see ``benchmarks/RESULTS.md``, "Perch CPU").
 
 It is built on first use by :mod:`embedder.native` (system C++ compiler, per-user cache), for
 AVX-512 or AVX2 as torch's CPU capability says. Where there is no compiler, torch reports neither,
-the build fails or ``CHORUS_CPU_KERNELS=0`` is set, :func:`available` is False, :func:`status` says why, and callers keep the oneDNN path.
-Nothing here is needed for correctness.
+the build fails or ``CHORUS_CPU_KERNELS=0`` is set, :func:`available` is False, :func:`status`
+says why, and callers keep the oneDNN path. Nothing here is needed for correctness.
 """
 
 from __future__ import annotations

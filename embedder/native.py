@@ -12,6 +12,7 @@ status 0 when those this CPU uses are on).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -54,8 +55,9 @@ def cache_dir() -> Path:
         return Path(tempfile.gettempdir()) / f"chorus-cache-{uid}"
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    """The CPU's feature flags as Linux reports them (empty elsewhere); read once per process."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
