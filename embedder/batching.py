@@ -12,17 +12,22 @@ lets the ingest mark a recording complete only after all its windows are written
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.utils.data as tud
 
 from embedder import audio, flac
 
 PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
 SHM_DIR = "/dev/shm"  # where torch puts tensors shared between processes (Linux)
+PAGE_BYTES = 4096  # bytes; ring slots start on a page so that each can be page-locked alone
+SLOT_WAIT_S = 5.0  # s; how often a worker waiting for a free slot checks that its parent lives
 
 
 @dataclass(frozen=True)
@@ -131,15 +136,7 @@ def iter_archive(
         return
 
     share = _use_shared_memory(workers, audio.BATCH_WINDOWS, spec)
-
-    def decode(mine: list[FileTask]) -> Iterator[WindowChunk | FileDone]:
-        for task in mine:
-            for item in iter_file(task, spec):
-                if share and isinstance(item, WindowChunk):
-                    item.audio = _to_tensor(item.audio)
-                yield item
-
-    for item in _in_workers(decode, tasks, workers):
+    for item in _in_workers(_ChunkJob(spec, share), tasks, workers):
         if share and isinstance(item, WindowChunk):
             item.audio = item.audio.numpy()  # (W, window_samples), a view of the shared block
         yield item
@@ -151,6 +148,7 @@ def iter_batches(
     batch_size: int,
     workers: int = 0,
     pin_memory: bool = False,
+    reuse_memory: bool = False,
 ) -> Iterator[Batch]:
     """Decode ``tasks`` and pack their windows into batches of ``batch_size`` across files.
 
@@ -160,8 +158,14 @@ def iter_batches(
     Each worker's last batch may be short. Markers keep the rule of :func:`batch_windows`: a file's
     :class:`FileDone` travels with the batch that holds its last window, never earlier.
 
-    ``pin_memory``: a thread of the main process copies each batch into page-locked memory while the
-    model runs, so that the upload to CUDA is a single asynchronous copy (needs CUDA).
+    ``pin_memory``: batches arrive in page-locked memory, so that the upload to CUDA is a single
+    asynchronous copy (needs CUDA). Without ``reuse_memory`` a thread of the main process copies each
+    batch into page-locked memory while the model runs.
+
+    ``reuse_memory``: the workers pack into a fixed ring of shared-memory slots (:class:`_Ring`)
+    instead of a fresh block per batch, which saves the page faults of new memory and, with
+    ``pin_memory``, the copy (each slot is page-locked in place, once). A batch's ``audio`` is then
+    only valid until the next batch is requested: copy it to keep it.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -171,26 +175,133 @@ def iter_batches(
 
     # pinning works on tensors: without shared memory the batches travel as arrays, unpinned
     share = _use_shared_memory(workers, batch_size, spec)
+    n_workers = min(workers, len(tasks))
+    win = int(round(spec.sample_rate * spec.window_s))
+    ring = (
+        _Ring(n_workers, PREFETCH_CHUNKS + 1, batch_size, win) if share and reuse_memory else None
+    )
 
-    def decode(mine: list[FileTask]) -> Iterator[Batch]:
-        chunks = (item for task in mine for item in iter_file(task, spec))
-        packed: dict[int, object] = {}  # address -> shared tensor, of the batch being packed
+    job = _BatchJob(spec, batch_size, share, ring)
+    loader = _in_workers(job, tasks, workers, pin_memory and share and ring is None, ring)
+    if ring is None:
+        for batch in loader:
+            if share:
+                batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
+            yield batch
+        return
+    batches = iter(loader)  # starts the workers: page-lock only after they have forked
+    try:
+        for batch in batches:
+            ref = ring.receive(batch, pin_memory)
+            yield batch
+            ring.release(ref)  # the consumer is back for the next batch: the slot is free again
+    finally:
+        ring.close()
 
-        def alloc(shape: tuple[int, int]) -> np.ndarray:
-            t = _shared_tensor(shape)
-            packed[t.data_ptr()] = t
-            return t.numpy()
 
-        for batch in batch_windows(chunks, batch_size, alloc if share else _empty):
-            if share:  # windows were packed straight into shared memory: nothing to copy
-                tensor = packed.pop(batch.audio.ctypes.data, None)
-                batch.audio = _to_tensor(batch.audio) if tensor is None else tensor
+@dataclass(frozen=True)
+class _SlotRef:
+    """Stands in for a batch's audio on its way from a worker: the ring slot holding it, and its rows."""
+
+    worker: int
+    slot: int
+    rows: int
+
+
+class _Ring:
+    """A fixed set of shared-memory batch slots that the decode workers pack into, reused in turn.
+
+    Worker ``w`` owns ``depth`` slots and fills them round-robin; the semaphore ``free[w]`` counts
+    those the main process has handed back. The main process hands a slot back when the consumer
+    comes back for the next batch. The DataLoader delivers each worker's batches in the order they
+    were made, so slots come back in the order they were filled, and the slot a worker takes next is
+    always the one handed back longest ago. The consumer holds one batch at a time and ``depth`` > 1,
+    so a worker waiting for a slot never waits on a batch that the main process is waiting for.
+
+    Each slot starts on a page boundary so that it can be page-locked for CUDA on its own, in place.
+    """
+
+    def __init__(self, workers: int, depth: int, batch_size: int, window: int) -> None:
+        import multiprocessing
+
+        self.depth, self.batch_size, self.window = depth, batch_size, window
+        stride = -(-batch_size * window * 4 // PAGE_BYTES) * PAGE_BYTES // 4  # float32 per slot
+        self.memory = _shared_tensor((workers * depth, stride))  # (slots, stride)
+        self.free = [multiprocessing.Semaphore(depth) for _ in range(workers)]
+        self.worker = 0  # which worker this copy of the ring is in (set in the worker)
+        self.taken = 0  # slots this worker has taken so far
+        self.pinned: set[int] | None = set()  # main process: slots page-locked; None: gave up
+
+    def slot(self, worker: int, slot: int):
+        """The tensor ``(batch_size, window)`` of one slot."""
+        flat = self.memory[worker * self.depth + slot, : self.batch_size * self.window]
+        return flat.view(self.batch_size, self.window)
+
+    def take(self, shape: tuple[int, int]) -> np.ndarray:
+        """In a worker: wait for this worker's next slot and return its first ``rows`` as an array."""
+        rows, window = shape
+        if rows > self.batch_size or window != self.window:
+            raise ValueError(f"batch {shape} does not fit a ring slot {self.batch_size, window}")
+        parent = os.getppid()
+        while not self.free[self.worker].acquire(timeout=SLOT_WAIT_S):
+            if os.getppid() != parent:  # the main process died: nobody will hand a slot back
+                raise SystemExit(1)
+        slot = self.taken % self.depth
+        self.taken += 1
+        return self.slot(self.worker, slot)[:rows].numpy()
+
+    def fill(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """In a worker: batches packed by :meth:`take`, their audio replaced by a :class:`_SlotRef`."""
+        for batch in batches:
+            if len(batch):
+                slot = (self.taken - 1) % self.depth
+                assert batch.audio.ctypes.data == self.slot(self.worker, slot).data_ptr()
+                batch.audio = _SlotRef(self.worker, slot, len(batch))
             yield batch
 
-    for batch in _in_workers(decode, tasks, workers, pin_memory and share):
-        if share:
-            batch.audio = batch.audio.numpy()  # (B, window_samples), shared or pinned memory
-        yield batch
+    def receive(self, batch: Batch, pin: bool) -> _SlotRef | None:
+        """In the main process: point ``batch.audio`` at its slot (page-locked first if ``pin``);
+        returns the slot to :meth:`release` once the consumer is done with the batch."""
+        ref = batch.audio
+        if not isinstance(ref, _SlotRef):
+            return None  # an empty batch (end-of-file markers only)
+        slot = self.slot(ref.worker, ref.slot)
+        if pin:
+            self._pin(ref.worker * self.depth + ref.slot, slot)
+        batch.audio = slot[: ref.rows].numpy()  # (B, window_samples)
+        return ref
+
+    def release(self, ref: _SlotRef | None) -> None:
+        """In the main process: hand a slot back to its worker for refilling."""
+        if ref is not None:
+            self.free[ref.worker].release()
+
+    def close(self) -> None:
+        """Wake workers that wait for a slot (so they can see the shutdown) and unpin the slots."""
+        for free in self.free:
+            for _ in range(self.depth):
+                free.release()
+        if self.pinned:
+            torch.cuda.synchronize()  # no upload may still be reading a slot
+            for i in self.pinned:
+                torch.cuda.cudart().cudaHostUnregister(self.memory[i].data_ptr())
+        self.pinned = None
+
+    def _pin(self, index: int, slot) -> None:
+        """Page-lock one slot in place, the first time it arrives (its pages exist by then)."""
+        if self.pinned is None or index in self.pinned:
+            return
+        try:
+            cudart = torch.cuda.cudart()
+            nbytes = slot.numel() * slot.element_size()
+            torch.cuda.check_error(cudart.cudaHostRegister(slot.data_ptr(), nbytes, 0))
+        except Exception as err:  # no CUDA here or the driver refused: uploads copy instead
+            print(
+                f"chorus: batches not page-locked in place ({err}): copying them", file=sys.stderr
+            )
+            self.pinned = None
+            return
+        self.pinned.add(index)
 
 
 def _empty(shape: tuple[int, int]) -> np.ndarray:
@@ -200,8 +311,6 @@ def _empty(shape: tuple[int, int]) -> np.ndarray:
 def _shared_tensor(shape: tuple[int, int]):
     """An uninitialised float32 tensor in shared memory, which crosses to the main process as is;
     packing into it saves a copy of every window (and the page faults of a second buffer)."""
-    import torch
-
     new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # what share_memory_ uses
     if new_shared is None:
         return torch.empty(shape).share_memory_()
@@ -211,8 +320,6 @@ def _shared_tensor(shape: tuple[int, int]):
 def _to_tensor(a: np.ndarray):
     """A worker's array as a torch tensor, which crosses to the main process through shared memory;
     a numpy array is pickled through a pipe instead (~3x slower, measured)."""
-    import torch
-
     return torch.from_numpy(a)
 
 
@@ -244,19 +351,74 @@ def _use_shared_memory(workers: int, windows_per_item: int, spec: WindowSpec) ->
     return False
 
 
-def _in_workers(decode, tasks: list[FileTask], workers: int, pin_memory: bool = False):
-    """Items of ``decode(share)`` for each worker's round-robin share of ``tasks``, interleaved."""
-    import torch.utils.data as tud
+@dataclass
+class _ChunkJob:
+    """A worker's part of :func:`iter_archive`: its files' chunks (in shared memory if ``share``)."""
 
+    spec: WindowSpec
+    share: bool
+
+    def __call__(self, mine: list[FileTask]) -> Iterator[WindowChunk | FileDone]:
+        for task in mine:
+            for item in iter_file(task, self.spec):
+                if self.share and isinstance(item, WindowChunk):
+                    item.audio = _to_tensor(item.audio)
+                yield item
+
+
+@dataclass
+class _BatchJob:
+    """A worker's part of :func:`iter_batches`: its files' windows packed into batches, in a
+    :class:`_Ring` slot, a fresh shared-memory block (``share``) or a plain array."""
+
+    spec: WindowSpec
+    batch_size: int
+    share: bool
+    ring: _Ring | None = None
+
+    def __call__(self, mine: list[FileTask]) -> Iterator[Batch]:
+        chunks = (item for task in mine for item in iter_file(task, self.spec))
+        if self.ring is not None:
+            yield from self.ring.fill(batch_windows(chunks, self.batch_size, self.ring.take))
+            return
+        packed: dict[int, torch.Tensor] = {}  # address -> shared tensor, of the batch being packed
+
+        def alloc(shape: tuple[int, int]) -> np.ndarray:
+            t = _shared_tensor(shape)
+            packed[t.data_ptr()] = t
+            return t.numpy()
+
+        for batch in batch_windows(chunks, self.batch_size, alloc if self.share else _empty):
+            if self.share:  # windows were packed straight into shared memory: nothing to copy
+                tensor = packed.pop(batch.audio.ctypes.data, None)
+                batch.audio = _to_tensor(batch.audio) if tensor is None else tensor
+            yield batch
+
+
+class _Files(tud.IterableDataset):
+    """Each DataLoader worker's round-robin share of ``tasks``, decoded by ``job``. A module-level
+    class of plain fields, so that it also reaches workers that are spawned rather than forked
+    (macOS, Windows, and Linux from Python 3.14 on)."""
+
+    def __init__(self, job, tasks: list[FileTask], ring: _Ring | None) -> None:
+        self.job, self.tasks, self.ring = job, tasks, ring
+
+    def __iter__(self):
+        info = tud.get_worker_info()
+        if info is None:
+            return self.job(self.tasks)
+        if self.ring is not None:
+            self.ring.worker = info.id
+        return self.job(self.tasks[info.id :: info.num_workers])
+
+
+def _in_workers(
+    job, tasks: list[FileTask], workers: int, pin_memory: bool = False, ring: _Ring | None = None
+) -> tud.DataLoader:
+    """Items of ``job(share)`` for each worker's round-robin share of ``tasks``, interleaved."""
     flac.available()  # build the decoder once, here, rather than in every worker at its first file
-
-    class _Files(tud.IterableDataset):
-        def __iter__(self):
-            info = tud.get_worker_info()
-            yield from decode(tasks if info is None else tasks[info.id :: info.num_workers])
-
     return tud.DataLoader(
-        _Files(),
+        _Files(job, tasks, ring),
         batch_size=None,
         num_workers=min(workers, len(tasks)),
         collate_fn=_identity,

@@ -206,7 +206,9 @@ def embed_archive(
     writer = _ChunkWriter(db, model, chunk_windows, summary)
     bar = _progress(expected, model, progress)
     try:
-        for batch in iter_batches(tasks, spec, batch_size, workers, pin_memory=on_cuda):
+        # the loop is done with a batch before it asks for the next: the workers may reuse its memory
+        batches = iter_batches(tasks, spec, batch_size, workers, on_cuda, reuse_memory=True)
+        for batch in batches:
             if len(batch):
                 vectors = m.embed(batch.audio)  # (B, dim)
                 writer.add(batch, vectors)

@@ -170,3 +170,158 @@ def test_shared_batch_tensor_is_shared_and_writable():
     assert t.is_shared() and t.shape == (3, 1000) and t.dtype == torch.float32
     t.numpy()[:] = np.arange(3000, dtype=np.float32).reshape(3, 1000)
     assert float(t.sum()) == sum(range(3000))
+
+
+def _archive(tmp_path, write_audio, n_files=7, sr=8000):
+    """Files of unequal length (so the workers' shares differ), plus one that is not audio."""
+    rng = np.random.default_rng(1)
+    tasks = []
+    for i in range(n_files):
+        x = 0.1 * rng.standard_normal(sr * (1 + 3 * (i % 3)) + 123 * i)
+        tasks.append(FileTask(i, str(write_audio(tmp_path / f"f{i}.flac", x, sr))))
+    (tmp_path / "bad.flac").write_bytes(b"fLaC but not really")
+    tasks.insert(3, FileTask(99, str(tmp_path / "bad.flac")))
+    return tasks, WindowSpec(sample_rate=sr, window_s=1.0, hop_s=1.0)
+
+
+def _copies(batches, hold_s=0.0):
+    """Each batch as plain data, copied; ``hold_s``: keep each batch that long before copying it, so
+    the workers run ahead while the consumer holds it."""
+    import time
+
+    out = []
+    for b in batches:
+        time.sleep(hold_s)
+        out.append((b.keys.tolist(), b.start_s.tolist(), b.audio.copy(), [d for d in b.done]))
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_reused_memory_gives_the_same_batches(tmp_path, write_audio, batch_size):
+    tasks, spec = _archive(tmp_path, write_audio)
+    fresh = _copies(iter_batches(tasks, spec, batch_size, workers=3))
+    reused = _copies(iter_batches(tasks, spec, batch_size, workers=3, reuse_memory=True))
+    assert [b[0] for b in reused] == [b[0] for b in fresh]
+    assert [b[1] for b in reused] == [b[1] for b in fresh]
+    assert [b[3] for b in reused] == [b[3] for b in fresh]
+    for (_, _, a, _), (_, _, b, _) in zip(fresh, reused, strict=True):
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    errors = {d.key for b in reused for d in b[3] if d.error}
+    assert errors == {99}
+
+
+def test_reused_memory_is_a_fixed_ring_that_never_overwrites_the_held_batch(tmp_path, write_audio):
+    tasks, spec = _archive(tmp_path, write_audio)
+    want = _copies(iter_batches(tasks, spec, 1, workers=2))
+    addresses, got = set(), []
+    for b in iter_batches(tasks, spec, 1, workers=2, reuse_memory=True):
+        if len(b):
+            addresses.add(b.audio.ctypes.data)
+        held = b.audio.copy()
+        got.extend(_copies([b], hold_s=0.05))  # the workers fill every other slot meanwhile
+        np.testing.assert_array_equal(b.audio, held)
+    assert len(got) == len(want) > 3 * 2 * (batching.PREFETCH_CHUNKS + 1)  # each slot refilled
+    for (_, _, a, _), (_, _, b, _) in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(addresses) <= 2 * (batching.PREFETCH_CHUNKS + 1)  # per worker: its slots, reused
+
+
+def test_leaving_a_reused_ring_early_stops_the_workers(tmp_path, write_audio):
+    import gc
+    import multiprocessing
+
+    tasks, spec = _archive(tmp_path, write_audio)
+    it = iter_batches(tasks, spec, 1, workers=2, reuse_memory=True)
+    for _ in range(3):  # the workers are now blocked, waiting for slots the consumer holds
+        next(it)
+    it.close()
+    gc.collect()
+    assert multiprocessing.active_children() == []
+
+
+def test_reused_memory_without_cuda_falls_back_to_copying(tmp_path, write_audio, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the slots are page-locked (see the CUDA test)")
+    tasks, spec = _archive(tmp_path, write_audio, n_files=3)
+    want = _copies(iter_batches(tasks, spec, 4, workers=2))
+    got = _copies(iter_batches(tasks, spec, 4, workers=2, pin_memory=True, reuse_memory=True))
+    for (_, _, a, _), (_, _, b, _) in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert capsys.readouterr().err.count("not page-locked") == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reused_slots_are_page_locked_in_place_and_unlocked_after(tmp_path, write_audio):
+    tasks, spec = _archive(tmp_path, write_audio)
+    want = _copies(iter_batches(tasks, spec, 4, workers=2))
+    kept = []
+    got = []
+    for b in iter_batches(tasks, spec, 4, workers=2, pin_memory=True, reuse_memory=True):
+        src = torch.from_numpy(b.audio)
+        if len(b):
+            assert src.is_pinned()
+            kept.append(src)
+        on_gpu = src.to("cuda", non_blocking=True)
+        got.append(on_gpu.cpu().numpy())
+    for (_, _, a, _), b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not any(t.is_pinned() for t in kept)
+
+
+def test_ring_slot_wait_gives_up_when_the_main_process_is_gone(monkeypatch):
+    ring = batching._Ring(workers=1, depth=2, batch_size=3, window=5)
+    a, b = ring.take((3, 5)), ring.take((2, 5))
+    assert a.shape == (3, 5) and b.shape == (2, 5)
+    assert a.ctypes.data % batching.PAGE_BYTES == b.ctypes.data % batching.PAGE_BYTES == 0
+    with pytest.raises(ValueError, match="does not fit"):
+        ring.take((4, 5))
+    monkeypatch.setattr(batching, "SLOT_WAIT_S", 0.01)
+    parents = iter([100, 100, 1])  # the parent's pid, then init's: the parent has died
+    monkeypatch.setattr(batching.os, "getppid", lambda: next(parents))
+    with pytest.raises(SystemExit):
+        ring.take((3, 5))  # both slots are out and nobody will hand one back
+    ring.release(batching._SlotRef(0, 0, 3))
+    monkeypatch.setattr(batching.os, "getppid", lambda: 100)
+    c = ring.take((3, 5))
+    assert c.ctypes.data == a.ctypes.data  # the slot handed back longest ago
+
+
+SPAWNED = """
+import multiprocessing, sys
+import numpy as np
+from embedder.batching import FileTask, WindowSpec, iter_archive, iter_batches
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    tasks = [FileTask(i, p) for i, p in enumerate(sys.argv[2:])]
+    spec = WindowSpec(8000, 1.0, 1.0)
+    def windows(items):  # every window as (file, start, checksum), in a fixed order
+        rows = []
+        for b in items:
+            if hasattr(b, "audio"):
+                keys = [b.key] * len(b.start_s) if hasattr(b, "key") else b.keys  # chunk or batch
+                for k, s, a in zip(keys, b.start_s, b.audio):
+                    rows.append((int(k), float(s), float(np.float64(a).sum())))
+        return sorted(rows)
+    print(windows(iter_batches(tasks, spec, 3)))
+    print(windows(iter_batches(tasks, spec, 3, workers=2)))
+    print(windows(iter_batches(tasks, spec, 3, workers=2, reuse_memory=True)))
+    print(windows(iter_archive(tasks, spec, 2)))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_that_are_spawned_not_forked(tmp_path, write_audio, method):
+    # macOS and Windows spawn workers, Linux forkserves them from Python 3.14 on
+    import subprocess
+    import sys
+
+    tasks, _ = _archive(tmp_path, write_audio, n_files=4)
+    script = tmp_path / "spawned.py"
+    script.write_text(SPAWNED)
+    args = [sys.executable, "-W", "ignore", str(script), method] + [t.path for t in tasks]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 and len(set(lines)) == 1 and lines[0].count("(") > 8

@@ -140,6 +140,22 @@ def test_channels_all_and_workers(tmp_path, write_audio):
     assert len(w) == 3 * 2 * 2  # 3 files x 2 channels x (one 5 s window + 1 s tail)
 
 
+def test_decode_workers_store_the_same_vectors_as_in_process(tmp_path):
+    # through worker processes and their reused shared memory, the same windows and vectors
+    archive = _make_archive(tmp_path / "archive", n_files=6, seconds=31.0)
+    by_path = {}
+    for workers in (0, 2):
+        db_path = tmp_path / f"db{workers}.chorus"
+        embed_archive(archive, db_path, workers=workers, batch_size=2, hop_s=2.5, progress=False)
+        w = _windows(db_path)
+        ids, vectors = index.connect(db_path).vectors("spectral")
+        by_id = dict(zip(ids.tolist(), vectors, strict=True))
+        by_path[workers] = (w[["path", "start_s"]], np.stack([by_id[i] for i in w.window_id]))
+    (where0, v0), (where2, v2) = by_path[0], by_path[2]
+    assert len(where0) == 6 * 12 and where0.equals(where2)
+    np.testing.assert_allclose(v2, v0, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_windows(tmp_path):
     archive = _make_archive(tmp_path / "archive", n_files=24, seconds=20.0)
