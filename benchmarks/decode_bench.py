@@ -10,9 +10,11 @@ five-second windows (lower is better):
    the FLAC decode alone, soxr resampling alone, and the whole per-file window iterator
    (``audio.iter_windows``: decode, resample, window);
 2. ``iter_batches`` with ``--workers`` decode processes packing 256-window batches (the decode side
-   of ``chorus embed``; no model): wall-clock windows/s and CPU time of all processes, each decoder
-   run alternately in fresh processes; "without start-up" subtracts a run over a third of the
-   files (process and worker start), which is what a large archive sees.
+   of ``chorus embed``; no model, but the main process copies each batch once, as an upload does):
+   wall-clock windows/s and CPU time of all processes, for each of ``--variants`` (a decoder, and
+   ``+ring`` for workers that reuse a fixed ring of shared memory), run alternately in fresh
+   processes; "without start-up" subtracts a run over a third of the files (process and worker
+   start), which is what a large archive sees.
 
 A GPU ingest is bound by (2): ``benchmarks/perch_gpu.py`` measures it next to the model.
 """
@@ -104,18 +106,29 @@ def per_core(path: Path, repeats: int) -> dict:
     return {key: statistics.median(v) * k for key, v in times.items()}
 
 
-def batches_run(paths: list[Path], workers: int, name: str) -> dict:
-    """One ``iter_batches`` pass in a fresh process (CPU time of it and its workers)."""
+def batches_run(paths: list[Path], workers: int, variant: str, consume: bool) -> dict:
+    """One ``iter_batches`` pass in a fresh process (CPU time of it and its workers).
+
+    ``variant``: a decoder name, ``+ring`` for ``reuse_memory=True``; ``consume``: the main process
+    copies every batch once, as the upload to the model does (a staging copy, or the model's read).
+    """
+    name, _, ring = variant.partition("+")
     code = f"""
 import json, resource, sys, time
+import numpy as np
 from embedder.batching import FileTask, WindowSpec, iter_batches
 paths = {[str(p) for p in paths]!r}
 tasks = [FileTask(i, p) for i, p in enumerate(paths)]
 def cpu():
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+spec = WindowSpec({SR}, {WINDOW_S}, {WINDOW_S})
+stage = np.empty((256, int({SR} * {WINDOW_S})), np.float32)
+stage[:] = 0
 t0, c0, n = time.perf_counter(), cpu(), 0
-for b in iter_batches(tasks, WindowSpec({SR}, {WINDOW_S}, {WINDOW_S}), 256, {workers}):
+for b in iter_batches(tasks, spec, 256, {workers}, reuse_memory={bool(ring)}):
+    if {consume} and len(b):
+        np.copyto(stage[: len(b)], b.audio)
     n += len(b)
 print(json.dumps({{"windows": n, "wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0}}))
 """
@@ -134,13 +147,27 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--variants",
+        default="libsndfile,fast,fast+ring",
+        help="iter_batches runs: decoder names, +ring to reuse the workers' memory",
+    )
+    ap.add_argument("--batch-repeats", type=int, default=3)
+    ap.add_argument("--rates", default=",".join(map(str, RATES)), help="archive rates (Hz)")
+    ap.add_argument(
+        "--no-consume",
+        dest="consume",
+        action="store_false",
+        help="leave the batches untouched (runs before 27 Nov 2026 did)",
+    )
     args = ap.parse_args()
+    variants = args.variants.split(",")
     print(f"# fast FLAC decoder: {flac.status()}")
     machine = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "python": platform.python_version(), "libsndfile": sf.__libsndfile_version__}  # fmt: skip
     results: dict = {"machine": machine}
     with tempfile.TemporaryDirectory() as tmp:
-        for sr in RATES:
+        for sr in map(int, args.rates.split(",")):
             base = [Path(tmp) / f"{sr}_{i}.flac" for i in range(2)]
             for i, p in enumerate(base):
                 write_flac(p, sr, args.minutes, i)
@@ -152,12 +179,12 @@ def main() -> None:
             core = per_core(base[0], args.repeats)
             print(f"{sr} Hz per core (core-s per 1000 windows): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in core.items()))  # fmt: skip
-            runs: dict[str, list[dict]] = {name: [] for name in DECODERS}
+            runs: dict[str, list[dict]] = {name: [] for name in variants}
             small = paths[: max(2, len(paths) // 3)]  # for the start-up cost, subtracted
-            for _ in range(3):
-                for name in DECODERS:
-                    big = batches_run(paths, args.workers, name)
-                    few = batches_run(small, args.workers, name)
+            for _ in range(args.batch_repeats):
+                for name in variants:
+                    big = batches_run(paths, args.workers, name, args.consume)
+                    few = batches_run(small, args.workers, name, args.consume)
                     big["marginal_cpu_s_per_1k"] = (
                         1000 * (big["cpu_s"] - few["cpu_s"]) / (big["windows"] - few["windows"])
                     )

@@ -7,10 +7,12 @@ Run (on a CUDA machine): ``OMP_WAIT_POLICY=PASSIVE python benchmarks/perch_gpu.p
 2. Per-core decode costs: FLAC decode (libsndfile and the compiled decoder of ``embedder.flac``),
    soxr resampling and the whole per-file window iterator on one core, at 32 kHz (no resampling)
    and 48 kHz (resampled to 32 kHz); see ``decode_bench.py``.
-3. End to end: the loop of ``chorus embed`` (``iter_archive`` with N decode workers ->
-   ``batch_windows`` -> ``PerchEmbedder.embed``) over synthetic FLAC archives, with the time the main
-   process waits for decoded windows measured apart from the time in the model, with each FLAC
-   decoder (``--decoders``). The database write
+3. End to end: the loop of ``chorus embed`` (``iter_batches`` with N decode workers ->
+   ``PerchEmbedder.embed``) over synthetic FLAC archives, with the time the main
+   process waits for decoded windows measured apart from the time in the model, for each of
+   ``--variants``: a FLAC decoder, ``+ring`` for workers that pack into a fixed ring of shared
+   memory page-locked in place (as ``chorus embed`` does) rather than a fresh block per batch that
+   the main process copies into page-locked memory. The database write
    is not included (LanceDB is not installed on the GPU machine; its insert rate is in RESULTS.md).
 
 Everything prints as it goes; the last lines are a summary table. ``--quick`` shrinks every size so the
@@ -161,13 +163,16 @@ def make_archive(
     return tasks
 
 
-def end_to_end(tasks: list[FileTask], workers: int, batch: int, pin: bool, m=None) -> dict:
-    """The ingest loop; ``m=None`` measures the decode side alone."""
+def end_to_end(
+    tasks: list[FileTask], workers: int, batch: int, pin: bool, m=None, reuse: bool = True
+) -> dict:
+    """The ingest loop; ``m=None`` measures the decode side alone. ``reuse``: the workers pack into
+    a ring of reused shared memory, page-locked in place (what ``chorus embed`` does)."""
     spec = WindowSpec(SR, 5.0, 5.0)
     n = 0
     t_wait = t_model = 0.0
     t0 = time.perf_counter()
-    it = iter_batches(tasks, spec, batch, workers, pin_memory=pin)
+    it = iter_batches(tasks, spec, batch, workers, pin_memory=pin, reuse_memory=reuse)
     while True:
         ta = time.perf_counter()
         b = next(it, None)
@@ -200,7 +205,11 @@ def main() -> None:
     ap.add_argument("--batches", default="128,256,512,1024", help="model-only batch sizes")
     ap.add_argument("--precisions", default="bf16,fp16,fp32", help="model-only precisions")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic archives")
-    ap.add_argument("--decoders", default="fast,libsndfile", help="FLAC decoders, end to end")
+    ap.add_argument(
+        "--variants",
+        default="fast+ring,fast,libsndfile+ring",
+        help="end to end: FLAC decoders; +ring: workers reuse page-locked shared memory",
+    )
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "none"
@@ -233,11 +242,12 @@ def main() -> None:
         log(f"per core {sr} Hz (core-s per 1000 windows): {core}")
         pin = dev.type == "cuda"
         RESULTS[f"sr{sr}"] = {"per_core": core}
-        for name in args.decoders.split(","):
-            use_decoder(name)  # read by the decode workers as they start
-            dec = end_to_end(tasks, args.workers, args.batch, pin)
+        for name in args.variants.split(","):
+            decoder, _, ring = name.partition("+")
+            use_decoder(decoder)  # read by the decode workers as they start
+            dec = end_to_end(tasks, args.workers, args.batch, pin, reuse=bool(ring))
             log(f"decode only {sr} Hz, {args.workers} workers, {name}: {dec}")
-            e2e = end_to_end(tasks, args.workers, args.batch, pin, m)
+            e2e = end_to_end(tasks, args.workers, args.batch, pin, m, reuse=bool(ring))
             log(f"end to end {sr} Hz, {args.workers} workers, {name}: {e2e}")
             RESULTS[f"sr{sr}"][name] = {"decode_only": dec, "end_to_end": e2e}
             save()
@@ -256,7 +266,7 @@ def main() -> None:
         r, w = RESULTS[f"sr{sr}"], args.workers
         for key, v in r["per_core"].items():
             log(f"| one core, {sr} Hz: {key} (core-s per 1000 windows) | {v:.2f} |")
-        for name in args.decoders.split(","):
+        for name in args.variants.split(","):
             dec, e2e = r[name]["decode_only"], r[name]["end_to_end"]
             log(f"| {w} workers, decode only, {sr} Hz, {name} | {dec['windows_per_s']:.0f} |")
             log(f"| {w} workers, end to end, {sr} Hz, {name} | {e2e['windows_per_s']:.0f} |")

@@ -26,7 +26,6 @@ from embedder import audio, flac
 
 PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
 SHM_DIR = "/dev/shm"  # where torch puts tensors shared between processes (Linux)
-PAGE_BYTES = 4096  # bytes; ring slots start on a page so that each can be page-locked alone
 SLOT_WAIT_S = 5.0  # s; how often a worker waiting for a free slot checks that its parent lives
 
 
@@ -201,15 +200,17 @@ def iter_batches(
 
 @dataclass(frozen=True)
 class _SlotRef:
-    """Stands in for a batch's audio on its way from a worker: the ring slot holding it, and its rows."""
+    """Stands in for a batch's audio on its way from a worker: the ring slot holding it, its rows,
+    and, the first time the slot travels, the slot's shared tensor itself."""
 
     worker: int
     slot: int
     rows: int
+    tensor: torch.Tensor | None = None
 
 
 class _Ring:
-    """A fixed set of shared-memory batch slots that the decode workers pack into, reused in turn.
+    """Shared-memory batch slots that the decode workers pack into, reused in turn.
 
     Worker ``w`` owns ``depth`` slots and fills them round-robin; the semaphore ``free[w]`` counts
     those the main process has handed back. The main process hands a slot back when the consumer
@@ -218,24 +219,22 @@ class _Ring:
     always the one handed back longest ago. The consumer holds one batch at a time and ``depth`` > 1,
     so a worker waiting for a slot never waits on a batch that the main process is waiting for.
 
-    Each slot starts on a page boundary so that it can be page-locked for CUDA on its own, in place.
+    A worker allocates each slot when it first needs it (so that 16 workers allocate in parallel,
+    and a small archive allocates little) and sends it to the main process once; each slot is its
+    own mapping, so the main process can page-lock it for CUDA on its own, in place.
     """
 
     def __init__(self, workers: int, depth: int, batch_size: int, window: int) -> None:
         import multiprocessing
 
         self.depth, self.batch_size, self.window = depth, batch_size, window
-        stride = -(-batch_size * window * 4 // PAGE_BYTES) * PAGE_BYTES // 4  # float32 per slot
-        self.memory = _shared_tensor((workers * depth, stride))  # (slots, stride)
         self.free = [multiprocessing.Semaphore(depth) for _ in range(workers)]
         self.worker = 0  # which worker this copy of the ring is in (set in the worker)
         self.taken = 0  # slots this worker has taken so far
-        self.pinned: set[int] | None = set()  # main process: slots page-locked; None: gave up
-
-    def slot(self, worker: int, slot: int):
-        """The tensor ``(batch_size, window)`` of one slot."""
-        flat = self.memory[worker * self.depth + slot, : self.batch_size * self.window]
-        return flat.view(self.batch_size, self.window)
+        self.slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> (batch, window)
+        self.pinned: (
+            list[torch.Tensor] | None
+        ) = []  # main process: slots page-locked; None: gave up
 
     def take(self, shape: tuple[int, int]) -> np.ndarray:
         """In a worker: wait for this worker's next slot and return its first ``rows`` as an array."""
@@ -246,17 +245,23 @@ class _Ring:
         while not self.free[self.worker].acquire(timeout=SLOT_WAIT_S):
             if os.getppid() != parent:  # the main process died: nobody will hand a slot back
                 raise SystemExit(1)
-        slot = self.taken % self.depth
+        key = (self.worker, self.taken % self.depth)
         self.taken += 1
-        return self.slot(self.worker, slot)[:rows].numpy()
+        if key not in self.slots:
+            self.slots[key] = _shared_tensor((self.batch_size, self.window))
+        return self.slots[key][:rows].numpy()
 
     def fill(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         """In a worker: batches packed by :meth:`take`, their audio replaced by a :class:`_SlotRef`."""
+        sent = set()
         for batch in batches:
             if len(batch):
                 slot = (self.taken - 1) % self.depth
-                assert batch.audio.ctypes.data == self.slot(self.worker, slot).data_ptr()
-                batch.audio = _SlotRef(self.worker, slot, len(batch))
+                tensor = self.slots[self.worker, slot]
+                assert batch.audio.ctypes.data == tensor.data_ptr()
+                first = slot not in sent
+                sent.add(slot)
+                batch.audio = _SlotRef(self.worker, slot, len(batch), tensor if first else None)
             yield batch
 
     def receive(self, batch: Batch, pin: bool) -> _SlotRef | None:
@@ -265,10 +270,12 @@ class _Ring:
         ref = batch.audio
         if not isinstance(ref, _SlotRef):
             return None  # an empty batch (end-of-file markers only)
-        slot = self.slot(ref.worker, ref.slot)
-        if pin:
-            self._pin(ref.worker * self.depth + ref.slot, slot)
-        batch.audio = slot[: ref.rows].numpy()  # (B, window_samples)
+        key = (ref.worker, ref.slot)
+        if ref.tensor is not None:  # the slot's first trip
+            self.slots[key] = ref.tensor
+            if pin:
+                self._pin(ref.tensor)
+        batch.audio = self.slots[key][: ref.rows].numpy()  # (B, window_samples)
         return ref
 
     def release(self, ref: _SlotRef | None) -> None:
@@ -283,13 +290,13 @@ class _Ring:
                 free.release()
         if self.pinned:
             torch.cuda.synchronize()  # no upload may still be reading a slot
-            for i in self.pinned:
-                torch.cuda.cudart().cudaHostUnregister(self.memory[i].data_ptr())
+            for t in self.pinned:
+                torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
         self.pinned = None
 
-    def _pin(self, index: int, slot) -> None:
-        """Page-lock one slot in place, the first time it arrives (its pages exist by then)."""
-        if self.pinned is None or index in self.pinned:
+    def _pin(self, slot: torch.Tensor) -> None:
+        """Page-lock one slot in place (its pages exist by then: the worker has filled it)."""
+        if self.pinned is None:
             return
         try:
             cudart = torch.cuda.cudart()
@@ -301,7 +308,7 @@ class _Ring:
             )
             self.pinned = None
             return
-        self.pinned.add(index)
+        self.pinned.append(slot)
 
 
 def _empty(shape: tuple[int, int]) -> np.ndarray:
