@@ -143,7 +143,7 @@ print(json.dumps({{"windows": n, "wall_s": time.perf_counter() - t0, "cpu_s": cp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--files", type=int, default=12, help="files per archive (hard links of 2)")
+    ap.add_argument("--files", type=int, default=48, help="files per archive (hard links of 2)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path)
