@@ -181,7 +181,7 @@ def iter_batches(
     )
 
     job = _BatchJob(spec, batch_size, share, ring)
-    loader = _in_workers(job, tasks, workers, pin_memory and share and ring is None, ring)
+    loader = _in_workers(job, tasks, workers, pin_memory and share and ring is None)
     if ring is None:
         for batch in loader:
             if share:
@@ -232,9 +232,7 @@ class _Ring:
         self.worker = 0  # which worker this copy of the ring is in (set in the worker)
         self.taken = 0  # slots this worker has taken so far
         self.slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> (batch, window)
-        self.pinned: (
-            list[torch.Tensor] | None
-        ) = []  # main process: slots page-locked; None: gave up
+        self.pinned: list[torch.Tensor] | None = []  # main process: page-locked; None: gave up
 
     def take(self, shape: tuple[int, int]) -> np.ndarray:
         """In a worker: wait for this worker's next slot and return its first ``rows`` as an array."""
@@ -365,7 +363,7 @@ class _ChunkJob:
     spec: WindowSpec
     share: bool
 
-    def __call__(self, mine: list[FileTask]) -> Iterator[WindowChunk | FileDone]:
+    def __call__(self, mine: list[FileTask], worker: int) -> Iterator[WindowChunk | FileDone]:
         for task in mine:
             for item in iter_file(task, self.spec):
                 if self.share and isinstance(item, WindowChunk):
@@ -383,9 +381,10 @@ class _BatchJob:
     share: bool
     ring: _Ring | None = None
 
-    def __call__(self, mine: list[FileTask]) -> Iterator[Batch]:
+    def __call__(self, mine: list[FileTask], worker: int) -> Iterator[Batch]:
         chunks = (item for task in mine for item in iter_file(task, self.spec))
         if self.ring is not None:
+            self.ring.worker = worker  # this process's copy of the ring
             yield from self.ring.fill(batch_windows(chunks, self.batch_size, self.ring.take))
             return
         packed: dict[int, torch.Tensor] = {}  # address -> shared tensor, of the batch being packed
@@ -403,29 +402,25 @@ class _BatchJob:
 
 
 class _Files(tud.IterableDataset):
-    """Each DataLoader worker's round-robin share of ``tasks``, decoded by ``job``. A module-level
-    class of plain fields, so that it also reaches workers that are spawned rather than forked
-    (macOS, Windows, and Linux from Python 3.14 on)."""
+    """Each DataLoader worker's round-robin share of ``tasks``, decoded by ``job(files, worker)``.
+    A module-level class of plain fields, so that it also reaches workers that are spawned rather
+    than forked (macOS, Windows, and Linux from Python 3.14 on)."""
 
-    def __init__(self, job, tasks: list[FileTask], ring: _Ring | None) -> None:
-        self.job, self.tasks, self.ring = job, tasks, ring
+    def __init__(self, job, tasks: list[FileTask]) -> None:
+        self.job, self.tasks = job, tasks
 
     def __iter__(self):
         info = tud.get_worker_info()
         if info is None:
-            return self.job(self.tasks)
-        if self.ring is not None:
-            self.ring.worker = info.id
-        return self.job(self.tasks[info.id :: info.num_workers])
+            return self.job(self.tasks, 0)
+        return self.job(self.tasks[info.id :: info.num_workers], info.id)
 
 
-def _in_workers(
-    job, tasks: list[FileTask], workers: int, pin_memory: bool = False, ring: _Ring | None = None
-) -> tud.DataLoader:
-    """Items of ``job(share)`` for each worker's round-robin share of ``tasks``, interleaved."""
+def _in_workers(job, tasks: list[FileTask], workers: int, pin_memory: bool = False):
+    """Items of ``job(files, worker)`` for each worker's share of ``tasks``, interleaved."""
     flac.available()  # build the decoder once, here, rather than in every worker at its first file
     return tud.DataLoader(
-        _Files(job, tasks, ring),
+        _Files(job, tasks),
         batch_size=None,
         num_workers=min(workers, len(tasks)),
         collate_fn=_identity,
