@@ -12,6 +12,7 @@ lets the ingest mark a recording complete only after all its windows are written
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sys
@@ -209,6 +210,10 @@ class _SlotRef:
     tensor: torch.Tensor | None = None
 
 
+class _Stopped(Exception):
+    """Raised in a worker waiting for a ring slot when the main process has stopped reading."""
+
+
 class _Ring:
     """Shared-memory batch slots that the decode workers pack into, reused in turn.
 
@@ -218,6 +223,8 @@ class _Ring:
     were made, so slots come back in the order they were filled, and the slot a worker takes next is
     always the one handed back longest ago. The consumer holds one batch at a time and ``depth`` > 1,
     so a worker waiting for a slot never waits on a batch that the main process is waiting for.
+    When the consumer stops early, :meth:`close` wakes the waiting workers with ``stop`` set, and
+    they end without writing: the batch the consumer still holds stays intact.
 
     A worker allocates each slot when it first needs it (so that 16 workers allocate in parallel,
     and a small archive allocates little) and sends it to the main process once; each slot is its
@@ -225,24 +232,31 @@ class _Ring:
     """
 
     def __init__(self, workers: int, depth: int, batch_size: int, window: int) -> None:
-        import multiprocessing
-
         self.depth, self.batch_size, self.window = depth, batch_size, window
+        # the default start method, as the DataLoader's (read now: the user may have set it)
         self.free = [multiprocessing.Semaphore(depth) for _ in range(workers)]
+        self.stop = multiprocessing.Event()
         self.worker = 0  # which worker this copy of the ring is in (set in the worker)
+        self.parent = os.getppid()  # the process that hands slots back (set in the worker)
         self.taken = 0  # slots this worker has taken so far
         self.slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> (batch, window)
-        self.pinned: list[torch.Tensor] | None = []  # main process: page-locked; None: gave up
+        self.pinned: list[torch.Tensor] = []  # main process: slots page-locked in place
+        self.pinning = True  # main process: False once CUDA has refused one
+
+    def start(self, worker: int) -> None:
+        """In a worker, before its first batch: which worker it is, and whose child."""
+        self.worker, self.parent = worker, os.getppid()
 
     def take(self, shape: tuple[int, int]) -> np.ndarray:
         """In a worker: wait for this worker's next slot and return its first ``rows`` as an array."""
         rows, window = shape
         if rows > self.batch_size or window != self.window:
             raise ValueError(f"batch {shape} does not fit a ring slot {self.batch_size, window}")
-        parent = os.getppid()
         while not self.free[self.worker].acquire(timeout=SLOT_WAIT_S):
-            if os.getppid() != parent:  # the main process died: nobody will hand a slot back
+            if os.getppid() != self.parent:  # the main process died: nobody will hand one back
                 raise SystemExit(1)
+        if self.stop.is_set():  # woken by close(): the consumer may still hold this slot
+            raise _Stopped
         key = (self.worker, self.taken % self.depth)
         self.taken += 1
         if key not in self.slots:
@@ -252,15 +266,18 @@ class _Ring:
     def fill(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         """In a worker: batches packed by :meth:`take`, their audio replaced by a :class:`_SlotRef`."""
         sent = set()
-        for batch in batches:
-            if len(batch):
-                slot = (self.taken - 1) % self.depth
-                tensor = self.slots[self.worker, slot]
-                assert batch.audio.ctypes.data == tensor.data_ptr()
-                first = slot not in sent
-                sent.add(slot)
-                batch.audio = _SlotRef(self.worker, slot, len(batch), tensor if first else None)
-            yield batch
+        try:
+            for batch in batches:
+                if len(batch):
+                    slot = (self.taken - 1) % self.depth
+                    tensor = self.slots[self.worker, slot]
+                    assert batch.audio.ctypes.data == tensor.data_ptr()
+                    first = slot not in sent
+                    sent.add(slot)
+                    batch.audio = _SlotRef(self.worker, slot, len(batch), tensor if first else None)
+                yield batch
+        except _Stopped:
+            return
 
     def receive(self, batch: Batch, pin: bool) -> _SlotRef | None:
         """In the main process: point ``batch.audio`` at its slot (page-locked first if ``pin``);
@@ -282,31 +299,46 @@ class _Ring:
             self.free[ref.worker].release()
 
     def close(self) -> None:
-        """Wake workers that wait for a slot (so they can see the shutdown) and unpin the slots."""
-        for free in self.free:
-            for _ in range(self.depth):
-                free.release()
+        """Unpin the slots, then wake the workers that wait for one, telling them to stop."""
         if self.pinned:
             torch.cuda.synchronize()  # no upload may still be reading a slot
             for t in self.pinned:
                 torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
-        self.pinned = None
+            self.pinned = []
+        self.stop.set()
+        for free in self.free:
+            for _ in range(self.depth):
+                free.release()
 
     def _pin(self, slot: torch.Tensor) -> None:
         """Page-lock one slot in place (its pages exist by then: the worker has filled it)."""
-        if self.pinned is None:
+        if not self.pinning:
             return
         try:
             cudart = torch.cuda.cudart()
             nbytes = slot.numel() * slot.element_size()
-            torch.cuda.check_error(cudart.cudaHostRegister(slot.data_ptr(), nbytes, 0))
+            flags = 1  # cudaHostRegisterPortable: page-locked for every device, not the current one
+            torch.cuda.check_error(cudart.cudaHostRegister(slot.data_ptr(), nbytes, flags))
         except Exception as err:  # no CUDA here or the driver refused: uploads copy instead
             print(
                 f"chorus: batches not page-locked in place ({err}): copying them", file=sys.stderr
             )
-            self.pinned = None
+            self.pinning = False
+            _clear_cuda_error()
             return
         self.pinned.append(slot)
+
+
+def _clear_cuda_error() -> None:
+    """Reset the CUDA runtime's last error after a refused registration. Torch checks that error
+    after every kernel launch and would otherwise raise it at the next one, far from its cause;
+    the check reads and resets it, so one launch here, its error caught, leaves it clean."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return
+    try:
+        torch.zeros(1, device=torch.cuda.current_device()).add_(1)
+    except RuntimeError:
+        pass
 
 
 def _empty(shape: tuple[int, int]) -> np.ndarray:
@@ -384,7 +416,7 @@ class _BatchJob:
     def __call__(self, mine: list[FileTask], worker: int) -> Iterator[Batch]:
         chunks = (item for task in mine for item in iter_file(task, self.spec))
         if self.ring is not None:
-            self.ring.worker = worker  # this process's copy of the ring
+            self.ring.start(worker)  # this process's copy of the ring
             yield from self.ring.fill(batch_windows(chunks, self.batch_size, self.ring.take))
             return
         packed: dict[int, torch.Tensor] = {}  # address -> shared tensor, of the batch being packed

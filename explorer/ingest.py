@@ -13,6 +13,7 @@ Rules that make a multi-day run safe (see DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -205,16 +206,18 @@ def embed_archive(
     expected = sum(_expected_windows(d, spec) for d in durations.values())
     writer = _ChunkWriter(db, model, chunk_windows, summary)
     bar = _progress(expected, model, progress)
+    # the loop is done with a batch before it asks for the next: the workers may reuse its memory;
+    # closing() stops the workers at once if a batch fails, not when the traceback is freed
+    batches = iter_batches(tasks, spec, batch_size, workers, on_cuda, reuse_memory=True)
     try:
-        # the loop is done with a batch before it asks for the next: the workers may reuse its memory
-        batches = iter_batches(tasks, spec, batch_size, workers, on_cuda, reuse_memory=True)
-        for batch in batches:
-            if len(batch):
-                vectors = m.embed(batch.audio)  # (B, dim)
-                writer.add(batch, vectors)
-                bar.update(len(batch))
-            for done in batch.done:
-                writer.file_done(done, durations[done.key])
+        with contextlib.closing(batches):
+            for batch in batches:
+                if len(batch):
+                    vectors = m.embed(batch.audio)  # (B, dim)
+                    writer.add(batch, vectors)
+                    bar.update(len(batch))
+                for done in batch.done:
+                    writer.file_done(done, durations[done.key])
         writer.flush()
     finally:
         bar.close()

@@ -227,16 +227,46 @@ def test_reused_memory_is_a_fixed_ring_that_never_overwrites_the_held_batch(tmp_
     assert len(addresses) <= 2 * (batching.PREFETCH_CHUNKS + 1)  # per worker: its slots, reused
 
 
-def test_leaving_a_reused_ring_early_stops_the_workers(tmp_path, write_audio):
+def _uneven(tmp_path, write_audio, sr=8000):
+    """One long file and two short ones: once the short files' workers are done, the long file's
+    worker is given more prefetch than it has slots, so it waits for the consumer's slot."""
+    rng = np.random.default_rng(3)
+    tasks = []
+    for i, seconds in enumerate([60, 1.5, 1.5]):
+        x = 0.1 * rng.standard_normal(int(sr * seconds))
+        tasks.append(FileTask(i, str(write_audio(tmp_path / f"u{i}.flac", x, sr))))
+    return tasks, WindowSpec(sample_rate=sr, window_s=1.0, hop_s=1.0)
+
+
+@pytest.mark.parametrize("how", ["break", "close", "exception"])
+def test_leaving_a_reused_ring_early_keeps_the_held_batch_and_stops_the_workers(
+    tmp_path, write_audio, how
+):
     import gc
     import multiprocessing
+    import time
 
-    tasks, spec = _archive(tmp_path, write_audio)
-    it = iter_batches(tasks, spec, 1, workers=2, reuse_memory=True)
-    for _ in range(3):  # the workers are now blocked, waiting for slots the consumer holds
-        next(it)
-    it.close()
+    tasks, spec = _uneven(tmp_path, write_audio)
+    want = _copies(iter_batches(tasks, spec, 1, workers=3))
+    it = iter_batches(tasks, spec, 1, workers=3, reuse_memory=True)
+    try:
+        for i, b in enumerate(it):
+            if i == 10:
+                held = b
+                time.sleep(0.3)  # the long file's worker fills its other slots and waits
+                if how == "break":
+                    break
+                if how == "close":
+                    it.close()
+                    break
+                raise RuntimeError("the model failed on this batch")
+    except RuntimeError:
+        pass
+    del it
     gc.collect()
+    time.sleep(0.3)  # a worker woken to write would have done so by now
+    np.testing.assert_array_equal(held.audio, want[10][2])
+    assert held.keys.tolist() == want[10][0]
     assert multiprocessing.active_children() == []
 
 
@@ -269,21 +299,38 @@ def test_reused_slots_are_page_locked_in_place_and_unlocked_after(tmp_path, writ
     assert not any(t.is_pinned() for t in kept)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_refused_page_lock_falls_back_and_leaves_cuda_usable(capsys):
+    ring = batching._Ring(workers=1, depth=2, batch_size=3, window=5)
+    slot = batching._shared_tensor((3, 5))
+    ring._pin(slot)
+    ring._pin(slot)  # registered already: CUDA refuses
+    assert ring.pinned == [slot] and not ring.pinning and slot.is_pinned()
+    assert "not page-locked" in capsys.readouterr().err
+    assert float(torch.ones(4, device="cuda").sum()) == 4.0  # the refusal does not resurface
+    ring.close()
+    assert ring.pinned == [] and not slot.is_pinned()
+
+
 def test_ring_slot_wait_gives_up_when_the_main_process_is_gone(monkeypatch):
     ring = batching._Ring(workers=1, depth=2, batch_size=3, window=5)
+    monkeypatch.setattr(batching.os, "getppid", lambda: 100)
+    ring.start(0)  # the worker's parent is recorded as it starts, not at each wait
     a, b = ring.take((3, 5)), ring.take((2, 5))
     assert a.shape == (3, 5) and b.shape == (2, 5) and a.ctypes.data != b.ctypes.data
     with pytest.raises(ValueError, match="does not fit"):
         ring.take((4, 5))
     monkeypatch.setattr(batching, "SLOT_WAIT_S", 0.01)
-    parents = iter([100, 100, 1])  # the parent's pid, then init's: the parent has died
-    monkeypatch.setattr(batching.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(batching.os, "getppid", lambda: 1)  # re-parented: the parent has died
     with pytest.raises(SystemExit):
         ring.take((3, 5))  # both slots are out and nobody will hand one back
-    ring.release(batching._SlotRef(0, 0, 3))
     monkeypatch.setattr(batching.os, "getppid", lambda: 100)
+    ring.release(batching._SlotRef(0, 0, 3))
     c = ring.take((3, 5))
     assert c.ctypes.data == a.ctypes.data  # the slot handed back longest ago
+    ring.close()  # wakes a waiting worker, which must then not write
+    with pytest.raises(batching._Stopped):
+        ring.take((3, 5))
 
 
 SPAWNED = """
