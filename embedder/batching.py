@@ -12,8 +12,6 @@ lets the ingest mark a recording complete only after all its windows are written
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
@@ -24,10 +22,10 @@ import torch
 import torch.utils.data as tud
 
 from embedder import audio, flac
+from embedder.ring import Ring, shared_tensor
 
 PREFETCH_CHUNKS = 2  # chunks each worker may decode ahead of the model
 SHM_DIR = "/dev/shm"  # where torch puts tensors shared between processes (Linux)
-SLOT_WAIT_S = 5.0  # s; how often a worker waiting for a free slot checks that its parent lives
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ def iter_batches(
     asynchronous copy (needs CUDA). Without ``reuse_memory`` a thread of the main process copies each
     batch into page-locked memory while the model runs.
 
-    ``reuse_memory``: the workers pack into a fixed ring of shared-memory slots (:class:`_Ring`)
+    ``reuse_memory``: the workers pack into a fixed ring of shared-memory slots (:class:`Ring`)
     instead of a fresh block per batch, which saves the page faults of new memory and, with
     ``pin_memory``, the copy (each slot is page-locked in place, once). A batch's ``audio`` is then
     only valid until the next batch is requested: copy it to keep it.
@@ -177,9 +175,7 @@ def iter_batches(
     share = _use_shared_memory(workers, batch_size, spec)
     n_workers = min(workers, len(tasks))
     win = int(round(spec.sample_rate * spec.window_s))
-    ring = (
-        _Ring(n_workers, PREFETCH_CHUNKS + 1, batch_size, win) if share and reuse_memory else None
-    )
+    ring = Ring(n_workers, PREFETCH_CHUNKS + 1, batch_size, win) if share and reuse_memory else None
 
     job = _BatchJob(spec, batch_size, share, ring)
     loader = _in_workers(job, tasks, workers, pin_memory and share and ring is None)
@@ -199,159 +195,8 @@ def iter_batches(
         ring.close()
 
 
-@dataclass(frozen=True)
-class _SlotRef:
-    """Stands in for a batch's audio on its way from a worker: the ring slot holding it, its rows,
-    and, the first time the slot travels, the slot's shared tensor itself."""
-
-    worker: int
-    slot: int
-    rows: int
-    tensor: torch.Tensor | None = None
-
-
-class _Stopped(Exception):
-    """Raised in a worker waiting for a ring slot when the main process has stopped reading."""
-
-
-class _Ring:
-    """Shared-memory batch slots that the decode workers pack into, reused in turn.
-
-    Worker ``w`` owns ``depth`` slots and fills them round-robin; the semaphore ``free[w]`` counts
-    those the main process has handed back. The main process hands a slot back when the consumer
-    comes back for the next batch. The DataLoader delivers each worker's batches in the order they
-    were made, so slots come back in the order they were filled, and the slot a worker takes next is
-    always the one handed back longest ago. The consumer holds one batch at a time and ``depth`` > 1,
-    so a worker waiting for a slot never waits on a batch that the main process is waiting for.
-    When the consumer stops early, :meth:`close` wakes the waiting workers with ``stop`` set, and
-    they end without writing: the batch the consumer still holds stays intact.
-
-    A worker allocates each slot when it first needs it (so that 16 workers allocate in parallel,
-    and a small archive allocates little) and sends it to the main process once; each slot is its
-    own mapping, so the main process can page-lock it for CUDA on its own, in place.
-    """
-
-    def __init__(self, workers: int, depth: int, batch_size: int, window: int) -> None:
-        self.depth, self.batch_size, self.window = depth, batch_size, window
-        # the default start method, as the DataLoader's (read now: the user may have set it)
-        self.free = [multiprocessing.Semaphore(depth) for _ in range(workers)]
-        self.stop = multiprocessing.Event()
-        self.worker = 0  # which worker this copy of the ring is in (set in the worker)
-        self.parent = os.getppid()  # the process that hands slots back (set in the worker)
-        self.taken = 0  # slots this worker has taken so far
-        self.slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> (batch, window)
-        self.pinned: list[torch.Tensor] = []  # main process: slots page-locked in place
-        self.pinning = True  # main process: False once CUDA has refused one
-
-    def start(self, worker: int) -> None:
-        """In a worker, before its first batch: which worker it is, and whose child."""
-        self.worker, self.parent = worker, os.getppid()
-
-    def take(self, shape: tuple[int, int]) -> np.ndarray:
-        """In a worker: wait for this worker's next slot and return its first ``rows`` as an array."""
-        rows, window = shape
-        if rows > self.batch_size or window != self.window:
-            raise ValueError(f"batch {shape} does not fit a ring slot {self.batch_size, window}")
-        while not self.free[self.worker].acquire(timeout=SLOT_WAIT_S):
-            if os.getppid() != self.parent:  # the main process died: nobody will hand one back
-                raise SystemExit(1)
-        if self.stop.is_set():  # woken by close(): the consumer may still hold this slot
-            raise _Stopped
-        key = (self.worker, self.taken % self.depth)
-        self.taken += 1
-        if key not in self.slots:
-            self.slots[key] = _shared_tensor((self.batch_size, self.window))
-        return self.slots[key][:rows].numpy()
-
-    def fill(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        """In a worker: batches packed by :meth:`take`, their audio replaced by a :class:`_SlotRef`."""
-        sent = set()
-        try:
-            for batch in batches:
-                if len(batch):
-                    slot = (self.taken - 1) % self.depth
-                    tensor = self.slots[self.worker, slot]
-                    assert batch.audio.ctypes.data == tensor.data_ptr()
-                    first = slot not in sent
-                    sent.add(slot)
-                    batch.audio = _SlotRef(self.worker, slot, len(batch), tensor if first else None)
-                yield batch
-        except _Stopped:
-            return
-
-    def receive(self, batch: Batch, pin: bool) -> _SlotRef | None:
-        """In the main process: point ``batch.audio`` at its slot (page-locked first if ``pin``);
-        returns the slot to :meth:`release` once the consumer is done with the batch."""
-        ref = batch.audio
-        if not isinstance(ref, _SlotRef):
-            return None  # an empty batch (end-of-file markers only)
-        key = (ref.worker, ref.slot)
-        if ref.tensor is not None:  # the slot's first trip
-            self.slots[key] = ref.tensor
-            if pin:
-                self._pin(ref.tensor)
-        batch.audio = self.slots[key][: ref.rows].numpy()  # (B, window_samples)
-        return ref
-
-    def release(self, ref: _SlotRef | None) -> None:
-        """In the main process: hand a slot back to its worker for refilling."""
-        if ref is not None:
-            self.free[ref.worker].release()
-
-    def close(self) -> None:
-        """Unpin the slots, then wake the workers that wait for one, telling them to stop."""
-        if self.pinned:
-            torch.cuda.synchronize()  # no upload may still be reading a slot
-            for t in self.pinned:
-                torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
-            self.pinned = []
-        self.stop.set()
-        for free in self.free:
-            for _ in range(self.depth):
-                free.release()
-
-    def _pin(self, slot: torch.Tensor) -> None:
-        """Page-lock one slot in place (its pages exist by then: the worker has filled it)."""
-        if not self.pinning:
-            return
-        try:
-            cudart = torch.cuda.cudart()
-            nbytes = slot.numel() * slot.element_size()
-            flags = 1  # cudaHostRegisterPortable: page-locked for every device, not the current one
-            torch.cuda.check_error(cudart.cudaHostRegister(slot.data_ptr(), nbytes, flags))
-        except Exception as err:  # no CUDA here or the driver refused: uploads copy instead
-            print(
-                f"chorus: batches not page-locked in place ({err}): copying them", file=sys.stderr
-            )
-            self.pinning = False
-            _clear_cuda_error()
-            return
-        self.pinned.append(slot)
-
-
-def _clear_cuda_error() -> None:
-    """Reset the CUDA runtime's last error after a refused registration. Torch checks that error
-    after every kernel launch and would otherwise raise it at the next one, far from its cause;
-    the check reads and resets it, so one launch here, its error caught, leaves it clean."""
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return
-    try:
-        torch.zeros(1, device=torch.cuda.current_device()).add_(1)
-    except RuntimeError:
-        pass
-
-
 def _empty(shape: tuple[int, int]) -> np.ndarray:
     return np.empty(shape, np.float32)  # (B, win)
-
-
-def _shared_tensor(shape: tuple[int, int]):
-    """An uninitialised float32 tensor in shared memory, which crosses to the main process as is;
-    packing into it saves a copy of every window (and the page faults of a second buffer)."""
-    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # what share_memory_ uses
-    if new_shared is None:
-        return torch.empty(shape).share_memory_()
-    return torch.empty(0).set_(new_shared(4 * shape[0] * shape[1]), 0, shape)
 
 
 def _to_tensor(a: np.ndarray):
@@ -406,12 +251,12 @@ class _ChunkJob:
 @dataclass
 class _BatchJob:
     """A worker's part of :func:`iter_batches`: its files' windows packed into batches, in a
-    :class:`_Ring` slot, a fresh shared-memory block (``share``) or a plain array."""
+    :class:`Ring` slot, a fresh shared-memory block (``share``) or a plain array."""
 
     spec: WindowSpec
     batch_size: int
     share: bool
-    ring: _Ring | None = None
+    ring: Ring | None = None
 
     def __call__(self, mine: list[FileTask], worker: int) -> Iterator[Batch]:
         chunks = (item for task in mine for item in iter_file(task, self.spec))
@@ -422,7 +267,7 @@ class _BatchJob:
         packed: dict[int, torch.Tensor] = {}  # address -> shared tensor, of the batch being packed
 
         def alloc(shape: tuple[int, int]) -> np.ndarray:
-            t = _shared_tensor(shape)
+            t = shared_tensor(shape)
             packed[t.data_ptr()] = t
             return t.numpy()
 

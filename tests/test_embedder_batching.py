@@ -165,13 +165,6 @@ def test_shared_memory_free(tmp_path):
     assert batching.shared_memory_free(missing) == float("inf")
 
 
-def test_shared_batch_tensor_is_shared_and_writable():
-    t = batching._shared_tensor((3, 1000))
-    assert t.is_shared() and t.shape == (3, 1000) and t.dtype == torch.float32
-    t.numpy()[:] = np.arange(3000, dtype=np.float32).reshape(3, 1000)
-    assert float(t.sum()) == sum(range(3000))
-
-
 def _archive(tmp_path, write_audio, n_files=7, sr=8000):
     """Files of unequal length (so the workers' shares differ), plus one that is not audio."""
     rng = np.random.default_rng(1)
@@ -297,40 +290,6 @@ def test_reused_slots_are_page_locked_in_place_and_unlocked_after(tmp_path, writ
     for (_, _, a, _), b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not any(t.is_pinned() for t in kept)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_refused_page_lock_falls_back_and_leaves_cuda_usable(capsys):
-    ring = batching._Ring(workers=1, depth=2, batch_size=3, window=5)
-    slot = batching._shared_tensor((3, 5))
-    ring._pin(slot)
-    ring._pin(slot)  # registered already: CUDA refuses
-    assert ring.pinned == [slot] and not ring.pinning and slot.is_pinned()
-    assert "not page-locked" in capsys.readouterr().err
-    assert float(torch.ones(4, device="cuda").sum()) == 4.0  # the refusal does not resurface
-    ring.close()
-    assert ring.pinned == [] and not slot.is_pinned()
-
-
-def test_ring_slot_wait_gives_up_when_the_main_process_is_gone(monkeypatch):
-    ring = batching._Ring(workers=1, depth=2, batch_size=3, window=5)
-    monkeypatch.setattr(batching.os, "getppid", lambda: 100)
-    ring.start(0)  # the worker's parent is recorded as it starts, not at each wait
-    a, b = ring.take((3, 5)), ring.take((2, 5))
-    assert a.shape == (3, 5) and b.shape == (2, 5) and a.ctypes.data != b.ctypes.data
-    with pytest.raises(ValueError, match="does not fit"):
-        ring.take((4, 5))
-    monkeypatch.setattr(batching, "SLOT_WAIT_S", 0.01)
-    monkeypatch.setattr(batching.os, "getppid", lambda: 1)  # re-parented: the parent has died
-    with pytest.raises(SystemExit):
-        ring.take((3, 5))  # both slots are out and nobody will hand one back
-    monkeypatch.setattr(batching.os, "getppid", lambda: 100)
-    ring.release(batching._SlotRef(0, 0, 3))
-    c = ring.take((3, 5))
-    assert c.ctypes.data == a.ctypes.data  # the slot handed back longest ago
-    ring.close()  # wakes a waiting worker, which must then not write
-    with pytest.raises(batching._Stopped):
-        ring.take((3, 5))
 
 
 SPAWNED = """
