@@ -32,11 +32,15 @@ class FlacError(Exception):
 
 
 def _flags() -> tuple[str, ...]:
-    # BMI2 shifts and LZCNT made decoding 10-20 % faster in our A/B runs; only where the CPU
-    # has them, and the flags are part of the cache key, so a shared home directory stays safe.
-    if platform.machine().lower() in ("x86_64", "amd64") and {"bmi2", "abm"} <= cpu_flags():
-        return ("-mbmi2", "-mlzcnt")
-    return ()
+    # BMI2 shifts and LZCNT made decoding 10-20 % faster in our A/B runs, carry-less multiplies
+    # the frame CRC; only where the CPU has them, and the flags are part of the cache key, so a
+    # shared home directory stays safe.
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ()
+    flags = cpu_flags()
+    return (("-mbmi2", "-mlzcnt") if {"bmi2", "abm"} <= flags else ()) + (
+        ("-mpclmul", "-mssse3") if {"pclmulqdq", "ssse3"} <= flags else ()
+    )
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
