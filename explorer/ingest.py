@@ -208,7 +208,7 @@ def embed_archive(
     bar = _progress(expected, model, progress)
     # the loop is done with a batch before it asks for the next: the workers may reuse its memory;
     # closing() stops the workers at once if a batch fails, not when the traceback is freed
-    batches = iter_batches(tasks, spec, batch_size, workers, on_cuda, reuse_memory=True)
+    batches = iter_batches(tasks, spec, batch_size, workers, pin_memory=on_cuda, reuse_memory=True)
     try:
         with contextlib.closing(batches):
             for batch in batches:
