@@ -317,3 +317,63 @@ def test_frame_crc_matches_the_definition_at_every_length():
                 "ones": b"\xff" * n,
             }[pattern]
             assert lib.chorus_flac_crc16(data, n) == _crc16_bitwise(data), (n, pattern)
+
+
+def handmade_frame(number: int, samples: list[int], pad: int) -> bytes:
+    """One mono 16-bit frame (a FIXED order-0 subframe, Rice parameter 0) written bit by bit, with
+    ``pad`` in the bits that fill its last byte before the CRC-16 (the format says zeros)."""
+    bits = "".join(f"{b:08b}" for b in (0xFF, 0xF8, 0x60, 0x08, number, len(samples) - 1))
+    header = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    bits += f"{crc8(header):08b}" + "00010000" + "00" + "0000" + "0000"  # subframe, residual coding
+    for s in samples:  # zigzag, then unary (param 0: no remainder bits)
+        bits += "0" * (2 * s if s >= 0 else -2 * s - 1) + "1"
+    fill = -len(bits) % 8
+    assert fill and pad < 2**fill
+    bits += format(pad, f"0{fill}b")
+    frame = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return frame + _crc16_bitwise(frame).to_bytes(2, "big")
+
+
+def handmade_stream(frames: list[bytes], block: int, total: int) -> bytes:
+    info = (
+        block.to_bytes(2, "big") * 2  # min and max block size
+        + bytes(6)  # frame sizes unknown
+        + ((16000 << 44) | (0 << 41) | (15 << 36) | total).to_bytes(8, "big")  # rate, mono, 16-bit
+        + bytes(16)  # no MD5
+    )
+    return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info + b"".join(frames)
+
+
+@needs_decoder
+def test_nonzero_padding_before_the_frame_crc_is_damage(tmp_path, monkeypatch):
+    # a frame whose fill bits are not zero has a valid CRC, yet libFLAC treats it as a lost sync:
+    # the fast decoder must stop there too, so that audio reads it as libsndfile does
+    block = 16
+    parts = [[(5 * k + i) % 7 - 3 for k in range(block)] for i in range(3)]  # none byte-aligned
+    want = np.concatenate(parts)[:, None] / 32768
+    good = tmp_path / "good.flac"
+    good.write_bytes(
+        handmade_stream([handmade_frame(i, p, 0) for i, p in enumerate(parts)], block, 48)
+    )
+    np.testing.assert_array_equal(reference(good), want)  # the handmade stream is valid FLAC
+    np.testing.assert_array_equal(read_all(good, 10), want)
+
+    bad = tmp_path / "bad.flac"
+    frames = [handmade_frame(i, p, 1 if i == 1 else 0) for i, p in enumerate(parts)]
+    bad.write_bytes(handmade_stream(frames, block, 48))
+    with flac.FlacReader(bad) as reader:
+        np.testing.assert_array_equal(reader.read(100), want[:block])
+        with pytest.raises(flac.FlacError, match="lost frame sync at frame 1"):
+            reader.read(100)
+    try:
+        got = np.concatenate(list(audio.read_blocks(bad, 16000, block_s=0.5)), axis=1)
+    except audio.AudioError as err:
+        got = err
+    try:
+        expected = read_blocks_without_fast_decoder(monkeypatch, bad, 16000)
+    except audio.AudioError as err:
+        expected = err
+    if isinstance(expected, Exception):
+        assert str(got) == str(expected)
+    else:
+        np.testing.assert_array_equal(got, expected)
