@@ -121,8 +121,10 @@ def read_annotations(
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise AnnotationError(f"{name}: empty annotation table")
-    delimiter = "\t" if "\t" in lines[0] else ","
-    rows = list(csv.reader(lines, delimiter=delimiter))
+    if "\t" in lines[0]:  # Raven writes cells raw: a quote is part of the annotation
+        rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+    else:
+        rows = list(csv.reader(lines, delimiter=","))
     header = [h.strip() for h in rows[0]]
     cols = _find_columns(header, label_column, name)
     if "start_s" not in cols or "end_s" not in cols:
@@ -152,11 +154,14 @@ def _read_text(source, name: str | None) -> tuple[str, str]:
         except OSError as err:
             raise AnnotationError(f"{path}: cannot read: {err.strerror or err}") from err
         name = name or path.name
-        # utf-8-sig strips the BOM Raven and Excel like to write; latin-1 is the usual fallback.
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+        # utf-8-sig strips the BOM Raven and Excel like to write; Windows tools write cp1252
+        # (curly quotes, dashes), and latin-1 takes whatever bytes cp1252 leaves undefined.
+        for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
     else:
         text = source.read().lstrip("\ufeff")
         name = name or getattr(source, "name", "<table>")
@@ -265,28 +270,36 @@ def write_selection_table(df: pd.DataFrame, path: str | Path, extra: tuple[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     df = df.sort_values("start_s", kind="stable").reset_index(drop=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow([*_RAVEN_HEADER, *extra])
-        for i, row in enumerate(df.itertuples(index=False), start=1):
-            r = row._asdict()
+        fh.write(_raven_line([*_RAVEN_HEADER, *extra]))
+        for i, r in enumerate(df.to_dict("records"), start=1):  # any column name, spaces too
             start, end = float(r["start_s"]), float(r["end_s"])
-            writer.writerow(
-                [
-                    i,
-                    "Spectrogram 1",
-                    1,
-                    _fmt(start),
-                    _fmt(end),
-                    _fmt(r.get("low_hz", math.nan), empty="0"),
-                    _fmt(r.get("high_hz", math.nan)),
-                    r.get("file") or "",
-                    r.get("path") or "",
-                    _fmt(start),
-                    r["label"],
-                    *(_fmt(r[c]) if isinstance(r[c], float) else r[c] for c in extra),
-                ]
+            fh.write(
+                _raven_line(
+                    [
+                        i,
+                        "Spectrogram 1",
+                        1,
+                        _fmt(start),
+                        _fmt(end),
+                        _fmt(r.get("low_hz", math.nan), empty="0"),
+                        _fmt(r.get("high_hz", math.nan)),
+                        r.get("file") or "",
+                        r.get("path") or "",
+                        _fmt(start),
+                        r["label"],
+                        *(_fmt(r[c]) if isinstance(r[c], float) else r[c] for c in extra),
+                    ]
+                )
             )
     return path
+
+
+def _raven_line(cells: list) -> str:
+    # Raven neither quotes nor escapes: a tab or line break inside a cell would split it
+    return (
+        "\t".join(" ".join(str(c).split("\t")).replace("\r", " ").replace("\n", " ") for c in cells)
+        + "\n"
+    )
 
 
 def _fmt(x, empty: str = "") -> str:

@@ -114,3 +114,41 @@ def test_round_trip(tmp_path):
     assert back["label"].tolist() == want["label"].tolist()
     assert back["path"].tolist() == ["/data/a.wav"] * 3
     assert pd.read_csv(out, sep="\t")["score"].tolist() == [0.75, 0.5, 0.9]
+
+
+def test_raven_cells_are_raw_text_quotes_included():
+    # Raven writes cells unquoted: a leading quote must not swallow the rows after it
+    table = (
+        "Selection\tView\tBegin Time (s)\tEnd Time (s)\tAnnotation\n"
+        '1\tSpectrogram 1\t1.0\t2.0\t"unknown call\n'
+        "2\tSpectrogram 1\t3.0\t4.0\towl\n"
+        '3\tSpectrogram 1\t5.0\t6.0\t"chip" call\n'
+    )
+    assert read_annotations(io.StringIO(table))["label"].tolist() == [
+        '"unknown call',
+        "owl",
+        '"chip" call',
+    ]
+
+
+def test_written_labels_and_extra_columns_survive_a_round_trip(tmp_path):
+    df = pd.DataFrame(
+        {
+            "start_s": [1.0, 2.0, 3.0],
+            "end_s": [1.5, 2.5, 3.5],
+            "label": ['say "hi"', "tab\there", "line\r\nbreak"],
+            "Common Name": ["a", "b", "c"],
+        }
+    )
+    out = write_selection_table(df, tmp_path / "t.txt", extra=("Common Name",))
+    assert '"""' not in out.read_text()  # no CSV quoting, which Raven would show as is
+    back = read_annotations(out)
+    assert back["label"].tolist() == ['say "hi"', "tab here", "line  break"]
+    assert pd.read_csv(out, sep="\t")["Common Name"].tolist() == ["a", "b", "c"]
+
+
+def test_windows_encoded_table_keeps_its_punctuation(tmp_path):
+    path = tmp_path / "sel.txt"
+    text = "Begin Time (s)\tEnd Time (s)\tAnnotation\n1\t2\tBewick\u2019s wren \u2013 song\n"
+    path.write_bytes(text.encode("cp1252"))
+    assert read_annotations(path)["label"].tolist() == ["Bewick\u2019s wren \u2013 song"]
