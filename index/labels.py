@@ -4,7 +4,9 @@ Labels are stored as intervals (``labels`` table), never as window ids, so they 
 re-embedding with another model or hop. ``window_labels`` maps them onto one model's windows: a
 window carries a label when their overlap covers at least ``min_overlap`` of the window, or of the
 label when the label is shorter than the window (a 1-s call inside a 5-s window labels it).
-When a window overlaps several labels of one name, positive beats unsure beats negative.
+When a window overlaps several labels of one name, positive beats unsure beats negative, and among
+labels of one kind the latest is reported. A label on exactly the interval of an earlier one of the
+same name replaces it: that is how a correction (a mis-click in the explorer) is written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from index.raven import KINDS, read_annotations
 LABELS_TABLE = "labels"
 MIN_OVERLAP = 0.5  # fraction of the window (or of a shorter label) that must be covered
 _KIND_RANK = {"negative": 0, "unsure": 1, "positive": 2}  # who wins when labels disagree
+_KIND_RANK_SPAN = 2**40  # more labels than any recording will carry
 
 LABELS_SCHEMA = pa.schema(
     [
@@ -81,7 +84,7 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     if missing:
         raise KeyError(f"no recording with id {missing[0]}")
     names = df["label"].astype(str).str.strip()
-    if (names == "").any():
+    if df["label"].isna().any() or (names == "").any():
         raise ValueError("label names must not be empty")
     table = labels_table(db)
     ids = _next_label_id(table) + np.arange(n, dtype=np.int64)
@@ -151,8 +154,8 @@ def list_labels(
 ) -> pd.DataFrame:
     """Labels (optionally filtered), sorted by label_id, with the recording's path and abs_path."""
     clauses = []
-    if label is not None:
-        clauses.append(f"label = {_sql_str(label)}")
+    if label is not None:  # names are stored stripped
+        clauses.append(f"label = {_sql_str(label.strip())}")
     if kind is not None:
         clauses.append(f"kind = {_sql_str(kind)}")
     if recording_id is not None:
@@ -273,6 +276,9 @@ def assign_windows(
     """
     if not 0 < min_overlap <= 1:
         raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    # a later label on the very same interval (and name) corrects an earlier one
+    same = [c for c in ("recording_id", "start_s", "end_s", "label") if c in labels]
+    labels = labels.sort_values("label_id").drop_duplicates(same, keep="last")
     out = []
     for rid, labs in labels.groupby("recording_id"):
         win = windows[windows["recording_id"] == rid]
@@ -283,7 +289,9 @@ def assign_windows(
         overlap = np.minimum(we, le) - np.maximum(ws, ls)  # (W, L) seconds
         need = min_overlap * np.minimum(we - ws, le - ls)
         covers = (overlap > 0) & (overlap >= need - 1e-9)
-        rank = np.where(covers, labs["kind"].map(_KIND_RANK).to_numpy()[None], -1)  # (W, L)
+        # kind first, then recency (labs is in label_id order): positions break the ties
+        order = _KIND_RANK_SPAN * labs["kind"].map(_KIND_RANK).to_numpy() + np.arange(len(labs))
+        rank = np.where(covers, order[None], -1)  # (W, L)
         best = rank.argmax(1)
         hit = rank.max(1) >= 0
         if not hit.any():

@@ -503,8 +503,14 @@ def training_set(
             "n_unsure": int(unsure.sum()),
             "label_ids": sorted(int(x) for x in wl["label_id"].unique()),
         }
-    if n_weak == 0 and not (Y == 0).any():
-        raise ValueError("no negatives: label some negative windows or allow weak negatives")
+    lacking = [
+        lab for lab, ok in zip(labels, ((Y == 0) & (W > 0)).any(axis=0), strict=True) if not ok
+    ]
+    if lacking:  # unsure rows and zero-weight weak rows teach nothing
+        raise ValueError(
+            f"no negatives for {', '.join(lacking)}: label some negative windows "
+            "or allow weak negatives"
+        )
     offsets = snap.offsets(ids)
     summary.update(
         weak_weight=float(weak_weight),
@@ -559,7 +565,7 @@ def train_probe(
     else at the best F1. Cross-validation needs labelled windows in two recordings or more;
     with fewer the probe is still fitted and stored, and its metrics say why they are missing.
     """
-    labels = [labels] if isinstance(labels, str) else list(labels)
+    labels = [str(x).strip() for x in ([labels] if isinstance(labels, str) else labels)]
     ts = training_set(db, model, labels, weak_weight, n_weak, min_overlap, seed)
     params = {"C": C, "class_weight": "balanced", "precision": precision, "n_splits": n_splits}
     try:

@@ -333,7 +333,7 @@ def test_classify_page_trains_probe_reports_metrics_and_exports(app, fixture_db)
     at.switch_page("pages/map.py").run()
     at.radio(key="map_colour").set_value("score").run()
     assert not at.exception
-    assert not any("No probe yet" in c.value for c in at.caption)
+    assert not any("No probe for" in c.value for c in at.caption)
     at.radio(key="map_colour").set_value("label").run()
     import json
 

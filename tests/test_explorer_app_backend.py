@@ -113,3 +113,41 @@ def test_explore_without_a_database_is_a_usage_error(tmp_path, capsys):
 
     assert main(["explore", "--db", str(tmp_path / "none.chorus")]) == 2
     assert "no Chorus database" in capsys.readouterr().err
+
+
+def test_a_probe_is_only_applied_to_its_own_models_windows(tmp_path):
+    from agile_synth import MODEL, make_synth_db
+
+    from index.labels import add_label
+
+    synth = make_synth_db(tmp_path, n_recordings=4, windows_per_recording=20)
+    for t in synth.truth.query("call_type == 'owl'").itertuples():
+        add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    probe_id = backend.train_probe(synth.db, MODEL, "owl", weak_weight=0.05, precision=0.9)
+    ids, vecs = synth.db.vectors(MODEL, synth.windows["window_id"].to_numpy())
+    assert (ids == synth.windows["window_id"].to_numpy()).all()
+    other = synth.windows[["recording_id", "start_s", "end_s"]].assign(vector=list(vecs))
+    synth.db.add_embeddings("other", other)
+
+    scores = backend.archive_scores(synth.db, MODEL, probe_id)
+    assert len(scores) == len(synth.windows) and scores["score"].between(0, 1).all()
+    with pytest.raises(
+        ValueError, match=f"probe {probe_id} was trained on 'synth', not on 'other'"
+    ):
+        backend.archive_scores(synth.db, "other", probe_id)
+    with pytest.raises(ValueError, match="trained on 'synth'"):
+        backend.review_queue(synth.db, "other", probe_id, "top", 5)
+    with pytest.raises(ValueError, match="trained on 'synth'"):
+        backend.probe_scores(synth.db, "other", probe_id, vecs)
+
+
+def test_map_labels_show_the_most_recent_name(tmp_path):
+    from agile_synth import MODEL, make_synth_db
+
+    synth = make_synth_db(tmp_path, n_recordings=1, windows_per_recording=4)
+    rows = backend.windows_by_id(synth.db, MODEL, synth.windows["window_id"].tolist())
+    backend.add_labels(synth.db, rows.iloc[[0]], "owl", "positive", "user:me")
+    backend.add_labels(synth.db, rows.iloc[[1]], "wren", "positive", "user:me")
+    backend.add_labels(synth.db, rows.iloc[[1]], "owl", "positive", "user:me")  # later: shown
+    got = backend.window_labels(synth.db, MODEL, rows)
+    assert got["label"].tolist() == ["owl", "owl", None, None]

@@ -143,3 +143,16 @@ def test_review_queues_exclude_labelled_windows(trained):
     assert np.abs(unc["score"] - rec.thresholds[0]).is_monotonic_increasing
     with pytest.raises(ValueError, match="unknown review strategy"):
         review_queue(synth.db, rec.probe_id, "random")
+
+
+def test_unsure_labels_are_not_negatives(tmp_path):
+    synth = make_synth_db(tmp_path, n_recordings=4, windows_per_recording=20)
+    for t in synth.truth.query("call_type == 'owl'").itertuples():
+        add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    w = synth.windows.query("call_type == ''").iloc[0]
+    add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl", kind="unsure")
+    with pytest.raises(ValueError, match="no negatives for owl"):
+        train_probe(synth.db, MODEL, "owl", weak_weight=0.0, store=False)
+    add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl", kind="negative")
+    rec = train_probe(synth.db, MODEL, " owl ", weak_weight=0.0, store=False)
+    assert rec.labels == ["owl"] and rec.training["owl"]["n_negative"] == 1

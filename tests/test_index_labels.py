@@ -139,3 +139,39 @@ def test_window_labels_on_the_database(synth):
     want = synth.windows.query("recording_id == 0 and call_type == 'owl'")["window_id"]
     assert owl["window_id"].tolist() == want.tolist()
     assert (owl["target"] == 1.0).all()
+
+
+def test_a_label_on_the_same_interval_corrects_the_earlier_one(synth):
+    # a mis-click in the explorer is fixed by labelling the window again; different extents keep
+    # the rule that positive beats unsure beats negative
+    w = synth.windows.iloc[3]
+    add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl")
+    fix = add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl", kind="negative")
+    got = window_labels(synth.db, MODEL, "owl")
+    assert got[["window_id", "kind", "label_id"]].values.tolist() == [
+        [w.window_id, "negative", fix]
+    ]
+    add_label(synth.db, int(w.recording_id), w.start_s - 1, w.end_s, "owl")  # a wider positive
+    assert window_labels(synth.db, MODEL, "owl")["kind"].tolist() == ["positive"]
+
+
+def test_ties_in_kind_report_the_latest_label():
+    windows = pd.DataFrame({"window_id": [0], "recording_id": 1, "start_s": [0.0], "end_s": [5.0]})
+    labels = pd.DataFrame(
+        {
+            "label_id": [4, 2, 9],
+            "recording_id": 1,
+            "start_s": [0.0, 1.0, 2.0],
+            "end_s": [5.0, 4.0, 3.0],
+            "kind": ["positive", "positive", "negative"],
+        }
+    )
+    assert assign_windows(windows, labels)["label_id"].tolist() == [4]
+
+
+def test_label_names_are_stripped_for_queries_too(synth):
+    add_label(synth.db, 0, 0.0, 5.0, "  owl ")
+    assert list_labels(synth.db, label="owl ")["label"].tolist() == ["owl"]
+    assert len(window_labels(synth.db, MODEL, " owl")) == 1
+    with pytest.raises(ValueError, match="must not be empty"):
+        add_label(synth.db, 0, 0.0, 5.0, None)

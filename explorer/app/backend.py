@@ -224,10 +224,12 @@ def window_labels(db, model: str, windows: pd.DataFrame) -> pd.DataFrame:
     labs = list_labels(db, kind="positive")
     if labs.empty:
         return out
-    for name, group in labs.sort_values("label_id").groupby("label", sort=False):
-        hit = assign_windows(windows, group)
-        out.loc[out["window_id"].isin(hit["window_id"]), "label"] = name
-    return out
+    hits = [
+        assign_windows(windows, group).assign(label=name) for name, group in labs.groupby("label")
+    ]
+    latest = pd.concat(hits).sort_values("label_id").drop_duplicates("window_id", keep="last")
+    names = out["window_id"].map(latest.set_index("window_id")["label"])
+    return out.assign(label=names.astype(object).where(names.notna(), None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,20 +258,27 @@ def probe_info(db, probe_id: int) -> dict:
     }
 
 
-def probe_scores(db, probe_id: int, vectors: np.ndarray) -> np.ndarray:
-    """Probability of the probe's (first) label for vectors ``(n, dim)`` -> ``(n,)``."""
+def _probe_of(db, probe_id: int, model: str):
+    """The stored probe, refused when it was trained on another model's windows."""
     from index.probe import load_probe
 
-    scores = load_probe(db, probe_id).probe.positive_scores(vectors)
+    rec = load_probe(db, probe_id)
+    if rec.model != model:
+        raise ValueError(f"probe {probe_id} was trained on {rec.model!r}, not on {model!r}")
+    return rec
+
+
+def probe_scores(db, model: str, probe_id: int, vectors: np.ndarray) -> np.ndarray:
+    """Probability of the probe's (first) label for ``model``'s vectors ``(n, dim)`` -> ``(n,)``."""
+    scores = _probe_of(db, probe_id, model).probe.positive_scores(vectors)
     return np.asarray(scores).reshape(len(vectors), -1)[:, 0]
 
 
 def archive_scores(db, model: str, probe_id: int) -> pd.DataFrame:
     """window_id and score of every window of ``model`` (one chunked matrix product)."""
     from index.classify import score_windows
-    from index.probe import load_probe
 
-    rec = load_probe(db, probe_id)
+    rec = _probe_of(db, probe_id, model)
     meta, scores = score_windows(db, model, rec.probe.coef_, rec.probe.intercept_)
     return meta[["window_id"]].assign(score=scores[:, 0])
 
@@ -278,6 +287,7 @@ def review_queue(db, model: str, probe_id: int, strategy: str, n: int) -> pd.Dat
     """Windows to review next (not yet labelled with the probe's label), as card rows."""
     from index.classify import review_queue as queue
 
+    _probe_of(db, probe_id, model)
     q = queue(db, probe_id, strategy=strategy, n=n)
     rows = windows_by_id(db, model, q["window_id"].tolist())
     return rows.merge(q[["window_id", "score"]], on="window_id", how="left")

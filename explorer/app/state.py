@@ -211,7 +211,7 @@ def _overlay_key(colour: str):
     if colour == "cluster":
         return ("clusters", st.session_state.get("cluster_params"))
     if colour == "score":
-        return ("probe", st.session_state.get("probe_id"))
+        return ("probe", current_probe(model()))
     return None
 
 
@@ -237,9 +237,9 @@ def _map_figure(path, model, version, method, n, colour, overlay_key):
         probe_id = overlay_key[1]
         if probe_id is not None:
             _, vecs = db_.vectors(model, points["window_id"].to_numpy())
-            points = points.assign(score=backend.probe_scores(db_, probe_id, vecs))
+            points = points.assign(score=backend.probe_scores(db_, model, probe_id, vecs))
         else:
-            note, colour = "No probe yet: train one on the Classify page.", None
+            note, colour = f"No probe for {model} yet: train one on the Classify page.", None
     fig = plots.scatter_map(points, color=colour)
     return fig, note, len(points)
 
@@ -274,6 +274,14 @@ def _probe_info(path: str, probe_id: int) -> dict:
 
 def probe_info(probe_id: int) -> dict:
     return _probe_info(db_path(), int(probe_id))
+
+
+def current_probe(model: str | None) -> int | None:
+    """The session's probe if it was trained on ``model``: another model's windows do not fit it."""
+    probe_id = st.session_state.get("probe_id")
+    if probe_id is None or model is None or probe_info(probe_id)["model"] != model:
+        return None
+    return int(probe_id)
 
 
 @st.cache_data(show_spinner="Scoring the archive…", max_entries=8)

@@ -34,9 +34,9 @@ with st.form("train_form"):
         except ValueError as err:
             st.error(f"Cannot train a probe for '{label}': {err}")
 
-probe_id = st.session_state.get("probe_id")
+probe_id = state.current_probe(model)
 if probe_id is None:
-    st.info("Train a probe to see its cross-validated metrics.")
+    st.info(f"Train a probe on {model} to see its cross-validated metrics.")
     st.stop()
 
 info = state.probe_info(probe_id)
