@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy.optimize import minimize
+from scipy.sparse import issparse
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 DEFAULT_C = 1.0  # inverse L2 strength on standardised features, as in scikit-learn
@@ -47,8 +52,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         "balanced" reweights each label so its positives and negatives carry equal total weight
         (sample weights included, so a few weak negatives do not swamp the positives).
     standardize : bool
-        Fit on features scaled to zero mean / unit variance (embeddings have tiny per-dimension
-        variance, so this makes ``C`` meaningful and L-BFGS converge in few iterations).
+        Fit on features scaled to zero mean / unit variance, weighted by the sample weights
+        (embeddings have tiny per-dimension variance, so this makes ``C`` meaningful and L-BFGS
+        converge in few iterations; a row of weight 0 changes nothing).
     max_iter, tol : int, float
         L-BFGS stopping rules.
     """
@@ -71,14 +77,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
         """Fit on X (n, d) and y: (n,) class labels (binary or multi-class, one-vs-rest) or a
         (n, L) 0/1 indicator matrix (multi-label); sample_weight (n,) or (n, L)."""
-        X = _as_matrix(X)
+        X = _fit_matrix(X, y)
         T = self._targets(np.asarray(y))  # (n, L) in {0, 1}
         n, d = X.shape
         if T.shape[0] != n:
             raise ValueError(f"X has {n} rows but y has {T.shape[0]}")
         W = _sample_weights(sample_weight, T.shape)
+        # weighted moments: a row of weight 0 (an unsure label) must not move the fit at all
+        mu, sd = _moments(X, W.mean(1)) if self.standardize else (np.zeros(d), np.ones(d))
         W = W * self._class_weights(T, W)
-        mu, sd = _moments(X) if self.standardize else (np.zeros(d), np.ones(d))
         # Matrix-vector products are memory-bound: extra BLAS threads only add wake-up latency
         # (10x slower on a busy 2-core machine), so L-BFGS runs with one.
         with threadpool_limits(limits=1, user_api="blas"):
@@ -92,6 +99,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
+        if y.ndim == 2 and y.shape[1] == 1:
+            msg = "A column-vector y was passed when a 1d array was expected: read as (n,) labels"
+            warnings.warn(msg, DataConversionWarning, stacklevel=3)
+            y = y[:, 0]  # a column of class labels, not a one-label indicator matrix
+        kind = type_of_target(y)
+        if kind.startswith("continuous"):
+            raise ValueError(f"y must hold class labels, got {kind} values")
         if y.ndim == 2:
             self._mode = "multilabel"
             self.classes_ = np.arange(y.shape[1])
@@ -100,7 +114,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return y.astype(np.float64)
         classes = np.unique(y)
         if len(classes) < 2:
-            raise ValueError(f"need at least two classes to fit a probe, got {classes.tolist()}")
+            raise ValueError(
+                f"need at least two classes to fit a probe, got 1 class: {classes.tolist()}"
+            )
         self.classes_ = classes
         if len(classes) == 2:
             self._mode = "binary"
@@ -122,12 +138,22 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if isinstance(cw, dict) and self._mode == "binary":
             c0, c1 = self.classes_
             return T * cw.get(c1, 1.0) + (1 - T) * cw.get(c0, 1.0)
-        raise ValueError(f"class_weight must be None, 'balanced' or a dict (binary), got {cw!r}")
+        if isinstance(cw, dict) and self._mode == "multiclass":  # each row weighs by its class
+            per_class = np.array([cw.get(c, 1.0) for c in self.classes_], dtype=np.float64)
+            return (T @ per_class)[:, None]  # (n, 1)
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict of classes, got {cw!r}")
 
     # -- prediction ----------------------------------------------------------------------------
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits: (n,) for binary problems, (n, L) otherwise."""
-        z = _as_matrix(X) @ self.coef_.T.astype(np.float64) + self.intercept_  # (n, L)
+        check_is_fitted(self, "coef_")
+        X = _as_matrix(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but LinearProbe is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        z = X @ self.coef_.T.astype(np.float64) + self.intercept_  # (n, L)
         return z[:, 0] if self._mode == "binary" else z
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -168,11 +194,18 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return probe
 
 
-def _as_matrix(X) -> np.ndarray:
+def _as_matrix(X, chunk: int = 65536) -> np.ndarray:
+    if issparse(X):
+        raise TypeError("sparse X is not supported: embeddings are dense, pass a NumPy array")
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n, dim), got shape {X.shape}")
-    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float32)
+        raise ValueError(f"X must be 2-D (n, dim), got shape {X.shape}: Reshape your data")
+    X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float32)
+    for i in range(0, len(X), chunk):  # in chunks: no mask as large as an archive's vectors
+        bad = ~np.isfinite(X[i : i + chunk]).all(1)
+        if bad.any():
+            raise ValueError(f"X row {i + int(np.argmax(bad))} holds NaN or infinity")
+    return X
 
 
 def _sample_weights(sample_weight, shape: tuple[int, int]) -> np.ndarray:
@@ -181,22 +214,38 @@ def _sample_weights(sample_weight, shape: tuple[int, int]) -> np.ndarray:
     sw = np.asarray(sample_weight, dtype=np.float64)
     if sw.ndim == 1:
         sw = np.repeat(sw[:, None], shape[1], axis=1)  # (n, L)
-    if sw.shape != shape or (sw < 0).any():
+    if sw.shape != shape or not (sw >= 0).all() or not np.isfinite(sw).all():
         raise ValueError(f"sample_weight must be non-negative, shape ({shape[0]},) or {shape}")
+    if not (sw.sum(0) > 0).all():
+        raise ValueError("the sample weights of a label sum to zero: nothing to fit")
     return sw
 
 
-def _moments(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std in float64, in chunks so a float32 X is never copied whole."""
-    n = X.shape[0]
+def _fit_matrix(X, y) -> np.ndarray:
+    """X (n, d) for fitting, with scikit-learn's messages for what cannot be fitted."""
+    if y is None:
+        raise ValueError("LinearProbe requires y to be passed, but the target y is None")
+    X = _as_matrix(X)
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        what = "sample" if X.shape[0] == 0 else "feature"
+        raise ValueError(
+            f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    return X
+
+
+def _moments(X: np.ndarray, w: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std weighted by ``w`` (n,), in float64, in chunks so a float32 X is never
+    copied whole."""
     s = np.zeros(X.shape[1])
     ss = np.zeros(X.shape[1])
-    for i in range(0, n, chunk):
+    for i in range(0, X.shape[0], chunk):
         block = X[i : i + chunk].astype(np.float64)
-        s += block.sum(0)
-        ss += (block * block).sum(0)
-    mu = s / n
-    sd = np.sqrt(np.maximum(ss / n - mu * mu, 0.0))
+        wb = w[i : i + chunk, None]
+        s += (wb * block).sum(0)
+        ss += (wb * block * block).sum(0)
+    mu = s / w.sum()
+    sd = np.sqrt(np.maximum(ss / w.sum() - mu * mu, 0.0))
     return mu, np.where(sd < MIN_STD, 1.0, sd)
 
 

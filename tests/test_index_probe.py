@@ -41,7 +41,7 @@ def test_matches_sklearn_on_standardised_features_with_string_classes():
     X, y, sw = _data(seed=1)
     names = np.array(["noise", "owl"])[y]
     ours = LinearProbe(C=0.1, max_iter=2000, tol=1e-10).fit(X, names, sample_weight=sw)
-    Xs = StandardScaler().fit_transform(X)
+    Xs = StandardScaler().fit(X, sample_weight=sw).transform(X)  # weighted, as ours
     ref = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(Xs, names, sample_weight=sw)
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(Xs), atol=1e-5)
     np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(Xs), atol=1e-4)
@@ -74,8 +74,9 @@ def test_multilabel_one_vs_rest_equals_separate_binary_fits():
 def test_balanced_class_weight_counts_sample_weights():
     X, y, _ = _data(seed=5)
     sw = np.where(y == 0, 0.05, 1.0)  # many weak negatives
-    probe = LinearProbe(class_weight="balanced", max_iter=1000, tol=1e-9)
-    equal = LinearProbe(max_iter=1000, tol=1e-9).fit(
+    # unstandardised: the moments see sample weights only, as a scaler in a pipeline would
+    probe = LinearProbe(class_weight="balanced", standardize=False, max_iter=1000, tol=1e-9)
+    equal = LinearProbe(standardize=False, max_iter=1000, tol=1e-9).fit(
         X,
         y,
         sample_weight=sw
@@ -156,3 +157,41 @@ def test_fit_and_evaluate_metrics_on_separable_groups():
     assert m["average_precision"] > 0.9 and m["roc_auc"] > 0.95
     assert m["precision"] >= 0.85 and m["eval_rows"] == "labelled"
     assert fit.probe.coef_.shape == (1, 32)
+
+
+def test_passes_scikit_learns_estimator_checks():
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(LinearProbe(), on_fail=None)
+    failed = [
+        (r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"
+    ]
+    assert not failed
+
+
+def test_rows_of_weight_zero_do_not_move_the_fit():
+    # unsure labels enter training with weight 0: they must not shift even the standardisation
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 5))
+    y = (X[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(int)
+    junk = rng.normal(loc=5.0, scale=4.0, size=(20, 5))
+    base = LinearProbe().fit(X, y)
+    padded = LinearProbe().fit(
+        np.vstack([X, junk]), np.r_[y, np.ones(20, int)], np.r_[np.ones(60), np.zeros(20)]
+    )
+    np.testing.assert_allclose(padded.coef_, base.coef_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(padded.intercept_, base.intercept_, rtol=1e-6, atol=1e-8)
+
+
+def test_non_finite_input_is_refused():
+    X = np.ones((6, 3))
+    X[4, 1] = np.nan
+    with pytest.raises(ValueError, match="X row 4 holds NaN or infinity"):
+        LinearProbe().fit(X, [0, 1, 0, 1, 0, 1])
+    fitted = LinearProbe().fit(np.eye(4), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="expecting 4 features"):
+        fitted.predict(np.ones((2, 3)))
