@@ -181,7 +181,11 @@ def _hdbscan(
         else np.arange(n)
     )
     mcs = min_cluster_size or max(5, len(fit_rows) // 200)
-    fit_labels = HDBSCAN(min_cluster_size=mcs, copy=True).fit_predict(Z[fit_rows]).astype(np.int64)
+    if mcs > len(fit_rows):  # no cluster can be that large: every window is noise
+        fit_labels = np.full(len(fit_rows), NOISE, dtype=np.int64)
+    else:
+        fit = HDBSCAN(min_cluster_size=max(mcs, 2), copy=True).fit_predict(Z[fit_rows])
+        fit_labels = fit.astype(np.int64)
     labels = np.full(n, NOISE, dtype=np.int64)
     labels[fit_rows] = fit_labels
     rest = np.setdiff1d(np.arange(n), fit_rows)

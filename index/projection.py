@@ -190,6 +190,8 @@ def _umap_layout(
         n_epochs=n_epochs,
         random_state=seed,
         n_jobs=1 if seed is not None else -1,
+        # spectral init needs more points than eigenvectors (n_components + 1)
+        init="spectral" if len(Z) > 4 else "random",
         # No search index: placement of further windows is ours (place_knn), not umap.transform.
         precomputed_knn=(nn.astype(np.int32), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)),
     )

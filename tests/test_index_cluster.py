@@ -73,3 +73,10 @@ def test_cluster_counts_by_site_and_hour():
     by_site = cluster_counts(a, "site")
     assert by_site.loc[1, "A"] == 2 and by_site.loc[1, "(none)"] == 1 and by_site.loc[0, "B"] == 1
     assert cluster_counts(a, "hour").loc[1, 6.0] == 2
+
+
+def test_hdbscan_on_fewer_windows_than_a_cluster_needs_is_all_noise():
+    X, _ = _planted(k=2, n=20)
+    res = cluster_vectors(X[:3], "hdbscan")  # default smallest cluster: 5 windows
+    assert res.labels.tolist() == [NOISE] * 3 and len(res.centers) == 0
+    assert (cluster_vectors(X[:4], "hdbscan", min_cluster_size=1).labels >= NOISE).all()

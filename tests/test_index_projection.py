@@ -132,3 +132,9 @@ def test_umap_projection_separates_planted_calls_and_places_new_windows():
     centre_xy = np.stack([xy[truth == k].mean(0) for k in range(3)])
     new = proj.transform(centres[:1].astype(np.float32) + 0.1)
     assert np.linalg.norm(centre_xy - new, axis=1).argmin() == 0
+
+
+def test_umap_map_of_the_smallest_archive(tmp_path):
+    synth = make_synth_db(tmp_path, n_recordings=1, windows_per_recording=3)
+    points, _ = project(synth.db, MODEL, method="umap")
+    assert len(points) == 3 and np.isfinite(points[["x", "y"]].to_numpy()).all()
