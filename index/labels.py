@@ -79,10 +79,18 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     if (end <= start).any():
         i = int(np.flatnonzero(end <= start)[0])
         raise ValueError(f"label end {end[i]} is not after start {start[i]}")
-    known = set(db.recordings()["recording_id"].tolist())
-    missing = sorted(set(df["recording_id"].astype(int)) - known)
+    recs = db.recordings()
+    missing = sorted(set(df["recording_id"].astype(int)) - set(recs["recording_id"].tolist()))
     if missing:
         raise KeyError(f"no recording with id {missing[0]}")
+    duration = df["recording_id"].astype(int).map(recs.set_index("recording_id")["duration_s"])
+    late = np.flatnonzero(start >= duration.to_numpy(dtype=float, na_value=np.inf))
+    if len(late):  # such a label can never cover a window: most likely the wrong file
+        i = int(late[0])
+        raise ValueError(
+            f"label at {start[i]:g}-{end[i]:g} s starts after the end of recording "
+            f"{int(df['recording_id'].iloc[i])} ({float(duration.iloc[i]):g} s)"
+        )
     names = df["label"].astype(str).str.strip()
     if df["label"].isna().any() or (names == "").any():
         raise ValueError("label names must not be empty")
@@ -236,7 +244,8 @@ def import_annotations(
             )
         try:
             rid = _resolve_cached(db, ref, row.file, recs)
-        except KeyError as err:
+            _check_within(row.start_s, row.end_s, rid, recs)
+        except (KeyError, ValueError) as err:
             raise ValueError(f"{Path(path).name}: line {row.line}: {err.args[0]}") from None
         ids.append(rid)
     table = table.assign(recording_id=ids)
@@ -245,6 +254,13 @@ def import_annotations(
     return add_labels(
         db, table.drop(columns=["file", "path", "line"]), source=f"import:{Path(path).name}"
     )
+
+
+def _check_within(start_s: float, end_s: float, rid: int, recs: pd.DataFrame) -> None:
+    duration = recs.loc[recs["recording_id"] == rid, "duration_s"].iloc[0]
+    if pd.notna(duration) and start_s >= duration:
+        path = recs.loc[recs["recording_id"] == rid, "path"].iloc[0]
+        raise ValueError(f"{start_s:g}-{end_s:g} s starts after the end of {path} ({duration:g} s)")
 
 
 def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:

@@ -175,3 +175,18 @@ def test_label_names_are_stripped_for_queries_too(synth):
     assert len(window_labels(synth.db, MODEL, " owl")) == 1
     with pytest.raises(ValueError, match="must not be empty"):
         add_label(synth.db, 0, 0.0, 5.0, None)
+
+
+def test_labels_past_the_end_of_the_recording_are_refused(synth, tmp_path):
+    # recordings of the synth archive last 60 s: a label at 99 s points at the wrong file
+    with pytest.raises(ValueError, match="99-100 s starts after the end of recording 0 \\(60 s\\)"):
+        add_label(synth.db, 0, 99.0, 100.0, "owl")
+    add_label(synth.db, 0, 58.0, 61.0, "owl")  # overrunning the end a little is fine
+    table = tmp_path / "t.txt"
+    table.write_text(
+        "Begin Time (s)\tEnd Time (s)\tBegin File\tAnnotation\n1\t2\trec01.wav\towl\n"
+        "90\t95\trec01.wav\towl\n"
+    )
+    with pytest.raises(ValueError, match="t.txt: line 3: 90-95 s starts after the end of .*rec01"):
+        import_annotations(synth.db, table)
+    assert len(list_labels(synth.db)) == 1
