@@ -13,11 +13,12 @@ Crash safety (one writer, any number of readers):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lancedb
@@ -62,6 +63,22 @@ def _atomic_write_json(path: Path, data: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``path`` across processes (POSIX; elsewhere a no-op)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one writer per database is the documented rule there
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def connect(path: str | os.PathLike, create: bool = True) -> Database:
@@ -132,10 +149,12 @@ class Database:
             return json.load(f)
 
     def _update_meta(self, change: Callable[[dict], None]) -> dict:
-        meta = self.meta
-        change(meta)
-        meta["updated"] = _now()
-        _atomic_write_json(self.path / META_FILE, meta)
+        # locked read-modify-write: two writers must never hand out the same ids
+        with _locked(self.path / (META_FILE + ".lock")):
+            meta = self.meta
+            change(meta)
+            meta["updated"] = _now()
+            _atomic_write_json(self.path / META_FILE, meta)
         return meta
 
     @property
@@ -300,8 +319,7 @@ class Database:
             (r, p): int(i)
             for r, p, i in zip(df["audio_root"], df["path"], df["recording_id"], strict=True)
         }
-        next_id = int(df["recording_id"].max()) + 1 if len(df) else 0
-        merged, ids, seen = [], [], {}
+        merged, ids, seen, n_new = [], [], {}, 0
         for rec in records:
             if "audio_root" not in rec or "path" not in rec:
                 raise ValueError("each recording needs 'audio_root' and 'path'")
@@ -318,8 +336,8 @@ class Database:
                 rid = key_to_id[key]
                 base = df[df["recording_id"] == rid].iloc[0].drop("abs_path").to_dict()
                 base = {k: (None if _is_missing(v) else v) for k, v in base.items()}
-            else:
-                rid, next_id = next_id, next_id + 1
+            else:  # a placeholder until the new ids are reserved below
+                rid, n_new = -1 - n_new, n_new + 1
                 base = {}
             row = dict(base)
             row.update({k: v for k, v in rec.items() if k in RECORDING_FIELDS})
@@ -332,6 +350,13 @@ class Database:
             seen[key] = len(merged)
             merged.append(row)
             ids.append(rid)
+        if n_new:  # fresh ids, never those of deleted recordings (labels may still name them)
+            floor = int(df["recording_id"].max()) + 1 if len(df) else 0
+            first = self._reserve("next_recording_id", "all", floor, n_new)
+            for row in merged:
+                if row["recording_id"] < 0:
+                    row["recording_id"] = first - 1 - row["recording_id"]
+            ids = [first - 1 - i if i < 0 else i for i in ids]
         if merged:
             table = _rows.recording_table(merged)
             (
@@ -350,11 +375,17 @@ class Database:
         return self.upsert_recording(audio_root, path, status=STATUS_FAILED, error=str(error))
 
     def delete_recording(self, recording_id: int) -> None:
-        """Remove a recording, its windows in every model and its progress rows."""
+        """Remove a recording and all that points at it: its windows in every model, its progress
+        rows, and its labels and detections (intervals of a file that is no longer here)."""
+        from .classify import DETECTIONS_TABLE
+        from .labels import LABELS_TABLE
+
         rid = int(recording_id)
         for model in self.models():
             self.delete_windows(model, rid)
-        self.open_table(PROGRESS_TABLE, PROGRESS_SCHEMA).delete(f"recording_id = {rid}")
+        for name in (PROGRESS_TABLE, LABELS_TABLE, DETECTIONS_TABLE):
+            if self._has_table(name):
+                self.open_table(name).delete(f"recording_id = {rid}")
         self._recordings_table().delete(f"recording_id = {rid}")
 
     # ------------------------------------------------------------------ embeddings
@@ -389,15 +420,22 @@ class Database:
             )
             ids = col["window_id"].to_numpy()
             self._next_id[model] = int(ids.max()) + 1 if len(ids) else 0
-        start = max(self._next_id[model], int(self.meta.get("next_window_id", {}).get(model, 0)))
-        stop = start + n
+        start = self._reserve("next_window_id", model, self._next_id[model], n)
+        self._next_id[model] = start + n
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def _reserve(self, counter: str, key: str, floor: int, n: int) -> int:
+        """First of ``n`` ids above ``floor`` and the stored high-water mark ``meta[counter][key]``,
+        which is raised before the caller commits anything (ids are never handed out twice)."""
+        first = []
 
         def change(meta: dict) -> None:
-            meta.setdefault("next_window_id", {})[model] = stop
+            marks = meta.setdefault(counter, {})
+            first.append(max(int(floor), int(marks.get(key, 0))))
+            marks[key] = first[0] + n
 
         self._update_meta(change)
-        self._next_id[model] = stop
-        return np.arange(start, stop, dtype=np.int64)
+        return first[0]
 
     def add_embeddings(self, model: str, rows) -> np.ndarray:
         """Append windows to ``embeddings_<model>`` in one commit; return their window ids (n,).

@@ -189,14 +189,52 @@ def test_zero_vectors_are_stored_as_zero(db):
         db.search("m", np.zeros(DIM)).to_pandas()
 
 
-def test_delete_recording_removes_windows_and_progress(db):
+def test_delete_recording_removes_windows_progress_and_labels(db, tmp_path):
+    from index.labels import add_label, list_labels
+
     db.add_embeddings("m", _rows(0, 3))
     db.add_embeddings("m", _rows(1, 2))
     db.finish_recording("m", 1, 2)
+    add_label(db, 0, 1.0, 2.0, "owl")
+    add_label(db, 1, 1.0, 2.0, "wren")
     db.delete_recording(1)
     assert db.windows("m").count_rows() == 3
     assert db.done_recordings("m").empty
     assert db.recordings()["recording_id"].tolist() == [0]
+    assert list_labels(db)["label"].tolist() == ["owl"]
+    # the next file gets a fresh id: a label naming the old one could never attach to it
+    assert db.upsert_recording(tmp_path / "audio", "c.wav") == 2
+    assert index.connect(db.path).upsert_recording(tmp_path / "audio", "d.wav") == 3
+
+
+def _add_many(path: str, model: str) -> None:
+    import numpy as np
+
+    import index
+
+    d = index.connect(path)
+    for i in range(60):
+        vec = np.random.default_rng(i).normal(size=(1, 16)).astype(np.float32)
+        d.add_embeddings(
+            model,
+            {"recording_id": [0], "start_s": [5.0 * i], "end_s": [5.0 * i + 5], "vector": vec},
+        )
+
+
+def test_two_writer_processes_never_lose_an_id_reservation(db):
+    # each process rewrites chorus.json for its own model; without the lock one of them loses
+    # the other's high-water mark and a later run hands out window ids that are still indexed
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_add_many, args=(str(db.path), m)) for m in ("p", "q")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    meta = index.connect(db.path).meta
+    assert meta["next_window_id"] == {"p": 60, "q": 60}
 
 
 def test_generic_tables_and_float16(db):
