@@ -176,12 +176,11 @@ class AnnIndex:
         folder.mkdir(parents=True, exist_ok=True)
         model = self.settings.model
         self.settings.token = uuid.uuid4().hex[:TOKEN_CHARS]
+        text = self.settings.to_json()  # fails before any file is written, not after
         index_path, ids_path = self.data_paths(folder, model, self.settings.token)
         _atomic(index_path, lambda p: faiss.write_index(self.index, str(p)))
         _atomic(ids_path, lambda p: _save_npy(p, self.ids))
-        _atomic(
-            self.settings_path(folder, model), lambda p: Path(p).write_text(self.settings.to_json())
-        )
+        _atomic(self.settings_path(folder, model), lambda p: Path(p).write_text(text))
         keep = {index_path.name, ids_path.name}
         mine = re.compile(re.escape(model) + rf"\.[0-9a-f]{{{TOKEN_CHARS}}}\.(index|ids\.npy)")
         for old in folder.iterdir():
@@ -299,6 +298,11 @@ def _train(index: faiss.Index, snap, n: int) -> int:
     top = faiss.downcast_index(index)
     base = faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
     nlist = getattr(base, "nlist", 1)
+    if n < nlist:  # k-means cannot place more centroids than points
+        raise ValueError(
+            f"an index with {nlist} IVF cells needs at least {nlist} windows to train, got {n}: "
+            "use fewer cells, or factory='auto'"
+        )
     size = int(min(n, max(TRAIN_POINTS_PER_CELL * nlist, 10_000), TRAIN_SAMPLE_MAX))
     offsets = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
     index.train(snap.vectors_at(offsets))  # (size, dim)
@@ -331,6 +335,27 @@ def _full_build(snap, model: str, factory: str, params: dict, auto: bool) -> Ann
     return AnnIndex(index, ids, settings)
 
 
+BUILD_PARAMS = ("efSearch", "efConstruction", "nprobe", "k_factor", "float16")
+
+
+def _check_params(params: dict) -> dict:
+    """Known build/search parameters as plain Python numbers (JSON), else one clear error."""
+    unknown = sorted(set(params) - set(BUILD_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown index parameter(s) {unknown}; known: {list(BUILD_PARAMS)}")
+    out = {}
+    for key, value in params.items():
+        if key == "float16":
+            out[key] = bool(value)
+        elif key == "k_factor":
+            out[key] = float(value)
+        elif float(value) != int(value) or int(value) < 1:
+            raise ValueError(f"index parameter {key} must be a positive integer, got {value!r}")
+        else:
+            out[key] = int(value)
+    return out
+
+
 def _needs_rebuild(old: AnnIndex, factory: str, auto: bool, n: int, n_deleted: int) -> bool:
     s = old.settings
     if auto != s.auto or s.dim != old.index.d:
@@ -359,35 +384,43 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
     n = len(snap)
     if n == 0:
         raise ValueError(f"model {model!r} has no windows to index")
-    float16 = bool(params.pop("float16", False))
+    explicit = _check_params(params)
+    float16 = bool(explicit.pop("float16", False))
     auto = factory == "auto"
     if auto:
         factory, chosen = choose_factory(n, snap.dim, float16)
-        params = {**chosen, **params}
+        params = {**chosen, **explicit}
     else:
-        params = {**default_params(factory), **params}
+        params = {**default_params(factory), **explicit}
     old = None if rebuild else AnnIndex.load(db.faiss_dir, model)
     if old is not None and old.settings.dim != snap.dim:
         old = None
     if old is not None:
         present = snap.contains(old.ids)
         if not _needs_rebuild(old, factory, auto, n, int((~present).sum())):
-            return _update(db, old, snap, params)
+            return _update(db, old, snap, explicit)
     ann = _full_build(snap, model, factory, params, auto)
     ann.save(db.faiss_dir)
     return ann.settings
 
 
-def _update(db, old: AnnIndex, snap, params: dict) -> IndexSettings:
-    """Add windows committed since the index was built; keep deleted ones masked at search."""
+def _update(db, old: AnnIndex, snap, explicit: dict) -> IndexSettings:
+    """Add windows committed since the index was built; keep deleted ones masked at search.
+
+    ``explicit``: search parameters the caller named; stored ones are kept otherwise (defaults
+    never overwrite a value a user chose)."""
     t0 = time.perf_counter()
     covered = np.zeros(len(snap), bool)
     covered[snap.offsets(old.ids, missing="drop")] = True
     new_offsets = np.flatnonzero(~covered)
     s = old.settings
-    s.params = {**s.params, **{k: v for k, v in params.items() if k != "efConstruction"}}
+    before = dict(s.params)
+    s.params = {**s.params, **{k: v for k, v in explicit.items() if k != "efConstruction"}}
     if not len(new_offsets) and s.table_version == snap.version:
         s.action = "unchanged"
+        if s.params != before:  # only the settings file changes
+            path = old.settings_path(db.faiss_dir, s.model)
+            _atomic(path, lambda p: Path(p).write_text(s.to_json()))
         return s
     new_ids = [old.ids]
     for i in range(0, len(new_offsets), ADD_BATCH):

@@ -146,3 +146,30 @@ def test_float16_index_storage(tmp_path):
     hits = db.search("m", vec[11]).limit(5).to_pandas()
     assert hits["window_id"].iloc[0] == 11
     np.testing.assert_allclose(hits["score"].iloc[0], 1.0, atol=1e-3)
+
+
+def test_search_parameters_a_user_sets_are_saved_and_kept(tmp_path):
+    db = _db(tmp_path, _clustered(300))
+    db.build_index("m", factory="HNSW16")
+    s = db.build_index("m", factory="HNSW16", efSearch=np.int64(512))  # nothing new to index
+    assert s.action == "unchanged" and s.params["efSearch"] == 512
+    assert json.loads((db.faiss_dir / "m.json").read_text())["params"]["efSearch"] == 512
+    _add(db, _clustered(20, seed=1))
+    s = db.build_index("m", factory="HNSW16")  # what `chorus embed` runs after an ingest
+    assert s.action == "updated" and s.params["efSearch"] == 512
+    assert fi.AnnIndex.load(db.faiss_dir, "m").settings.params["efSearch"] == 512
+
+
+@pytest.mark.parametrize(
+    "factory, params, message",
+    [
+        ("HNSW16", {"ef_search": 16}, r"unknown index parameter\(s\) \['ef_search'\]"),
+        ("HNSW16", {"efSearch": 0}, "efSearch must be a positive integer"),
+        ("IVF1024,Flat", {}, "1024 IVF cells needs at least 1024 windows to train, got 300"),
+    ],
+)
+def test_bad_build_requests_fail_clearly_and_write_nothing(tmp_path, factory, params, message):
+    db = _db(tmp_path, _clustered(300))
+    with pytest.raises(ValueError, match=message):
+        db.build_index("m", factory=factory, **params)
+    assert not list(db.faiss_dir.iterdir())
