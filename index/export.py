@@ -90,8 +90,8 @@ def write_rows(
             f"{out} is a file: Raven export writes a folder with one table per recording"
         )
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for _, rows in df.groupby("recording_id", sort=True):
+    files, used = [], set()
+    for rid, rows in df.groupby("recording_id", sort=True):
         rel = str(rows["path"].iloc[0])
         nyquist = float(rows["sample_rate"].iloc[0]) / 2 if "sample_rate" in rows else np.nan
         table = rows.assign(
@@ -100,7 +100,10 @@ def write_rows(
             low_hz=rows["low_hz"].fillna(0.0) if "low_hz" in rows else 0.0,
             high_hz=rows["high_hz"].fillna(nyquist) if "high_hz" in rows else nyquist,
         )
-        stem = rel.rsplit(".", 1)[0].replace("/", "__")  # unique even for same-named files
+        stem = rel.rsplit(".", 1)[0].replace("/", "__")  # folders kept: same-named files differ
+        if stem.lower() in used:  # a.wav beside a.flac, or one path under two audio roots
+            stem = f"{stem}.rec{int(rid)}"
+        used.add(stem.lower())  # lower: case-insensitive file systems (macOS, Windows)
         name = f"{stem}.{tag}{RAVEN_SUFFIX}" if tag else f"{stem}{RAVEN_SUFFIX}"
         files.append(write_selection_table(table, out / name, extra=tuple(raven_extra)))
     return files

@@ -7,6 +7,7 @@ predicate is parsed and run by LanceDB's SQL engine (DataFusion) without extra d
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import lancedb
@@ -18,6 +19,7 @@ from .search import FILTER_COLUMNS
 
 _OFFSET = "_offset"  # snapshot offset of each view row
 _memory = None  # one in-memory LanceDB connection per process
+_VIEW_LOCK = threading.Lock()  # guards the views and their queries (see filter_offsets)
 
 
 def _conn():
@@ -59,6 +61,13 @@ def _view(db, snap) -> pa.Table:
 
 def filter_offsets(db, snap, sql: str) -> np.ndarray:
     """Snapshot offsets (m,) of windows satisfying ``sql``; ValueError with the columns if bad."""
+    # the explorer shares one Database between sessions (threads): a view being rebuilt under
+    # a query would be dropped while read
+    with _VIEW_LOCK:
+        return _filter_offsets(db, snap, sql)
+
+
+def _filter_offsets(db, snap, sql: str) -> np.ndarray:
     key = (snap.version, db._recordings_table().version, len(snap))
     cached = db._filter_views.get(snap.model)
     if cached is None or cached[0] != key:

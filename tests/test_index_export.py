@@ -76,3 +76,17 @@ def test_export_errors(synth, tmp_path):
         export_labels(synth.db, tmp_path / "file", "raven")
     with pytest.raises(KeyError, match="no probe with id 42"):
         export_detections(synth.db, 42, tmp_path / "d.csv")
+
+
+def test_raven_tables_of_same_named_files_never_overwrite_each_other(tmp_path):
+    # two SD cards copied into their own audio roots hold files with the same relative path
+    s = make_synth_db(tmp_path / "a", n_recordings=1, windows_per_recording=4)
+    card2 = tmp_path / "card2"
+    rid = s.db.upsert_recording(card2, "site0/rec00.wav", duration_s=20.0)
+    other = s.db.upsert_recording(s.root, "site0/REC00.flac", duration_s=20.0)
+    for r, label in [(0, "owl"), (rid, "wren"), (other, "tit")]:
+        add_label(s.db, r, 1.0, 2.0, label)
+    files = export_labels(s.db, tmp_path / "raven", "raven")
+    assert len({f.name.lower() for f in files}) == 3
+    labels = sorted(read_annotations(f)["label"].iloc[0] for f in files)
+    assert labels == ["owl", "tit", "wren"]

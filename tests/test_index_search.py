@@ -204,3 +204,47 @@ def _copy(tmp_path, win) -> index.Database:
     ids = db.add_embeddings("m", win[["recording_id", "start_s", "end_s", "vector"]])
     assert ids.tolist() == win["window_id"].tolist()
     return db
+
+
+def test_filtered_searches_from_threads_while_windows_are_added(tmp_path):
+    # the explorer shares one Database between sessions: filter views rebuilt under a query
+    import threading
+
+    rng = np.random.default_rng(0)
+    db = index.connect(tmp_path / "t.chorus")
+    (tmp_path / "a").mkdir()
+    for r in range(4):
+        db.upsert_recording(tmp_path / "a", f"r{r}.wav", site="AB"[r % 2])
+
+    def add():
+        vec = rng.normal(size=(50, 8)).astype(np.float32)
+        db.add_embeddings(
+            "m",
+            {
+                "recording_id": rng.integers(0, 4, 50),
+                "start_s": np.zeros(50),
+                "end_s": np.ones(50),
+                "vector": vec,
+            },
+        )
+
+    add()
+    errors, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                hits = db.search("m", np.ones(8)).where("site = 'A'").limit(5).to_pandas()
+                assert (hits["site"] == "A").all()
+            except Exception as err:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(15):
+        add()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
