@@ -26,7 +26,14 @@ def resolve_device(device: str) -> torch.device:
             device = "mps"
         else:
             device = "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA GPU")
+    if dev.type == "mps" and not (torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return dev

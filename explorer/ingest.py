@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.recordings import discover, parse_site, recording_start
+from explorer.recordings import check_site_rule, discover, parse_site, recording_start
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call on a CPU
@@ -159,20 +160,19 @@ def embed_archive(
     """
     import embedder
     import index
-    from embedder import audio
     from embedder.batching import WindowSpec, iter_batches
     from index.faiss_index import check_factory
 
     t0 = time.perf_counter()
     root = Path(archive_dir)
-    if not root.is_dir():
-        raise IngestError(f"archive folder not found: {root}")
-    if channels not in audio.CHANNEL_POLICIES:
-        raise IngestError(f"--channels must be one of {', '.join(audio.CHANNEL_POLICIES)}")
+    _check_request(root, Path(db_path), channels, hop_s, site)
     files = discover(root)
     if not files:
         raise IngestError(f"no audio files found under {root}")
-    m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
+    try:  # bad weights, device or options: one line, before the database is touched
+        m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
+    except (ValueError, OSError) as err:
+        raise IngestError(str(err)) from None
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
     if batch_size is None:
         batch_size = DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH
@@ -187,9 +187,9 @@ def embed_archive(
             f"model {model!r} has no trained weights: pass --weights PATH "
             "(or --allow-untrained to build a database of random-weight vectors on purpose)"
         )
-    hop = float(hop_s) if hop_s else float(m.window_s)
-    if hop <= 0:
-        raise IngestError("--hop must be positive")
+    hop = float(hop_s) if hop_s is not None else float(m.window_s)
+    if hop * m.sample_rate < 1:
+        raise IngestError(f"--hop must be at least one sample ({1 / m.sample_rate:.2g} s)")
     settings = model_settings(m, hop, channels, weights)
     try:
         check_factory(index_factory, m.dim)
@@ -227,6 +227,24 @@ def embed_archive(
     return summary
 
 
+def _check_request(root: Path, db_path: Path, channels: str, hop_s, site) -> None:
+    """Refuse bad arguments before anything is loaded or written."""
+    from embedder import audio
+
+    if not root.is_dir():
+        raise IngestError(f"archive folder not found: {root}")
+    if db_path.exists() and not db_path.is_dir():
+        raise IngestError(f"{db_path} is a file, not a database folder")
+    if channels not in audio.CHANNEL_POLICIES:
+        raise IngestError(f"--channels must be one of {', '.join(audio.CHANNEL_POLICIES)}")
+    if hop_s is not None and not (math.isfinite(float(hop_s)) and float(hop_s) > 0):
+        raise IngestError(f"--hop must be a positive number of seconds, got {hop_s}")
+    try:
+        check_site_rule(site)
+    except ValueError as err:
+        raise IngestError(str(err)) from None
+
+
 def default_workers(on_cuda: bool, cpus: int) -> int:
     """Decode processes when none are asked for: 0 on a CPU (the model is the bottleneck and needs
     the cores); on CUDA, where decoding is the bottleneck, one per core but one, up to 16."""
@@ -245,14 +263,22 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     records = []
     for path in files:
         rel = path.relative_to(root).as_posix()
+        if not _utf8(rel):  # the database stores UTF-8 text: such a name cannot be recorded
+            summary.n_failed += 1
+            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+            summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
+            continue
         st = path.stat()
         size, mtime = int(st.st_size), float(st.st_mtime)
         old = known.get(rel)
         if old is not None:
+            rid = int(old["recording_id"])
             unchanged = int(old["size"]) == size and float(old["mtime"]) == mtime
-            if unchanged and done_ids.get(int(old["recording_id"])) == (size, mtime):
+            if unchanged and done_ids.get(rid) == (size, mtime):
                 summary.n_skipped += 1
                 continue
+            if rid in done_ids:  # this model's windows are of an older version of the file
+                db.begin_recording(model, rid)
             if unchanged and old["status"] == "failed" and not retry_failed:
                 summary.n_failed += 1
                 summary.failed.append((rel, str(old["error"])))
@@ -291,6 +317,14 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
         tasks.append(FileTask(int(rid), str(root / rec["path"])))
         durations[int(rid)] = rec["duration_s"]
     return tasks, durations
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file system, kept as surrogates
+        return False
+    return True
 
 
 def _expected_windows(duration_s: float, spec) -> int:

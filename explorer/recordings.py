@@ -94,6 +94,24 @@ def recording_start(path: str | Path) -> datetime | None:
     return parse_start_time(Path(path).name) or start_time_from_metadata(path)
 
 
+def check_site_rule(rule: str | None) -> None:
+    """ValueError naming what is wrong with a ``parse_site`` rule (checked once, up front)."""
+    if rule is None:
+        return
+    if rule.startswith("dir:"):
+        try:
+            int(rule[4:])
+        except ValueError:
+            raise ValueError(f"bad site rule {rule!r}: expected dir:N") from None
+        return
+    try:
+        pattern = re.compile(rule)
+    except re.error as err:
+        raise ValueError(f"bad site regex {rule!r}: {err}") from None
+    if "site" not in pattern.groupindex:
+        raise ValueError(f"site regex {rule!r} needs a named group (?P<site>...)")
+
+
 def parse_site(rel_path: str, rule: str | None = None) -> str | None:
     """A recording's site from its path relative to the audio root.
 
@@ -101,22 +119,12 @@ def parse_site(rel_path: str, rule: str | None = None) -> str | None:
     component N (negative counts from the file: ``dir:-2`` is the parent folder); anything else is a
     regular expression with a named group ``site`` searched in the relative path.
     """
+    check_site_rule(rule)
     parts = Path(rel_path).parts
     if rule is None:
         return parts[0] if len(parts) > 1 else None
     if rule.startswith("dir:"):
-        try:
-            i = int(rule[4:])
-        except ValueError:
-            raise ValueError(f"bad site rule {rule!r}: expected dir:N") from None
-        dirs = parts[:-1]
+        i, dirs = int(rule[4:]), parts[:-1]
         return dirs[i] if -len(dirs) - 1 < i < len(dirs) and dirs else None
-    try:
-        m = re.search(rule, rel_path)
-    except re.error as err:
-        raise ValueError(f"bad site regex {rule!r}: {err}") from None
-    if m is None:
-        return None
-    if "site" not in m.groupdict():
-        raise ValueError(f"site regex {rule!r} needs a named group (?P<site>...)")
-    return m["site"]
+    m = re.search(rule, rel_path)
+    return None if m is None else m["site"]

@@ -98,6 +98,23 @@ def test_info(db, capsys):
             "apply to neural models",
         ),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--batch-size", "0"], "--batch-size"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "nan"], "--hop must be"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "0"], "--hop must be"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "1e-9"], "at least one sample"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--site", "dir:x"], "bad site rule"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--site", "(a"], "bad site regex"),
+        (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--site", "S(.)"], "named group"),
+        (["embed", "{archive}", "--db", "{archive}/A/A_20240610_050000.wav"], "is a file"),
+        (
+            ["embed", "{archive}", "--db", "{tmp}/d.chorus", "--model", "animal2vec-small"]
+            + ["--weights", "{tmp}/missing.pt"],
+            "missing.pt",
+        ),
+        (
+            ["embed", "{archive}", "--db", "{tmp}/d.chorus", "--model", "animal2vec-small"]
+            + ["--allow-untrained", "--device", "bogus"],
+            "unknown device 'bogus'",
+        ),
     ],
 )
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, archive, db, capsys):
@@ -105,6 +122,7 @@ def test_errors_exit_2_with_one_line(argv, message, tmp_path, archive, db, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "d.chorus").exists()  # refused before anything was written
 
 
 def test_usage_error_exit_2(capsys):

@@ -72,6 +72,31 @@ def test_changed_file_is_re_embedded_and_old_windows_removed(tmp_path):
     assert not w.duplicated(["path", "channel", "start_s"]).any()
 
 
+def test_file_turned_corrupt_loses_its_old_windows(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    target = sorted(archive.rglob("*.wav"))[0]
+    target.write_bytes(b"this is not audio" * 100)
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_failed, s.n_skipped) == (1, 1)
+    rel = target.relative_to(archive).as_posix()
+    assert rel not in set(_windows(tmp_path / "db.chorus").path)  # search cannot return them
+    db = index.connect(tmp_path / "db.chorus")
+    assert len(db.done_recordings("spectral")) == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    src = sorted(archive.rglob("*.wav"))[0]
+    try:
+        (archive / os.fsdecode(b"bad_\xff.wav")).write_bytes(src.read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses such names")
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_failed) == (2, 1)
+    assert s.failed == [("bad_\\xff.wav", "the file name is not valid UTF-8: rename the file")]
+
+
 def test_bad_files_are_recorded_and_skipped(tmp_path, write_audio):
     archive = _make_archive(tmp_path / "archive", n_files=2)
     bad = archive / "bad"
