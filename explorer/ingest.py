@@ -73,6 +73,30 @@ def cached_model(name: str, weights: str | None, device: str = "auto"):
     return embedder.load_model(name, weights=weights, device=device)
 
 
+def _check_weights(model: str, path: str | None, sha256: str | None) -> None:
+    """The weights file a database was made with must still be the same file: other weights
+    would embed queries in another space and search would return nonsense, quietly."""
+    if path is None or sha256 is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise IngestError(f"the {model} weights this database was made with are gone: {p}")
+    st = p.stat()
+    if _weights_sha256(str(p), st.st_size, st.st_mtime_ns) != sha256:
+        raise IngestError(
+            f"{p} is not the file the {model!r} embeddings were made with (its SHA-256 differs): "
+            "restore it, or embed the archive again into a new --db"
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # keyed by size and mtime: a multi-GB checkpoint is hashed once per process, not per query
+    from embedder.weights import sha256_file
+
+    return sha256_file(path)
+
+
 def model_settings(model, hop_s: float, channels: str, weights: str | None) -> dict:
     """The settings stored with the database: everything needed to embed a query the same way."""
     settings = model.config_dict()
@@ -426,6 +450,7 @@ def embed_span(
     settings = db.meta.get("models", {}).get(model)
     if settings is None:
         raise IngestError(f"the database has no {model!r} embeddings")
+    _check_weights(model, settings.get("weights_path"), settings.get("weights_sha256"))
     m = cached_model(model, settings.get("weights_path"))
     info = audio.probe(path)
     start = 0.0 if start_s is None else float(start_s)

@@ -237,3 +237,27 @@ def test_default_decode_workers():
     assert default_workers(on_cuda=True, cpus=32) == 16
     assert default_workers(on_cuda=True, cpus=4) == 3  # one core left to feed the GPU
     assert default_workers(on_cuda=True, cpus=1) == 0
+
+
+def test_queries_refuse_weights_that_changed_since_the_archive_was_embedded(tmp_path):
+    # other weights at the recorded path would embed queries in another space: wrong hits, quietly
+    import embedder
+    from embedder.weights import save_checkpoint
+    from explorer.ingest import embed_span
+
+    m = embedder.load_model("animal2vec-small", weights=None, device="cpu")
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, m.config.to_dict(), m.model.state_dict())
+    archive = _make_archive(tmp_path / "archive", n_files=1, seconds=6.0)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, model="animal2vec-small", weights=str(weights), progress=False)
+    db = index.connect(db_path)
+    query = sorted(archive.rglob("*.wav"))[0]
+    assert embed_span(db, "animal2vec-small", query, 0.0, 1.0).shape == (m.dim,)
+    state = {k: v + 1.0 if v.is_floating_point() else v for k, v in m.model.state_dict().items()}
+    save_checkpoint(weights, m.config.to_dict(), state)
+    with pytest.raises(IngestError, match="its SHA-256 differs"):
+        embed_span(db, "animal2vec-small", query, 0.0, 1.0)
+    weights.unlink()
+    with pytest.raises(IngestError, match="weights this database was made with are gone"):
+        embed_span(db, "animal2vec-small", query, 0.0, 1.0)
