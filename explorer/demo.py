@@ -212,7 +212,11 @@ class DemoResult:
 
 
 def run_demo(
-    out_dir: str | Path, model: str = "spectral", seed: int = 0, progress: bool = True
+    out_dir: str | Path,
+    model: str = "spectral",
+    seed: int = 0,
+    progress: bool = True,
+    weights: str | None = None,
 ) -> DemoResult:
     """Make the archive, embed it, search with one planted example per call type, score precision@K.
 
@@ -227,7 +231,7 @@ def run_demo(
     truth = make_demo_archive(out, seed)
     t1 = time.perf_counter()
     db_path = out / "demo.chorus"
-    summary = embed_archive(out / "audio", db_path, model=model, progress=progress)
+    summary = embed_archive(out / "audio", db_path, model=model, weights=weights, progress=progress)
     t2 = time.perf_counter()
     db = index.connect(db_path)
     precision = {}

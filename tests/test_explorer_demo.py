@@ -47,3 +47,39 @@ def test_demo_end_to_end(tmp_path, capsys):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(call_type))
         assert float(line.split()[-1]) >= 0.8, line
     assert "windows with spectral" in out and "mean precision@10" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nosuch"], "unknown model 'nosuch'"),
+        (["--model", "animal2vec-small"], "animal2vec-small has no installed weights"),
+        (["{tmp}/afile"], "is a file"),
+    ],
+)
+def test_demo_refuses_bad_requests_before_synthesis(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(demo, "make_demo_archive", lambda *a, **k: pytest.fail("synthesised"))
+    assert main(["demo", *[a.format(tmp=tmp_path) for a in argv]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_demo_uses_installed_weights(tmp_path, monkeypatch, capsys):
+    import embedder
+    from embedder.weights import save_checkpoint
+
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    m = embedder.load_model("animal2vec-small", weights=None, device="cpu")
+    save_checkpoint(tmp_path / "w.pt", m.config.to_dict(), m.model.state_dict())
+    assert main(["models", "import", "animal2vec-small", str(tmp_path / "w.pt")]) == 0
+    seen = {}
+
+    def fake_run(out, model, seed, progress, weights):
+        seen.update(model=model, weights=weights)
+        return demo.DemoResult({"tonal": 1.0}, 3, {"embed": 0.1, "total": 0.2})
+
+    monkeypatch.setattr(demo, "run_demo", fake_run)
+    assert main(["demo", str(tmp_path / "d"), "--model", "animal2vec-small"]) == 0
+    assert seen["model"] == "animal2vec-small" and str(tmp_path / "home") in seen["weights"]
