@@ -79,6 +79,8 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     if (end <= start).any():
         i = int(np.flatnonzero(end <= start)[0])
         raise ValueError(f"label end {end[i]} is not after start {start[i]}")
+    low, high = _optional(df, "low_hz", n), _optional(df, "high_hz", n)
+    _check_band(low.to_numpy(zero_copy_only=False), high.to_numpy(zero_copy_only=False))
     recs = db.recordings()
     missing = sorted(set(df["recording_id"].astype(int)) - set(recs["recording_id"].tolist()))
     if missing:
@@ -105,8 +107,8 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
                 "recording_id": df["recording_id"].astype("int64").to_numpy(),
                 "start_s": start,
                 "end_s": end,
-                "low_hz": _optional(df, "low_hz", n),
-                "high_hz": _optional(df, "high_hz", n),
+                "low_hz": low,
+                "high_hz": high,
                 "label": names.to_numpy(),
                 "kind": kind.to_numpy(),
                 "source": src.astype(str).to_numpy(),
@@ -116,6 +118,16 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
         )
     )
     return ids
+
+
+def _check_band(low: np.ndarray, high: np.ndarray) -> None:
+    """Frequency bounds (NaN: not given) must be non-negative, low below high."""
+    if (low < 0).any() or (high < 0).any():
+        raise ValueError("label frequencies must be non-negative")
+    bad = np.flatnonzero(low >= high)  # comparisons with NaN are False
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"label low_hz {low[i]:g} is not below high_hz {high[i]:g}")
 
 
 def _optional(df: pd.DataFrame, col: str, n: int) -> pa.Array:

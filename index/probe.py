@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
         """Fit on X (n, d) and y: (n,) class labels (binary or multi-class, one-vs-rest) or a
         (n, L) 0/1 indicator matrix (multi-label); sample_weight (n,) or (n, L)."""
+        _check_C(self.C)
         X = _fit_matrix(X, y)
         T = self._targets(np.asarray(y))  # (n, L) in {0, 1}
         n, d = X.shape
@@ -219,6 +221,11 @@ def _sample_weights(sample_weight, shape: tuple[int, int]) -> np.ndarray:
     if not (sw.sum(0) > 0).all():
         raise ValueError("the sample weights of a label sum to zero: nothing to fit")
     return sw
+
+
+def _check_C(C: float) -> None:
+    if not (math.isfinite(C) and C > 0):
+        raise ValueError(f"C must be a positive number, got {C}")
 
 
 def _fit_matrix(X, y) -> np.ndarray:
@@ -615,6 +622,11 @@ def train_probe(
     with fewer the probe is still fitted and stored, and its metrics say why they are missing.
     """
     labels = [str(x).strip() for x in ([labels] if isinstance(labels, str) else labels)]
+    _check_C(C)
+    if precision is not None and not 0 < precision <= 1:
+        raise ValueError(f"precision must be in (0, 1], got {precision}")
+    if not (math.isfinite(weak_weight) and weak_weight >= 0):
+        raise ValueError(f"the weak-negative weight must be >= 0, got {weak_weight}")
     ts = training_set(db, model, labels, weak_weight, n_weak, min_overlap, seed)
     params = {"C": C, "class_weight": "balanced", "precision": precision, "n_splits": n_splits}
     try:

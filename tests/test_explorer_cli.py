@@ -79,6 +79,9 @@ def test_info(db, capsys):
         (["search", "--db", "{tmp}/none.chorus", "--query", "x.wav"], "no Chorus database"),
         (["search", "--db", "{db}", "--query", "{tmp}/missing.wav"], "not found"),
         (["search", "--db", "{db}", "--query", "x.wav@5-2"], "END must be greater"),
+        (["search", "--db", "{db}", "--query", "x.wav", "--per-recording", "0"], "--per-recording"),
+        (["train", "--db", "{db}", "--label", "x", "--C", "nan"], "C must be a positive number"),
+        (["train", "--db", "{db}", "--label", "x", "--precision", "2"], "precision must be in"),
         (
             [
                 "search",

@@ -190,3 +190,13 @@ def test_labels_past_the_end_of_the_recording_are_refused(synth, tmp_path):
     with pytest.raises(ValueError, match="t.txt: line 3: 90-95 s starts after the end of .*rec01"):
         import_annotations(synth.db, table)
     assert len(list_labels(synth.db)) == 1
+
+
+@pytest.mark.parametrize(
+    "low, high, message",
+    [(5000.0, 100.0, "low_hz 5000 is not below high_hz 100"), (-1.0, None, "non-negative")],
+)
+def test_bad_frequency_bands_are_refused(synth, low, high, message):
+    with pytest.raises(ValueError, match=message):
+        add_label(synth.db, 0, 1.0, 2.0, "owl", low_hz=low, high_hz=high)
+    assert list_labels(synth.db).empty

@@ -83,6 +83,8 @@ def run(args) -> int:
 
     if args.k < 1:
         raise CLIError("-k must be >= 1")
+    if args.per_recording is not None and args.per_recording < 1:
+        raise CLIError("--per-recording must be >= 1")
     db = index.connect(require_db(args.db))
     model = pick_model(db, args.model)
     builder = db.search(model, embed_spans(db, model, args.query))
@@ -90,7 +92,7 @@ def run(args) -> int:
         builder = builder.negatives(embed_spans(db, model, args.negative))
     if args.where:
         builder = builder.where(args.where)
-    if args.per_recording:
+    if args.per_recording is not None:
         builder = builder.per_recording(args.per_recording)
     if args.exact:
         builder = builder.exact()
