@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"chorus {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the user gave that cannot be read or written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"chorus {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"chorus {args.command}: interrupted", file=sys.stderr)
         return 130

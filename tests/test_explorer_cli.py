@@ -81,6 +81,15 @@ def test_info(db, capsys):
         (["search", "--db", "{db}", "--query", "x.wav@5-2"], "END must be greater"),
         (["search", "--db", "{db}", "--query", "x.wav", "--per-recording", "0"], "--per-recording"),
         (["train", "--db", "{db}", "--label", "x", "--C", "nan"], "C must be a positive number"),
+        (["cluster", "--db", "{db}", "--k", "2", "--out", "{tmp}"], "is a folder"),
+        (
+            ["export", "--db", "{db}", "--labels", "--format", "csv", "--out", "{tmp}"],
+            "is a folder",
+        ),
+        (
+            ["export", "--db", "{db}", "--labels", "--format", "csv", "--out", "/proc/no/x.csv"],
+            "/proc/no",
+        ),
         (["train", "--db", "{db}", "--label", "x", "--precision", "2"], "precision must be in"),
         (
             [

@@ -42,3 +42,13 @@ def require_db(path: str | Path, must_exist: bool = True) -> Path:
     if must_exist and not (p / "chorus.json").exists():
         raise CLIError(f"no Chorus database at {p} (create one with `chorus embed DIR --db {p}`)")
     return p
+
+
+def check_out_file(path: str | Path | None) -> Path | None:
+    """An ``--out`` file argument, refused up front when it names a folder (before any work)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"--out {p} is a folder: give a file name")
+    return p

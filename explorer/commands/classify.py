@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from explorer.commands import CLIError, require_db
+from explorer.commands import CLIError, check_out_file, require_db
 
 
 def add_parser(sub) -> None:
@@ -57,7 +55,7 @@ def run(args) -> int:
     from index.classify import classify
     from index.raven import write_selection_table
 
-    out = Path(args.out) if args.out else None
+    out = check_out_file(args.out)
     if out is not None and out.suffix.lower() not in (".csv", ".txt", ".parquet"):
         raise CLIError(f"--out must end in .csv, .txt or .parquet, got {out.name}")
     db = index.connect(require_db(args.db))

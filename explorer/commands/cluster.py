@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from explorer.commands import CLIError, require_db
+from explorer.commands import CLIError, check_out_file, require_db
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,7 @@ def run(args) -> int:
     from explorer.commands.search import pick_model
     from index.cluster import cluster_windows
 
+    out = check_out_file(args.out)
     db = index.connect(require_db(args.db))
     model = pick_model(db, args.model)
     try:
@@ -45,8 +46,8 @@ def run(args) -> int:
         )
         site = f"{sites.index[0]} {sites.iloc[0]}" if len(sites) else "-"
         print(f"cluster {c}: {size} windows (top site {site}); exemplars {shown}")
-    if args.out:
-        a.to_csv(args.out, index=False)
+    if out is not None:
+        a.to_csv(out, index=False)
     print(
         f"{int((sizes.index >= 0).sum())} clusters over {len(a)} windows ({args.method}, {model})"
         + (f"; wrote {args.out}" if args.out else "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from explorer.commands import CLIError, require_db
+from explorer.commands import CLIError, check_out_file, require_db
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,8 @@ def run(args) -> int:
     import index
     from index.export import export_detections, export_labels
 
+    if args.format != "raven":
+        check_out_file(args.out)
     db = index.connect(require_db(args.db))
     try:
         if args.labels:
