@@ -207,32 +207,25 @@ def test_delete_recording_removes_windows_progress_and_labels(db, tmp_path):
     assert index.connect(db.path).upsert_recording(tmp_path / "audio", "d.wav") == 3
 
 
-def _add_many(path: str, model: str) -> None:
-    import numpy as np
-
-    import index
-
-    d = index.connect(path)
-    for i in range(60):
-        vec = np.random.default_rng(i).normal(size=(1, 16)).astype(np.float32)
-        d.add_embeddings(
-            model,
-            {"recording_id": [0], "start_s": [5.0 * i], "end_s": [5.0 * i + 5], "vector": vec},
-        )
+_ADD_MANY = """
+import sys
+import numpy as np
+import index
+db = index.connect(sys.argv[1])
+for i in range(60):
+    vec = np.random.default_rng(i).normal(size=(1, 16)).astype(np.float32)
+    row = {"recording_id": [0], "start_s": [5.0 * i], "end_s": [5.0 * i + 5], "vector": vec}
+    db.add_embeddings(sys.argv[2], row)
+"""
 
 
 def test_two_writer_processes_never_lose_an_id_reservation(db):
     # each process rewrites chorus.json for its own model; without the lock one of them loses
     # the other's high-water mark and a later run hands out window ids that are still indexed
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_add_many, args=(str(db.path), m)) for m in ("p", "q")]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _ADD_MANY, str(db.path), m]) for m in ("p", "q")
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0]
     meta = index.connect(db.path).meta
     assert meta["next_window_id"] == {"p": 60, "q": 60}
 
