@@ -48,7 +48,8 @@ SEED = 0  # random-init seed for weights=None
 HEAD_LEAVES = ("bias", "protop_kernel", "prototypes")  # sorted leaf names of the prototype head
 HEAD_LEAF_BY_NDIM = {1: "bias", 2: "protop_kernel", 3: "prototypes"}
 HEAD_PATH_PREFIX = "params/ProtoHead"  # used only when a bundle gives no names
-TF_LEAF_RE = re.compile(r"^_tf_var_leaves/(\d+)(?:/|$)")
+# a leaf's value, and nothing else (optimizer slots share the leaf number)
+TF_LEAF_RE = re.compile(r"^_tf_var_leaves/(\d+)(?:/\.ATTRIBUTES/VARIABLE_VALUE)?$")
 IGNORED_BUNDLE_VARS = ("save_counter",)  # bookkeeping variables that may sit beside the leaves
 LOAD_OPTIONS = (
     "batch_size",
@@ -133,16 +134,18 @@ def bundle_to_flax(tensors: dict[str, np.ndarray], config: PerchConfig) -> dict[
     for name, array in tensors.items():
         m = TF_LEAF_RE.match(name)
         if m is None:
-            if name.split("/")[0] not in IGNORED_BUNDLE_VARS:
-                out[name] = array  # reported as unused by the strict check
-            continue
-        n = int(m.group(1))
-        if n < len(order):
-            out[order[n]] = array
+            if name.split("/")[0] in IGNORED_BUNDLE_VARS:
+                continue
+            path = name  # reported as unused by the strict check
+        elif (n := int(m.group(1))) < len(order):
+            path = order[n]
         elif n < len(order) + len(HEAD_LEAVES) and array.ndim in HEAD_LEAF_BY_NDIM:
-            out[f"{HEAD_PATH_PREFIX}/{HEAD_LEAF_BY_NDIM[array.ndim]}"] = array
+            path = f"{HEAD_PATH_PREFIX}/{HEAD_LEAF_BY_NDIM[array.ndim]}"
         else:
-            out[name] = array
+            path = name
+        if path in out:  # two variables for one weight: never let one silently win
+            raise WeightsError(f"bundle variables {name} and another one both map to {path}")
+        out[path] = array
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import struct
 import sys
@@ -296,8 +297,11 @@ def bundle_prefix(path: str | Path) -> Path:
     raise BundleError(f"{p}: expected a SavedModel folder or a .index file")
 
 
-def _decode(raw: bytes, entry: BundleEntry) -> np.ndarray:
+def _decode(raw: bytes, entry: BundleEntry, what: str) -> np.ndarray:
     dtype = TF_DTYPES[entry.dtype]
+    itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    if any(d < 0 for d in entry.shape) or len(raw) != itemsize * math.prod(entry.shape):
+        raise BundleError(f"{what}: {len(raw)} bytes do not hold a {dtype} array of {entry.shape}")
     if dtype == "bfloat16":
         wide = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return wide.view(np.float32).reshape(entry.shape)
@@ -345,7 +349,7 @@ def read_bundle(path: str | Path, verify: bool = True) -> dict[str, np.ndarray]:
         raw = data[entry.offset : entry.offset + entry.size]
         if verify and entry.crc32c is not None and mask_crc(crc32c(raw)) != entry.crc32c:
             raise BundleError(f"{index_path}: checksum mismatch for tensor {name!r}")
-        tensors[name] = _decode(raw, entry)
+        tensors[name] = _decode(raw, entry, f"{index_path}: tensor {name!r}")
     return tensors
 
 
@@ -372,16 +376,34 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"weights not found: {p}")
     if p.is_dir() or p.suffix == ".index":
         return read_bundle(p)
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if p.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return load_file(str(p))
+    if p.suffix in (".npz", ".safetensors"):
+        try:
+            tensors = _read_npz(p) if p.suffix == ".npz" else _read_safetensors(p)
+        except Exception as err:  # zip, header or JSON damage: each reader has its own errors
+            raise WeightsError(f"{p}: cannot read ({type(err).__name__}: {err})") from None
+        for key, array in tensors.items():
+            if array.dtype.kind not in "fiub":  # e.g. bfloat16 saved by NumPy as raw 'V2'
+                raise WeightsError(f"{p}: tensor {key} has unsupported dtype {array.dtype}")
+        return tensors
     raise WeightsError(
         f"{p}: unknown weight file type (expected .npz, .safetensors, .pt or a folder)"
     )
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _read_safetensors(p: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(p), framework="pt") as f:  # torch reads bfloat16, NumPy cannot
+        for key in f.keys():
+            t = f.get_tensor(key)
+            out[key] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    return out
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -543,31 +565,50 @@ def import_weights(name: str, path: str | Path, dest_dir: str | Path | None = No
     src = Path(path).expanduser()
     if not src.exists():
         raise WeightsError(f"weights not found: {src}")
-    config, state_dict = _resolve_importer(name)(src)
+    try:
+        config, state_dict = _resolve_importer(name)(src)
+    except WeightsError:
+        raise
+    except ValueError as err:  # a config or checkpoint the importer cannot use
+        raise WeightsError(_naming(src, err)) from None
     target_dir = Path(dest_dir).expanduser() if dest_dir is not None else models_dir()
     target_dir = target_dir / name
     target_dir.mkdir(parents=True, exist_ok=True)
+    final = target_dir / CHECKPOINT_FILE
     tmp = target_dir / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp.pt"
+    tmp_manifest = tmp.with_suffix(".json")
     try:
         save_checkpoint(tmp, config, state_dict)
-        load_model(name, weights=str(tmp), device="cpu")  # strict load = validation
-        final = target_dir / CHECKPOINT_FILE
+        try:
+            load_model(name, weights=str(tmp), device="cpu")  # strict load = validation
+        except ValueError as err:
+            raise WeightsError(_naming(src, err)) from None
+        manifest = {
+            "name": name,
+            "path": str(final),
+            "source": str(src.resolve()),
+            "source_sha256": sha256_file(src),
+            "sha256": sha256_file(tmp),
+            "n_tensors": len(state_dict),
+            "n_parameters": int(sum(int(np.prod(tuple(v.shape))) for v in state_dict.values())),
+            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config,
+        }
+        tmp_manifest.write_text(json.dumps(manifest, indent=2))
+        # everything is written and checked before the swap: an interrupted import leaves the
+        # previous install whole (and between the two renames the checkpoint matches its hash)
         os.replace(tmp, final)
+        os.replace(tmp_manifest, target_dir / MANIFEST_FILE)
     finally:
         tmp.unlink(missing_ok=True)
-    manifest = {
-        "name": name,
-        "path": str(final),
-        "source": str(src.resolve()),
-        "source_sha256": sha256_file(src),
-        "sha256": sha256_file(final),
-        "n_tensors": len(state_dict),
-        "n_parameters": int(sum(int(np.prod(tuple(v.shape))) for v in state_dict.values())),
-        "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": config,
-    }
-    (target_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        tmp_manifest.unlink(missing_ok=True)
     return final
+
+
+def _naming(src: Path, err: Exception) -> str:
+    """The error's message, with the file it concerns named once."""
+    msg = str(err)
+    return msg if str(src) in msg else f"{src}: {msg}"
 
 
 def installed_weights(name: str, models_root: str | Path | None = None) -> Path | None:

@@ -298,3 +298,76 @@ def test_genuine_tensorflow_perch_savedmodel_loads_like_npz(tmp_path, perch_flax
         from_tf.embed(audio), load(str(tmp_path / "perch.npz"), device="cpu").embed(audio)
     )
     assert from_tf.logits(audio).shape == (2, 3)
+
+
+def test_optimizer_slots_of_a_leaf_are_reported_not_loaded(tmp_path, perch_flax):
+    # `_tf_var_leaves/N/.OPTIMIZER_SLOT/...` shares the leaf number: it must not replace the weight
+    tensors = perch_bundle_tensors(perch_flax, PerchConfig())
+    slot = leaf_name(0).replace(".ATTRIBUTES", ".OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES")
+    tensors[slot] = np.full_like(tensors[leaf_name(0)], 7.0)
+    write_bundle(tmp_path / "slots", tensors)
+    with pytest.raises(WeightsError, match="unused tensor.*OPTIMIZER_SLOT"):
+        load(str(tmp_path / "slots"), device="cpu")
+
+
+def test_bundle_entry_whose_size_disagrees_with_its_shape(tmp_path):
+    var = tmp_path / "sm" / "variables"
+    var.mkdir(parents=True)
+    raw = np.arange(8, dtype="<f4").tobytes()  # 8 floats stored, the shape says 4
+    items = [(b"w", entry_proto(1, (2, 2), 0, raw))]
+    header = (b"", pb_int(1, 1) + pb_int(2, 0) + pb_bytes(3, pb_int(1, 1)))
+    write_sstable(var / "variables.index", [header, *items])
+    (var / "variables.data-00000-of-00001").write_bytes(raw)
+    with pytest.raises(
+        BundleError, match=r"tensor 'w': 32 bytes do not hold a <f4 array of \(2, 2\)"
+    ):
+        read_bundle(tmp_path / "sm")
+
+
+def test_npz_and_safetensors_in_bfloat16_or_damaged(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    w = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 8
+    save_file({"w": w.to(torch.bfloat16)}, str(tmp_path / "bf.safetensors"))
+    np.testing.assert_array_equal(read_tensors(tmp_path / "bf.safetensors")["w"], w.numpy())
+    np.savez(tmp_path / "v2.npz", w=np.zeros(3, dtype="V2"))  # how NumPy keeps bfloat16
+    with pytest.raises(WeightsError, match="tensor w has unsupported dtype"):
+        read_tensors(tmp_path / "v2.npz")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "v2.npz").read_bytes()[:40])
+    with pytest.raises(WeightsError, match="cut.npz: cannot read"):
+        read_tensors(tmp_path / "cut.npz")
+
+
+def test_an_interrupted_reimport_leaves_the_previous_install_whole(tmp_path, monkeypatch):
+    import json
+
+    import embedder
+    import embedder.weights as weights
+
+    m = embedder.load_model("animal2vec-small", weights=None, device="cpu")
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    weights.save_checkpoint(a, m.config.to_dict(), m.model.state_dict())
+    state = {k: v + 1.0 if v.is_floating_point() else v for k, v in m.model.state_dict().items()}
+    weights.save_checkpoint(b, m.config.to_dict(), state)
+    home = tmp_path / "models"
+    installed = import_weights("animal2vec-small", a, dest_dir=home)
+    before = installed.read_bytes()
+
+    def interrupted(path):
+        raise KeyboardInterrupt  # Ctrl-C while a multi-GB source is hashed
+
+    monkeypatch.setattr(weights, "sha256_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_weights("animal2vec-small", b, dest_dir=home)
+    monkeypatch.undo()
+    manifest = json.loads((home / "animal2vec-small" / "manifest.json").read_text())
+    assert installed.read_bytes() == before and manifest["source"] == str(a.resolve())
+    assert manifest["sha256"] == weights.sha256_file(installed)
+    assert sorted(p.name for p in (home / "animal2vec-small").iterdir()) == [
+        "manifest.json",
+        "weights.pt",
+    ]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt"):
+        import_weights("animal2vec-small", tmp_path / "junk.pt", dest_dir=home)

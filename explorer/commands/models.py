@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from embedder import list_models
-    from embedder.weights import WeightsError, import_weights, installed_weights
+    from embedder.weights import import_weights, installed_weights
 
     if args.action == "list":
         for name in list_models():
@@ -40,7 +40,7 @@ def run(args) -> int:
         )
     try:
         dest = import_weights(args.name, args.path)
-    except (WeightsError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # WeightsError and the readers' own errors
         raise CLIError(str(err)) from None
     print(f"{args.name}: weights checked and installed at {dest}")
     return 0
