@@ -39,6 +39,7 @@ RESAMPLE_QUALITY = "HQ"  # soxr quality preset
 LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
 SNIFF_BYTES = 64  # bytes read to recognise a container
 ESTIMATED_LENGTH = ("MP3",)  # containers whose header frame count may be a guess
+UNKNOWN_FRAMES = 2**62  # a frame count at least this large is libsndfile's "unknown" (SF_COUNT_MAX)
 INEXACT_SEEK = ("MP3",)  # libsndfile seeks land on wrong samples here: decode and drop instead
 _OPEN_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
 
@@ -169,7 +170,10 @@ def probe(path: str | os.PathLike, exact: bool = False) -> AudioInfo:
     """
     with _open(path) as snd:
         frames = int(snd.frames)
-        if exact and snd.format in ESTIMATED_LENGTH:
+        # libsndfile says SF_COUNT_MAX for a stream whose header leaves the length unknown (FLAC
+        # written to a pipe): count those by decoding, whatever ``exact`` says
+        unknown = frames >= UNKNOWN_FRAMES
+        if unknown or (exact and snd.format in ESTIMATED_LENGTH):
             block = int(round(BLOCK_S * snd.samplerate))
             frames = sum(len(x) for x in _native_blocks(snd, path, block))
         return AudioInfo(
@@ -257,10 +261,10 @@ def _native_blocks(
             except _OPEN_ERRORS as err:
                 raise AudioError(f"{path}: decoding failed near {pos / sr:.2f} s ({err})") from err
             if len(x) == 0:
-                snd = _mp3_resume(snd, local, path, pos, stack)
-                if snd is None:
+                resumed_at = _mp3_resume(snd, local, path, pos, stack)
+                if resumed_at is None:
                     return
-                local = 0
+                snd, local = resumed_at  # its own length guess counts the pre-roll it dropped
                 continue
             first, pos, local = pos, pos + len(x), local + len(x)
             if pos <= start:
@@ -384,8 +388,9 @@ class _ByteRange(io.RawIOBase):
 
 def _mp3_resume(
     snd: sf.SoundFile, done: int, path: str | os.PathLike, pos: int, stack: ExitStack
-) -> sf.SoundFile | None:
-    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``."""
+) -> tuple[sf.SoundFile, int] | None:
+    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``
+    frames, and the frames it has read already (its pre-roll); None at a real end of stream."""
     if snd.format != "MP3" or done < snd.frames:
         return None  # a real end of stream
     offsets, mains, spf = _mp3_frames(path)
@@ -408,7 +413,7 @@ def _mp3_resume(
     skip = pos - first * spf  # pre-roll samples (frames of the sub-stream) to drop
     if len(_read(sub, skip)) < skip:
         return None
-    return sub
+    return sub, skip
 
 
 class _Resampler:

@@ -276,6 +276,8 @@ def test_unknown_length_reads_to_the_end(tmp_path, noise):
         got = np.concatenate([reader.read(7000) for _ in range(4)])
         assert len(got) == len(x) and len(reader.read(7000)) == 0 and len(reader.read(10)) == 0
     np.testing.assert_array_equal(got, reference(path))
+    info = audio.probe(unknown)  # libsndfile says 2^63 - 1 frames here: counted by decoding
+    assert (info.frames, info.duration_s) == (len(x), 1.5)
 
 
 @needs_decoder
