@@ -21,6 +21,7 @@ TOP_DB = 80.0  # dB: at most this range below the loudest bin is drawn
 FLOOR_PERCENTILE = 75.0  # bins at or below this percentile (the noise floor) are drawn darkest
 IMAGE_SIZE = (320, 128)  # default spectrogram image (width, height) in pixels
 TEMPLATE = "plotly_white"  # figures carry their own look (pages draw them with theme=None)
+SCORE_BINS = 50  # bars of the score histogram
 MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "other"
 MAP_MARKER_SIZE = 4  # px, for dense maps
 SPARSE_MARKER_SIZE = 8  # px, when fewer than SPARSE_POINTS points are shown
@@ -452,8 +453,13 @@ def cluster_counts(assignments: pd.DataFrame, by: str = "site", height: int = 42
 def score_histogram(
     scores: np.ndarray, threshold: float | None = None, height: int = 260
 ) -> go.Figure:
-    """Histogram of probe scores over the archive with the threshold as a vertical line."""
-    fig = go.Figure(go.Histogram(x=np.asarray(scores, float), nbinsx=50, name="windows"))
+    """Histogram of probe scores over the archive with the threshold as a vertical line.
+
+    Binned here (50 bins over [0, 1]): the browser gets 50 bars, not a million scores per rerun.
+    """
+    counts, edges = np.histogram(np.asarray(scores, float), bins=SCORE_BINS, range=(0.0, 1.0))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    fig = go.Figure(go.Bar(x=centres, y=counts, width=edges[1] - edges[0], name="windows"))
     if threshold is not None:
         fig.add_vline(x=threshold, line_color="#d62728", line_dash="dash")
     fig.update_layout(

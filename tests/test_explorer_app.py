@@ -140,8 +140,9 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
         for h in hits.itertuples()
     ]
     assert sum(holds) >= 4
-    # label the second hit as a positive "sweep"
-    at.text_input(key="search_label").set_value("sweep").run()
+    # label the second hit as a positive "sweep": typed and clicked in one go, as a browser
+    # sends them (the button must read the new text, not the last run's)
+    at.text_input(key="search_label").set_value("sweep")
     wid = int(hits.iloc[1]["window_id"])
     at.button(key=f"hit-{wid}-positive").click().run()
     assert not at.exception
@@ -279,6 +280,32 @@ def test_clusters_page_runs_clustering_and_shows_exemplars(app):
     assert not at.exception, [e.value for e in at.exception]
     assert any("3 clusters over 36 windows" in m.value for m in at.markdown)
     assert len(at.get("imgs")) >= 1 or at.get("image")
+
+
+def test_clusters_more_than_windows_is_an_error_message_that_does_not_stick(app):
+    at = _page(app, "clusters")
+    at.number_input(key="cl_k").set_value(50)  # the fixture has 36 windows
+    at.button(key="FormSubmitter:cluster_form-Run clustering").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("k must be between 1 and the number of windows (36)" in e.value for e in at.error)
+    at.run()
+    assert not at.exception and any("Run a clustering" in i.value for i in at.info)
+    at = _page(at, "map")
+    at.radio(key="map_colour").set_value("cluster").run()
+    assert not at.exception
+
+
+def test_map_and_clusters_of_a_tiny_archive(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "one.wav", np.zeros(int(9.0 * SR), np.float32) + 0.01, SR)
+    embed_archive(tmp_path / "a", tmp_path / "t.chorus", model="spectral", progress=False)
+    monkeypatch.setenv("CHORUS_DB", str(tmp_path / "t.chorus"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at = _page(at, "map")  # two windows: too few for a map, said on the page
+    assert any("need at least 3 windows" in i.value for i in at.info)
 
 
 def _label_calls(db_path, truth: pd.DataFrame, call: str, kind: str = "positive") -> None:

@@ -199,4 +199,5 @@ def test_cluster_counts_by_site_and_hour():
 
 def test_score_histogram_marks_threshold():
     fig = plots.score_histogram(np.linspace(0, 1, 100), threshold=0.7)
-    assert len(fig.data[0].x) == 100 and fig.layout.shapes[0].x0 == 0.7
+    assert fig.layout.shapes[0].x0 == 0.7
+    assert len(fig.data[0].x) == plots.SCORE_BINS and sum(fig.data[0].y) == 100  # binned here

@@ -7,6 +7,7 @@ before any byte of it is read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,13 @@ def audio_roots(meta: dict) -> list[Path]:
 
 
 def safe_path(path: str | Path, roots: list[Path]) -> Path:
-    """Resolve ``path`` and check it lies under one of ``roots``; raise AudioAccessError if not."""
-    p = Path(path).resolve()
+    """Check that ``path`` lies under one of ``roots``; raise AudioAccessError if not.
+
+    The check is on the path as written, with ``..`` folded away, not on where links lead: a
+    recording linked into an archive folder was embedded from there and must play from there too,
+    while no ``..`` can climb out of a root.
+    """
+    p = Path(os.path.abspath(path))  # folds "..", follows no link
     if not any(p.is_relative_to(root) for root in roots):
         raise AudioAccessError(
             f"{path} is not under the database's audio roots; refusing to read it"
@@ -51,7 +57,7 @@ def read_span(
 
     ``channel`` follows the database numbering: -1 = mix of all channels, c >= 0 = channel c.
     """
-    from embedder.audio import load  # lazy: keeps `index`-only pages free of the decoder import
+    from embedder.audio import AudioError, load  # lazy: `index`-only pages skip the decoder
 
     if end_s - start_s > MAX_CLIP_S:
         raise AudioAccessError(
@@ -60,7 +66,10 @@ def read_span(
     if end_s <= start_s or start_s < 0:
         raise AudioAccessError(f"bad span {start_s}-{end_s} s")
     p = safe_path(path, roots)
-    if channel < 0:
-        return load(p, sample_rate, channels="mix", start_s=start_s, end_s=end_s)[0]  # (n,)
-    audio = load(p, sample_rate, channels="all", start_s=start_s, end_s=end_s)  # (C, n)
+    try:  # a file damaged or replaced since it was embedded: a message on its card, no crash
+        if channel < 0:
+            return load(p, sample_rate, channels="mix", start_s=start_s, end_s=end_s)[0]  # (n,)
+        audio = load(p, sample_rate, channels="all", start_s=start_s, end_s=end_s)  # (C, n)
+    except AudioError as err:
+        raise AudioAccessError(str(err)) from None
     return audio[min(channel, audio.shape[0] - 1)]

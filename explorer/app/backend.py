@@ -117,13 +117,17 @@ def time_filter(
     sites: list[str] | None = None,
     date_range: tuple | None = None,
     hours: tuple[int, int] | None = None,
+    all_dates: tuple | None = None,
 ) -> str | None:
     """SQL ``where`` for search over sites, window dates (inclusive) and hours of the day.
 
-    ``hours = (lo, hi)`` keeps windows starting in [lo, hi); (0, 24) means no restriction.
+    ``hours = (lo, hi)`` keeps windows starting in [lo, hi); (0, 24) means no restriction, as
+    does a ``date_range`` equal to ``all_dates`` (the range the page offers by default).
     Windows of recordings with no known start time have no date or hour and are dropped by
     date/hour filters.
     """
+    if all_dates is not None and date_range is not None and tuple(date_range) == tuple(all_dates):
+        date_range = None
     clauses = []
     if sites:
         quoted = ", ".join("'" + str(s).replace("'", "''") + "'" for s in sites)

@@ -227,8 +227,11 @@ def _map_figure(path, model, version, method, n, colour, overlay_key):
         points = points.assign(label=backend.window_labels(db_, model, points)["label"].to_numpy())
     elif colour == "cluster":
         params = overlay_key[1]
-        if params and params[0] == model:
-            res = clusters(path, *params)
+        try:
+            res = clusters(path, *params) if params and params[0] == model else None
+        except ValueError:  # settings the Clusters page refused
+            res = None
+        if res is not None:
             cl = res.assignments.set_index("window_id")["cluster"]
             points = points.assign(cluster=points["window_id"].map(cl))
         else:
@@ -313,3 +316,15 @@ def _detections(path: str, version: int, probe_id: int, threshold: float) -> pd.
 def detections(model: str, probe_id: int, threshold: float) -> pd.DataFrame:
     version = backend.table_version(db(), model)
     return _detections(db_path(), version, int(probe_id), float(threshold))
+
+
+@st.cache_data(show_spinner="Packing the Raven tables…", max_entries=8)
+def _detection_files(path: str, version: int, probe_id: int, threshold: float, fmt: str) -> bytes:
+    det = _detections(path, version, probe_id, threshold)
+    return backend.detections_csv(det) if fmt == "csv" else backend.detections_raven(det)
+
+
+def detection_files(model: str, probe_id: int, threshold: float, fmt: str) -> bytes:
+    """Download bytes ("csv" or "raven" zip), built once per threshold, not on every rerun."""
+    version = backend.table_version(db(), model)
+    return _detection_files(db_path(), version, int(probe_id), float(threshold), fmt)

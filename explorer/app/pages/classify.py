@@ -90,18 +90,17 @@ for tab, queue in ((top, "top"), (unsure, "uncertain"), (diverse, "diverse")):
         widgets.card_grid(rows, info["label"], f"rev_{queue}")
 
 st.subheader("Export detections")
-det = state.detections(model, probe_id, threshold)
 d1, d2 = st.columns(2)
 d1.download_button(
     "Detections (CSV)",
-    backend.detections_csv(det),
+    state.detection_files(model, probe_id, threshold, "csv"),
     f"{info['label']}_detections.csv",
     "text/csv",
     key="dl_csv",
 )
 d2.download_button(
     "Detections (Raven tables, zip)",
-    backend.detections_raven(det),
+    state.detection_files(model, probe_id, threshold, "raven"),
     f"{info['label']}_detections_raven.zip",
     "application/zip",
     key="dl_raven",

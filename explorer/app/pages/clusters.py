@@ -17,7 +17,12 @@ with st.form("cluster_form"):
     if st.form_submit_button("Run clustering", type="primary"):
         st.session_state["cluster_params"] = (model, version, method, int(k))
 
-res = state.current_clusters()
+try:
+    res = state.current_clusters()
+except ValueError as err:  # e.g. more clusters than windows: say so, and forget those settings
+    st.session_state.pop("cluster_params", None)
+    st.error(f"Cannot cluster {model}: {err}")
+    st.stop()
 if res is None:
     st.info("Run a clustering to browse it.")
     st.stop()

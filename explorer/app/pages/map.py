@@ -19,7 +19,11 @@ colour = c3.radio(
 )
 
 version = backend.table_version(state.db(), model)
-fig, note, n_points = state.map_figure(model, version, method, n, colour)
+try:
+    fig, note, n_points = state.map_figure(model, version, method, n, colour)
+except ValueError as err:  # e.g. fewer windows than a map needs
+    st.info(f"No map for {model}: {err}.")
+    st.stop()
 if note:
     st.caption(note)
 event = st.plotly_chart(

@@ -87,9 +87,10 @@ with st.form("search_form"):
     st.write("Filters")
     f1, f2, f3 = st.columns(3)
     sites = f1.multiselect("Sites", summary.sites, key="f_sites")
-    dates = ()
+    dates = all_dates = ()
     if summary.first is not None:
-        dates = f2.date_input("Dates", (summary.first.date(), summary.last.date()), key="f_dates")
+        all_dates = (summary.first.date(), summary.last.date())
+        dates = f2.date_input("Dates", all_dates, key="f_dates")
     hours = f3.slider("Hour of day", 0, 24, (0, 24), key="f_hours")
     g1, g2 = st.columns(2)
     k = g1.number_input("Results", 1, 200, 12, key="f_k")
@@ -97,7 +98,7 @@ with st.form("search_form"):
     go = st.form_submit_button("Search", type="primary", disabled=not queries)
 
 if go:
-    where = backend.time_filter(sites, dates, hours)
+    where = backend.time_filter(sites, dates, hours, all_dates)
     try:
         st.session_state["hits"] = backend.run_search(
             db, model, queries, int(k), where, int(per_rec) or None
