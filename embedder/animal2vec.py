@@ -31,7 +31,9 @@ CONV_LAYERS = (
     ((127, 63, 1), (512, 10, 5)) + ((512, 3, 2),) * 3 + ((512, 3, 1),) + ((512, 2, 1),) * 2
 )
 SINC_MIN_LOW_HZ = 50.0  # Hz, lowest allowed low cut-off
-SINC_MIN_BAND_HZ = 127.0  # Hz, narrowest allowed band
+# narrowest allowed band: None = the bank's frequency resolution, ceil(sample_rate / kernel), as
+# animal2vec's SincConv sets it (127 Hz for the published 8 kHz, 63-tap bank)
+SINC_MIN_BAND_HZ = None
 MEL_BREAK_HZ = 700.0  # Hz, SincNet mel scale 2595 log10(1 + f / 700)
 MEL_SCALE = 2595.0
 WINDOW_A0 = 0.53836  # Hamming-type window a0 - a1 cos(2 pi m / L)
@@ -52,7 +54,7 @@ class Animal2vecConfig:
     window_s: float = WINDOW_S
     conv_layers: tuple[tuple[int, int, int], ...] = CONV_LAYERS
     sinc_min_low_hz: float = SINC_MIN_LOW_HZ
-    sinc_min_band_hz: float = SINC_MIN_BAND_HZ
+    sinc_min_band_hz: float | None = SINC_MIN_BAND_HZ  # Hz; None: see SINC_MIN_BAND_HZ
     width: int = 1024
     prenet_depth: int = 8
     depth: int = 16
@@ -63,6 +65,10 @@ class Animal2vecConfig:
     pos_conv_groups: int = 16
     num_classes: int = 0  # > 0: a fine-tuned linear head giving per-frame logits
     extra: dict = field(default_factory=dict)  # provenance notes (e.g. the source checkpoint's cfg)
+
+    def __post_init__(self) -> None:
+        if self.sinc_min_band_hz is None:
+            self.sinc_min_band_hz = float(math.ceil(self.sample_rate / self.conv_layers[0][1]))
 
     @classmethod
     def large(cls) -> Animal2vecConfig:

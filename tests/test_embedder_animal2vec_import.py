@@ -306,6 +306,8 @@ def test_sinc_min_band_follows_the_checkpoint_sample_rate(tmp_path):
     torch.save(ckpt, path)
     m = a2v.load_model(tiny_config(), "tiny", weights=str(path), device="cpu")
     assert m.model.cfg.sinc_min_band_hz == 254 and m.sample_rate == 16_000
+    # a model built for 16 kHz without a checkpoint gets the same bank as the imported one
+    assert a2v.Animal2vecConfig(sample_rate=16_000).sinc_min_band_hz == 254
     x = audio(2, samples=6400)
     np.testing.assert_allclose(m.embed(x), reference(src, x)[0], atol=1e-5)
 
