@@ -19,6 +19,15 @@ from .search import FILTER_COLUMNS
 
 _OFFSET = "_offset"  # snapshot offset of each view row
 _memory = None  # one in-memory LanceDB connection per process
+_VIEW_TYPES = {
+    "time": pa.timestamp("us"),
+    "date": pa.date32(),
+    "size": pa.int64(),
+    "mtime": pa.float64(),
+    "status": pa.string(),
+    "error": pa.string(),
+    "site": pa.string(),
+}
 _VIEW_LOCK = threading.Lock()  # guards the views and their queries (see filter_offsets)
 
 
@@ -43,7 +52,7 @@ def _view(db, snap) -> pa.Table:
         }
     )
     cols = ["recording_id", "audio_root", "path", "site", "start_time", "duration_s"]
-    cols += ["sample_rate", "channels"]
+    cols += ["sample_rate", "channels", "size", "mtime", "status", "error"]
     df = win.merge(recs[cols], on="recording_id", how="left")
     start = pd.to_datetime(df["start_time"]).astype("datetime64[us]")
     time = start + pd.to_timedelta(df["start_s"], unit="s")
@@ -52,11 +61,11 @@ def _view(db, snap) -> pa.Table:
     df["date"] = time.dt.date
     df = df.sort_values(_OFFSET, kind="stable")
     table = pa.Table.from_pandas(df[[_OFFSET, *FILTER_COLUMNS]], preserve_index=False)
-    return table.cast(
-        table.schema.set(
-            table.schema.get_field_index("time"), pa.field("time", pa.timestamp("us"))
-        ).set(table.schema.get_field_index("date"), pa.field("date", pa.date32()))
-    )
+    schema = table.schema
+    # explicit types: a column that is all null (no errors yet) would otherwise have none
+    for name, kind in _VIEW_TYPES.items():
+        schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
+    return table.cast(schema)
 
 
 def filter_offsets(db, snap, sql: str) -> np.ndarray:

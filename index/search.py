@@ -42,6 +42,10 @@ FILTER_COLUMNS = (
     "duration_s",
     "sample_rate",
     "channels",
+    "size",  # bytes of the file when it was embedded
+    "mtime",  # its modification time (s since the epoch)
+    "status",
+    "error",
     "time",  # window start time = start_time + start_s (timestamp)
     "hour",  # hour of day of the window start, 0..23 (int)
     "date",  # calendar date of the window start

@@ -112,6 +112,13 @@ def test_where_filters_on_recording_and_derived_columns(archive):
     assert len(hits) == len(win)
     few = db.search("m", q).where("recording_id = 2 AND start_s < 5").limit(10).to_pandas()
     assert len(few) == 2  # fewer matches than k: all of them
+    # every recording column of the data model filters, also ones that are all null so far
+    for sql in (
+        "error IS NULL",
+        "size IS NULL AND mtime IS NULL",
+        "status IS NULL OR status = 'ok'",
+    ):
+        assert len(db.search("m", q).where(sql).limit(500).to_pandas()) == len(win), sql
     with pytest.raises(ValueError, match="bad search filter.*Columns: window_id"):
         db.search("m", q).where("no_such_column = 1").to_pandas()
 
