@@ -25,6 +25,7 @@ from index.raven import KINDS, read_annotations
 LABELS_TABLE = "labels"
 MIN_OVERLAP = 0.5  # fraction of the window (or of a shorter label) that must be covered
 _KIND_RANK = {"negative": 0, "unsure": 1, "positive": 2}  # who wins when labels disagree
+_SAME_LABEL = ("recording_id", "start_s", "end_s", "label")  # a relabel of these replaces
 _KIND_RANK_SPAN = 2**40  # more labels than any recording will carry
 
 LABELS_SCHEMA = pa.schema(
@@ -97,7 +98,8 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     if df["label"].isna().any() or (names == "").any():
         raise ValueError("label names must not be empty")
     table = labels_table(db)
-    ids = _next_label_id(table) + np.arange(n, dtype=np.int64)
+    old = table.search().select(list(_SAME_LABEL) + ["label_id"]).limit(None).to_pandas()
+    ids = (int(old["label_id"].max()) + 1 if len(old) else 1) + np.arange(n, dtype=np.int64)
     src = df["source"] if "source" in df else pd.Series([source or default_source()] * n)
     now = _dt.datetime.now().replace(microsecond=0)
     table.add(
@@ -117,6 +119,13 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
             schema=LABELS_SCHEMA,
         )
     )
+    # the same interval and name labelled again replaces the earlier label (a correction); added
+    # first, deleted after: a crash in between leaves both, and the newer one still wins
+    new = pd.DataFrame({"recording_id": df["recording_id"].astype("int64"), "start_s": start})
+    new = new.assign(end_s=end, label=names.to_numpy())
+    replaced = old.merge(new.drop_duplicates(), on=list(_SAME_LABEL))["label_id"]
+    if len(replaced):
+        table.delete(f"label_id IN ({', '.join(str(int(i)) for i in replaced)})")
     return ids
 
 
@@ -134,11 +143,6 @@ def _optional(df: pd.DataFrame, col: str, n: int) -> pa.Array:
     if col not in df:
         return pa.nulls(n, pa.float64())
     return pa.array(df[col].astype(float).to_numpy(), pa.float64(), from_pandas=True)
-
-
-def _next_label_id(table) -> int:
-    ids = table.search().select(["label_id"]).limit(None).to_arrow()["label_id"].to_numpy()
-    return int(ids.max()) + 1 if len(ids) else 1
 
 
 def add_label(

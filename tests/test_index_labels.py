@@ -151,6 +151,7 @@ def test_a_label_on_the_same_interval_corrects_the_earlier_one(synth):
     assert got[["window_id", "kind", "label_id"]].values.tolist() == [
         [w.window_id, "negative", fix]
     ]
+    assert list_labels(synth.db)["label_id"].tolist() == [fix]  # exports carry no mis-click
     add_label(synth.db, int(w.recording_id), w.start_s - 1, w.end_s, "owl")  # a wider positive
     assert window_labels(synth.db, MODEL, "owl")["kind"].tolist() == ["positive"]
 
