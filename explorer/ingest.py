@@ -314,7 +314,7 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             mtime=mtime,
             site=parse_site(rel, site),
             start_time=recording_start(path),
-            status="ok",
+            status="pending",  # "ok" once all its windows are committed
             error=None,
         )
         try:
@@ -334,7 +334,7 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     ids = db.upsert_recordings(records) if records else []
     tasks, durations = [], {}
     for rid, rec in zip(ids, records, strict=True):
-        if rec["status"] != "ok":
+        if rec["status"] == "failed":
             continue
         if rec["path"] in known:  # a rerun: drop windows an interrupted or older run left
             db.begin_recording(model, int(rid))
@@ -421,6 +421,7 @@ class _ChunkWriter:
             self.db.finish_recording(self.model, key, n)
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
+        self.db.set_status([key for key, _, _ in self.waiting], "ok")  # one commit per chunk
         self.waiting = []
 
 

@@ -39,6 +39,7 @@ from .schema import (
     RECORDINGS_TABLE,
     SCHEMA_VERSION,
     STATUS_FAILED,
+    STATUSES,
     VECTOR_DTYPES,
     check_model_name,
     embeddings_schema,
@@ -306,7 +307,7 @@ class Database:
         """Insert or update the recording keyed by (audio_root, path); return its recording_id.
 
         ``fields``: duration_s, sample_rate, channels, site, start_time, size, mtime, status
-        ("ok" | "failed"), error. Fields not given keep their stored value.
+        ("ok" | "pending" | "failed"), error. Fields not given keep their stored value.
         """
         return int(self.upsert_recordings([dict(fields, audio_root=audio_root, path=path)])[0])
 
@@ -367,6 +368,15 @@ class Database:
                 .execute(table)
             )
         return np.asarray(ids, np.int64)
+
+    def set_status(self, recording_ids, status: str) -> None:
+        """Set the status of recordings (one commit), e.g. "ok" once all their windows are in."""
+        ids = [int(i) for i in recording_ids]
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if ids:
+            where = f"recording_id IN ({', '.join(map(str, ids))})"
+            self._recordings_table().update(where=where, values={"status": status})
 
     def mark_failed(
         self, audio_root: str | os.PathLike, path: str | os.PathLike, error: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from .schema import STATUS_FAILED
+from .schema import STATUS_FAILED, STATUS_PENDING
 
 
 def database_info(db) -> dict:
@@ -14,7 +14,7 @@ def database_info(db) -> dict:
     Returns
     -------
     dict with keys path, schema_version, created, updated, audio_roots, n_recordings (readable
-    ones), hours, n_failed, failed (list of {path, error}), sites (sorted list), date_min,
+    ones), hours, n_pending (readable, not all windows committed yet), n_failed, failed (list of {path, error}), sites (sorted list), date_min,
     date_max (ISO strings or None) and models: {name: {n_windows, n_recordings_done, dim,
     vector_dtype, config, index (one-line description), index_state (dict)}}.
     """
@@ -31,6 +31,7 @@ def database_info(db) -> dict:
         "audio_roots": meta.get("audio_roots", []),
         "n_recordings": int(len(ok)),
         "hours": float(ok["duration_s"].fillna(0).sum() / 3600.0),
+        "n_pending": int((recs["status"] == STATUS_PENDING).sum()),
         "n_failed": int(len(failed)),
         "failed": [
             {"path": p, "error": e}

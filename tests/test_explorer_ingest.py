@@ -208,9 +208,15 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_windows(tmp_path)
     proc.wait()
     assert killed_at is not None and proc.returncode == -signal.SIGKILL, "run ended before the kill"
     assert killed_at < len(expected)
+    # the status column tells which recordings are embedded: "ok" only with all windows in
+    killed = index.connect(db_path)
+    status = killed.recordings().set_index("recording_id")["status"]
+    done = set(killed.done_recordings("spectral")["recording_id"])
+    assert set(status[status == "ok"].index) == done and (status == "pending").any()
 
     s = embed_archive(archive, db_path, hop_s=1.0, progress=False)
     assert s.n_skipped + s.n_embedded == 24
+    assert (index.connect(db_path).recordings()["status"] == "ok").all()
     got = _windows(db_path)
     assert len(got) == len(expected)
     assert not got.duplicated(["path", "channel", "start_s"]).any()

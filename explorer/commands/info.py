@@ -21,7 +21,12 @@ def format_info(info: dict) -> str:
     """Human-readable lines for :meth:`index.Database.info`'s summary."""
     lines = [
         f"database    {info['path']}",
-        f"recordings  {info['n_recordings']} ({info['hours']:.2f} h), {info['n_failed']} failed",
+        f"recordings  {info['n_recordings']} ({info['hours']:.2f} h), {info['n_failed']} failed"
+        + (
+            f", {info.get('n_pending')} not fully embedded (rerun `chorus embed`)"
+            if info.get("n_pending")
+            else ""
+        ),
         f"sites       {', '.join(map(str, info['sites'])) or '-'}",
         f"dates       {info['date_min'] or '-'} … {info['date_max'] or '-'}",
     ]
