@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -149,6 +150,10 @@ class AnnIndex:
         return folder / f"{model}.json"
 
     @staticmethod
+    def stable_paths(folder: Path, model: str) -> tuple[Path, Path]:
+        return folder / f"{model}.index", folder / f"{model}.ids.npy"
+
+    @staticmethod
     def data_paths(folder: Path, model: str, token: str) -> tuple[Path, Path]:
         return folder / f"{model}.{token}.index", folder / f"{model}.{token}.ids.npy"
 
@@ -181,6 +186,12 @@ class AnnIndex:
         _atomic(index_path, lambda p: faiss.write_index(self.index, str(p)))
         _atomic(ids_path, lambda p: _save_npy(p, self.ids))
         _atomic(self.settings_path(folder, model), lambda p: Path(p).write_text(text))
+        # the stable names <model>.index / <model>.ids.npy (position -> window_id) for tools that
+        # open the index directly: hard links to this generation, so no copy of a large index
+        for data, stable in zip(
+            (index_path, ids_path), self.stable_paths(folder, model), strict=True
+        ):
+            _atomic(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
         keep = {index_path.name, ids_path.name}
         mine = re.compile(re.escape(model) + rf"\.[0-9a-f]{{{TOKEN_CHARS}}}\.(index|ids\.npy)")
         for old in folder.iterdir():
@@ -255,6 +266,14 @@ def _has_exact_vectors(index) -> bool:
 def _save_npy(path, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
         np.save(f, array, allow_pickle=False)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(src, dst)
 
 
 def _atomic(path: Path, write) -> None:

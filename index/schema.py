@@ -5,7 +5,9 @@ The database is one folder::
     survey.chorus/
       chorus.json          metadata (see ``META_KEYS``), written atomically
       lance/               LanceDB tables: ``recordings``, ``progress``, ``embeddings_<model>``, ...
-      faiss/               ``<model>.index`` + ``<model>.ids.npy`` + ``<model>.json`` (IndexSettings)
+      faiss/               ``<model>.json`` (IndexSettings) names the current generation
+                           ``<model>.<token>.index`` + ``.ids.npy`` (window_id of each position);
+                           ``<model>.index`` / ``<model>.ids.npy`` are hard links to it
       cache/               projections, clusters (owned by other modules)
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,13 +69,19 @@ def test_settings_files_and_reload(tmp_path):
     saved = json.loads((db.faiss_dir / "m.json").read_text())
     assert saved["table_version"] == db.windows("m").version and saved["metric"] == "inner_product"
     files = sorted(p.name for p in db.faiss_dir.iterdir())
-    assert files == sorted(["m.json", f"m.{s.token}.index", f"m.{s.token}.ids.npy"])
+    generation = [f"m.{s.token}.index", f"m.{s.token}.ids.npy"]
+    assert files == sorted(["m.json", "m.index", "m.ids.npy", *generation])
+    # the stable names open directly: position i of faiss/m.index is window m.ids.npy[i]
+    raw = faiss.read_index(str(db.faiss_dir / "m.index"))
+    ids = np.load(db.faiss_dir / "m.ids.npy")
+    _, pos = raw.search(vec[:1], 1)
+    assert raw.ntotal == 500 and ids[pos[0, 0]] == db.windows("m").to_pandas()["window_id"][0]
     ann = fi.AnnIndex.load(db.faiss_dir, "m")
     assert len(ann) == 500 and ann.exact_storage and ann.is_exhaustive
     assert db.index_state("m")["state"] == "current"
     assert db.build_index("m").action == "unchanged"
     s2 = db.build_index("m", rebuild=True)  # a new generation replaces the old files
-    assert s2.token != s.token and len(list(db.faiss_dir.iterdir())) == 3
+    assert s2.token != s.token and len(list(db.faiss_dir.iterdir())) == 5
 
 
 def test_incremental_update_and_rebuild_rules(tmp_path):
