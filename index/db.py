@@ -44,6 +44,7 @@ from .schema import (
     check_model_name,
     embeddings_schema,
     embeddings_table_name,
+    extra_columns,
 )
 from .snapshot import Snapshot
 
@@ -399,8 +400,9 @@ class Database:
         self._recordings_table().delete(f"recording_id = {rid}")
 
     # ------------------------------------------------------------------ embeddings
-    def _embeddings_table(self, model: str, dim: int | None = None):
-        """Open ``embeddings_<model>``; create it if ``dim`` is given, else KeyError if missing."""
+    def _embeddings_table(self, model: str, dim: int | None = None, extras: dict | None = None):
+        """Open ``embeddings_<model>``; create it (with ``extras`` columns: name -> width) if
+        ``dim`` is given, else KeyError if missing."""
         name = embeddings_table_name(model)
         tbl = self._cached_table(name)
         if tbl is not None:
@@ -412,7 +414,7 @@ class Database:
         dtype = self.meta.get("embeddings", {}).get(model, {}).get("vector_dtype", "float32")
         if model not in self.meta.get("models", {}):
             self.register_model(model, {"dim": int(dim)}, vector_dtype=dtype)
-        return self.open_table(name, embeddings_schema(dim, dtype))
+        return self.open_table(name, embeddings_schema(dim, dtype, extras))
 
     def model_dim(self, model: str) -> int:
         """Vector dimension stored for ``model``."""
@@ -454,7 +456,9 @@ class Database:
         ----------
         rows : pyarrow.Table, pandas.DataFrame or dict with columns ``recording_id`` (int),
             ``start_s``, ``end_s`` (float seconds), ``vector`` ((n, dim) array, list column or
-            fixed-size list) and optional ``channel`` (int, -1 = mix, default).
+            fixed-size list) and optional ``channel`` (int, -1 = mix, default). Any further
+            column is a per-model extra (e.g. ``logits``: (n, C) or (n,) numbers), stored as
+            float32; the first write of a model fixes which extras it has.
 
         Vectors are L2-normalised before storage (their norm is kept in column ``norm``);
         all-zero vectors (e.g. digital silence) are stored as zeros with norm 0.
@@ -467,7 +471,14 @@ class Database:
         n = len(cols["vector"])
         if n == 0:
             return np.empty(0, np.int64)
-        tbl = self._embeddings_table(model, dim=cols["vector"].shape[1])
+        extras = cols["extras"]
+        widths = {k: (v.shape[1] if v.ndim == 2 else 0) for k, v in extras.items()}
+        tbl = self._embeddings_table(model, dim=cols["vector"].shape[1], extras=widths)
+        if extra_columns(tbl.schema) != widths:  # fixed by the first write of the model
+            raise ValueError(
+                f"model {model!r} stores extra columns {extra_columns(tbl.schema)} "
+                f"(name: width), these rows give {widths}"
+            )
         vtype = tbl.schema.field("vector").type
         unit, norms = _rows.normalise(cols["vector"], allow_zero=True)  # (n, dim), (n,)
         ids = self._reserve_window_ids(model, n)
@@ -481,6 +492,7 @@ class Database:
                 "end_s": cols["end_s"],
                 "norm": norms,
                 "vector": pa.FixedSizeListArray.from_arrays(flat, vtype.list_size),
+                **{k: _rows.float_column(v) for k, v in extras.items()},
             },
             schema=tbl.schema,
         )

@@ -110,11 +110,11 @@ def window_rows(rows, dim: int | None) -> dict[str, np.ndarray]:
             f"embedding rows lack column(s) {missing}; required: recording_id, start_s, end_s, "
             f"vector (channel optional)"
         )
-    extra = sorted(set(cols) - set(WINDOW_INPUT_COLUMNS))
-    if extra:
+    reserved = sorted({"window_id", "norm"} & set(cols))
+    if reserved:
         raise ValueError(
-            f"unexpected column(s) {extra} in embedding rows; allowed: {list(WINDOW_INPUT_COLUMNS)}"
-            + (" (window ids are assigned by the database)" if "window_id" in extra else "")
+            f"column(s) {reserved} are computed by the database, not given "
+            "(window ids are assigned, norms measured)"
         )
     vec = vectors_to_numpy(cols["vector"])
     n = len(vec)
@@ -140,7 +140,29 @@ def window_rows(rows, dim: int | None) -> dict[str, np.ndarray]:
         )
     if (out["channel"] < MIX_CHANNEL).any():
         raise ValueError("channel must be -1 (mix) or a channel number >= 0")
+    names = sorted(set(cols) - set(WINDOW_INPUT_COLUMNS))
+    out["extras"] = {name: _extra(cols[name], name, n) for name in names}
     return out
+
+
+def _extra(col, name: str, n: int) -> np.ndarray:
+    """A per-model extra column (e.g. logits) as float32 (n,) or (n, k)."""
+    if not name.isidentifier():
+        raise ValueError(f"extra column name {name!r} must be an identifier")
+    arr = np.asarray(col.to_pylist() if isinstance(col, (pa.Array, pa.ChunkedArray)) else col)
+    if arr.dtype == object:  # a list column
+        arr = vectors_to_numpy(list(arr))
+    if arr.shape[:1] != (n,) or arr.ndim > 2 or arr.dtype.kind not in "iuf":
+        raise ValueError(f"extra column {name!r}: need numbers, one value or one list per row")
+    return arr.astype(np.float32)
+
+
+def float_column(values: np.ndarray) -> pa.Array:
+    """float32 (n,) -> a float32 column; (n, k) -> a fixed-size list column of k."""
+    v = np.ascontiguousarray(values, np.float32)
+    if v.ndim == 1:
+        return pa.array(v, pa.float32())
+    return pa.FixedSizeListArray.from_arrays(pa.array(v.ravel(), pa.float32()), v.shape[1])
 
 
 def to_timestamp(value) -> pd.Timestamp | None:

@@ -86,11 +86,14 @@ def embeddings_table_name(model: str) -> str:
     return EMBEDDINGS_PREFIX + check_model_name(model)
 
 
-def embeddings_schema(dim: int, vector_dtype: str = "float32") -> pa.Schema:
+def embeddings_schema(
+    dim: int, vector_dtype: str = "float32", extras: dict[str, int] | None = None
+) -> pa.Schema:
     """Schema of ``embeddings_<model>``: one row per window, vector L2-normalised.
 
     ``norm`` keeps the raw vector's L2 norm so that raw dot products stay available
-    (raw = vector * norm).
+    (raw = vector * norm). ``extras`` adds per-model float32 columns (e.g. logits), by name:
+    width 0 for one number per window, k for a fixed-size list of k.
     """
     if vector_dtype not in VECTOR_DTYPES:
         raise ValueError(
@@ -107,5 +110,19 @@ def embeddings_schema(dim: int, vector_dtype: str = "float32") -> pa.Schema:
             pa.field("end_s", pa.float64(), nullable=False),
             pa.field("norm", pa.float32()),
             pa.field("vector", pa.list_(VECTOR_DTYPES[vector_dtype], int(dim))),
+            *(
+                pa.field(name, pa.float32() if not k else pa.list_(pa.float32(), int(k)))
+                for name, k in (extras or {}).items()
+            ),
         ]
     )
+
+
+def extra_columns(schema: pa.Schema) -> dict[str, int]:
+    """The per-model extra columns of an embeddings table: name -> width (0 = scalar)."""
+    base = {"window_id", "recording_id", "channel", "start_s", "end_s", "norm", "vector"}
+    return {
+        f.name: (f.type.list_size if pa.types.is_fixed_size_list(f.type) else 0)
+        for f in schema
+        if f.name not in base
+    }

@@ -270,3 +270,16 @@ def test_info_summary(db, tmp_path):
 def test_index_package_does_not_import_torch():
     code = "import sys, index; assert 'torch' not in sys.modules and 'embedder' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_per_model_extras_such_as_logits_are_stored_with_the_windows(db):
+    rows = _rows(0, 3).assign(logits=list(np.arange(6, dtype=np.float64).reshape(3, 2)))
+    rows["loudness"] = [0.5, 1.0, 1.5]
+    db.add_embeddings("m", rows)
+    got = db.windows("m").to_pandas()
+    assert np.stack(got["logits"]).tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert got["loudness"].tolist() == [0.5, 1.0, 1.5]
+    with pytest.raises(ValueError, match=r"stores extra columns \{'logits': 2, 'loudness': 0\}"):
+        db.add_embeddings("m", _rows(1, 2))  # the first write fixed the extras
+    with pytest.raises(ValueError, match="computed by the database"):
+        db.add_embeddings("n", _rows(1, 2).assign(norm=1.0))
