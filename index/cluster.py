@@ -16,7 +16,9 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index.projection import PCA_FIT_ROWS, cache_dir, cache_key, fit_pca, window_meta
+from index import cache
+from index.cache import cache_dir
+from index.projection import PCA_FIT_ROWS, fit_pca, window_meta
 
 PCA_DIM = 64  # dimensions kept before k-means
 HDBSCAN_PCA_DIM = 16  # density estimates need fewer dimensions still
@@ -248,7 +250,6 @@ def cluster_windows(
     use_cache: bool = True,
 ) -> ClusterResult:
     """Cluster every window of ``model`` (cached by table version and parameters)."""
-    table = db.windows(model)
     params = {
         "method": method,
         "k": k if method == "kmeans" else None,
@@ -256,10 +257,14 @@ def cluster_windows(
         "min_cluster_size": min_cluster_size,
         "seed": seed,
     }
-    stem = cache_key("clusters", model, table.version, params)
-    a_path, e_path = cache_dir(db) / f"{stem}.parquet", cache_dir(db) / f"{stem}.exemplars.parquet"
+    folder = cache_dir(db)
+    stem = cache.key(db, "clusters", model, params)
+    a_path, e_path = folder / f"{stem}.parquet", folder / f"{stem}.exemplars.parquet"
     if use_cache and a_path.exists() and e_path.exists():
-        return ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
+        try:
+            return ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
+        except (OSError, ValueError):  # pruned meanwhile, or damaged: compute again
+            pass
     meta = _with_hour(db, window_meta(db, model))
     if meta.empty:
         raise ValueError(f"model {model!r} has no windows to cluster")
@@ -278,8 +283,9 @@ def cluster_windows(
     exemplars = ex_df.join(meta[["window_id", "recording_id", "start_s", "end_s"]], on="row").drop(
         columns="row"
     )
-    assignments.to_parquet(a_path, index=False)
-    exemplars.to_parquet(e_path, index=False)
+    cache.write(e_path, lambda p: exemplars.to_parquet(p, index=False))
+    cache.write(a_path, lambda p: assignments.to_parquet(p, index=False))
+    cache.prune(folder, stem)
     return ClusterResult(assignments, exemplars, params)
 
 

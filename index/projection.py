@@ -27,15 +27,16 @@ maps that differ slightly from run to run.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import cache
+from .cache import cache_dir
 
 SAMPLE_CAP = 50_000  # windows in a map by default
 PCA_DIM = 50  # PCA dimensions fed to UMAP (removes noise dimensions, speeds up neighbours)
@@ -46,7 +47,6 @@ UMAP_FIT_CAP = 10_000  # windows UMAP is fitted on; the rest are placed by neare
 UMAP_EPOCHS = 200  # layout epochs (umap's own default is 500 below 10 000 points)
 PLACE_K = 10  # fitted neighbours whose 2-D positions place a window
 PLACE_EPS = 1e-6  # added to neighbour distances (PCA units) so exact duplicates do not divide by 0
-CACHE_DIR = "cache"
 METHODS = ("pca", "umap")
 
 
@@ -264,16 +264,26 @@ def _water_fill(counts: np.ndarray, cap: int) -> np.ndarray:
 
 
 # -- database layer ---------------------------------------------------------------------------
-def cache_key(kind: str, model: str, version: int, params: dict) -> str:
-    """File stem for a cached result: kind, model, table version and a hash of the params."""
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{kind}_{model}_v{version}_{digest}"
+def save_projection(proj: Projection, path: Path) -> None:
+    """Arrays and parameters of a fitted map in one ``.npz`` (no pickle: see index.cache)."""
+    arrays = {
+        "mean": proj.pca.mean,
+        "components": proj.pca.components,
+        "explained_variance": proj.pca.explained_variance,
+    }
+    if proj.anchors is not None:
+        arrays.update(anchors=proj.anchors, anchor_xy=proj.anchor_xy)
+    header = json.dumps({"method": proj.method, "params": proj.params})
+    with open(path, "wb") as fh:
+        np.savez(fh, header=np.array(header), **arrays)
 
 
-def cache_dir(db) -> Path:
-    path = Path(db.path) / CACHE_DIR
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def load_projection(path: Path) -> Projection:
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        pca = PCA(z["mean"], z["components"], z["explained_variance"])
+        anchors = (z["anchors"], z["anchor_xy"]) if "anchors" in z.files else (None, None)
+    return Projection(header["method"], header["params"], pca, *anchors)
 
 
 def project(
@@ -304,7 +314,6 @@ def project(
     """
     if by not in ("recording", "site"):
         raise ValueError(f"by must be 'recording' or 'site', got {by!r}")
-    table = db.windows(model)
     params = {
         "method": method,
         "sample": sample,
@@ -315,11 +324,14 @@ def project(
         "n_epochs": UMAP_EPOCHS,
         "placement": "knn",  # maps made before the fit-on-a-subset method get a new key
     }
-    stem = cache_key("projection", model, table.version, params)
-    coords_path, model_path = cache_dir(db) / f"{stem}.parquet", cache_dir(db) / f"{stem}.pkl"
+    folder = cache_dir(db)
+    stem = cache.key(db, "projection", model, params)
+    coords_path, model_path = folder / f"{stem}.parquet", folder / f"{stem}.npz"
     if use_cache and coords_path.exists() and model_path.exists():
-        with model_path.open("rb") as fh:
-            return pd.read_parquet(coords_path), pickle.load(fh)
+        try:
+            return pd.read_parquet(coords_path), load_projection(model_path)
+        except (OSError, ValueError, KeyError):  # pruned meanwhile, or damaged: compute again
+            pass
     meta = window_meta(db, model)
     groups = meta["recording_id"] if by == "recording" else meta["site"].fillna("").astype(str)
     rows = stratified_sample(groups.to_numpy(), sample, seed)
@@ -327,9 +339,9 @@ def project(
     _, X = db.vectors(model, meta["window_id"].to_numpy())
     proj, xy = fit_projection(X, method, pca_dim=pca_dim, seed=seed)
     coords = meta.assign(x=xy[:, 0], y=xy[:, 1])
-    coords.to_parquet(coords_path, index=False)
-    with model_path.open("wb") as fh:
-        pickle.dump(proj, fh)
+    cache.write(model_path, lambda p: save_projection(proj, p))
+    cache.write(coords_path, lambda p: coords.to_parquet(p, index=False))
+    cache.prune(folder, stem)
     return coords, proj
 
 

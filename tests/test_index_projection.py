@@ -97,7 +97,9 @@ def test_project_pca_cache_hit_and_transform(synth):
         MODEL, {"recording_id": [0], "start_s": [500.0], "end_s": [505.0], "vector": X[:1]}
     )
     fresh, _ = project(db, MODEL, "pca", sample=120, by="recording")
-    assert len(list((db.path / "cache").iterdir())) == 4
+    now = sorted(p.name for p in (db.path / "cache").iterdir())
+    assert len(now) == 2 and now != files  # the older version's files are gone
+    assert {p.rsplit(".", 1)[-1] for p in now} == {"parquet", "npz"}  # nothing to unpickle
     by_site, _ = project(db, MODEL, "pca", sample=60, by="site")
     assert by_site.groupby("site").size().tolist() == [30, 30]
 
@@ -138,3 +140,17 @@ def test_umap_map_of_the_smallest_archive(tmp_path):
     synth = make_synth_db(tmp_path, n_recordings=1, windows_per_recording=3)
     points, _ = project(synth.db, MODEL, method="umap")
     assert len(points) == 3 and np.isfinite(points[["x", "y"]].to_numpy()).all()
+
+
+def test_maps_and_clusters_show_a_renamed_site(tmp_path):
+    # their cached rows carry recording columns: the recordings' version is part of the key too
+    db = make_synth_db(tmp_path, n_recordings=2, windows_per_recording=12).db
+    project(db, MODEL, "pca")
+    cluster_windows(db, MODEL, k=2)
+    rec0 = db.recording(0)
+    db.upsert_recording(rec0["audio_root"], rec0["path"], site="RENAMED")
+    coords, _ = project(db, MODEL, "pca")
+    res = cluster_windows(db, MODEL, k=2)
+    for rows in (coords, res.assignments):
+        assert set(rows.loc[rows["recording_id"] == 0, "site"]) == {"RENAMED"}
+    assert len(list((db.path / "cache").iterdir())) == 4  # one projection, one clustering
