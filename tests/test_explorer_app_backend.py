@@ -170,3 +170,35 @@ def test_damaged_audio_is_an_access_error_not_a_crash(archive):
         audio_access.read_span(root / "bad.wav", roots, 0.0, 1.0, SR)
     with pytest.raises(audio_access.AudioAccessError, match="after the end"):
         audio_access.read_span(root / "rec.wav", roots, 25.0, 26.0, SR)
+
+
+def test_cached_clips_follow_a_replaced_file(archive, monkeypatch):
+    import logging
+    import os
+
+    import streamlit as st
+
+    from explorer.app import state
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare mode: no script context
+    root, _ = archive
+    wav = root / "replaced.wav"
+    sf.write(wav, np.full(SR * 6, 0.5, np.float32), SR)
+    monkeypatch.setattr(state, "roots", lambda: [root.resolve()])
+    span = ("db", str(wav), 0.0, 5.0, -1, SR)
+    first = state.clip(*span, audio_access.file_stamp(wav))
+    sf.write(wav, np.zeros(SR * 6, np.float32), SR)  # re-exported by the user
+    os.utime(wav, ns=(0, os.stat(wav).st_mtime_ns + 10**9))
+    again = state.clip(*span, audio_access.file_stamp(wav))
+    assert np.abs(first).max() == pytest.approx(0.5) and np.abs(again).max() == 0.0
+    st.cache_data.clear()
+
+
+def test_the_cache_version_follows_recordings_too(tmp_path):
+    from agile_synth import MODEL, make_synth_db
+
+    synth = make_synth_db(tmp_path, n_recordings=1, windows_per_recording=3)
+    before = backend.table_version(synth.db, MODEL)
+    rec = synth.db.recording(0)
+    synth.db.upsert_recording(rec["audio_root"], rec["path"], site="RENAMED")
+    assert backend.table_version(synth.db, MODEL) != before  # maps and cards show the new site

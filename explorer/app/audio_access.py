@@ -45,6 +45,15 @@ def safe_path(path: str | Path, roots: list[Path]) -> Path:
     return p
 
 
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file, None if it is gone: part of the key of cached clips."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def read_span(
     path: str | Path,
     roots: list[Path],

@@ -20,9 +20,10 @@ def model_names(db) -> list[str]:
     return [m for m in db.models() if f"embeddings_{m}" in tables]
 
 
-def table_version(db, model: str) -> int:
-    """Version of a model's windows table: the cache key of everything derived from it."""
-    return int(db.windows(model).version)
+def table_version(db, model: str) -> str:
+    """Versions of a model's windows table and of the recordings table (sites, paths and times
+    joined onto windows): the cache key of everything derived from them."""
+    return f"w{db.windows(model).version}-r{db._recordings_table().version}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,8 +100,8 @@ def archive_summary(path: str) -> backend.ArchiveSummary:
 
 
 @st.cache_data(show_spinner="Projecting windows…", max_entries=8)
-def map_points(path: str, model: str, version: int, method: str, n: int) -> pd.DataFrame:
-    """Sampled windows with 2-D coordinates; only a new windows table version recomputes it."""
+def map_points(path: str, model: str, version: str, method: str, n: int) -> pd.DataFrame:
+    """Sampled windows with 2-D coordinates; only new table versions recompute it."""
     return backend.map_points(_connect(path), model, method, n)
 
 
@@ -115,15 +115,20 @@ def playback_rate(sample_rate) -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def clip(path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int) -> np.ndarray:
-    """Audio of a window read from its original file (``(n,)`` at ``sr``)."""
+def clip(
+    path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int, stamp=None
+) -> np.ndarray:
+    """Audio of a window read from its original file (``(n,)`` at ``sr``); ``stamp`` (the file's
+    size and mtime) keys it too, so a replaced file is read again."""
     channel = -1 if channel is None or channel != channel else int(channel)  # NaN: mix
     return audio_access.read_span(abs_path, roots(), start_s, end_s, sr, channel)
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def card_png(path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int) -> bytes:
-    audio = clip(path, abs_path, start_s, end_s, channel, sr)
+def card_png(
+    path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int, stamp=None
+) -> bytes:
+    audio = clip(path, abs_path, start_s, end_s, channel, sr, stamp)
     return plots.spectrogram_png(audio, sr, size=CARD_SIZE)
 
 
@@ -185,7 +190,7 @@ def recording_view(path: str, abs_path: str, start_s: float, end_s: float, sr: i
 
 
 @st.cache_data(show_spinner="Clustering…", max_entries=8)
-def clusters(path: str, model: str, version: int, method: str, k: int):
+def clusters(path: str, model: str, version: str, method: str, k: int):
     from index.cluster import cluster_windows
 
     return cluster_windows(_connect(path), model, method=method, k=int(k))
@@ -247,18 +252,18 @@ def _map_figure(path, model, version, method, n, colour, overlay_key):
     return fig, note, len(points)
 
 
-def map_figure(model: str, version: int, method: str, n: int, colour: str):
+def map_figure(model: str, version: str, method: str, n: int, colour: str):
     """(figure, note, n_points) of the map; a label write redraws only a label-coloured map."""
     return _map_figure(db_path(), model, version, method, n, colour, _overlay_key(colour))
 
 
 def selected_rows(model: str, ids: tuple) -> pd.DataFrame:
-    """Windows picked on the map, with their recordings (read once per selection)."""
-    return _selected_rows(db_path(), model, ids)
+    """Windows picked on the map, with their recordings (read once per selection and version)."""
+    return _selected_rows(db_path(), model, backend.table_version(db(), model), ids)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _selected_rows(path: str, model: str, ids: tuple) -> pd.DataFrame:
+def _selected_rows(path: str, model: str, version: str, ids: tuple) -> pd.DataFrame:
     return backend.windows_by_id(_connect(path), model, list(ids))
 
 
@@ -288,7 +293,7 @@ def current_probe(model: str | None) -> int | None:
 
 
 @st.cache_data(show_spinner="Scoring the archive…", max_entries=8)
-def _archive_scores(path: str, model: str, version: int, probe_id: int) -> pd.DataFrame:
+def _archive_scores(path: str, model: str, version: str, probe_id: int) -> pd.DataFrame:
     return backend.archive_scores(_connect(path), model, probe_id)
 
 
@@ -309,7 +314,7 @@ def review_queue(model: str, probe_id: int, strategy: str, n: int) -> pd.DataFra
 
 
 @st.cache_data(show_spinner="Collecting detections…", max_entries=16)
-def _detections(path: str, version: int, probe_id: int, threshold: float) -> pd.DataFrame:
+def _detections(path: str, version: str, probe_id: int, threshold: float) -> pd.DataFrame:
     return backend.detections(_connect(path), probe_id, threshold)
 
 
@@ -319,7 +324,7 @@ def detections(model: str, probe_id: int, threshold: float) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Packing the Raven tables…", max_entries=8)
-def _detection_files(path: str, version: int, probe_id: int, threshold: float, fmt: str) -> bytes:
+def _detection_files(path: str, version: str, probe_id: int, threshold: float, fmt: str) -> bytes:
     det = _detections(path, version, probe_id, threshold)
     return backend.detections_csv(det) if fmt == "csv" else backend.detections_raven(det)
 
