@@ -169,12 +169,15 @@ def _thresholds(rec: ProbeRecord, threshold: float | None, precision: float | No
 
 
 def _store_detections(db, probe_id: int, det: pd.DataFrame) -> None:
+    # the new set goes in first and the old one out after, and readers keep only the newest
+    # created_at of a probe: a reader never sees an empty or a mixed set in between
     table = db.open_table(DETECTIONS_TABLE, DETECTIONS_SCHEMA)
-    now = _dt.datetime.now().replace(microsecond=0)
+    now = _dt.datetime.now()
     rows = det.assign(created_at=now)[DETECTIONS_SCHEMA.names]
-    table.delete(f"probe_id = {int(probe_id)}")
     if len(rows):
         table.add(pa.Table.from_pandas(rows, schema=DETECTIONS_SCHEMA, preserve_index=False))
+    stamp = now.isoformat(sep=" ", timespec="microseconds")
+    table.delete(f"probe_id = {int(probe_id)} AND created_at < TIMESTAMP '{stamp}'")
 
 
 def load_detections(db, probe_id: int) -> pd.DataFrame:
@@ -185,6 +188,7 @@ def load_detections(db, probe_id: int) -> pd.DataFrame:
         )
     table = db.open_table(DETECTIONS_TABLE)
     df = table.search().where(f"probe_id = {int(probe_id)}").limit(None).to_arrow().to_pandas()
+    df = df[df["created_at"] == df["created_at"].max()]  # the newest run (see _store_detections)
     if df.empty:
         load_probe(db, probe_id)  # KeyError for an unknown probe; else it found nothing
     return _with_paths(db, df.drop(columns=["created_at"]))

@@ -354,7 +354,7 @@ class Database:
             ids.append(rid)
         if n_new:  # fresh ids, never those of deleted recordings (labels may still name them)
             floor = int(df["recording_id"].max()) + 1 if len(df) else 0
-            first = self._reserve("next_recording_id", "all", floor, n_new)
+            first = self.reserve_ids("next_recording_id", "all", floor, n_new)
             for row in merged:
                 if row["recording_id"] < 0:
                     row["recording_id"] = first - 1 - row["recording_id"]
@@ -432,11 +432,11 @@ class Database:
             )
             ids = col["window_id"].to_numpy()
             self._next_id[model] = int(ids.max()) + 1 if len(ids) else 0
-        start = self._reserve("next_window_id", model, self._next_id[model], n)
+        start = self.reserve_ids("next_window_id", model, self._next_id[model], n)
         self._next_id[model] = start + n
         return np.arange(start, start + n, dtype=np.int64)
 
-    def _reserve(self, counter: str, key: str, floor: int, n: int) -> int:
+    def reserve_ids(self, counter: str, key: str, floor: int, n: int) -> int:
         """First of ``n`` ids above ``floor`` and the stored high-water mark ``meta[counter][key]``,
         which is raised before the caller commits anything (ids are never handed out twice)."""
         first = []
@@ -625,6 +625,12 @@ class Database:
 
     def _ann_mapping(self, snap: Snapshot, ann) -> tuple[np.ndarray, np.ndarray]:
         """(snapshot offset of each index position or -1 if deleted (N,), offsets not indexed)."""
+        entry = self._ann_entry(snap, ann)
+        return entry[1], entry[2]
+
+    def _ann_entry(self, snap: Snapshot, ann) -> tuple:
+        """(key, off_of_pos, new_offsets, pos_of_off, delta vectors) for this snapshot and index;
+        callers use the tuple they got, never the shared slot another thread may replace."""
         key = (snap.version, id(ann))
         cached = self._ann_maps.get(snap.model)
         if cached is None or cached[0] != key:
@@ -636,7 +642,7 @@ class Database:
             new_offsets = np.flatnonzero(pos_of_off < 0)
             cached = (key, off_of_pos, new_offsets, pos_of_off, {})
             self._ann_maps[snap.model] = cached
-        return cached[1], cached[2]
+        return cached
 
     def _vectors_for(self, snap: Snapshot, offsets: np.ndarray) -> np.ndarray:
         """Unit vectors (m, dim) at snapshot ``offsets``: from the in-memory index when it stores
@@ -645,8 +651,7 @@ class Database:
         ann = self._indexes.get(snap.model, (None, None))[1]
         if ann is None or not ann.exact_storage:
             return snap.vectors_at(offsets)
-        self._ann_mapping(snap, ann)
-        _, _, _, pos_of_off, delta = self._ann_maps[snap.model]
+        _, _, _, pos_of_off, delta = self._ann_entry(snap, ann)
         pos = pos_of_off[offsets]
         out = np.empty((len(offsets), snap.dim), np.float32)
         inside = pos >= 0

@@ -99,7 +99,8 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
         raise ValueError("label names must not be empty")
     table = labels_table(db)
     old = table.search().select(list(_SAME_LABEL) + ["label_id"]).limit(None).to_pandas()
-    ids = (int(old["label_id"].max()) + 1 if len(old) else 1) + np.arange(n, dtype=np.int64)
+    floor = int(old["label_id"].max()) + 1 if len(old) else 1
+    ids = db.reserve_ids("next_label_id", "all", floor, n) + np.arange(n, dtype=np.int64)
     src = df["source"] if "source" in df else pd.Series([source or default_source()] * n)
     now = _dt.datetime.now().replace(microsecond=0)
     table.add(

@@ -659,7 +659,8 @@ def store_probe(db, rec: ProbeRecord) -> int:
     """Append a probe to the ``probes`` table; return its new probe_id."""
     table = db.open_table(PROBES_TABLE, PROBES_SCHEMA)
     ids = table.search().select(["probe_id"]).limit(None).to_arrow()["probe_id"].to_numpy()
-    probe_id = int(ids.max()) + 1 if len(ids) else 1
+    # reserved under the database's lock: two sessions training at once get distinct ids
+    probe_id = db.reserve_ids("next_probe_id", "all", int(ids.max()) + 1 if len(ids) else 1, 1)
     coef = np.asarray(rec.probe.coef_, dtype=np.float32)  # (L, d)
     row = {
         "probe_id": [probe_id],

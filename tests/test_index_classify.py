@@ -88,6 +88,18 @@ def test_classify_thresholds_and_stores(trained):
         classify(synth.db, rec.probe_id, threshold=2.0)
 
 
+def test_a_rerun_of_classify_never_shows_a_mixed_or_empty_set(trained, monkeypatch):
+    from lancedb.table import LanceTable
+
+    synth, rec = trained
+    first = classify(synth.db, rec.probe_id, threshold=0.5, merge=False)
+    monkeypatch.setattr(LanceTable, "delete", lambda self, where: None)  # halt between commits
+    second = classify(synth.db, rec.probe_id, threshold=0.8, merge=False)
+    monkeypatch.undo()
+    assert 0 < len(second) < len(first)
+    assert len(load_detections(synth.db, rec.probe_id)) == len(second)
+
+
 def test_merge_detections():
     df = pd.DataFrame(
         {

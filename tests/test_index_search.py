@@ -255,3 +255,42 @@ def test_filtered_searches_from_threads_while_windows_are_added(tmp_path):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_vectors_of_a_snapshot_stay_its_own_when_another_thread_maps_a_newer_one(tmp_path):
+    # the explorer's sessions share one Database: a search on a newer snapshot may refresh the
+    # index-position map between another search's mapping and its use
+    rng = np.random.default_rng(7)
+    db = index.connect(tmp_path / "r.chorus")
+    (tmp_path / "a").mkdir()
+    rids = [db.upsert_recording(tmp_path / "a", f"r{i}.wav") for i in range(3)]
+
+    def rows(rid):
+        start = np.arange(40) * 5.0
+        return {
+            "recording_id": np.full(40, rid),
+            "start_s": start,
+            "end_s": start + 5,
+            "vector": rng.normal(size=(40, 16)),
+        }
+
+    for rid in rids:
+        db.add_embeddings("m", rows(rid))
+    db.build_index("m", factory="Flat")
+    old = db.snapshot("m")
+    db.delete_windows("m", rids[0])  # recording 0 re-embedded meanwhile
+    db.add_embeddings("m", rows(rids[0]))
+    new = db.snapshot("m")
+    ann = db._load_ann("m")
+    real = db._ann_entry
+
+    def interleaved(snap, a):
+        entry = real(snap, a)
+        if snap is old:
+            real(new, a)  # the other thread's search runs here
+        return entry
+
+    db._ann_entry = interleaved
+    offsets = np.arange(len(old))
+    assert ann.exact_storage
+    np.testing.assert_allclose(db._vectors_for(old, offsets), old.vectors_at(offsets), atol=1e-5)
