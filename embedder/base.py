@@ -40,6 +40,16 @@ class Embedder(ABC):
         return int(round(self.sample_rate * self.window_s))
 
     @property
+    def n_logits(self) -> int:
+        """Classes of a window-level classification head carried by the weights (0: none)."""
+        return 0
+
+    def embed_with_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (n, dim) and the head's logits (n, n_logits) of ``batch``, for models
+        with a window-level classification head."""
+        raise ValueError(f"{self.name}: these weights carry no window-level classification head")
+
+    @property
     def trained(self) -> bool:
         """False when the weights are a random initialisation (meaningless vectors)."""
         return self.weights is not None

@@ -314,9 +314,22 @@ class PerchEmbedder(TorchEmbedder):
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(n, 160000) -> (n, C) prototype-head logits; needs weights that carry the head."""
+        self._check_head()
+        return self.run(self.model.logits, batch, (self.config.n_classes,))
+
+    @property
+    def n_logits(self) -> int:
+        return self.config.n_classes if self.model.proto_head is not None else 0
+
+    def embed_with_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 160000) -> embeddings (n, 1536) and logits (n, C) from one pass of the network."""
+        self._check_head()
+        both = self.run(self.model.pooled_and_logits, batch, (self.dim + self.config.n_classes,))
+        return both[:, : self.dim], both[:, self.dim :]
+
+    def _check_head(self) -> None:
         if self.model.proto_head is None:
             raise RuntimeError("perch: these weights carry no classification head (no logits)")
-        return self.run(self.model.logits, batch, (self.config.n_classes,))
 
 
 def _describe(path: Path) -> str:

@@ -570,10 +570,17 @@ class PerchNet(nn.Module):
 
     def logits(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, C) prototype-head logits (float32)."""
+        return self._head(self.spatial(audio).float())
+
+    def pooled_and_logits(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, n) raw audio -> (B, D + C): pooled embedding and logits from one backbone pass."""
+        spatial = self.spatial(audio).float()  # (B, 16, 4, D)
+        return torch.cat([spatial.mean(dim=(1, 2)), self._head(spatial)], dim=1)
+
+    def _head(self, spatial: torch.Tensor) -> torch.Tensor:
         if self.proto_head is None:
             raise RuntimeError("these Perch weights carry no classification head")
-        spatial = self.spatial(audio).float()  # (B, 16, 4, D)
-        with torch.autocast(device_type=audio.device.type, enabled=False):
+        with torch.autocast(device_type=spatial.device.type, enabled=False):
             out = self.proto_head(spatial)  # (B, C); cosines need full precision
         if self.config.logit_rescale:
             out = LOGIT_SCALE * out + LOGIT_SHIFT

@@ -97,9 +97,14 @@ def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-def model_settings(model, hop_s: float, channels: str, weights: str | None) -> dict:
+def model_settings(
+    model, hop_s: float, channels: str, weights: str | None, store_logits: bool = False
+) -> dict:
     """The settings stored with the database: everything needed to embed a query the same way."""
     settings = model.config_dict()
+    if store_logits:  # the classes of the stored ``logits`` column, in order (None: unnamed)
+        names = getattr(model, "class_names", None)
+        settings["logits"] = {"n": model.n_logits, "classes": list(names) if names else None}
     settings.update(hop_s=float(hop_s), channels=channels, weights_path=None, weights_sha256=None)
     if weights is not None:
         from embedder.weights import sha256_file
@@ -114,7 +119,13 @@ def _check_same_settings(db, name: str, settings: dict) -> None:
     old = db.meta.get("models", {}).get(name)
     if not old:
         return
-    for key in ("window_s", "hop_s", "sample_rate", "dim", "weights_sha256", "channels"):
+    for key in ("window_s", "hop_s", "sample_rate", "dim", "weights_sha256", "channels", "logits"):
+        if key == "logits" and bool(old.get(key)) != bool(settings.get(key)):
+            flag = "with" if old.get(key) else "without"
+            raise IngestError(
+                f"the database's {name!r} windows were stored {flag} --store-logits: "
+                "run again the same way (or use another --db)"
+            )
         if old.get(key) != settings.get(key):
             raise IngestError(
                 f"the database already holds {name!r} embeddings made with {key}={old.get(key)!r}; "
@@ -140,6 +151,7 @@ def embed_archive(
     rebuild_index: bool = False,
     progress: bool = True,
     model_options: dict | None = None,
+    store_logits: bool = False,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -177,6 +189,9 @@ def embed_archive(
         Show a progress bar.
     model_options : dict, optional
         Extra options for the model's loader, e.g. ``{"precision": "fp16", "compile": True}``.
+    store_logits : bool
+        Also store the weights' classification-head logits of every window (column ``logits``,
+        (C,) per window, from the same forward pass); needs weights that carry a head.
 
     Returns
     -------
@@ -211,10 +226,12 @@ def embed_archive(
             f"model {model!r} has no trained weights: pass --weights PATH "
             "(or --allow-untrained to build a database of random-weight vectors on purpose)"
         )
+    if store_logits and not m.n_logits:
+        raise IngestError(f"--store-logits: these {model} weights carry no classification head")
     hop = float(hop_s) if hop_s is not None else float(m.window_s)
     if hop * m.sample_rate < 1:
         raise IngestError(f"--hop must be at least one sample ({1 / m.sample_rate:.2g} s)")
-    settings = model_settings(m, hop, channels, weights)
+    settings = model_settings(m, hop, channels, weights, store_logits)
     try:
         check_factory(index_factory, m.dim)
     except ValueError as err:
@@ -237,8 +254,10 @@ def embed_archive(
         with contextlib.closing(batches):
             for batch in batches:
                 if len(batch):
-                    vectors = m.embed(batch.audio)  # (B, dim)
-                    writer.add(batch, vectors)
+                    if store_logits:  # (B, dim), (B, C) from one pass
+                        writer.add(batch, *m.embed_with_logits(batch.audio))
+                    else:
+                        writer.add(batch, m.embed(batch.audio))  # (B, dim)
                     bar.update(len(batch))
                 for done in batch.done:
                     writer.file_done(done, durations[done.key])
@@ -371,16 +390,17 @@ class _ChunkWriter:
         ] = []  # finished files with windows still buffered
         self.failed: set[int] = set()
 
-    def add(self, batch, vectors: np.ndarray) -> None:
-        self.rows.append(
-            {
-                "recording_id": batch.keys,
-                "channel": batch.channel,
-                "start_s": batch.start_s,
-                "end_s": batch.end_s,
-                "vector": np.asarray(vectors, np.float32),
-            }
-        )
+    def add(self, batch, vectors: np.ndarray, logits: np.ndarray | None = None) -> None:
+        row = {
+            "recording_id": batch.keys,
+            "channel": batch.channel,
+            "start_s": batch.start_s,
+            "end_s": batch.end_s,
+            "vector": np.asarray(vectors, np.float32),
+        }
+        if logits is not None:
+            row["logits"] = np.asarray(logits, np.float32)  # (B, C)
+        self.rows.append(row)
         self.held += len(batch)
         if self.held >= self.chunk:
             self.flush()
@@ -400,18 +420,11 @@ class _ChunkWriter:
 
     def flush(self) -> None:
         if self.held:
-            import pandas as pd
-
             cols = {k: np.concatenate([r[k] for r in self.rows]) for k in self.rows[0]}
             if self.failed:  # windows of a file that failed after they were embedded
                 keep = ~np.isin(cols["recording_id"], list(self.failed))
                 cols = {k: v[keep] for k, v in cols.items()}
-            self.db.add_embeddings(
-                self.model,
-                pd.DataFrame({k: v for k, v in cols.items() if k != "vector"}).assign(
-                    vector=list(cols["vector"])
-                ),
-            )
+            self.db.add_embeddings(self.model, cols)  # vector (n, dim), logits (n, C)
             self.summary.n_windows += len(cols["recording_id"])
         self.rows, self.held = [], 0
         self._finish_waiting()

@@ -267,3 +267,33 @@ def test_queries_refuse_weights_that_changed_since_the_archive_was_embedded(tmp_
     weights.unlink()
     with pytest.raises(IngestError, match="weights this database was made with are gone"):
         embed_span(db, "animal2vec-small", query, 0.0, 1.0)
+
+
+def test_store_logits_keeps_each_windows_class_scores(tmp_path):
+    from embedder import audio
+    from embedder.perch import PerchConfig, load, random_net, state_dict_to_flax
+
+    config = PerchConfig(n_classes=3)
+    flax = state_dict_to_flax(random_net(config, seed=3).state_dict(), config)
+    np.savez(tmp_path / "perch.npz", **flax)
+    weights = str(tmp_path / "perch.npz")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    x = 0.1 * np.random.default_rng(0).standard_normal(32000 * 10).astype(np.float32)
+    sf.write(archive / "a.wav", x, 32000, subtype="FLOAT")
+    db_path = tmp_path / "db.chorus"
+    embed_archive(
+        archive, db_path, model="perch", weights=weights, progress=False, store_logits=True
+    )
+    rows = _windows(db_path, "perch")
+    m = load(weights, device="cpu")
+    windows = audio.load(archive / "a.wav", 32000)[0].reshape(2, -1)  # (2, 160000)
+    np.testing.assert_allclose(np.stack(rows["logits"]), m.logits(windows), atol=1e-4)
+    want = m.embed(windows)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.stack(rows["vector"]), want, atol=1e-4)
+    assert index.connect(db_path).meta["models"]["perch"]["logits"] == {"n": 3, "classes": None}
+    with pytest.raises(IngestError, match="stored with --store-logits: run again the same way"):
+        embed_archive(archive, db_path, model="perch", weights=weights, progress=False)
+    with pytest.raises(IngestError, match="no classification head"):
+        embed_archive(archive, tmp_path / "s.chorus", progress=False, store_logits=True)

@@ -52,6 +52,11 @@ def add_parser(sub) -> None:
         help="neural models: torch.compile the network (slow start, faster run; 2x on an H200)",
     )
     p.add_argument(
+        "--store-logits",
+        action="store_true",
+        help="also store each window's class logits (weights with a classification head)",
+    )
+    p.add_argument(
         "--channels", default="mix", choices=["mix", "first", "all"], help="multi-channel policy"
     )
     p.add_argument(
@@ -121,6 +126,7 @@ def run(args) -> int:
             rebuild_index=args.rebuild_index,
             progress=not args.no_progress,
             model_options=options,
+            store_logits=args.store_logits,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
         )
     except (IngestError, FileNotFoundError) as err:
