@@ -303,7 +303,7 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     known = {r["path"]: r for r in recs.to_dict("records") if r["audio_root"] == audio_root}
     done = db.done_recordings(model)
     done_ids = {int(r.recording_id): (int(r.size), float(r.mtime)) for r in done.itertuples()}
-    records = []
+    records, settled = [], []
     for path in files:
         rel = path.relative_to(root).as_posix()
         if not _utf8(rel):  # the database stores UTF-8 text: such a name cannot be recorded
@@ -319,10 +319,12 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             unchanged = int(old["size"]) == size and float(old["mtime"]) == mtime
             if unchanged and done_ids.get(rid) == (size, mtime):
                 summary.n_skipped += 1
+                if old["status"] == "pending":  # a run stopped between its last two commits
+                    settled.append(rid)
                 continue
-            if rid in done_ids:  # this model's windows are of an older version of the file
-                db.begin_recording(model, rid)
             if unchanged and old["status"] == "failed" and not retry_failed:
+                if rid in done_ids:  # windows of a version that read, before it turned bad
+                    db.begin_recording(model, rid)
                 summary.n_failed += 1
                 summary.failed.append((rel, str(old["error"])))
                 continue
@@ -350,13 +352,14 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             summary.n_failed += 1
             summary.failed.append((rel, str(err)))
         records.append(rec)
+    db.set_status(settled, "ok")
     ids = db.upsert_recordings(records) if records else []
     tasks, durations = [], {}
     for rid, rec in zip(ids, records, strict=True):
+        if rec["path"] in known:  # drop windows an interrupted or older run left (failed too)
+            db.begin_recording(model, int(rid))
         if rec["status"] == "failed":
             continue
-        if rec["path"] in known:  # a rerun: drop windows an interrupted or older run left
-            db.begin_recording(model, int(rid))
         tasks.append(FileTask(int(rid), str(root / rec["path"])))
         durations[int(rid)] = rec["duration_s"]
     return tasks, durations

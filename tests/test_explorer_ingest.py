@@ -62,14 +62,38 @@ def test_changed_file_is_re_embedded_and_old_windows_removed(tmp_path):
     noise = 0.05 * np.random.default_rng(5).standard_normal(int(20.5 * SR))
     sf.write(target, noise.astype(np.float32), SR)  # now 4 full windows + 0.5 s tail
     os.utime(target, (time.time() + 10, time.time() + 10))
-    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    begun = []
+    real = index.Database.begin_recording
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(index.Database, "begin_recording", lambda db, *a: begun.append(a) or real(db, *a))
+        s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_skipped) == (1, 3)
+    assert len(begun) == 1  # its old windows are dropped once (each drop is a commit)
     w = _windows(tmp_path / "db.chorus")
     rel = target.relative_to(archive).as_posix()
     # the 0.5 s tail is shorter than MIN_TAIL_S: dropped
     assert w[w.path == rel].start_s.tolist() == [0.0, 5.0, 10.0, 15.0]
     assert len(w) == 4 + 9
     assert not w.duplicated(["path", "channel", "start_s"]).any()
+
+
+def test_a_run_stopped_before_its_status_commit_is_settled_by_the_rerun(tmp_path, monkeypatch):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    real = index.Database.set_status
+
+    def stop(db, ids, status):
+        if status == "ok" and len(ids):
+            raise KeyboardInterrupt  # killed after the done markers, before the status commit
+        return real(db, ids, status)
+
+    monkeypatch.setattr(index.Database, "set_status", stop)
+    with pytest.raises(KeyboardInterrupt):
+        embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    monkeypatch.undo()
+    assert set(index.connect(tmp_path / "db.chorus").recordings()["status"]) == {"pending"}
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_skipped) == (0, 2)
+    assert set(index.connect(tmp_path / "db.chorus").recordings()["status"]) == {"ok"}
 
 
 def test_file_turned_corrupt_loses_its_old_windows(tmp_path):
@@ -212,7 +236,9 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_windows(tmp_path)
     killed = index.connect(db_path)
     status = killed.recordings().set_index("recording_id")["status"]
     done = set(killed.done_recordings("spectral")["recording_id"])
-    assert set(status[status == "ok"].index) == done and (status == "pending").any()
+    # (ok implies done; a kill between a chunk's done markers and its status commit leaves a
+    # done file pending, which the rerun settles)
+    assert set(status[status == "ok"].index) <= done and (status == "pending").any()
 
     s = embed_archive(archive, db_path, hop_s=1.0, progress=False)
     assert s.n_skipped + s.n_embedded == 24
