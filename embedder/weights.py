@@ -421,7 +421,10 @@ def save_checkpoint(path: str | Path, config: dict, state_dict: dict) -> Path:
         "config": config,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
     }
-    torch.save(payload, p)
+    # through a file object: torch.save names the archive inside after a *path* it is given, so
+    # the same weights saved under a temporary name would hash differently on every import
+    with open(p, "wb") as fh:
+        torch.save(payload, fh)
     return p
 
 

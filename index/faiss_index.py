@@ -366,12 +366,16 @@ def _check_params(params: dict) -> dict:
     for key, value in params.items():
         if key == "float16":
             out[key] = bool(value)
-        elif key == "k_factor":
-            out[key] = float(value)
-        elif float(value) != int(value) or int(value) < 1:
+            continue
+        number = float(value)
+        if key == "k_factor":  # candidates re-ranked per hit wanted: at least one
+            if not (math.isfinite(number) and number >= 1):
+                raise ValueError(f"index parameter k_factor must be a number >= 1, got {value!r}")
+            out[key] = number
+        elif not (math.isfinite(number) and number >= 1 and number == int(number)):
             raise ValueError(f"index parameter {key} must be a positive integer, got {value!r}")
         else:
-            out[key] = int(value)
+            out[key] = int(number)
     return out
 
 

@@ -172,6 +172,8 @@ def test_search_parameters_a_user_sets_are_saved_and_kept(tmp_path):
     [
         ("HNSW16", {"ef_search": 16}, r"unknown index parameter\(s\) \['ef_search'\]"),
         ("HNSW16", {"efSearch": 0}, "efSearch must be a positive integer"),
+        ("IVF8,Flat", {"nprobe": float("inf")}, "nprobe must be a positive integer"),
+        ("IVF8,PQ4x4fs,RFlat", {"k_factor": 0.5}, "k_factor must be a number >= 1"),
         ("IVF1024,Flat", {}, "1024 IVF cells needs at least 1024 windows to train, got 300"),
     ],
 )
