@@ -122,7 +122,10 @@ def read_annotations(
     if not lines or not lines[0].strip():
         raise AnnotationError(f"{name}: empty annotation table")
     if "\t" in lines[0]:  # Raven writes cells raw: a quote is part of the annotation
-        rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = [
+            [_unquote(c) for c in r]
+            for r in csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
     else:
         rows = list(csv.reader(lines, delimiter=","))
     header = [h.strip() for h in rows[0]]
@@ -144,6 +147,16 @@ def read_annotations(
         records.append(_parse_row(row, len(header), cols, lineno, name, default_label))
     df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "selection", "view"])
     return _dedupe_views(df)
+
+
+def _unquote(cell: str) -> str:
+    # a cell CSV-quoted by an older Chorus export (wrapped in quotes, inner quotes doubled) back
+    # to its text; Raven itself never doubles quotes, so a raw cell is left as it is
+    inner = cell[1:-1]
+    if len(cell) > 2 and cell[0] == cell[-1] == '"' and '""' in inner:
+        if '"' not in inner.replace('""', ""):
+            return inner.replace('""', '"')
+    return cell
 
 
 def _read_text(source, name: str | None) -> tuple[str, str]:

@@ -152,3 +152,13 @@ def test_windows_encoded_table_keeps_its_punctuation(tmp_path):
     text = "Begin Time (s)\tEnd Time (s)\tAnnotation\n1\t2\tBewick\u2019s wren \u2013 song\n"
     path.write_bytes(text.encode("cp1252"))
     assert read_annotations(path)["label"].tolist() == ["Bewick\u2019s wren \u2013 song"]
+
+
+def test_tables_quoted_by_older_exports_read_back_as_written():
+    table = (
+        "Selection\tView\tBegin Time (s)\tEnd Time (s)\tAnnotation\n"
+        '1\tSpectrogram 1\t1.0\t2.0\t"owl ""juvenile"""\n'
+        '2\tSpectrogram 1\t3.0\t4.0\t"owl"\n'  # quotes a Raven user typed stay
+    )
+    got = read_annotations(io.StringIO(table))["label"].tolist()
+    assert got == ['owl "juvenile"', '"owl"']
