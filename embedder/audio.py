@@ -245,6 +245,7 @@ def _native_blocks(
         if start >= end:
             return
     pos = local = 0  # next native frame index: in the file, in the current decoder
+    stalled_at = -1  # where the last MP3 continuation started
     exact_seek = snd.format not in INEXACT_SEEK and not resumed
     if start and snd.seekable() and exact_seek and start <= snd.frames:
         try:
@@ -261,7 +262,9 @@ def _native_blocks(
             except _OPEN_ERRORS as err:
                 raise AudioError(f"{path}: decoding failed near {pos / sr:.2f} s ({err})") from err
             if len(x) == 0:
-                resumed_at = _mp3_resume(snd, local, path, pos, stack)
+                if pos == stalled_at:  # a resumed decoder gave nothing: never loop, never cut
+                    raise AudioError(f"{path}: MP3 decoding stalled at {pos / sr:.2f} s")
+                resumed_at, stalled_at = _mp3_resume(snd, local, path, pos, stack), pos
                 if resumed_at is None:
                     return
                 snd, local = resumed_at  # its own length guess counts the pre-roll it dropped
@@ -306,6 +309,8 @@ def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, en
 # before the cut for the bit reservoir and MDCT overlap, and that pre-roll is dropped.
 
 MP3_RESERVOIR_BYTES = 511  # most main-data bytes a Layer III frame may borrow from earlier frames
+MP3_GUESS_LOOKBACK = 256  # frames searched back for a small one to resume from (~7 s at 44.1 kHz)
+MP3_MIN_PROGRESS = 64  # frames a resumed decoder's length guess must reach past where it resumes
 _L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
     1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
@@ -404,6 +409,15 @@ def _mp3_resume(
         first -= 1
         borrowed += mains[first]
     first = max(0, first - 1)
+    # the new decoder guesses its length as remaining bytes / its first frame's size; when that
+    # would not reach well past frame k, start on the smallest frame within reach instead, whose
+    # guess cannot fall short (every later frame is at least as large)
+    sizes = np.diff([*offsets, os.path.getsize(path)])
+    remaining = os.path.getsize(path) - np.asarray(offsets)
+    if remaining[first] // sizes[first] < k - first + MP3_MIN_PROGRESS:
+        lo = max(0, first - MP3_GUESS_LOOKBACK)
+        window = sizes[lo : first + 1]
+        first = lo + int(np.flatnonzero(window == window.min())[-1])
     try:
         sub = stack.enter_context(
             sf.SoundFile(stack.enter_context(_ByteRange(path, offsets[first])))

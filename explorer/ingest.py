@@ -50,7 +50,7 @@ class IngestSummary:
     hours: float = 0.0
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
-    index: str = ""
+    index: str = "none"  # the FAISS factory kept beside the table
 
     def line(self) -> str:
         """The one-line summary printed at the end of ``chorus embed``."""
@@ -265,7 +265,8 @@ def embed_archive(
     finally:
         bar.close()
     # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
-    summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
+    if _has_windows(db, model):  # not when every file failed
+        summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -286,6 +287,13 @@ def _check_request(root: Path, db_path: Path, channels: str, hop_s, site) -> Non
         check_site_rule(site)
     except ValueError as err:
         raise IngestError(str(err)) from None
+
+
+def _has_windows(db, model: str) -> bool:
+    try:
+        return db.windows(model).count_rows() > 0
+    except KeyError:  # no table yet: nothing was ever embedded for this model
+        return False
 
 
 def default_workers(on_cuda: bool, cpus: int) -> int:
@@ -392,6 +400,7 @@ class _ChunkWriter:
             tuple[int, int, float]
         ] = []  # finished files with windows still buffered
         self.failed: set[int] = set()
+        self.reach: dict[int, float] = {}  # recording_id -> end of its last window so far
 
     def add(self, batch, vectors: np.ndarray, logits: np.ndarray | None = None) -> None:
         row = {
@@ -404,6 +413,9 @@ class _ChunkWriter:
         if logits is not None:
             row["logits"] = np.asarray(logits, np.float32)  # (B, C)
         self.rows.append(row)
+        for key in np.unique(batch.keys):  # how far each file's windows reach, for durations
+            reach = float(batch.end_s[batch.keys == key].max())
+            self.reach[int(key)] = max(reach, self.reach.get(int(key), 0.0))
         self.held += len(batch)
         if self.held >= self.chunk:
             self.flush()
@@ -435,6 +447,10 @@ class _ChunkWriter:
     def _finish_waiting(self) -> None:
         for key, n, duration in self.waiting:
             self.db.finish_recording(self.model, key, n)
+            reach = self.reach.pop(key, 0.0)
+            if reach > duration + 1e-6:  # an MP3's header length was a guess: keep what decoded
+                self.db.set_duration(key, reach)
+                duration = reach
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
         self.db.set_status([key for key, _, _ in self.waiting], "ok")  # one commit per chunk

@@ -86,13 +86,12 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     missing = sorted(set(df["recording_id"].astype(int)) - set(recs["recording_id"].tolist()))
     if missing:
         raise KeyError(f"no recording with id {missing[0]}")
-    duration = df["recording_id"].astype(int).map(recs.set_index("recording_id")["duration_s"])
-    late = np.flatnonzero(start >= duration.to_numpy(dtype=float, na_value=np.inf))
-    if len(late):  # such a label can never cover a window: most likely the wrong file
-        i = int(late[0])
+    late = _first_late(db, recs, df["recording_id"].to_numpy(), start)
+    if late is not None:  # such a label can never cover a window: most likely the wrong file
+        i, known_end = late
         raise ValueError(
             f"label at {start[i]:g}-{end[i]:g} s starts after the end of recording "
-            f"{int(df['recording_id'].iloc[i])} ({float(duration.iloc[i]):g} s)"
+            f"{int(df['recording_id'].iloc[i])} ({known_end:g} s)"
         )
     names = df["label"].astype(str).str.strip()
     if df["label"].isna().any() or (names == "").any():
@@ -261,10 +260,17 @@ def import_annotations(
             )
         try:
             rid = _resolve_cached(db, ref, row.file, recs)
-            _check_within(row.start_s, row.end_s, rid, recs)
-        except (KeyError, ValueError) as err:
+        except KeyError as err:
             raise ValueError(f"{Path(path).name}: line {row.line}: {err.args[0]}") from None
         ids.append(rid)
+    late = _first_late(db, recs, ids, table["start_s"].to_numpy())
+    if late is not None:
+        row = table.iloc[late[0]]
+        rec_path = recs.set_index("recording_id").loc[ids[late[0]], "path"]
+        raise ValueError(
+            f"{Path(path).name}: line {row['line']}: {row['start_s']:g}-{row['end_s']:g} s starts "
+            f"after the end of {rec_path} ({late[1]:g} s)"
+        )
     table = table.assign(recording_id=ids)
     if kind is not None:
         table = table.assign(kind=kind)
@@ -273,11 +279,32 @@ def import_annotations(
     )
 
 
-def _check_within(start_s: float, end_s: float, rid: int, recs: pd.DataFrame) -> None:
-    duration = recs.loc[recs["recording_id"] == rid, "duration_s"].iloc[0]
-    if pd.notna(duration) and start_s >= duration:
-        path = recs.loc[recs["recording_id"] == rid, "path"].iloc[0]
-        raise ValueError(f"{start_s:g}-{end_s:g} s starts after the end of {path} ({duration:g} s)")
+def _first_late(db, recs: pd.DataFrame, rids, starts) -> tuple[int, float] | None:
+    """(row, known end in s) of the first label that starts after its recording's end, or None.
+
+    The end is the recorded duration, or the last embedded window's end where that is later: an
+    MP3's header duration is only libsndfile's guess, while its windows reach the real end.
+    """
+    rids, starts = np.asarray(rids, np.int64), np.asarray(starts, float)
+    known = recs.set_index("recording_id")["duration_s"].astype(float)
+    duration = pd.Series(rids).map(known).fillna(np.inf).to_numpy()
+    for i in np.flatnonzero(starts >= duration):
+        end = max(float(duration[i]), _last_window_end(db, int(rids[i])))
+        if starts[i] >= end:
+            return int(i), end
+    return None
+
+
+def _last_window_end(db, rid: int) -> float:
+    ends = [0.0]
+    for model in db.models():
+        try:
+            table = db.windows(model)
+        except KeyError:  # a model registered without windows yet
+            continue
+        col = table.search().where(f"recording_id = {rid}").select(["end_s"]).limit(None)
+        ends.extend(col.to_arrow()["end_s"].to_pylist())
+    return max(ends)
 
 
 def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:

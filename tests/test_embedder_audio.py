@@ -393,3 +393,25 @@ def test_count_windows_matches_frame(seconds, hop_s):
     n = int(seconds * sr)
     starts, _ = audio.frame(np.ones(n, np.float32), sr, 5.0, hop_s)
     assert audio.count_windows(n, sr, 5.0, hop_s) == len(starts)
+
+
+def test_an_mp3_continuation_that_gives_nothing_is_an_error_not_a_loop(
+    tmp_path, monkeypatch, tone, noise
+):
+    sr = 22050
+    x = tone(2205, 8.0, sr, amp=0.02)
+    x[: sr // 2] += noise(0.5, sr, amp=0.8)
+    tagged = tmp_path / "vbr.mp3"
+    sf.write(tagged, x, sr, format="MP3", bitrate_mode="VARIABLE")
+    raw = tagged.read_bytes()
+    stripped = tmp_path / "no_xing.mp3"
+    stripped.write_bytes(raw[audio._l3_frame(raw, 0)[0] :])
+
+    def exhausted(snd, done, path, pos, stack):  # a decoder that is already at its end
+        sub = stack.enter_context(sf.SoundFile(path))
+        sub.seek(0, sf.SEEK_END)
+        return sub, sub.frames
+
+    monkeypatch.setattr(audio, "_mp3_resume", exhausted)
+    with pytest.raises(audio.AudioError, match="MP3 decoding stalled at"):
+        decode(stripped, sr)
