@@ -410,8 +410,8 @@ def _mp3_resume(
         borrowed += mains[first]
     first = max(0, first - 1)
     # the new decoder guesses its length as remaining bytes / its first frame's size; when that
-    # would not reach well past frame k, start on the smallest frame within reach instead, whose
-    # guess cannot fall short (every later frame is at least as large)
+    # would not reach well past frame k, start on the smallest frame within reach instead (a
+    # longer guess; where even that falls short, the stall is an AudioError, never a silent cut)
     sizes = np.diff([*offsets, os.path.getsize(path)])
     remaining = os.path.getsize(path) - np.asarray(offsets)
     if remaining[first] // sizes[first] < k - first + MP3_MIN_PROGRESS:
@@ -422,11 +422,11 @@ def _mp3_resume(
         sub = stack.enter_context(
             sf.SoundFile(stack.enter_context(_ByteRange(path, offsets[first])))
         )
-    except _OPEN_ERRORS:
-        return None
+    except _OPEN_ERRORS as err:  # frames remain: never end here as if the stream had
+        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s") from err
     skip = pos - first * spf  # pre-roll samples (frames of the sub-stream) to drop
     if len(_read(sub, skip)) < skip:
-        return None
+        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s")
     return sub, skip
 
 

@@ -30,6 +30,7 @@ DEFAULT_BATCH = 32  # windows per model call on a CPU
 MAX_AUTO_WORKERS = 16  # decode processes chosen for a GPU run when --workers is not given
 DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
 MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
+DURATION_SLACK_S = 0.001  # s a last window may end past the header's length without correcting it
 
 
 class IngestError(ValueError):
@@ -265,8 +266,10 @@ def embed_archive(
     finally:
         bar.close()
     # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
-    if _has_windows(db, model):  # not when every file failed
+    if _has_windows(db, model):
         summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
+    else:  # every file failed (or turned bad): no index over windows that are gone
+        db.drop_index(model)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -446,11 +449,14 @@ class _ChunkWriter:
 
     def _finish_waiting(self) -> None:
         for key, n, duration in self.waiting:
-            self.db.finish_recording(self.model, key, n)
             reach = self.reach.pop(key, 0.0)
-            if reach > duration + 1e-6:  # an MP3's header length was a guess: keep what decoded
+            # an MP3's header length was a guess: keep what decoded (before the done marker, so
+            # that a kill in between leaves the file to be embedded again, not a wrong length);
+            # resampling may round the last window up by a sample, which is not a correction
+            if reach > duration + DURATION_SLACK_S:
                 self.db.set_duration(key, reach)
                 duration = reach
+            self.db.finish_recording(self.model, key, n)
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
         self.db.set_status([key for key, _, _ in self.waiting], "ok")  # one commit per chunk

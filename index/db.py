@@ -602,6 +602,13 @@ class Database:
         self._indexes.pop(model, None)
         return settings
 
+    def drop_index(self, model: str) -> None:
+        """Remove the FAISS index files of ``model`` (search is then exact until the next build)."""
+        from .faiss_index import remove_index
+
+        remove_index(self.faiss_dir, model)
+        self._indexes.pop(model, None)
+
     def index_state(self, model: str) -> dict:
         """State of the FAISS index: factory, covered version, new/deleted windows since."""
         from .faiss_index import index_state

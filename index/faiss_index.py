@@ -268,6 +268,15 @@ def _save_npy(path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def remove_index(folder: Path, model: str) -> None:
+    """Delete an index: its settings first (readers then see none), then every data file."""
+    AnnIndex.settings_path(folder, model).unlink(missing_ok=True)
+    mine = re.compile(re.escape(model) + rf"(\.[0-9a-f]{{{TOKEN_CHARS}}})?\.(index|ids\.npy)")
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if mine.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:

@@ -287,24 +287,29 @@ def _first_late(db, recs: pd.DataFrame, rids, starts) -> tuple[int, float] | Non
     """
     rids, starts = np.asarray(rids, np.int64), np.asarray(starts, float)
     known = recs.set_index("recording_id")["duration_s"].astype(float)
-    duration = pd.Series(rids).map(known).fillna(np.inf).to_numpy()
-    for i in np.flatnonzero(starts >= duration):
-        end = max(float(duration[i]), _last_window_end(db, int(rids[i])))
-        if starts[i] >= end:
-            return int(i), end
-    return None
+    end = pd.Series(rids).map(known).fillna(np.inf).to_numpy(dtype=float, copy=True)
+    suspect = np.flatnonzero(starts >= end)
+    if not len(suspect):
+        return None
+    reach = _last_window_ends(db, np.unique(rids[suspect]))
+    end[suspect] = np.maximum(end[suspect], pd.Series(rids[suspect]).map(reach).fillna(0.0))
+    late = suspect[starts[suspect] >= end[suspect]]
+    return (int(late[0]), float(end[late[0]])) if len(late) else None
 
 
-def _last_window_end(db, rid: int) -> float:
-    ends = [0.0]
+def _last_window_ends(db, rids: np.ndarray) -> pd.Series:
+    """recording_id -> end (s) of its last embedded window in any model (one query per model)."""
+    where = f"recording_id IN ({', '.join(str(int(r)) for r in rids)})"
+    parts = []
     for model in db.models():
         try:
             table = db.windows(model)
         except KeyError:  # a model registered without windows yet
             continue
-        col = table.search().where(f"recording_id = {rid}").select(["end_s"]).limit(None)
-        ends.extend(col.to_arrow()["end_s"].to_pylist())
-    return max(ends)
+        cols = ["recording_id", "end_s"]
+        parts.append(table.search().where(where).select(cols).limit(None).to_pandas())
+    ends = pd.concat(parts) if parts else pd.DataFrame(columns=["recording_id", "end_s"])
+    return ends.groupby("recording_id")["end_s"].max()
 
 
 def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:

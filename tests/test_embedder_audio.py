@@ -415,3 +415,23 @@ def test_an_mp3_continuation_that_gives_nothing_is_an_error_not_a_loop(
     monkeypatch.setattr(audio, "_mp3_resume", exhausted)
     with pytest.raises(audio.AudioError, match="MP3 decoding stalled at"):
         decode(stripped, sr)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 3.0])
+def test_short_vbr_mp3_without_xing_header_is_whole_or_an_error(tmp_path, tone, noise, seconds):
+    # loud first frames make every length guess short; the result may be an error, never a cut
+    sr = 22050
+    x = tone(2205, seconds, sr, amp=0.02)
+    x[: sr // 2] += noise(min(seconds, 0.5), sr, amp=0.8)[: len(x[: sr // 2])]
+    tagged = tmp_path / "vbr.mp3"
+    sf.write(tagged, x, sr, format="MP3", bitrate_mode="VARIABLE")
+    raw = tagged.read_bytes()
+    stripped = tmp_path / "no_xing.mp3"
+    stripped.write_bytes(raw[audio._l3_frame(raw, 0)[0] :])
+    offsets, _, spf = audio._mp3_frames(stripped)
+    try:
+        y = decode(stripped, sr)[0]
+    except audio.AudioError as err:
+        assert "MP3 decoding stalled" in str(err)
+    else:
+        assert len(y) == len(offsets) * spf

@@ -353,3 +353,14 @@ def test_an_archive_whose_files_all_fail_is_reported_not_a_crash(tmp_path):
     (tmp_path / "a" / "x.wav").write_bytes(b"not audio at all" * 50)
     s = embed_archive(tmp_path / "a", tmp_path / "db.chorus", progress=False)
     assert (s.n_failed, s.n_windows, s.index) == (1, 0, "none")
+
+
+def test_an_index_over_windows_that_are_all_gone_is_removed(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    db = index.connect(tmp_path / "db.chorus")
+    assert db.index_state("spectral")["state"] == "current"
+    next(archive.rglob("*.wav")).write_bytes(b"no longer audio" * 100)
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_failed, s.index) == (1, "none")
+    assert db.index_state("spectral")["state"] == "none" and not list(db.faiss_dir.iterdir())
