@@ -19,6 +19,7 @@ import io
 import math
 import mmap
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -303,14 +304,13 @@ def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, en
 
 # ----------------------------------------------------------------------------- MP3 continuation
 # libsndfile reports mpg123's length *guess* (file size / first frame size) for MP3s without a
-# Xing/Info/VBRI header and never reads past it, so a VBR file whose first frame is large is cut
-# short silently. Without such a header mpg123 applies no gapless trimming, so output sample i belongs
-# to MPEG frame i // samples_per_frame: decoding resumes on a fresh decoder opened enough frames
-# before the cut for the bit reservoir and MDCT overlap, and that pre-roll is dropped.
+# Xing/Info/VBRI header and never reads past it, so a VBR file whose first frames are large is cut
+# short silently. When a decoder stops at that guess, decoding goes on with a decoder that reads the
+# stream behind a synthesized Xing header holding the frame count we walked (see _mp3_resume).
 
-MP3_RESERVOIR_BYTES = 511  # most main-data bytes a Layer III frame may borrow from earlier frames
-MP3_GUESS_LOOKBACK = 256  # frames searched back for a small one to resume from (~7 s at 44.1 kHz)
-MP3_MIN_PROGRESS = 64  # frames a resumed decoder's length guess must reach past where it resumes
+MP3_XING_BITRATE_INDEX = (
+    9  # of the synthesized frame: 128 kbit/s (MPEG-1) or 80 (MPEG-2), room for the tag
+)
 _L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
     1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
@@ -360,14 +360,50 @@ def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], list[int], int]:
     return offsets, mains, spf
 
 
-class _ByteRange(io.RawIOBase):
-    """Read-only view of a file from byte ``offset`` on, for a fresh decoder."""
+def _mp3_resume(
+    snd: sf.SoundFile, done: int, path: str | os.PathLike, pos: int, stack: ExitStack
+) -> tuple[sf.SoundFile, int] | None:
+    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``
+    frames, and the frames it has read already; None at a real end of stream.
 
-    def __init__(self, path: str | os.PathLike, offset: int) -> None:
+    The new decoder reads the stream from its start again, behind a synthesized Xing header that
+    gives the exact frame count, so it has no guess to stop at; mpg123 then drops its decoder
+    delay at the start, which the skip accounts for (its samples are the same, shifted).
+    """
+    if snd.format != "MP3" or done < snd.frames:
+        return None  # a real end of stream
+    offsets, _, spf = _mp3_frames(path)
+    if not spf or pos // spf >= len(offsets):
+        return None
+    try:
+        xing = _XingStream(path, offsets[0], len(offsets))
+        sub = stack.enter_context(sf.SoundFile(stack.enter_context(xing)))
+    except _OPEN_ERRORS as err:  # frames remain: never end here as if the stream had
+        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s") from err
+    skip = pos - (len(offsets) * spf - sub.frames)  # minus the delay dropped at the start
+    if skip < 0 or len(_read(sub, skip)) < skip:
+        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s")
+    return sub, skip
+
+
+class _XingStream(io.RawIOBase):
+    """An MP3 stream from byte ``offset`` (its first frame) on, behind one synthesized frame
+    holding a Xing header with the stream's frame count."""
+
+    def __init__(self, path: str | os.PathLike, offset: int, n_frames: int) -> None:
         self.fh = open(path, "rb")  # noqa: SIM115 -- closed in close()
-        self.offset = offset
-        self.size = os.fstat(self.fh.fileno()).st_size - offset
         self.fh.seek(offset)
+        head = bytearray(self.fh.read(4))
+        head[1] |= 0x01  # no CRC
+        head[2] = (head[2] & 0x0D) | (MP3_XING_BITRATE_INDEX << 4)  # room for the tag, no padding
+        version, mono = (head[1] >> 3) & 3, head[3] >> 6 == 3
+        side = (17 if mono else 32) if version == 3 else (9 if mono else 17)  # side-info bytes
+        size = _l3_frame(bytes(head) + bytes(8), 0)[0]
+        tag = bytes(side) + b"Xing" + struct.pack(">II", 1, n_frames)  # flags: frame count only
+        self.prefix = bytes(head) + tag + bytes(size - 4 - len(tag))
+        self.offset = offset
+        self.size = len(self.prefix) + os.fstat(self.fh.fileno()).st_size - offset
+        self.at = 0
 
     def readable(self) -> bool:
         return True
@@ -376,58 +412,28 @@ class _ByteRange(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        return self.fh.tell() - self.offset
+        return self.at
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self.size}[whence]
-        self.fh.seek(self.offset + base + pos)
-        return self.tell()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.at, io.SEEK_END: self.size}[whence]
+        self.at = max(0, base + pos)
+        return self.at
 
     def readinto(self, buf) -> int:
-        return self.fh.readinto(buf)
+        view, n = memoryview(buf), 0
+        if self.at < len(self.prefix):
+            head = self.prefix[self.at : self.at + len(view)]
+            view[: len(head)] = head
+            n = len(head)
+        if n < len(view):
+            self.fh.seek(self.offset + self.at + n - len(self.prefix))
+            n += self.fh.readinto(view[n:]) or 0
+        self.at += n
+        return n
 
     def close(self) -> None:
         self.fh.close()
         super().close()
-
-
-def _mp3_resume(
-    snd: sf.SoundFile, done: int, path: str | os.PathLike, pos: int, stack: ExitStack
-) -> tuple[sf.SoundFile, int] | None:
-    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``
-    frames, and the frames it has read already (its pre-roll); None at a real end of stream."""
-    if snd.format != "MP3" or done < snd.frames:
-        return None  # a real end of stream
-    offsets, mains, spf = _mp3_frames(path)
-    k = pos // spf if spf else len(offsets)
-    if k >= len(offsets):
-        return None
-    # frame k's output also needs frame k-1 (MDCT overlap), whose main data may start up to
-    # MP3_RESERVOIR_BYTES earlier: start where that many main-data bytes precede it, plus one frame
-    first, borrowed = max(0, k - 1), 0
-    while first > 0 and borrowed < MP3_RESERVOIR_BYTES:
-        first -= 1
-        borrowed += mains[first]
-    first = max(0, first - 1)
-    # the new decoder guesses its length as remaining bytes / its first frame's size; when that
-    # would not reach well past frame k, start on the smallest frame within reach instead (a
-    # longer guess; where even that falls short, the stall is an AudioError, never a silent cut)
-    sizes = np.diff([*offsets, os.path.getsize(path)])
-    remaining = os.path.getsize(path) - np.asarray(offsets)
-    if remaining[first] // sizes[first] < k - first + MP3_MIN_PROGRESS:
-        lo = max(0, first - MP3_GUESS_LOOKBACK)
-        window = sizes[lo : first + 1]
-        first = lo + int(np.flatnonzero(window == window.min())[-1])
-    try:
-        sub = stack.enter_context(
-            sf.SoundFile(stack.enter_context(_ByteRange(path, offsets[first])))
-        )
-    except _OPEN_ERRORS as err:  # frames remain: never end here as if the stream had
-        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s") from err
-    skip = pos - first * spf  # pre-roll samples (frames of the sub-stream) to drop
-    if len(_read(sub, skip)) < skip:
-        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s")
-    return sub, skip
 
 
 class _Resampler:

@@ -418,8 +418,9 @@ def test_an_mp3_continuation_that_gives_nothing_is_an_error_not_a_loop(
 
 
 @pytest.mark.parametrize("seconds", [0.3, 1.0, 3.0])
-def test_short_vbr_mp3_without_xing_header_is_whole_or_an_error(tmp_path, tone, noise, seconds):
-    # loud first frames make every length guess short; the result may be an error, never a cut
+def test_short_vbr_mp3_without_xing_header_decodes_whole(tmp_path, tone, noise, seconds):
+    # loud first frames make every length guess short, resumed decoders' guesses too: decoding
+    # goes on behind a synthesized Xing header, whole and sample for sample
     sr = 22050
     x = tone(2205, seconds, sr, amp=0.02)
     x[: sr // 2] += noise(min(seconds, 0.5), sr, amp=0.8)[: len(x[: sr // 2])]
@@ -429,9 +430,9 @@ def test_short_vbr_mp3_without_xing_header_is_whole_or_an_error(tmp_path, tone, 
     stripped = tmp_path / "no_xing.mp3"
     stripped.write_bytes(raw[audio._l3_frame(raw, 0)[0] :])
     offsets, _, spf = audio._mp3_frames(stripped)
-    try:
-        y = decode(stripped, sr)[0]
-    except audio.AudioError as err:
-        assert "MP3 decoding stalled" in str(err)
-    else:
-        assert len(y) == len(offsets) * spf
+    y = decode(stripped, sr, block_s=0.11)[0]
+    assert len(y) == len(offsets) * spf
+    ref = sf.read(tagged, dtype="float32")[0]  # the tagged file's gapless decode
+    n = min(len(ref), sr // 4)
+    delay = min(range(2400), key=lambda d: np.abs(y[d : d + n] - ref[:n]).max())
+    np.testing.assert_allclose(y[delay : delay + len(ref)], ref[: len(y) - delay], atol=1e-6)
