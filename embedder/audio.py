@@ -308,9 +308,8 @@ def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, en
 # short silently. When a decoder stops at that guess, decoding goes on with a decoder that reads the
 # stream behind a synthesized Xing header holding the frame count we walked (see _mp3_resume).
 
-MP3_XING_BITRATE_INDEX = (
-    9  # of the synthesized frame: 128 kbit/s (MPEG-1) or 80 (MPEG-2), room for the tag
-)
+MP3_XING_BITRATE_INDEX = 9  # synthesized frame: 128 kbit/s (MPEG-1), 80 (MPEG-2): room for the tag
+MP3_XING_SLACK_FRAMES = 16  # added to the frame count in the synthesized header (see _mp3_resume)
 _L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
     1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
@@ -375,12 +374,15 @@ def _mp3_resume(
     offsets, _, spf = _mp3_frames(path)
     if not spf or pos // spf >= len(offsets):
         return None
+    # an upper bound, not the walked count: the walk misses a frame before a trailing tag or junk,
+    # and the decoder stops at the real end of the data anyway (a count too high costs nothing)
+    count = 2 * len(offsets) + MP3_XING_SLACK_FRAMES
     try:
-        xing = _XingStream(path, offsets[0], len(offsets))
+        xing = _XingStream(path, offsets[0], count)
         sub = stack.enter_context(sf.SoundFile(stack.enter_context(xing)))
     except _OPEN_ERRORS as err:  # frames remain: never end here as if the stream had
         raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s") from err
-    skip = pos - (len(offsets) * spf - sub.frames)  # minus the delay dropped at the start
+    skip = pos - (count * spf - sub.frames)  # minus the delay dropped at the start
     if skip < 0 or len(_read(sub, skip)) < skip:
         raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s")
     return sub, skip
