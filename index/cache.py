@@ -2,8 +2,8 @@
 
 A cached result is named by what it was computed from (``key``): the kind, the model, the versions
 of the embeddings *and* recordings tables (a result carries recording columns such as site and
-hour), and a hash of the parameters. Files are written to a temporary name and renamed, so a
-reader in another process never opens a half-written one; when a new version is written, the
+hour), and a hash of the parameters. Files are written with ``db.atomic_write`` (a temporary name,
+then a rename), so a reader in another process never opens a half-written one; when a new version is written, the
 files of older versions of the same computation are removed, so the folder does not grow with
 every ingest commit. Nothing here is unpickled: a database folder may come from someone else.
 """
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from .schema import CACHE_DIR
@@ -31,20 +28,8 @@ def cache_dir(db) -> Path:
 def key(db, kind: str, model: str, params: dict) -> str:
     """File stem for a cached result of ``kind`` over ``model``'s windows and the recordings."""
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    versions = f"v{db.windows(model).version}r{db._recordings_table().version}"
+    versions = "v{}r{}".format(*db.data_versions(model))
     return f"{kind}_{model}_{versions}_{digest}"
-
-
-def write(path: Path, save: Callable[[Path], None]) -> None:
-    """``save(tmp)`` then rename onto ``path``: readers see the old file, the new one, or none."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prune(folder: Path, stem: str) -> None:

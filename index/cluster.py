@@ -18,6 +18,7 @@ import pandas as pd
 
 from index import cache
 from index.cache import cache_dir
+from index.db import atomic_write
 from index.projection import PCA_FIT_ROWS, fit_pca, window_meta
 
 PCA_DIM = 64  # dimensions kept before k-means
@@ -283,8 +284,8 @@ def cluster_windows(
     exemplars = ex_df.join(meta[["window_id", "recording_id", "start_s", "end_s"]], on="row").drop(
         columns="row"
     )
-    cache.write(e_path, lambda p: exemplars.to_parquet(p, index=False))
-    cache.write(a_path, lambda p: assignments.to_parquet(p, index=False))
+    atomic_write(e_path, lambda p: exemplars.to_parquet(p, index=False))
+    atomic_write(a_path, lambda p: assignments.to_parquet(p, index=False))
     cache.prune(folder, stem)
     return ClusterResult(assignments, exemplars, params)
 

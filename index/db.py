@@ -53,18 +53,32 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    """Write JSON via a temp file + os.replace so a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+def atomic_write(path: Path, save: Callable[[Path], None]) -> None:
+    """``save(tmp)`` then rename onto ``path``: readers see the old file, the new one, or none.
+
+    The temporary name starts with a dot, so no pattern matching the files of a folder (index
+    generations, cached results) ever takes it for one of them.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
+        save(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    """Write JSON durably (fsync) and atomically, so a reader never sees a half-written file."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, save)
 
 
 @contextlib.contextmanager
@@ -601,6 +615,11 @@ class Database:
         settings = build_or_update(self, model, factory=factory, rebuild=rebuild, **params)
         self._indexes.pop(model, None)
         return settings
+
+    def data_versions(self, model: str) -> tuple[int, int]:
+        """Versions of ``model``'s windows table and of the recordings table: what every result
+        derived from windows with their recording columns (site, time) is keyed by."""
+        return int(self.windows(model).version), int(self._recordings_table().version)
 
     def drop_index(self, model: str) -> None:
         """Remove the FAISS index files of ``model`` (search is then exact until the next build)."""

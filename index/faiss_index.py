@@ -28,13 +28,14 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .db import atomic_write
 
 FLAT_MAX = 20_000  # windows; exact search reads 4*d bytes/window/query (~20-40 ms at 1536-d)
 HNSW_MAX = 100_000  # windows; HNSW builds at ~1.2 ms/window on 2 cores; IVF builds faster beyond
@@ -183,19 +184,18 @@ class AnnIndex:
         self.settings.token = uuid.uuid4().hex[:TOKEN_CHARS]
         text = self.settings.to_json()  # fails before any file is written, not after
         index_path, ids_path = self.data_paths(folder, model, self.settings.token)
-        _atomic(index_path, lambda p: faiss.write_index(self.index, str(p)))
-        _atomic(ids_path, lambda p: _save_npy(p, self.ids))
-        _atomic(self.settings_path(folder, model), lambda p: Path(p).write_text(text))
+        atomic_write(index_path, lambda p: faiss.write_index(self.index, str(p)))
+        atomic_write(ids_path, lambda p: _save_npy(p, self.ids))
+        atomic_write(self.settings_path(folder, model), lambda p: Path(p).write_text(text))
         # the stable names <model>.index / <model>.ids.npy (position -> window_id) for tools that
         # open the index directly: hard links to this generation, so no copy of a large index
         for data, stable in zip(
             (index_path, ids_path), self.stable_paths(folder, model), strict=True
         ):
-            _atomic(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
+            atomic_write(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
         keep = {index_path.name, ids_path.name}
-        mine = re.compile(re.escape(model) + rf"\.[0-9a-f]{{{TOKEN_CHARS}}}\.(index|ids\.npy)")
-        for old in folder.iterdir():
-            if old.name not in keep and mine.fullmatch(old.name):
+        for old in _data_files(folder, model):
+            if old.name not in keep and _DATA_FILE.fullmatch(old.name)["token"]:  # older generations
                 old.unlink(missing_ok=True)
 
     # -- queries
@@ -271,10 +271,24 @@ def _save_npy(path, array: np.ndarray) -> None:
 def remove_index(folder: Path, model: str) -> None:
     """Delete an index: its settings first (readers then see none), then every data file."""
     AnnIndex.settings_path(folder, model).unlink(missing_ok=True)
-    mine = re.compile(re.escape(model) + rf"(\.[0-9a-f]{{{TOKEN_CHARS}}})?\.(index|ids\.npy)")
+    for path in _data_files(folder, model):
+        path.unlink(missing_ok=True)
+
+
+# <model>[.<token>].index / .ids.npy: a generation's data files, or the stable links to them
+_DATA_FILE = re.compile(
+    rf"(?P<model>.+?)(\.(?P<token>[0-9a-f]{{{TOKEN_CHARS}}}))?\.(index|ids\.npy)"
+)
+
+
+def _data_files(folder: Path, model: str) -> list[Path]:
+    """Every index data file of ``model`` in ``folder``, generations and stable links."""
+    found = []
     for path in folder.iterdir() if folder.is_dir() else []:
-        if mine.fullmatch(path.name):
-            path.unlink(missing_ok=True)
+        m = _DATA_FILE.fullmatch(path.name)
+        if m and m["model"] == model:
+            found.append(path)
+    return found
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -283,17 +297,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:  # a file system without hard links
         shutil.copyfile(src, dst)
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------- build / update
@@ -452,7 +455,7 @@ def _update(db, old: AnnIndex, snap, explicit: dict) -> IndexSettings:
         s.action = "unchanged"
         if s.params != before:  # only the settings file changes
             path = old.settings_path(db.faiss_dir, s.model)
-            _atomic(path, lambda p: Path(p).write_text(s.to_json()))
+            atomic_write(path, lambda p: Path(p).write_text(s.to_json()))
         return s
     new_ids = [old.ids]
     for i in range(0, len(new_offsets), ADD_BATCH):

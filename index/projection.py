@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import cache
 from .cache import cache_dir
+from .db import atomic_write
 
 SAMPLE_CAP = 50_000  # windows in a map by default
 PCA_DIM = 50  # PCA dimensions fed to UMAP (removes noise dimensions, speeds up neighbours)
@@ -339,8 +340,8 @@ def project(
     _, X = db.vectors(model, meta["window_id"].to_numpy())
     proj, xy = fit_projection(X, method, pca_dim=pca_dim, seed=seed)
     coords = meta.assign(x=xy[:, 0], y=xy[:, 1])
-    cache.write(model_path, lambda p: save_projection(proj, p))
-    cache.write(coords_path, lambda p: coords.to_parquet(p, index=False))
+    atomic_write(model_path, lambda p: save_projection(proj, p))
+    atomic_write(coords_path, lambda p: coords.to_parquet(p, index=False))
     cache.prune(folder, stem)
     return coords, proj
 

@@ -23,7 +23,7 @@ def model_names(db) -> list[str]:
 def table_version(db, model: str) -> str:
     """Versions of a model's windows table and of the recordings table (sites, paths and times
     joined onto windows): the cache key of everything derived from them."""
-    return f"w{db.windows(model).version}-r{db._recordings_table().version}"
+    return "w{}-r{}".format(*db.data_versions(model))
 
 
 # --------------------------------------------------------------------------------------------------
