@@ -317,24 +317,22 @@ _L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
 _L3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
-def _l3_frame(buf, pos: int) -> tuple[int, int, int] | None:
-    """(frame bytes, samples per frame, main-data bytes) of a Layer III header at ``pos``, or None."""
+def _l3_frame(buf, pos: int) -> tuple[int, int] | None:
+    """(frame bytes, samples per frame) of a Layer III header at ``pos``, or None."""
     if pos + 4 > len(buf) or buf[pos] != 0xFF or buf[pos + 1] & 0xE0 != 0xE0:
         return None
     version, layer = (buf[pos + 1] >> 3) & 3, (buf[pos + 1] >> 1) & 3
     rate_i, kbps_i, pad = (buf[pos + 2] >> 2) & 3, buf[pos + 2] >> 4, (buf[pos + 2] >> 1) & 1
     if version == 1 or layer != 1 or rate_i == 3 or kbps_i in (0, 15):
         return None
-    mpeg1, mono = version == 3, buf[pos + 3] >> 6 == 3
+    mpeg1 = version == 3
     kbps = _L3_KBPS[1 if mpeg1 else 2][kbps_i]
     size = (144000 if mpeg1 else 72000) * kbps // _L3_RATES[version][rate_i] + pad
-    side = (17 if mono else 32) if mpeg1 else (9 if mono else 17)  # side-info bytes
-    crc = 0 if buf[pos + 1] & 1 else 2
-    return size, 1152 if mpeg1 else 576, max(0, size - 4 - crc - side)
+    return size, 1152 if mpeg1 else 576
 
 
-def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], list[int], int]:
-    """Byte offsets and main-data sizes of the frames of a Layer III stream, samples per frame.
+def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], int]:
+    """Byte offsets of the frames of a Layer III stream, and its samples per frame.
 
     Empty when the stream starts with a Xing/Info/VBRI header (its length is then exact).
     """
@@ -342,21 +340,20 @@ def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], list[int], int]:
         pos = 0
         if buf[:3] == b"ID3" and len(buf) >= 10:
             pos = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(buf[6:10]))
-        offsets, mains, spf = [], [], 0
+        offsets, spf = [], 0
         while pos < len(buf):
             frame = _l3_frame(buf, pos)
             # a frame counts when the next one follows it (or the file ends): resyncs past junk/tags
             if frame and (pos + frame[0] >= len(buf) or _l3_frame(buf, pos + frame[0])):
                 body = buf[pos : pos + frame[0]]
                 if not offsets and (b"Xing" in body or b"Info" in body or body[36:40] == b"VBRI"):
-                    return [], [], 0
+                    return [], 0
                 offsets.append(pos)
-                mains.append(frame[2])
                 spf = frame[1]
                 pos += frame[0]
             else:
                 pos += 1
-    return offsets, mains, spf
+    return offsets, spf
 
 
 def _mp3_resume(
@@ -371,7 +368,7 @@ def _mp3_resume(
     """
     if snd.format != "MP3" or done < snd.frames:
         return None  # a real end of stream
-    offsets, _, spf = _mp3_frames(path)
+    offsets, spf = _mp3_frames(path)
     if not spf or pos // spf >= len(offsets):
         return None
     # an upper bound, not the walked count: the walk misses a frame before a trailing tag or junk,

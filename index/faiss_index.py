@@ -195,7 +195,9 @@ class AnnIndex:
             atomic_write(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
         keep = {index_path.name, ids_path.name}
         for old in _data_files(folder, model):
-            if old.name not in keep and _DATA_FILE.fullmatch(old.name)["token"]:  # older generations
+            if (
+                old.name not in keep and _DATA_FILE.fullmatch(old.name)["token"]
+            ):  # older generations
                 old.unlink(missing_ok=True)
 
     # -- queries

@@ -342,7 +342,7 @@ def assign_windows(
     if not 0 < min_overlap <= 1:
         raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
     # a later label on the very same interval (and name) corrects an earlier one
-    same = [c for c in ("recording_id", "start_s", "end_s", "label") if c in labels]
+    same = [c for c in _SAME_LABEL if c in labels]
     labels = labels.sort_values("label_id").drop_duplicates(same, keep="last")
     out = []
     for rid, labs in labels.groupby("recording_id"):

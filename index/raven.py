@@ -310,7 +310,7 @@ def write_selection_table(df: pd.DataFrame, path: str | Path, extra: tuple[str, 
 def _raven_line(cells: list) -> str:
     # Raven neither quotes nor escapes: a tab or line break inside a cell would split it
     return (
-        "\t".join(" ".join(str(c).split("\t")).replace("\r", " ").replace("\n", " ") for c in cells)
+        "\t".join(str(c).replace("\t", " ").replace("\r", " ").replace("\n", " ") for c in cells)
         + "\n"
     )
 

@@ -120,7 +120,7 @@ def embeddings_schema(
 
 def extra_columns(schema: pa.Schema) -> dict[str, int]:
     """The per-model extra columns of an embeddings table: name -> width (0 = scalar)."""
-    base = {"window_id", "recording_id", "channel", "start_s", "end_s", "norm", "vector"}
+    base = set(embeddings_schema(1).names)
     return {
         f.name: (f.type.list_size if pa.types.is_fixed_size_list(f.type) else 0)
         for f in schema

@@ -14,8 +14,8 @@ def database_info(db) -> dict:
     Returns
     -------
     dict with keys path, schema_version, created, updated, audio_roots, n_recordings (readable
-    ones), hours, n_pending (readable, not all windows committed yet), n_failed, failed (list of {path, error}), sites (sorted list), date_min,
-    date_max (ISO strings or None) and models: {name: {n_windows, n_recordings_done, dim,
+    ones), hours, n_pending (readable, not all windows committed yet), n_failed, failed (list of
+    {path, error}), sites (sorted list), date_min, date_max (ISO strings or None) and models: {name: {n_windows, n_recordings_done, dim,
     vector_dtype, config, index (one-line description), index_state (dict)}}.
     """
     meta = db.meta

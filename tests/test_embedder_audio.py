@@ -431,7 +431,7 @@ def test_short_vbr_mp3_without_xing_header_decodes_whole(tmp_path, tone, noise, 
     raw = tagged.read_bytes()
     stripped = tmp_path / "no_xing.mp3"
     stripped.write_bytes(raw[audio._l3_frame(raw, 0)[0] :])
-    offsets, _, spf = audio._mp3_frames(stripped)  # every frame (no tag yet to hide the last one)
+    offsets, spf = audio._mp3_frames(stripped)  # every frame (no tag yet to hide the last one)
     stripped.write_bytes(stripped.read_bytes() + tail)  # an ID3v1 tag at the end, as is common
     y = decode(stripped, sr, block_s=0.11)[0]
     assert len(y) == len(offsets) * spf

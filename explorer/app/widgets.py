@@ -86,9 +86,12 @@ def label_buttons(
 def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra: str = "") -> None:
     """Spectrogram, player, recording + time, and label buttons for one window."""
     sr = state.playback_rate(row.get("sample_rate"))
-    stamp = audio_access.file_stamp(row["abs_path"])
-    span = (state.db_path(), row["abs_path"], row["start_s"], row["end_s"], row.get("channel"), sr)
-    span = (*span, stamp)
+    path, channel, stamp = (
+        row["abs_path"],
+        row.get("channel"),
+        audio_access.file_stamp(row["abs_path"]),
+    )
+    span = (state.db_path(), path, row["start_s"], row["end_s"], channel, sr, stamp)
     with st.container(border=True):
         try:
             st.image(state.card_png(*span), width="stretch")
