@@ -318,11 +318,6 @@ def _detections(path: str, version: str, probe_id: int, threshold: float) -> pd.
     return backend.detections(_connect(path), probe_id, threshold)
 
 
-def detections(model: str, probe_id: int, threshold: float) -> pd.DataFrame:
-    version = backend.table_version(db(), model)
-    return _detections(db_path(), version, int(probe_id), float(threshold))
-
-
 @st.cache_data(show_spinner="Packing the Raven tables…", max_entries=8)
 def _detection_files(path: str, version: str, probe_id: int, threshold: float, fmt: str) -> bytes:
     det = _detections(path, version, probe_id, threshold)
