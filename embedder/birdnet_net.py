@@ -112,7 +112,8 @@ class MelBranch(nn.Module):
         self.register_buffer("mel", torch.zeros(n_mels, frame_length // 2 + 1))
         self.register_buffer("exponent", torch.tensor(0.25))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def bands(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) scaled audio -> (B, T, n_mels) float32 mel sums of the spectrum's real part."""
         frames = x.unfold(1, self.frame_length, self.hop)  # (B, T, L)
         # The graph's RFFT2D runs in float64 and rounds its output to float32. Squared and raised
         # to a fractional power, near-silent bands amplify rounding, so the spectrum and the mel
@@ -121,7 +122,10 @@ class MelBranch(nn.Module):
         spec = torch.fft.rfft((frames * self.window).double()).real  # (B, T, L/2 + 1)
         used = self.mel.any(dim=0).nonzero()
         lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
-        mel = (spec[..., lo:hi] @ self.mel[:, lo:hi].double().T).float()  # (B, T, n_mels)
+        return (spec[..., lo:hi] @ self.mel[:, lo:hi].double().T).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mel = self.bands(x)  # (B, T, n_mels)
         mel = (mel * mel).pow(self.exponent)
         return mel.flip(-1).transpose(1, 2)  # (B, n_mels, T)
 
@@ -142,17 +146,21 @@ class Frontend(nn.Module):
             for length, hop in zip(config.frame_lengths, config.hops, strict=True)
         )
 
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, N) float32, each window mapped onto [-1, 1] by its own min and max."""
+        x = x.float()
+        x = x - x.amin(dim=1, keepdim=True)
+        x = x / (x.amax(dim=1, keepdim=True) + self.eps)
+        return (x - 0.5) * 2.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 always: squaring and a fractional power of tiny band energies underflow in bf16
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            x = x - x.amin(dim=1, keepdim=True)
-            x = x / (x.amax(dim=1, keepdim=True) + self.eps)
-            x = (x - 0.5) * 2.0
-            step = self.micro_batch or len(x)
+            x = self.scale(x)
+            step = max(self.micro_batch or len(x), 1)
             parts = [
                 torch.stack([branch(x[i : i + step]) for branch in self.branches], dim=1)
-                for i in range(0, len(x), max(step, 1))
+                for i in range(0, len(x), step)
             ]
             return torch.cat(parts) if len(parts) != 1 else parts[0]  # (B, 2, n_mels, T)
 
@@ -277,6 +285,13 @@ def random_net(config: BirdNetConfig, seed: int = 0) -> BirdNetNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = BirdNetNet(config)
+        # variance-preserving init, so that random vectors still differ between sounds (with
+        # PyTorch's default init the activations shrink block by block to the biases)
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        net.spec_norm.weight.data.fill_(0.2)  # bands reach ~5-15; the released scales are similar
     for branch, lo, hi in zip(net.frontend.branches, config.fmin, config.fmax, strict=True):
         n_bins = branch.frame_length // 2 + 1
         mel = mel_matrix(config.n_mels, n_bins, config.sample_rate, lo, hi)

@@ -12,6 +12,7 @@ first op that differs.
 from __future__ import annotations
 
 import importlib.util
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def read_ops(path: str | Path) -> list[TfliteOp]:
     if buf[4:8] != TFLITE_IDENTIFIER:
         raise WeightsError(f"{p}: not a .tflite file (no TFL3 identifier)")
     schema = _schema()
+    try:
+        return _walk(schema, buf, p)
+    except WeightsError:
+        raise
+    except (struct.error, IndexError, ValueError, TypeError) as err:  # offsets past a cut file
+        raise WeightsError(f"{p}: damaged or truncated .tflite ({type(err).__name__})") from None
+
+
+def _walk(schema, buf: bytes, p: Path) -> list[TfliteOp]:
     model = schema.Model.GetRootAs(buf, 0)
     graph = model.Subgraphs(0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
