@@ -24,10 +24,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from spectral_compare import grid_windows, load_mono, mfcc_baseline, ranking_metrics, unit  # noqa: E402
+
 import embedder  # noqa: E402
 from embedder import birdnet_tflite  # noqa: E402
 from embedder import spectral as sp  # noqa: E402
-from spectral_compare import grid_windows, load_mono, mfcc_baseline, ranking_metrics, unit  # noqa: E402
 
 XC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "xc-sample"
 
@@ -87,7 +88,9 @@ def main() -> None:
     fbank = sp.mel_filterbank()
     rows = []
     for name, vec in vectors.items():
-        rec = unit(np.stack([unit(vec[a:b]).mean(0) for a, b in zip(bounds, bounds[1:])]))
+        rec = unit(
+            np.stack([unit(vec[a:b]).mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        )
         rows.append({"model": name, **ranking_metrics(rec @ rec.T, labels)})
     for name, fn in (
         ("spectral (training-free)", lambda w: spectral.embed(w)),
