@@ -1,10 +1,7 @@
 """Decoding, resampling and windowing of field recordings.
 
-Files are decoded by *content*, never by extension: archives hold MP3 data named ``.wav`` and WAV data
-named ``.mp3``. libsndfile 1.2.2 sniffs most containers when opened by path, but for an unrecognised
-``.mp3`` it falls back on the extension and reports a misleading "File does not exist" error, so every
-file is opened through a Python file object (libsndfile then sees no name and can only sniff). Our own
-magic-byte sniffing only serves to explain failures.
+Files are decoded by *content*, never by extension (see :mod:`embedder.decode`: libsndfile for WAV,
+FLAC, Ogg and AIFF, FFmpeg for MP3 and every other container and codec it reads).
 
 Long recordings are streamed: blocks of ``BLOCK_S`` seconds are decoded, checked for NaN/inf, mixed to
 the channel policy and resampled with a streaming soxr resampler (bit-identical to a one-shot
@@ -15,22 +12,27 @@ not-yet-covered audio remains. A file shorter than one window gives one padded w
 
 from __future__ import annotations
 
-import io
 import math
-import mmap
 import os
-import struct
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
-from soundfile import _ffi, _snd  # cffi handle: reads without SoundFile.read's re-seek
 
-from embedder import flac
+from embedder.decode import AudioError, open_audio
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "WindowBatch",
+    "count_windows",
+    "frame",
+    "iter_windows",
+    "load",
+    "probe",
+    "read_blocks",
+]
 
 BLOCK_S = 60.0  # s of native-rate audio decoded per block (~11 MB per channel at 48 kHz)
 MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padded window
@@ -38,15 +40,6 @@ BATCH_WINDOWS = 64  # windows per WindowBatch (64 x 5 s x 32 kHz float32 = 41 MB
 CHANNEL_POLICIES = ("mix", "first", "all")
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset
 LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
-SNIFF_BYTES = 64  # bytes read to recognise a container
-ESTIMATED_LENGTH = ("MP3",)  # containers whose header frame count may be a guess
-UNKNOWN_FRAMES = 2**62  # a frame count at least this large is libsndfile's "unknown" (SF_COUNT_MAX)
-INEXACT_SEEK = ("MP3",)  # libsndfile seeks land on wrong samples here: decode and drop instead
-_OPEN_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
-
-
-class AudioError(Exception):
-    """A file cannot be used as audio: missing, empty, undecodable, or with NaN/inf samples."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +47,8 @@ class AudioInfo:
     """What a file contains, as decoded by content (``container`` may disagree with the extension)."""
 
     path: str
-    container: str  # libsndfile major format: "WAV", "FLAC", "OGG", "MP3", "AIFF", "RF64", ...
-    subtype: str  # e.g. "PCM_16", "FLOAT", "VORBIS", "MPEG_LAYER_III"
+    container: str  # "WAV", "FLAC", "OGG", "AIFF", ... (libsndfile); "MP3", "MP4", "ASF", ...
+    subtype: str  # e.g. "PCM_16", "FLOAT", "VORBIS" (libsndfile); "MP3", "AAC", "OPUS", "WMAV2"
     sample_rate: int  # Hz
     channels: int
     frames: int  # samples per channel at sample_rate
@@ -80,84 +73,18 @@ class WindowBatch:
         return len(self.start_s)
 
 
-# ----------------------------------------------------------------------------------------- opening
-
-
-def _sniff(fh) -> str | None:
-    """Container named by the magic bytes at the start of ``fh`` (an ID3v2 tag is skipped)."""
-    head = fh.read(SNIFF_BYTES)
-    if head[:3] == b"ID3" and len(head) >= 10:
-        # ID3v2: 10-byte header, syncsafe size (7 bits per byte), optional 10-byte footer
-        size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
-        fh.seek(10 + size + (10 if head[5] & 0x10 else 0))
-        return _sniff_head(fh.read(SNIFF_BYTES)) or "MP3"
-    return _sniff_head(head)
-
-
-def _sniff_head(head: bytes) -> str | None:
-    tag, kind = head[:4], head[8:12]
-    if tag in (b"RIFF", b"RIFX") and kind == b"WAVE":
-        return "WAV"
-    if tag in (b"RF64", b"BW64") and kind == b"WAVE":
-        return "RF64"
-    if tag == b"riff" and head[24:28] == b"wave":
-        return "W64"
-    if tag == b"FORM" and kind in (b"AIFF", b"AIFC"):
-        return "AIFF"
-    simple = {b"fLaC": "FLAC", b"OggS": "OGG", b"caff": "CAF", b".snd": "AU"}
-    if tag in simple:
-        return simple[tag]
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio frame sync
-        return "MP3"
-    return None
-
-
-def _open_error(path: Path, head: bytes, sniffed: str | None, err: Exception) -> AudioError:
-    reason = getattr(err, "error_string", None) or str(err)
-    if "does not exist" in reason:  # what libsndfile says when mpg123 finds no valid frame
-        reason = "no decodable frames"
-    if sniffed is None:
-        return AudioError(
-            f"{path}: not a recognised audio format (first bytes {head[:8].hex(' ')}; {reason})"
-        )
-    return AudioError(f"{path}: corrupt or truncated {sniffed} data ({reason})")
-
-
-@contextmanager
-def _open(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
-    """Open ``path`` for reading by content; every failure becomes an :class:`AudioError`."""
-    p = Path(path)
-    try:
-        fh = open(p, "rb")
-    except OSError as err:
-        raise AudioError(f"{p}: cannot open ({err.strerror or err})") from None
-    with fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            raise AudioError(f"{p}: empty file (0 bytes)")
-        head = fh.read(SNIFF_BYTES)
-        fh.seek(0)
-        sniffed = _sniff(fh)
-        fh.seek(0)
-        try:
-            snd = sf.SoundFile(fh)  # a file object: libsndfile sniffs content, ignores the name
-        except _OPEN_ERRORS as err:
-            raise _open_error(p, head, sniffed, err) from None
-        with snd:
-            if snd.samplerate <= 0 or snd.channels <= 0:
-                raise AudioError(f"{p}: invalid header ({snd.samplerate} Hz, {snd.channels} ch)")
-            yield snd
-
-
-def probe(path: str | os.PathLike, exact: bool = False) -> AudioInfo:
-    """Describe an audio file, by default without decoding it.
+def probe(path: str | os.PathLike, exact: bool = True) -> AudioInfo:
+    """Describe an audio file.
 
     Parameters
     ----------
     path : str or PathLike
     exact : bool
-        Count the frames of formats whose header length is only an estimate (MP3 without a Xing/Info
-        header: libsndfile guesses from the file size, up to ~1-2 % long when tags or cover art are
-        embedded) by decoding them. Other formats are never decoded.
+        Count the frames the file decodes to. libsndfile's formats (WAV, FLAC, Ogg, AIFF) give that
+        count in their headers and are decoded only where the header leaves it unknown; what FFmpeg
+        reads (MP3, M4A, WMA, WebM, ...) is decoded whole (about 1 s per hour of MP3), as its
+        headers only estimate the length, when they give it at all. ``False`` takes the header's
+        word (0 when it has none): for telling audio from other files, not for durations.
 
     Returns
     -------
@@ -167,24 +94,18 @@ def probe(path: str | os.PathLike, exact: bool = False) -> AudioInfo:
     Raises
     ------
     AudioError
-        Missing, empty or unrecognised file (with ``exact``, also undecodable or NaN/inf samples).
+        Missing, empty or unrecognised file (with ``exact``, also undecodable data).
     """
-    with _open(path) as snd:
-        frames = int(snd.frames)
-        # libsndfile says SF_COUNT_MAX for a stream whose header leaves the length unknown (FLAC
-        # written to a pipe): count those by decoding, whatever ``exact`` says
-        unknown = frames >= UNKNOWN_FRAMES
-        if unknown or (exact and snd.format in ESTIMATED_LENGTH):
-            block = int(round(BLOCK_S * snd.samplerate))
-            frames = sum(len(x) for x in _native_blocks(snd, path, block))
+    with open_audio(path) as dec:
+        frames = dec.count() if exact else dec.estimate()
         return AudioInfo(
             path=str(path),
-            container=snd.format,
-            subtype=snd.subtype,
-            sample_rate=int(snd.samplerate),
-            channels=int(snd.channels),
+            container=dec.container,
+            subtype=dec.subtype,
+            sample_rate=dec.samplerate,
+            channels=dec.channels,
             frames=frames,
-            duration_s=frames / snd.samplerate,
+            duration_s=frames / dec.samplerate,
         )
 
 
@@ -208,231 +129,6 @@ def _apply_policy(x: np.ndarray, channels: str) -> np.ndarray:
     if channels == "first":
         return np.ascontiguousarray(x[:, :1])
     return x
-
-
-def _read(snd: sf.SoundFile, n: int) -> np.ndarray:
-    """Up to ``n`` frames as float32 ``(m, C)``, straight from libsndfile.
-
-    ``SoundFile.read`` seeks to the new position after every read; on MP3 that seek (mpg123_seek)
-    garbles or zeroes what follows in some files, so reads bypass it through soundfile's cffi handle.
-    """
-    buf = np.empty((n, snd.channels), np.float32)  # (n, C)
-    got = _snd.sf_readf_float(snd._file, _ffi.cast("float *", buf.ctypes.data), n)
-    err = _snd.sf_error(snd._file)
-    if err:
-        raise sf.LibsndfileError(err)
-    return buf[:got]
-
-
-def _native_blocks(
-    snd: sf.SoundFile,
-    path: str | os.PathLike,
-    block: int,
-    start: int = 0,
-    limit: int | None = None,
-) -> Iterator[np.ndarray]:
-    """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``.
-
-    Whole FLAC files go through the fast decoder of :mod:`embedder.flac` (same numbers); if it stops
-    short, libsndfile decodes the file from the start and drops what was delivered already (a seek
-    into a damaged stream may land elsewhere than reading on would). Seeks to ``start`` where that
-    is exact, else decodes and drops. Raises on NaN/inf as soon as they are met. An MP3 cut short by
-    libsndfile's length guess is continued (see _mp3_resume).
-    """
-    end = math.inf if limit is None else start + limit
-    resumed = 0  # frames the fast decoder delivered before stopping short
-    if start == 0 and snd.format == "FLAC":
-        start = resumed = yield from _fast_flac_blocks(snd, path, block, end)
-        if start >= end:
-            return
-    pos = local = 0  # next native frame index: in the file, in the current decoder
-    stalled_at = -1  # where the last MP3 continuation started
-    exact_seek = snd.format not in INEXACT_SEEK and not resumed
-    if start and snd.seekable() and exact_seek and start <= snd.frames:
-        try:
-            snd.seek(start)
-        except _OPEN_ERRORS as err:
-            at = start / snd.samplerate
-            raise AudioError(f"{path}: decoding failed near {at:.2f} s ({err})") from err
-        pos = start
-    sr = snd.samplerate
-    with ExitStack() as stack:
-        while pos < end:
-            try:
-                x = _read(snd, int(min(block, end - pos)))  # (n, C)
-            except _OPEN_ERRORS as err:
-                raise AudioError(f"{path}: decoding failed near {pos / sr:.2f} s ({err})") from err
-            if len(x) == 0:
-                if pos == stalled_at:  # a resumed decoder gave nothing: never loop, never cut
-                    raise AudioError(f"{path}: MP3 decoding stalled at {pos / sr:.2f} s")
-                resumed_at, stalled_at = _mp3_resume(snd, local, path, pos, stack), pos
-                if resumed_at is None:
-                    return
-                snd, local = resumed_at  # its own length guess counts the pre-roll it dropped
-                continue
-            first, pos, local = pos, pos + len(x), local + len(x)
-            if pos <= start:
-                continue
-            x = x[max(0, start - first) :]
-            finite = np.isfinite(x).all(axis=1)  # (n,)
-            if not finite.all():
-                at = (max(first, start) + int(np.argmin(finite))) / sr
-                raise AudioError(f"{path}: non-finite sample (NaN or inf) at {at:.3f} s")
-            yield x
-
-
-def _fast_flac_blocks(snd: sf.SoundFile, path: str | os.PathLike, block: int, end: float):
-    """Blocks from the fast decoder (integer samples: always finite). Returns the frames delivered,
-    ``end`` or more when done (inf at the end of the stream), fewer where libsndfile must go on."""
-    try:
-        reader = flac.FlacReader(path)
-    except flac.FlacError:
-        return 0  # not covered here (or not built): libsndfile reads the whole file
-    with reader:
-        if (reader.samplerate, reader.channels) != (snd.samplerate, snd.channels):
-            return 0
-        while reader.position < end:
-            try:
-                x = reader.read(int(min(block, end - reader.position)))  # (n, C)
-            except flac.FlacError:
-                return reader.position  # damage, or a frame it does not cover
-            if len(x) == 0:
-                return math.inf
-            yield x
-        return reader.position
-
-
-# ----------------------------------------------------------------------------- MP3 continuation
-# libsndfile reports mpg123's length *guess* (file size / first frame size) for MP3s without a
-# Xing/Info/VBRI header and never reads past it, so a VBR file whose first frames are large is cut
-# short silently. When a decoder stops at that guess, decoding goes on with a decoder that reads the
-# stream behind a synthesized Xing header holding the frame count we walked (see _mp3_resume).
-
-MP3_XING_BITRATE_INDEX = 9  # synthesized frame: 128 kbit/s (MPEG-1), 80 (MPEG-2): room for the tag
-MP3_XING_SLACK_FRAMES = 16  # added to the frame count in the synthesized header (see _mp3_resume)
-_L3_KBPS = {  # Layer III bitrate index -> kbit/s, for MPEG-1 and MPEG-2/2.5
-    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_L3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-
-
-def _l3_frame(buf, pos: int) -> tuple[int, int] | None:
-    """(frame bytes, samples per frame) of a Layer III header at ``pos``, or None."""
-    if pos + 4 > len(buf) or buf[pos] != 0xFF or buf[pos + 1] & 0xE0 != 0xE0:
-        return None
-    version, layer = (buf[pos + 1] >> 3) & 3, (buf[pos + 1] >> 1) & 3
-    rate_i, kbps_i, pad = (buf[pos + 2] >> 2) & 3, buf[pos + 2] >> 4, (buf[pos + 2] >> 1) & 1
-    if version == 1 or layer != 1 or rate_i == 3 or kbps_i in (0, 15):
-        return None
-    mpeg1 = version == 3
-    kbps = _L3_KBPS[1 if mpeg1 else 2][kbps_i]
-    size = (144000 if mpeg1 else 72000) * kbps // _L3_RATES[version][rate_i] + pad
-    return size, 1152 if mpeg1 else 576
-
-
-def _mp3_frames(path: str | os.PathLike) -> tuple[list[int], int]:
-    """Byte offsets of the frames of a Layer III stream, and its samples per frame.
-
-    Empty when the stream starts with a Xing/Info/VBRI header (its length is then exact).
-    """
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        pos = 0
-        if buf[:3] == b"ID3" and len(buf) >= 10:
-            pos = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(buf[6:10]))
-        offsets, spf = [], 0
-        while pos < len(buf):
-            frame = _l3_frame(buf, pos)
-            # a frame counts when the next one follows it (or the file ends): resyncs past junk/tags
-            if frame and (pos + frame[0] >= len(buf) or _l3_frame(buf, pos + frame[0])):
-                body = buf[pos : pos + frame[0]]
-                if not offsets and (b"Xing" in body or b"Info" in body or body[36:40] == b"VBRI"):
-                    return [], 0
-                offsets.append(pos)
-                spf = frame[1]
-                pos += frame[0]
-            else:
-                pos += 1
-    return offsets, spf
-
-
-def _mp3_resume(
-    snd: sf.SoundFile, done: int, path: str | os.PathLike, pos: int, stack: ExitStack
-) -> tuple[sf.SoundFile, int] | None:
-    """A decoder at native frame ``pos`` when ``snd`` stopped at its length guess after ``done``
-    frames, and the frames it has read already; None at a real end of stream.
-
-    The new decoder reads the stream from its start again, behind a synthesized Xing header that
-    gives the exact frame count, so it has no guess to stop at; mpg123 then drops its decoder
-    delay at the start, which the skip accounts for (its samples are the same, shifted).
-    """
-    if snd.format != "MP3" or done < snd.frames:
-        return None  # a real end of stream
-    offsets, spf = _mp3_frames(path)
-    if not spf or pos // spf >= len(offsets):
-        return None
-    # an upper bound, not the walked count: the walk misses a frame before a trailing tag or junk,
-    # and the decoder stops at the real end of the data anyway (a count too high costs nothing)
-    count = 2 * len(offsets) + MP3_XING_SLACK_FRAMES
-    try:
-        xing = _XingStream(path, offsets[0], count)
-        sub = stack.enter_context(sf.SoundFile(stack.enter_context(xing)))
-    except _OPEN_ERRORS as err:  # frames remain: never end here as if the stream had
-        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s") from err
-    skip = pos - (count * spf - sub.frames)  # minus the delay dropped at the start
-    if skip < 0 or len(_read(sub, skip)) < skip:
-        raise AudioError(f"{path}: MP3 decoding stalled at {pos / snd.samplerate:.2f} s")
-    return sub, skip
-
-
-class _XingStream(io.RawIOBase):
-    """An MP3 stream from byte ``offset`` (its first frame) on, behind one synthesized frame
-    holding a Xing header with the stream's frame count."""
-
-    def __init__(self, path: str | os.PathLike, offset: int, n_frames: int) -> None:
-        self.fh = open(path, "rb")  # noqa: SIM115 -- closed in close()
-        self.fh.seek(offset)
-        head = bytearray(self.fh.read(4))
-        head[1] |= 0x01  # no CRC
-        head[2] = (head[2] & 0x0D) | (MP3_XING_BITRATE_INDEX << 4)  # room for the tag, no padding
-        version, mono = (head[1] >> 3) & 3, head[3] >> 6 == 3
-        side = (17 if mono else 32) if version == 3 else (9 if mono else 17)  # side-info bytes
-        size = _l3_frame(bytes(head) + bytes(8), 0)[0]
-        tag = bytes(side) + b"Xing" + struct.pack(">II", 1, n_frames)  # flags: frame count only
-        self.prefix = bytes(head) + tag + bytes(size - 4 - len(tag))
-        self.offset = offset
-        self.size = len(self.prefix) + os.fstat(self.fh.fileno()).st_size - offset
-        self.at = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.at
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.at, io.SEEK_END: self.size}[whence]
-        self.at = max(0, base + pos)
-        return self.at
-
-    def readinto(self, buf) -> int:
-        view, n = memoryview(buf), 0
-        if self.at < len(self.prefix):
-            head = self.prefix[self.at : self.at + len(view)]
-            view[: len(head)] = head
-            n = len(head)
-        if n < len(view):
-            self.fh.seek(self.offset + self.at + n - len(self.prefix))
-            n += self.fh.readinto(view[n:]) or 0
-        self.at += n
-        return n
-
-    def close(self) -> None:
-        self.fh.close()
-        super().close()
 
 
 class _Resampler:
@@ -485,12 +181,12 @@ def read_blocks(
     _check_rate(sample_rate)
     if block_s <= 0:
         raise ValueError(f"block_s must be > 0, got {block_s}")
-    with _open(path) as snd:
-        n_out = snd.channels if channels == "all" else 1
-        rs = _Resampler(snd.samplerate, int(sample_rate), n_out)
-        block = max(1, int(round(block_s * snd.samplerate)))
+    with open_audio(path) as dec:
+        n_out = dec.channels if channels == "all" else 1
+        rs = _Resampler(dec.samplerate, int(sample_rate), n_out)
+        block = max(1, int(round(block_s * dec.samplerate)))
         total = 0
-        for x in _native_blocks(snd, path, block):
+        for x in dec.blocks(block):
             y = rs.push(_apply_policy(x, channels))  # (m, C)
             if len(y):
                 total += len(y)
@@ -512,8 +208,9 @@ def load(
 ) -> np.ndarray:
     """Read a span of a file, seeking to it rather than decoding from the start.
 
-    MP3 is the exception: libsndfile's MP3 seeks can land on wrong samples, so the file is decoded
-    from the start up to the span (about 1 s of CPU per 3 min of audio).
+    What FFmpeg decodes (MP3, M4A, WMA, ...) is the exception: it is decoded from the start up to
+    the span (about 1 s of CPU per hour of MP3), since a seek into such a stream gives other samples
+    than decoding on to the same point.
 
     Parameters
     ----------
@@ -542,10 +239,10 @@ def load(
     sample_rate = int(sample_rate)
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"bad span {start_s}-{end_s} s: need 0 <= start < end")
-    with _open(path) as snd:
-        sr_in = int(snd.samplerate)
-        # an MP3 header's length is a guess: read until the data ends, check the span afterwards
-        frames = math.inf if snd.format in ESTIMATED_LENGTH else int(snd.frames)
+    with open_audio(path) as dec:
+        sr_in = dec.samplerate
+        # a length known only by decoding: read until the data ends, check the span afterwards
+        frames = math.inf if dec.frames is None else dec.frames
         if start_s >= frames / sr_in:
             raise AudioError(
                 f"{path}: span starts at {start_s} s, after the end ({frames / sr_in:.3f} s)"
@@ -560,16 +257,16 @@ def load(
         a = max(0, math.floor((i0 * sr_in / sample_rate - ctx) / step_in)) * step_in  # native
         b = min(frames, i1 * sr_in / sample_rate)  # native, exclusive (may be inf)
         b = b if math.isinf(b) else math.ceil(b) + ctx
-        n_out = snd.channels if channels == "all" else 1
+        n_out = dec.channels if channels == "all" else 1
         rs = _Resampler(sr_in, sample_rate, n_out)
         block = int(round(BLOCK_S * sr_in))
         limit = None if math.isinf(b) else b - a
-        blocks = _native_blocks(snd, path, block, start=a, limit=limit)
+        blocks = dec.blocks(block, start=a, limit=limit)
         parts = [rs.push(_apply_policy(x, channels)) for x in blocks]
         parts.append(rs.flush())
     y = np.concatenate(parts, axis=0)  # (m, C) starting at output sample a * step_out / step_in
     off = a // step_in * step_out
-    if i0 - off >= len(y):  # an MP3 header may promise more frames than there are
+    if i0 - off >= len(y):  # the span starts after the end of a stream counted by decoding
         end = (off + len(y)) / sample_rate
         raise AudioError(f"{path}: span starts at {start_s} s, after the end ({end:.3f} s)")
     stop = None if math.isinf(i1) else i1 - off

@@ -4,10 +4,11 @@ libsndfile spends ~30 % of a FLAC read in its own per-sample copy loop around li
 decoding is what bounds a GPU ingest (``benchmarks/RESULTS.md``, "Perch GPU"). This decoder covers
 native FLAC streams with 8/16/24-bit samples and 1-8 channels, and returns float32 identical to
 libsndfile's (sample / 2^(bits-1); checked bit for bit in the tests). It checks what libFLAC checks
-(CRCs, frame order, sample range) and stops at the first frame it does not cover or finds damaged;
-:mod:`embedder.audio` uses it for whole-file reads and then lets libsndfile read that file from the
-start, dropping the samples already delivered, so what a damaged file decodes to (libFLAC fills
-gaps with silence) and which errors it raises stay libsndfile's.
+(CRCs, frame order from frame 0 on, sample range, a stream ending before its STREAMINFO length) and
+stops at the first frame it does not cover or finds damaged; :mod:`embedder.decode` uses it for
+whole-file reads and then lets libsndfile read that file from the start, dropping the samples
+already delivered, so what a damaged file decodes to (libFLAC fills gaps with silence) and which
+errors it raises stay libsndfile's (a fuzz test checks that both agree).
 
 Built by :mod:`embedder.native`; ``CHORUS_FAST_FLAC=0``, ``CHORUS_CPU_KERNELS=0`` or a missing
 compiler leave FLAC to libsndfile.

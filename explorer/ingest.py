@@ -30,7 +30,6 @@ DEFAULT_BATCH = 32  # windows per model call on a CPU
 MAX_AUTO_WORKERS = 16  # decode processes chosen for a GPU run when --workers is not given
 DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
 MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
-DURATION_SLACK_S = 0.001  # s a last window may end past the header's length without correcting it
 
 
 class IngestError(ValueError):
@@ -386,7 +385,7 @@ def _utf8(text: str) -> bool:
 
 
 def _expected_windows(duration_s: float, spec) -> int:
-    """Windows a file of ``duration_s`` will give (the header's duration: an estimate for MP3)."""
+    """Windows a file of ``duration_s`` (its decoded length) will give."""
     from embedder import audio
 
     n = int(round(duration_s * spec.sample_rate))
@@ -404,7 +403,6 @@ class _ChunkWriter:
             tuple[int, int, float]
         ] = []  # finished files with windows still buffered
         self.failed: set[int] = set()
-        self.reach: dict[int, float] = {}  # recording_id -> end of its last window so far
 
     def add(self, batch, vectors: np.ndarray, logits: np.ndarray | None = None) -> None:
         row = {
@@ -417,9 +415,6 @@ class _ChunkWriter:
         if logits is not None:
             row["logits"] = np.asarray(logits, np.float32)  # (B, C)
         self.rows.append(row)
-        for key in np.unique(batch.keys):  # how far each file's windows reach, for durations
-            reach = float(batch.end_s[batch.keys == key].max())
-            self.reach[int(key)] = max(reach, self.reach.get(int(key), 0.0))
         self.held += len(batch)
         if self.held >= self.chunk:
             self.flush()
@@ -450,13 +445,6 @@ class _ChunkWriter:
 
     def _finish_waiting(self) -> None:
         for key, n, duration in self.waiting:
-            reach = self.reach.pop(key, 0.0)
-            # an MP3's header length was a guess: keep what decoded (before the done marker, so
-            # that a kill in between leaves the file to be embedded again, not a wrong length);
-            # resampling may round the last window up by a sample, which is not a correction
-            if reach > duration + DURATION_SLACK_S:
-                self.db.set_duration(key, reach)
-                duration = reach
             self.db.finish_recording(self.model, key, n)
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600

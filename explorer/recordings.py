@@ -9,7 +9,7 @@ from pathlib import Path
 # Extensions taken without a look inside; anything else (but the obvious non-audio below) is sniffed.
 AUDIO_EXTENSIONS = {
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
-    ".au", ".snd", ".caf", ".w64", ".rf64", ".bwf",
+    ".au", ".snd", ".caf", ".w64", ".rf64", ".bwf", ".m4a", ".aac", ".wma", ".webm", ".mka",
 }  # fmt: skip
 NOT_AUDIO = {
     ".txt", ".csv", ".tsv", ".json", ".md", ".pdf", ".jpg", ".jpeg", ".png", ".xml", ".log",
@@ -41,7 +41,7 @@ def discover(root: str | Path) -> list[Path]:
             found.append(path)
         elif ext not in NOT_AUDIO:
             try:
-                audio.probe(path)
+                audio.probe(path, exact=False)  # opened, not decoded whole
             except audio.AudioError:
                 continue
             found.append(path)

@@ -393,12 +393,6 @@ class Database:
             where = f"recording_id IN ({', '.join(map(str, ids))})"
             self._recordings_table().update(where=where, values={"status": status})
 
-    def set_duration(self, recording_id: int, seconds: float) -> None:
-        """Correct a recording's duration, e.g. once decoding found an MP3 longer than its
-        header's estimate."""
-        where = f"recording_id = {int(recording_id)}"
-        self._recordings_table().update(where=where, values={"duration_s": float(seconds)})
-
     def mark_failed(
         self, audio_root: str | os.PathLike, path: str | os.PathLike, error: str
     ) -> int:

@@ -86,7 +86,7 @@ def add_labels(db, labels: pd.DataFrame, source: str | None = None) -> np.ndarra
     missing = sorted(set(df["recording_id"].astype(int)) - set(recs["recording_id"].tolist()))
     if missing:
         raise KeyError(f"no recording with id {missing[0]}")
-    late = _first_late(db, recs, df["recording_id"].to_numpy(), start)
+    late = _first_late(recs, df["recording_id"].to_numpy(), start)
     if late is not None:  # such a label can never cover a window: most likely the wrong file
         i, known_end = late
         raise ValueError(
@@ -263,7 +263,7 @@ def import_annotations(
         except KeyError as err:
             raise ValueError(f"{Path(path).name}: line {row.line}: {err.args[0]}") from None
         ids.append(rid)
-    late = _first_late(db, recs, ids, table["start_s"].to_numpy())
+    late = _first_late(recs, ids, table["start_s"].to_numpy())
     if late is not None:
         row = table.iloc[late[0]]
         rec_path = recs.set_index("recording_id").loc[ids[late[0]], "path"]
@@ -279,37 +279,14 @@ def import_annotations(
     )
 
 
-def _first_late(db, recs: pd.DataFrame, rids, starts) -> tuple[int, float] | None:
-    """(row, known end in s) of the first label that starts after its recording's end, or None.
-
-    The end is the recorded duration, or the last embedded window's end where that is later: an
-    MP3's header duration is only libsndfile's guess, while its windows reach the real end.
-    """
+def _first_late(recs: pd.DataFrame, rids, starts) -> tuple[int, float] | None:
+    """(row, recorded duration in s) of the first label that starts after its recording's end, or
+    None (the duration is what decoded, stored at ingest)."""
     rids, starts = np.asarray(rids, np.int64), np.asarray(starts, float)
     known = recs.set_index("recording_id")["duration_s"].astype(float)
-    end = pd.Series(rids).map(known).fillna(np.inf).to_numpy(dtype=float, copy=True)
-    suspect = np.flatnonzero(starts >= end)
-    if not len(suspect):
-        return None
-    reach = _last_window_ends(db, np.unique(rids[suspect]))
-    end[suspect] = np.maximum(end[suspect], pd.Series(rids[suspect]).map(reach).fillna(0.0))
-    late = suspect[starts[suspect] >= end[suspect]]
+    end = pd.Series(rids).map(known).fillna(np.inf).to_numpy(dtype=float)
+    late = np.flatnonzero(starts >= end)
     return (int(late[0]), float(end[late[0]])) if len(late) else None
-
-
-def _last_window_ends(db, rids: np.ndarray) -> pd.Series:
-    """recording_id -> end (s) of its last embedded window in any model (one query per model)."""
-    where = f"recording_id IN ({', '.join(str(int(r)) for r in rids)})"
-    parts = []
-    for model in db.models():
-        try:
-            table = db.windows(model)
-        except KeyError:  # a model registered without windows yet
-            continue
-        cols = ["recording_id", "end_s"]
-        parts.append(table.search().where(where).select(cols).limit(None).to_pandas())
-    ends = pd.concat(parts) if parts else pd.DataFrame(columns=["recording_id", "end_s"])
-    return ends.groupby("recording_id")["end_s"].max()
 
 
 def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:

@@ -174,10 +174,10 @@ def test_audio_reads_flac_through_the_fast_decoder(tmp_path, monkeypatch, chirp)
     sf.write(path, x, 44100, subtype="PCM_24")
     want = np.concatenate(list(audio.read_blocks(path, 32000, block_s=0.7)), axis=1)
 
-    def no_libsndfile_reads(*args):
+    def no_libsndfile_reads(*args, **kwargs):
         raise AssertionError("libsndfile was asked to decode")
 
-    monkeypatch.setattr(audio, "_read", no_libsndfile_reads)
+    monkeypatch.setattr(sf.SoundFile, "read", no_libsndfile_reads)
     got = np.concatenate(list(audio.read_blocks(path, 32000, block_s=0.7)), axis=1)
     np.testing.assert_array_equal(got, want)
     # a read from an offset keeps libsndfile's exact seek
@@ -215,7 +215,7 @@ def frame_offsets(data: bytes) -> list[int]:
     holds; 4096-sample frames at a standard rate, so the header ends after the frame number)."""
     found = []
     at = data.find(b"\xff\xf8")
-    while at >= 0:
+    while 0 <= at <= len(data) - 7:  # a header's bytes and its CRC-8 are all there
         size = 5 if data[at + 4] < 0x80 else 6  # frame numbers below 2^11: 1 or 2 bytes
         if crc8(data[at : at + size]) == data[at + size]:
             found.append(at)
@@ -223,14 +223,30 @@ def frame_offsets(data: bytes) -> list[int]:
     return found
 
 
-def read_blocks_without_fast_decoder(monkeypatch, path, sr: int) -> np.ndarray:
+def outcome(path, sr: int = 16000) -> np.ndarray | str:
+    """What :func:`audio.read_blocks` gives: the samples, or the error it ends with."""
+    try:
+        return np.concatenate(list(audio.read_blocks(path, sr, block_s=0.5)), axis=1)
+    except audio.AudioError as err:
+        return str(err)
+
+
+def outcome_without_fast_decoder(monkeypatch, path, sr: int = 16000) -> np.ndarray | str:
     with monkeypatch.context() as m:
         m.setenv(flac.SWITCH_ENV, "0")
         flac.LIBRARY.reset()
         try:
-            return np.concatenate(list(audio.read_blocks(path, sr, block_s=0.5)), axis=1)
+            return outcome(path, sr)
         finally:
             flac.LIBRARY.reset()
+
+
+def assert_same_outcome(got, want) -> None:
+    assert type(got) is type(want), (got, want)
+    if isinstance(want, str):
+        assert got == want
+    else:
+        np.testing.assert_array_equal(got, want)
 
 
 @needs_decoder
@@ -238,6 +254,7 @@ def read_blocks_without_fast_decoder(monkeypatch, path, sr: int) -> np.ndarray:
 def test_frames_out_of_sequence_decode_as_libsndfile_does(tmp_path, monkeypatch, noise, damage):
     # libFLAC fills a gap in frame numbers with silence: the fast decoder stops at such a frame,
     # and libsndfile reads the file again from the start, so the result is libsndfile's throughout
+    # (here an error: the seek soundfile makes after each read cannot land inside the gap)
     path = tmp_path / "a.flac"
     sf.write(path, noise(2.0, 16000, amp=0.2), 16000, subtype="PCM_16")
     data = path.read_bytes()
@@ -254,9 +271,9 @@ def test_frames_out_of_sequence_decode_as_libsndfile_does(tmp_path, monkeypatch,
         assert len(reader.read(10**6)) == good_frames * 4096  # up to the frame out of order
         with pytest.raises(flac.FlacError, match="frames out of sequence"):
             reader.read(10**6)
-    got = np.concatenate(list(audio.read_blocks(damaged_path, 16000, block_s=0.5)), axis=1)
-    want = read_blocks_without_fast_decoder(monkeypatch, damaged_path, 16000)
-    np.testing.assert_array_equal(got, want)
+    assert_same_outcome(
+        outcome(damaged_path), outcome_without_fast_decoder(monkeypatch, damaged_path)
+    )
 
 
 @needs_decoder
@@ -367,15 +384,182 @@ def test_nonzero_padding_before_the_frame_crc_is_damage(tmp_path, monkeypatch):
         np.testing.assert_array_equal(reader.read(100), want[:block])
         with pytest.raises(flac.FlacError, match="lost frame sync at frame 1"):
             reader.read(100)
+    assert_same_outcome(outcome(bad), outcome_without_fast_decoder(monkeypatch, bad))
+
+
+# ------------------------------------------------------------------------------------------- fuzzing
+# Mutated files (bit flips, truncations, deleted, swapped and repeated frames, junk) are decoded in
+# a worker process, one at a time under a timeout, so a crash or a hang names its file; what the
+# fast decoder and its hand-over give must be what libsndfile alone gives: the same samples, or the
+# same error.
+
+FUZZ_WORKER = r"""
+import hashlib, json, os, sys
+import numpy as np
+from embedder import audio, flac
+
+def outcome():
     try:
-        got = np.concatenate(list(audio.read_blocks(bad, 16000, block_s=0.5)), axis=1)
+        x = np.concatenate(list(audio.read_blocks(path, rate, "all", block_s)), axis=1)
     except audio.AudioError as err:
-        got = err
-    try:
-        expected = read_blocks_without_fast_decoder(monkeypatch, bad, 16000)
-    except audio.AudioError as err:
-        expected = err
-    if isinstance(expected, Exception):
-        assert str(got) == str(expected)
+        return "error: " + str(err)
+    return f"{x.shape} {hashlib.sha256(x.tobytes()).hexdigest()}"
+
+for line in sys.stdin:
+    path, rate, block_s = line.rstrip("\n").rsplit(" ", 2)
+    rate, block_s = int(rate), float(block_s)
+    fast = outcome()
+    os.environ[flac.SWITCH_ENV] = "0"
+    flac.LIBRARY.reset()
+    ref = outcome()
+    del os.environ[flac.SWITCH_ENV]
+    flac.LIBRARY.reset()
+    print(json.dumps([fast, ref]), flush=True)
+"""
+
+
+class FuzzWorker:
+    """A Python process decoding one file per request; restarted after a crash or a hang."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s, self.proc = timeout_s, None
+
+    def _start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FUZZ_WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def decode(self, path, rate: int, block_s: float) -> tuple[str, str] | str:
+        """(fast outcome, libsndfile outcome), or why the worker gave none."""
+        import json
+        import select
+
+        if self.proc is None:
+            self._start()
+            timeout = self.timeout_s + 30  # the first request waits for the imports
+        else:
+            timeout = self.timeout_s
+        self.proc.stdin.write(f"{path} {rate} {block_s}\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line:
+            return tuple(json.loads(line))
+        self.close()
+        return "hang" if not ready else "crash"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def fuzz_bases(tmp_path) -> list[tuple[bytes, int]]:
+    """Small valid streams (8 frames or so) of different widths, channels and subframe types."""
+    bases = []
+    for i, (n, channels, kind, subtype, rate) in enumerate(
+        [
+            (8 * 4096 + 123, 1, "tonal", "PCM_16", 16000),
+            (6 * 4096 + 7, 2, "noise", "PCM_24", 16000),
+            (5 * 4096, 2, "coarse", "PCM_S8", 8000),
+        ]
+    ):
+        path = tmp_path / f"base{i}.flac"
+        sf.write(path, signal(n, channels, kind, i), rate, subtype=subtype)
+        bases.append((path.read_bytes(), rate))
+    return bases
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
+    """One random damage (sometimes two) to a FLAC stream, and what it was."""
+    frames = frame_offsets(data)
+    bounds = [*frames, len(data)]
+    spans = [(bounds[i], bounds[i + 1]) for i in range(len(frames))]
+    kind = rng.choice(["bits", "cut", "cut frame", "delete", "swap", "repeat", "junk"])
+    if kind == "bits":  # anywhere, metadata included; mostly few bits
+        out = bytearray(data)
+        flips = rng.integers(0, len(data) * 8, int(rng.integers(1, 9)))
+        for bit in flips:
+            out[bit // 8] ^= 1 << (bit % 8)
+        data, what = bytes(out), f"bits {sorted(flips.tolist())}"
+    elif kind == "cut":
+        at = int(rng.integers(1, len(data)))
+        data, what = data[:at], f"cut at byte {at}"
+    elif kind == "cut frame":  # at a frame boundary: nothing in the stream looks damaged
+        i = int(rng.integers(0, len(frames)))
+        data, what = data[: frames[i]], f"cut before frame {i}"
+    elif kind == "delete":
+        i = int(rng.integers(0, len(spans)))
+        a, b = spans[i]
+        data, what = data[:a] + data[b:], f"frame {i} deleted"
+    elif kind == "swap":
+        i, j = sorted(rng.choice(len(spans), 2, replace=False).tolist())
+        (a, b), (c, d) = spans[i], spans[j]
+        data, what = (
+            data[:a] + data[c:d] + data[b:c] + data[a:b] + data[d:],
+            f"frames {i}, {j} swapped",
+        )
+    elif kind == "repeat":
+        i = int(rng.integers(0, len(spans)))
+        a, b = spans[i]
+        data, what = data[:b] + data[a:b] + data[b:], f"frame {i} repeated"
     else:
-        np.testing.assert_array_equal(got, expected)
+        at = int(rng.integers(frames[0], len(data)))
+        junk = rng.bytes(int(rng.integers(1, 3000)))
+        data, what = data[:at] + junk + data[at:], f"{len(junk)} junk bytes at {at}"
+    if rng.random() < 0.15 and len(frame_offsets(data)) > 1:
+        data, more = mutate(data, rng)
+        what += f"; {more}"
+    return data, what
+
+
+def run_fuzz(tmp_path, n_files: int, seed: int, timeout_s: float = 20.0) -> None:
+    bases = fuzz_bases(tmp_path)
+    rng = np.random.default_rng(seed)
+    worker = FuzzWorker(timeout_s)
+    failures, compared = [], 0
+    try:
+        for k in range(n_files):
+            data, rate = bases[k % len(bases)]
+            bad, what = mutate(data, rng)
+            path = tmp_path / f"fuzz{k}.flac"
+            path.write_bytes(bad)
+            # whole-file reads, and reads with seeks between (soundfile makes one after each)
+            got = worker.decode(path, rate, 60.0 if k % 2 else 0.25)
+            if isinstance(got, str):  # no answer: a crash or a hang
+                failures.append(f"{what} (base {k % len(bases)}): {got}")
+            elif got[0] != got[1]:
+                failures.append(f"{what} (base {k % len(bases)}): {got[0]} != {got[1]}")
+            else:
+                compared += not got[1].startswith("error")
+            path.unlink()
+    finally:
+        worker.close()
+    assert not failures, f"seed {seed}: {len(failures)} of {n_files} differ:\n" + "\n".join(
+        failures
+    )
+    print(f"{compared} of {n_files} decoded by libsndfile: the same samples")
+    assert compared > n_files // 10  # libsndfile decoded enough of them for a comparison
+
+
+@needs_decoder
+def test_fuzzed_files_decode_as_libsndfile_decodes_them(tmp_path):
+    run_fuzz(tmp_path, n_files=300, seed=20240611)
+
+
+@needs_decoder
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_fuzzed_files_decode_as_libsndfile_decodes_them_heavier(tmp_path, seed):
+    run_fuzz(tmp_path, n_files=2000, seed=seed)

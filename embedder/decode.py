@@ -1,0 +1,356 @@
+"""Opening audio files by content and decoding them to native-rate float32 blocks.
+
+Two libraries decode, chosen by what a file contains, never by its name (archives hold MP3 data
+named ``.wav`` and WAV data named ``.mp3``):
+
+- libsndfile (soundfile) for WAV/RF64/W64, FLAC, Ogg Vorbis and FLAC, AIFF, CAF and AU: its
+  header lengths are exact and its seeks land on the exact sample, which makes spans cheap. Whole
+  FLAC files go through our faster decoder (:mod:`embedder.flac`), which gives the same numbers.
+- FFmpeg (PyAV) for everything else FFmpeg reads: MP3 (also MPEG audio inside WAV, whose libsndfile
+  length is a guess), M4A/AAC, WMA, Opus (in Ogg too), and the audio track of a video file.
+  These are always decoded from the start, so a sample's position is its index in the one decoded
+  stream (codec delay and padding trimmed as FFmpeg trims them), and their length is counted by
+  decoding: headers of such files often only estimate it, or lie.
+
+Files are opened through Python file objects: neither library sees a name, so both can only sniff
+content. Our own magic-byte sniffing only serves to explain failures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+from embedder import flac
+
+SNIFF_BYTES = 64  # bytes read to recognise a container
+UNKNOWN_FRAMES = 2**62  # a frame count at least this large is libsndfile's "unknown" (SF_COUNT_MAX)
+# libsndfile opens these, but guesses MPEG lengths (from the file size) and its Opus seeks, also
+# the one SoundFile.read makes after every read, garble Ogg Opus files other muxers wrote (FFmpeg's)
+FFMPEG_SUBTYPES = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "OPUS")
+_SF_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError)
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError)
+_CONTAINERS = {"mov": "MP4", "matroska": "MATROSKA", "asf": "ASF"}  # FFmpeg demuxer -> our name
+_INT_SCALE = {"u8": 2.0**-7, "s16": 2.0**-15, "s32": 2.0**-31, "s64": 2.0**-63}  # to [-1, 1)
+
+
+class AudioError(Exception):
+    """A file cannot be used as audio: missing, empty, undecodable, or with NaN/inf samples."""
+
+
+# ----------------------------------------------------------------------------------------- sniffing
+
+
+def _sniff(fh) -> str | None:
+    """Container named by the magic bytes at the start of ``fh`` (an ID3v2 tag is skipped)."""
+    head = fh.read(SNIFF_BYTES)
+    if head[:3] == b"ID3" and len(head) >= 10:
+        # ID3v2: 10-byte header, syncsafe size (7 bits per byte), optional 10-byte footer
+        size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+        fh.seek(10 + size + (10 if head[5] & 0x10 else 0))
+        return _sniff_head(fh.read(SNIFF_BYTES)) or "MP3"
+    return _sniff_head(head)
+
+
+def _sniff_head(head: bytes) -> str | None:
+    tag, kind = head[:4], head[8:12]
+    if tag in (b"RIFF", b"RIFX") and kind == b"WAVE":
+        return "WAV"
+    if tag in (b"RF64", b"BW64") and kind == b"WAVE":
+        return "RF64"
+    if tag == b"riff" and head[24:28] == b"wave":
+        return "W64"
+    if tag == b"FORM" and kind in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    simple = {
+        b"fLaC": "FLAC",
+        b"OggS": "OGG",
+        b"caff": "CAF",
+        b".snd": "AU",
+        b"\x1aE\xdf\xa3": "MATROSKA",
+    }
+    if tag in simple:
+        return simple[tag]
+    if head[4:8] == b"ftyp":
+        return "MP4"
+    if head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"):
+        return "ASF"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio frame sync
+        return "MP3"
+    return None
+
+
+def _open_error(path: Path, head: bytes, sniffed: str | None, reason: str) -> AudioError:
+    if sniffed is None:
+        return AudioError(
+            f"{path}: not a recognised audio format (first bytes {head[:8].hex(' ')}; {reason})"
+        )
+    return AudioError(f"{path}: corrupt or truncated {sniffed} data ({reason})")
+
+
+def _reason(err: Exception) -> str:
+    reason = getattr(err, "error_string", None) or str(err)
+    # what libsndfile says when its MPEG decoder finds no valid frame
+    return "no decodable frames" if "does not exist" in reason else reason
+
+
+# ---------------------------------------------------------------------------------------- decoders
+
+
+class Decoder:
+    """An open audio file: what it holds, and its samples as native-rate float32 blocks.
+
+    Attributes
+    ----------
+    path : str
+    container, subtype : str
+        As found in the content, e.g. ("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("MP3", "MP3"),
+        ("MP4", "AAC"), ("MATROSKA", "OPUS").
+    samplerate, channels : int
+    frames : int or None
+        Samples per channel when known without decoding (exact), else None.
+    """
+
+    path: str
+    container: str
+    subtype: str
+    samplerate: int
+    channels: int
+    frames: int | None
+
+    def blocks(self, block: int, start: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
+        """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``, about ``block``
+        frames each; raises :class:`AudioError` on NaN/inf as soon as they are met."""
+        sr, first = self.samplerate, start
+        for x in self._blocks(block, start, limit):
+            finite = np.isfinite(x).all(axis=1)  # (n,)
+            if not finite.all():
+                at = (first + int(np.argmin(finite))) / sr
+                raise AudioError(f"{self.path}: non-finite sample (NaN or inf) at {at:.3f} s")
+            first += len(x)
+            yield x
+
+    def count(self) -> int:
+        """Samples per channel: the exact count, by decoding where it is not known otherwise."""
+        if self.frames is not None:
+            return self.frames
+        return sum(len(x) for x in self._blocks(1 << 20))
+
+    def estimate(self) -> int:
+        """Samples per channel without decoding: exact where ``frames`` is, else a header guess."""
+        return self.count() if self.frames is not None else 0
+
+    def _blocks(self, block: int, start: int = 0, limit: int | None = None):
+        raise NotImplementedError
+
+
+class _Sndfile(Decoder):
+    """A file libsndfile reads: exact header lengths and exact seeks."""
+
+    def __init__(self, snd: sf.SoundFile, path: str) -> None:
+        self.snd, self.path = snd, path
+        self.container, self.subtype = snd.format, snd.subtype
+        self.samplerate, self.channels = int(snd.samplerate), int(snd.channels)
+        # libsndfile says SF_COUNT_MAX where the header leaves the length unknown (FLAC written
+        # to a pipe): such a stream is counted by decoding
+        self.frames = None if snd.frames >= UNKNOWN_FRAMES else int(snd.frames)
+
+    def _fail(self, pos: int, err: Exception) -> AudioError:
+        at = pos / self.samplerate
+        return AudioError(f"{self.path}: decoding failed near {at:.2f} s ({_reason(err)})")
+
+    def _blocks(self, block: int, start: int = 0, limit: int | None = None):
+        """Whole FLAC files go through the fast decoder first; where it stops short (damage, or a
+        frame it does not cover), libsndfile decodes the file from the start, reading exactly as
+        it would have on its own, and drops what was delivered already: so what a damaged file
+        decodes to, and which errors it raises, stay libsndfile's."""
+        end = math.inf if limit is None else start + limit
+        pos = 0
+        if start == 0 and self.container == "FLAC":
+            start = yield from _fast_flac(self, block, end)
+            if start >= end:
+                return
+        elif start:
+            try:
+                pos = self.snd.seek(start)
+            except _SF_ERRORS as err:
+                raise self._fail(start, err) from err
+        while pos < end:
+            try:
+                x = self.snd.read(int(min(block, end - pos)), dtype="float32", always_2d=True)
+            except _SF_ERRORS as err:
+                raise self._fail(pos, err) from err
+            if len(x) == 0:
+                return
+            first, pos = pos, pos + len(x)
+            if pos > start:
+                yield x[max(0, start - first) :]
+
+
+def _fast_flac(dec: _Sndfile, block: int, end: float):
+    """Blocks from the fast decoder (integer samples: always finite). Returns the frames delivered:
+    ``end`` or more when done (inf at the end of the stream), fewer where libsndfile must go on."""
+    try:
+        reader = flac.FlacReader(dec.path)
+    except flac.FlacError:
+        return 0  # not covered here (or not built): libsndfile reads the whole file
+    with reader:
+        if (reader.samplerate, reader.channels) != (dec.samplerate, dec.channels):
+            return 0
+        while reader.position < end:
+            try:
+                x = reader.read(int(min(block, end - reader.position)))  # (n, C)
+            except flac.FlacError:
+                return reader.position  # damage, or a frame it does not cover
+            if len(x) == 0:
+                return math.inf
+            yield x
+        return reader.position
+
+
+class _NoFrames(Exception):
+    """FFmpeg opened the file but decodes nothing from it."""
+
+
+class _FFmpeg(Decoder):
+    """A file FFmpeg reads, always decoded from the start (exact where a seek would not be)."""
+
+    def __init__(self, fh, path: str) -> None:
+        self.fh, self.path = fh, path
+        fh.seek(0)
+        with av.open(fh, "r") as container:
+            stream = container.streams.best("audio")
+            name = container.format.name.split(",")[0]  # "mov,mp4,m4a,..." -> "mov"
+            self.container = _CONTAINERS.get(name, name.upper())
+            if stream is None:
+                raise AudioError(f"{path}: no audio stream in this {self.container} file")
+            self.subtype = (stream.codec_context.codec.canonical_name or "").upper()
+            duration = stream.duration * stream.time_base if stream.duration else None
+            if duration is None and container.duration:
+                duration = container.duration / av.time_base
+        # the first decoded frame, not the header, sets rate and channels (HE-AAC headers give
+        # the core rate); none at all means nothing here decodes
+        frames = self._decode()
+        first = next(frames, None)
+        frames.close()
+        if first is None:
+            raise _NoFrames("no decodable frames")
+        self.samplerate, self.channels = first.sample_rate, first.layout.nb_channels
+        self.frames = None
+        self.guess = round(float(duration or 0) * self.samplerate)
+
+    def estimate(self) -> int:
+        return self.guess
+
+    def count(self) -> int:
+        return sum(frame.samples for frame in self._frames())
+
+    def _decode(self) -> Iterator[av.AudioFrame]:
+        """The audio frames of a fresh decode from the start of the file."""
+        self.fh.seek(0)
+        with av.open(self.fh, "r") as container:
+            stream = container.streams.best("audio")
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    continue  # a damaged packet is skipped, as the ffmpeg tool does
+                yield from frames
+
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """:meth:`_decode`, checked: same rate and channels throughout, errors as AudioError."""
+        sr, nch, pos = self.samplerate, self.channels, 0
+        frames = self._decode()
+        while True:
+            try:
+                frame = next(frames, None)
+            except _AV_ERRORS as err:
+                raise AudioError(
+                    f"{self.path}: decoding failed near {pos / sr:.2f} s ({err})"
+                ) from err
+            if frame is None:
+                return
+            if (frame.sample_rate, frame.layout.nb_channels) != (sr, nch):
+                raise AudioError(
+                    f"{self.path}: the stream changes to {frame.sample_rate} Hz, "
+                    f"{frame.layout.nb_channels} channels at {pos / sr:.2f} s"
+                )
+            pos += frame.samples
+            yield frame
+
+    def _blocks(self, block: int, start: int = 0, limit: int | None = None):
+        end = math.inf if limit is None else start + limit
+        parts, held, pos = [], 0, 0  # arrays not yet yielded, their frames, frames decoded
+        frames = self._frames()
+        for frame in frames:
+            first, pos = pos, pos + frame.samples
+            if pos <= start:  # before the span: decoded (the codec state needs it), not converted
+                continue
+            x = _frame_array(frame, self.channels)
+            parts.append(x[max(0, start - first) : frame.samples - max(0, pos - end)])
+            held += len(parts[-1])
+            if held >= block:
+                yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+                parts, held = [], 0
+            if pos >= end:
+                break
+        frames.close()
+        if parts:
+            yield np.concatenate(parts)
+
+
+def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """float32 ``(n, C)`` samples of a decoded frame, integers scaled to [-1, 1)."""
+    a = frame.to_ndarray()  # planar (C, n), packed (1, n * C)
+    a = a.T if frame.format.is_planar else a.reshape(-1, channels)
+    kind = frame.format.name.rstrip("p")
+    if kind == "u8":
+        return (a.astype(np.float32) - 128) * np.float32(_INT_SCALE["u8"])
+    if kind in _INT_SCALE:
+        return a.astype(np.float32) * np.float32(_INT_SCALE[kind])
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------- opening
+
+
+@contextmanager
+def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
+    """Open ``path`` for decoding by content; every failure becomes an :class:`AudioError`."""
+    p = Path(path)
+    try:
+        fh = open(p, "rb")
+    except OSError as err:
+        raise AudioError(f"{p}: cannot open ({err.strerror or err})") from None
+    with ExitStack() as stack:
+        stack.enter_context(fh)
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise AudioError(f"{p}: empty file (0 bytes)")
+        head = fh.read(SNIFF_BYTES)
+        fh.seek(0)
+        sniffed = _sniff(fh)
+        fh.seek(0)
+        reason = None
+        try:
+            snd = stack.enter_context(sf.SoundFile(fh))
+        except _SF_ERRORS as err:
+            reason = _reason(err)
+        else:
+            if snd.samplerate <= 0 or snd.channels <= 0:
+                raise AudioError(f"{p}: invalid header ({snd.samplerate} Hz, {snd.channels} ch)")
+            if snd.format != "MP3" and snd.subtype not in FFMPEG_SUBTYPES:
+                yield _Sndfile(snd, str(path))
+                return
+            snd.close()
+        try:
+            dec = _FFmpeg(fh, str(path))
+        except (*_AV_ERRORS, _NoFrames) as err:
+            raise _open_error(p, head, sniffed, reason or _reason(err)) from None
+        yield dec
