@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer import plots
 from explorer.app import audio_access, backend, state, widgets
+from explorer.recordings import AUDIO_EXTENSIONS
 
 st.title("Search by example")
 model = state.require_model()
@@ -17,7 +18,7 @@ upload_tab, span_tab = st.tabs(["Upload a clip", "Pick a span of a recording"])
 with upload_tab:
     upload = st.file_uploader(
         f"Audio clip (at most {audio_access.MAX_UPLOAD_S:.0f} s)",
-        type=["wav", "flac", "ogg", "mp3"],
+        type=sorted({e.lstrip(".") for e in AUDIO_EXTENSIONS} | {"mp4", "mkv", "mov"}),
         key="upload",
     )
     kind = st.radio("Use as", ["positive", "negative"], horizontal=True, key="upload_kind")
