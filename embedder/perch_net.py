@@ -433,14 +433,15 @@ class PerchNet(nn.Module):
 
     def logits(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, C) prototype-head logits (float32)."""
-        return self._head(self.spatial(audio).float())
+        return self.head_logits(self.spatial(audio).float())
 
     def pooled_and_logits(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, D + C): pooled embedding and logits from one backbone pass."""
         spatial = self.spatial(audio).float()  # (B, 16, 4, D)
-        return torch.cat([spatial.mean(dim=(1, 2)), self._head(spatial)], dim=1)
+        return torch.cat([spatial.mean(dim=(1, 2)), self.head_logits(spatial)], dim=1)
 
-    def _head(self, spatial: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
+        """(B, T, F, D) spatial embedding -> (B, C) float32 prototype-head logits."""
         if self.proto_head is None:
             raise RuntimeError("these Perch weights carry no classification head")
         with torch.autocast(device_type=spatial.device.type, enabled=False):
