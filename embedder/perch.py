@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder import cpu_kernels
+from embedder import ort_backend
 from embedder.perch_net import (
     EMBED_DIM,
     PerchConfig,
     PerchNet,
     calibrate_batchnorm,
     calibration_audio,
-    onednn_available,
 )
 from embedder.runtime import TorchEmbedder, check_run_options, resolve_device
 from embedder.weights import (
@@ -58,11 +57,12 @@ LOAD_OPTIONS = (
     "compile",
     "labels",
     "fuse_bn",
-    "onednn",
     "micro_batch",
     "cpu_workers",
-    "cpu_kernels",
+    "backend",
 )
+BACKENDS = ("auto", "torch", "onnxruntime")
+TORCH_ONLY_OPTIONS = ("channels_last", "compile", "micro_batch", "cpu_workers")
 # CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
 # down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
 CPU_MICRO_BATCH = (2, 8)
@@ -286,17 +286,20 @@ class PerchEmbedder(TorchEmbedder):
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: str | None = None,
         class_names: list[str] | None = None,
+        backend: str = "torch",
     ) -> None:
         self.precision = check_run_options(device, batch_size, precision)
         self.model, self.config, self.weights = model, model.config, weights
         self.device, self.batch_size = device, int(batch_size)
         self.class_names = class_names
+        self.backend = backend
 
     def config_dict(self) -> dict:
         return {
             **super().config_dict(),
             "config": self.config.to_dict(),
             "precision": self.precision,
+            "backend": self.backend,
         }
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -336,19 +339,38 @@ def _describe(path: Path) -> str:
     return f"{path.resolve()} (sha256 {sha256_file(path)[:16]})"
 
 
-def _use_cpu_kernels(net: PerchNet, wanted: bool | None, eligible: bool) -> None:
-    """Apply the ``cpu_kernels`` load option (None = wherever it can run)."""
-    if wanted is False or (wanted is None and not eligible):
-        return
-    if not eligible:
-        raise ValueError("perch: cpu_kernels=True needs device cpu, precision fp32 and onednn")
-    if net.backbone.use_cpu_kernels() == 0 and wanted:
-        why = (
-            f"the fused kernel is {cpu_kernels.status()}"
-            if not cpu_kernels.available()
-            else "no block can use it (it implements SiLU activations only)"
-        )
-        raise ValueError(f"perch: cpu_kernels=True, but {why}")
+def choose_backend(backend: str, device: torch.device, precision: str, options: dict) -> str:
+    """Resolve the ``backend`` load option to ``"torch"`` or ``"onnxruntime"``.
+
+    ``"auto"`` takes onnxruntime (the fastest path measured on CPU, benchmarks/RESULTS.md) for
+    fp32 on the CPU when it is installed and no torch-only option (:data:`TORCH_ONLY_OPTIONS`)
+    was given, torch otherwise. An explicit choice that cannot run is a one-line ValueError.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    torch_only = [k for k in TORCH_ONLY_OPTIONS if k in options]
+    if backend == "auto":
+        fits = device.type == "cpu" and precision == "fp32" and not torch_only
+        return "onnxruntime" if fits and ort_backend.available() else "torch"
+    if backend == "onnxruntime":
+        if not ort_backend.available():
+            raise ValueError("backend onnxruntime: pip install onnxruntime onnx (not installed)")
+        if device.type != "cpu":
+            raise ValueError(f"backend onnxruntime runs on the CPU, not {device.type}")
+        if precision != "fp32":
+            raise ValueError(f"backend onnxruntime runs fp32, not {precision}")
+        if torch_only:
+            raise ValueError(f"{', '.join(torch_only)}: options of backend torch, not onnxruntime")
+    return backend
+
+
+def use_onnxruntime(net: PerchNet) -> None:
+    """Replace the backbone by its ONNX export run in onnxruntime (exported once, cached)."""
+    samples = int(round(net.config.sample_rate * net.config.window_s))
+    with torch.no_grad():
+        example = net.frontend(torch.zeros(2, samples))[:, None]  # (2, 1, T, F)
+    path = ort_backend.cached_export(net.backbone, example, "perch")
+    net.backbone = ort_backend.OrtModule(path, torch.get_num_threads())
 
 
 def load(weights: str | None = None, device: str = "auto", **options) -> PerchEmbedder:
@@ -363,18 +385,18 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
     **options
         ``batch_size`` (16), ``precision`` ("fp32" | "bf16" | "fp16"; default bf16 autocast on CUDA,
-        fp32 elsewhere), ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
-        ``labels`` (class-name file for the prototype head), ``fuse_bn`` (fold BatchNorm, default True),
-        ``onednn`` (CPU: fused oneDNN conv + activation, bf16 weights stored in bf16; default True
-        where available, ``fuse_bn`` and not ``compile``), ``micro_batch`` (``(windows, blocks)``:
-        run the frontend and the first blocks in slices for cache locality, ``0`` = off; default
-        ``(2, 8)`` on CPU for fp32 or with ``cpu_workers=1``, off otherwise), ``cpu_workers``
-        (CPU: split each batch across this many threads, each with a share of the intra-op
-        threads; default ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``),
-        ``cpu_kernels`` (fp32 on CPU with ``onednn``: each block's expand activation, depthwise
-        conv, SiLU and SE mean in one compiled pass, see :mod:`embedder.cpu_kernels`; default
-        True where it builds, silently off elsewhere; True where it cannot run is an error),
-        and any :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
+        fp32 elsewhere; bf16 on a CPU without native bf16 is an error, see
+        :func:`embedder.runtime.cpu_bf16_problem`), ``backend`` ("auto" | "torch" |
+        "onnxruntime", see :func:`choose_backend`; onnxruntime runs the backbone exported with
+        ``torch.onnx``, cached by weights hash), ``labels`` (class-name file for the prototype
+        head), ``fuse_bn`` (fold BatchNorm, default True); for the torch backend only:
+        ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
+        ``micro_batch`` (``(windows, blocks)``: run the frontend and the first blocks in slices
+        for cache locality, ``0`` = off; default ``(2, 8)`` on CPU for fp32 or with
+        ``cpu_workers=1``, off otherwise), ``cpu_workers`` (CPU: split each batch across this
+        many threads, each with a share of the intra-op threads; default
+        ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``); and any
+        :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
         ``activation="relu"``, ``logit_rescale=True``).
     """
     run_opts = {k: options.pop(k) for k in LOAD_OPTIONS if k in options}
@@ -384,6 +406,13 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     except ValueError as exc:
         raise TypeError(f"perch.load: {exc}; run options are {', '.join(LOAD_OPTIONS)}") from None
     dev = resolve_device(device)
+    # every option is checked before the network is built: a bad one costs nothing
+    batch_size = run_opts.get("batch_size", DEFAULT_BATCH_SIZE)
+    precision = check_run_options(dev, batch_size, run_opts.get("precision"))
+    backend = choose_backend(run_opts.pop("backend", "auto"), dev, precision, run_opts)
+    fuse_bn, compile_ = run_opts.get("fuse_bn", True), run_opts.get("compile", False)
+    if (compile_ or dev.type != "cpu") and run_opts.get("cpu_workers", 1) != 1:
+        raise ValueError("perch: cpu_workers needs device cpu and no compile")
     if weights is None:
         config = PerchConfig(**overrides)
         net = random_net(config)
@@ -396,46 +425,33 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         load_strict(net, state, str(path))
         description = _describe(path)
     net.eval()
-    precision = check_run_options(
-        dev, run_opts.get("batch_size", DEFAULT_BATCH_SIZE), run_opts.get("precision")
-    )
-    fuse_bn, compile_ = run_opts.get("fuse_bn", True), run_opts.get("compile", False)
-    onednn_ok = dev.type == "cpu" and fuse_bn and onednn_available()
-    # torch.compile (inductor, freezing) does its own oneDNN fusion from the plain modules; it
-    # cannot trace the packed-weight ops of the eager fast path.
-    onednn = run_opts.get("onednn", onednn_ok and not compile_)
-    if onednn and not onednn_ok:
-        raise ValueError("perch: onednn=True needs device cpu, fuse_bn=True and a oneDNN build")
-    if onednn and compile_:
-        raise ValueError("perch: onednn=True and compile=True do not mix (inductor fuses itself)")
     if fuse_bn:
         net.backbone.fuse()
-    net.to(dev)
-    if run_opts.get("channels_last", True):
-        net.to(memory_format=torch.channels_last)
-    if onednn:
-        net.backbone.to_onednn()
-        if precision == "bf16":
-            # Weights stored in bf16 once, instead of autocast re-casting them on every call;
-            # the frontend keeps float32 buffers (it runs with autocast off).
-            net.backbone.to(torch.bfloat16)
-    _use_cpu_kernels(net, run_opts.get("cpu_kernels"), onednn and precision == "fp32")
-    if dev.type == "cpu" and not compile_:
-        net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
-    elif run_opts.get("cpu_workers", 1) != 1:
-        raise ValueError("perch: cpu_workers needs device cpu and no compile")
     # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
     # size, and with the batch split across threads its slices already fit (they cost ~20 %).
     fp32_cpu = dev.type == "cpu" and precision == "fp32"
-    default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
-    micro = run_opts.get("micro_batch", default_micro)
-    if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
-        micro = (micro, CPU_MICRO_BATCH[1])
-    net.backbone.set_micro_batch(*micro)
-    net.frontend.micro_batch = micro[0]
-    if compile_:
-        # Freezing lets inductor constant-fold weights and fuse conv + activation (oneDNN) on CPU.
-        net.backbone = torch.compile(net.backbone, options={"freezing": True})
+    if backend == "onnxruntime":
+        use_onnxruntime(net)
+        net.frontend.micro_batch = CPU_MICRO_BATCH[0]
+    else:
+        net.to(dev)
+        if run_opts.get("channels_last", True):
+            net.to(memory_format=torch.channels_last)
+        if dev.type == "cpu" and precision == "bf16" and not compile_:
+            # Weights stored in bf16 once, instead of autocast re-casting them on every call;
+            # the frontend keeps float32 buffers (it runs with autocast off).
+            net.backbone.to(torch.bfloat16)
+        if dev.type == "cpu" and not compile_:
+            net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
+        default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
+        micro = run_opts.get("micro_batch", default_micro)
+        if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
+            micro = (micro, CPU_MICRO_BATCH[1])
+        net.backbone.set_micro_batch(*micro)
+        net.frontend.micro_batch = micro[0]
+        if compile_:
+            # Freezing lets inductor constant-fold weights and fuse conv + activation on CPU.
+            net.backbone = torch.compile(net.backbone, options={"freezing": True})
     names = None
     if run_opts.get("labels"):
         if config.n_classes == 0:
@@ -445,7 +461,8 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
         net,
         description,
         dev,
-        batch_size=run_opts.get("batch_size", DEFAULT_BATCH_SIZE),
+        batch_size=batch_size,
         precision=precision,
         class_names=names,
+        backend=backend,
     )

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedder import cpu_kernels
 from embedder.perch_frontend import LOG_FLOOR, LogMelFrontend
 
 EMBED_DIM = 1536  # channels of the head = embedding size
@@ -104,23 +103,10 @@ def tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _stamp(t: torch.Tensor) -> tuple[int, int]:
-    """(storage address, version): in-place edits bump the version; inference tensors have none."""
-    return t.data_ptr(), -2 if t.is_inference() else t._version
-
-
-def onednn_available() -> bool:
-    """Whether the fused oneDNN convolution op used by :meth:`ConvBN.to_onednn` exists here."""
-    return torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, "_convolution_pointwise"
-    )
-
-
 class ConvBN(nn.Module):
     """Conv (no bias) -> BatchNorm -> optional activation, with VALID / symmetric / TF-SAME padding.
 
-    ``fuse()`` folds the BatchNorm into the conv for inference; ``to_onednn()`` then runs conv, bias
-    and activation as one oneDNN primitive on CPU.
+    ``fuse()`` folds the BatchNorm into the conv for inference.
     """
 
     def __init__(
@@ -141,8 +127,6 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, static_pad, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
         self.act = make_activation(activation) if activation else nn.Identity()
-        self.onednn_attr: str | None = None  # oneDNN post-op name once to_onednn() has run
-        self.packed_weight: torch.Tensor | None = None  # oneDNN-blocked copy (1x1 convs)
 
     def pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Apply TF-SAME padding for strided convs: (input, symmetric conv padding (h, w)).
@@ -160,60 +144,10 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, padding = self.pad_input(x)
-        if self.onednn_attr is not None:
-            return self.onednn_forward(x, padding)
         y = F.conv2d(
             x, self.conv.weight, self.conv.bias, self.conv.stride, padding, 1, self.conv.groups
         )
         return self.act(self.bn(y))
-
-    def onednn_forward(
-        self,
-        x: torch.Tensor,
-        padding: tuple[int, int],
-        residual: torch.Tensor | None = None,
-        attr: str | None = None,
-    ) -> torch.Tensor:
-        """Fused conv + bias + activation (or + ``residual``) on an already padded input.
-
-        ``attr`` overrides the oneDNN post-op (``"none"``: the fused depthwise kernel applies the
-        activation as it reads the output).
-        """
-        conv = self.conv
-        x = x.to(conv.weight.dtype)
-        args = (list(padding), list(conv.stride), list(conv.dilation), conv.groups)
-        weight = conv.weight
-        if conv.kernel_size == (1, 1) and conv.groups == 1:
-            # Reordered once into oneDNN's blocked layout (for the first input shape seen; other
-            # shapes stay correct) instead of on every call: 7-38 % off the 1x1 convs.
-            if self.packed_weight is None or self.packed_weight.dtype != weight.dtype:
-                self.packed_weight = torch.ops.mkldnn._reorder_convolution_weight(
-                    weight.detach(), *args, list(x.shape)
-                )
-            weight = self.packed_weight
-        if residual is not None:  # conv(x) + residual in one pass over the output
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, weight, conv.bias, *args, "add", None, None, [], None
-            )
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, weight, conv.bias, *args, attr or self.onednn_attr, [], ""
-        )
-
-    def to_onednn(self) -> None:
-        """Run the (already fused) conv and its activation as one oneDNN primitive (CPU only).
-
-        Saves a full read and write of the activation tensor per layer, and eager PyTorch's
-        separate SiLU pass over it.
-        """
-        if not isinstance(self.bn, nn.Identity):
-            raise RuntimeError("to_onednn() needs fuse() first (the BatchNorm is still separate)")
-        self.packed_weight = None  # re-packed from the current weight on the next call
-        if isinstance(self.act, nn.SiLU):
-            self.onednn_attr = "swish"
-        elif isinstance(self.act, nn.ReLU):
-            self.onednn_attr = "relu"
-        else:
-            self.onednn_attr = "none"
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -298,66 +232,9 @@ class MBConv(nn.Module):
         self.project = ConvBN(mid, out_ch, 1, activation=None, **bn)
         self.residual = stride == 1 and in_ch == out_ch
         self.drop_path = drop_path
-        # (K, K, C) depthwise weights for the fused CPU kernel once use_cpu_kernel() has run;
-        # a plain attribute, not a buffer: derived data stays out of the state dict.
-        self.dw_kkc: torch.Tensor | None = None
-        self._dw_source: tuple[int, int] = (0, -1)  # (data_ptr, _version) dw_kkc was made from
-
-    def use_cpu_kernel(self) -> bool:
-        """Run expand activation, depthwise conv, SiLU and the SE mean as one compiled kernel.
-
-        Only for fp32 CPU inference after ``fuse()`` and ``to_onednn()``, with SiLU activations
-        and a kernel size / stride the kernel has; returns whether the block now uses it.
-        """
-        dw = self.depthwise
-        ok = (
-            dw.onednn_attr == "swish"
-            and dw.kernel in cpu_kernels.KERNEL_SIZES
-            and dw.stride in cpu_kernels.STRIDES
-            and dw.conv.weight.dtype == torch.float32
-            and (isinstance(self.expand, nn.Identity) or self.expand.onednn_attr == "swish")
-            and cpu_kernels.available()
-        )
-        self.dw_kkc = None
-        if ok:
-            self.refresh_dw_kkc()
-        return ok
-
-    def refresh_dw_kkc(self) -> None:
-        """(Re)build the kernel's (K, K, C) copy of the depthwise weights."""
-        w = self.depthwise.conv.weight
-        self.dw_kkc = w.detach()[:, 0].permute(1, 2, 0).contiguous()
-        self._dw_source = _stamp(w)
-
-    def fused_middle(self, x: torch.Tensor) -> torch.Tensor:
-        """expand -> depthwise -> SE through the compiled kernel (see :meth:`use_cpu_kernel`)."""
-        act_in = not isinstance(self.expand, nn.Identity)
-        pre = self.expand.onednn_forward(x, (0, 0), attr="none") if act_in else x  # no SiLU yet
-        h, w = pre.shape[-2:]
-        k, s = self.depthwise.kernel, self.depthwise.stride
-        pad_top, pad_left = tf_same_pad(h, k, s)[0], tf_same_pad(w, k, s)[0]
-        out_hw = (math.ceil(h / s), math.ceil(w / s))
-        weight = self.depthwise.conv.weight
-        if _stamp(weight) != self._dw_source:  # edited since, e.g. by load_state_dict
-            self.refresh_dw_kkc()
-        bias = self.depthwise.conv.bias
-        y, mean = cpu_kernels.dwconv_silu(
-            pre, self.dw_kkc, bias, s, pad_top, pad_left, out_hw, act_in
-        )
-        return self.se.apply_gate(y, self.se.gate(mean))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.dw_kkc is not None
-            and x.dtype == torch.float32
-            and x.device.type == "cpu"
-            and not torch.is_grad_enabled()
-        ):
-            h = self.fused_middle(x)
-        else:
-            h = self.se(self.depthwise(self.expand(x)))
-        if self.residual and self.project.onednn_attr is not None and not self.training:
-            return self.project.onednn_forward(h, self.project.conv.padding, residual=x)
+        h = self.se(self.depthwise(self.expand(x)))
         y = self.project(h)
         if not self.residual:
             return y
@@ -365,7 +242,9 @@ class MBConv(nn.Module):
             keep = 1.0 - self.drop_path
             mask = torch.rand(y.shape[0], 1, 1, 1, device=y.device) < keep  # (B, 1, 1, 1)
             y = y * mask / keep
-        return x + y
+        if torch.is_grad_enabled():
+            return x + y
+        return y.add_(x)  # y is the project conv's own output: no new activation-sized tensor
 
 
 class EfficientNetB3(nn.Module):
@@ -421,22 +300,6 @@ class EfficientNetB3(nn.Module):
         for m in self.modules():
             if isinstance(m, ConvBN):
                 m.fuse()
-
-    def to_onednn(self) -> None:
-        """Fused oneDNN conv + activation in every layer (CPU inference; after :meth:`fuse`)."""
-        for m in self.modules():
-            if isinstance(m, ConvBN):
-                m.to_onednn()
-
-    def use_cpu_kernels(self, enable: bool = True) -> int:
-        """Switch every eligible block to the fused depthwise kernel (or back); returns how many
-        blocks use it (fp32 CPU inference, after :meth:`to_onednn`)."""
-        blocks = [b for b in self.blocks if isinstance(b, MBConv)]
-        if not enable:
-            for b in blocks:
-                b.dw_kkc = None
-            return 0
-        return sum(b.use_cpu_kernel() for b in blocks)
 
 
 @torch.no_grad()
@@ -570,14 +433,15 @@ class PerchNet(nn.Module):
 
     def logits(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, C) prototype-head logits (float32)."""
-        return self._head(self.spatial(audio).float())
+        return self.head_logits(self.spatial(audio).float())
 
     def pooled_and_logits(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, n) raw audio -> (B, D + C): pooled embedding and logits from one backbone pass."""
         spatial = self.spatial(audio).float()  # (B, 16, 4, D)
-        return torch.cat([spatial.mean(dim=(1, 2)), self._head(spatial)], dim=1)
+        return torch.cat([spatial.mean(dim=(1, 2)), self.head_logits(spatial)], dim=1)
 
-    def _head(self, spatial: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
+        """(B, T, F, D) spatial embedding -> (B, C) float32 prototype-head logits."""
         if self.proto_head is None:
             raise RuntimeError("these Perch weights carry no classification head")
         with torch.autocast(device_type=spatial.device.type, enabled=False):

@@ -28,11 +28,13 @@ SLOT_WAIT_S = 5.0  # s; how often a worker waiting for a free slot checks that i
 
 def shared_tensor(shape: tuple[int, int]) -> torch.Tensor:
     """An uninitialised float32 tensor in shared memory, which crosses to the main process as is;
-    packing into it saves a copy of every window (and the page faults of a second buffer)."""
-    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # what share_memory_ uses
-    if new_shared is None:
-        return torch.empty(shape).share_memory_()
-    return torch.empty(0).set_(new_shared(4 * shape[0] * shape[1]), 0, shape)
+    packing into it saves a copy of every window (and the page faults of a second buffer).
+
+    ``share_memory_()`` moves a storage into shared memory by copying it. From a fresh
+    ``torch.empty`` that copy reads untouched pages: measured 24 -> 29 ms for a 20 MB batch
+    including its packing, against allocating the shared block directly (no public API does).
+    A :class:`Ring` slot pays it once, then is reused for every batch."""
+    return torch.empty(shape).share_memory_()
 
 
 @dataclass(frozen=True)

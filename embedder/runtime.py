@@ -9,8 +9,33 @@ import numpy as np
 import torch
 
 from embedder.base import Embedder
+from embedder.native import cpu_flags
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Instructions that multiply bf16 natively. Without them oneDNN's bf16 convolutions either refuse
+# to run (no AVX-512) or emulate bf16 with fp32 arithmetic plus conversions (no faster than fp32).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_problem() -> str | None:
+    """Why bf16 inference would not be fast on this CPU, or None where it is.
+
+    Decided by torch's public ``torch.backends.cpu.get_cpu_capability()`` (``"AVX512"`` means
+    AVX-512 F/BW/VL/DQ, what oneDNN's bf16 convolutions need; ``ATEN_CPU_CAPABILITY`` lowers it)
+    and, where the OS reports them, the CPU's native bf16 instructions.
+
+    Returns
+    -------
+    str or None
+        A short reason, e.g. ``"torch reports CPU capability AVX2, not AVX512"``.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "AVX512":
+        return f"torch reports CPU capability {capability}, not AVX512"
+    flags = cpu_flags()
+    if flags and not flags.intersection(BF16_CPU_FLAGS):
+        return "the CPU has AVX-512 but no native bf16 instructions (avx512_bf16 or amx_bf16)"
+    return None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,12 +65,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_run_options(device: torch.device, batch_size: int, precision: str | None) -> str:
-    """Validate ``batch_size`` and return the precision: bf16 autocast on CUDA, fp32 elsewhere."""
+    """Validate ``batch_size`` and return the precision: bf16 autocast on CUDA, fp32 elsewhere.
+
+    Raises
+    ------
+    ValueError
+        A bad batch size or precision, or bf16 asked for on a CPU that cannot run it fast
+        (see :func:`cpu_bf16_problem`); the message is one line.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and device.type == "cpu":
+        problem = cpu_bf16_problem()
+        if problem:
+            raise ValueError(f"precision bf16 is not supported on this CPU ({problem}): use fp32")
     return precision
 
 

@@ -188,7 +188,8 @@ def embed_archive(
     progress : bool
         Show a progress bar.
     model_options : dict, optional
-        Extra options for the model's loader, e.g. ``{"precision": "fp16", "compile": True}``.
+        Extra options for the model's loader, e.g. ``{"precision": "fp16", "compile": True}`` or
+        ``{"backend": "onnxruntime"}`` (perch); a bad one is an IngestError before any work.
     store_logits : bool
         Also store the weights' classification-head logits of every window (column ``logits``,
         (C,) per window, from the same forward pass); needs weights that carry a head.

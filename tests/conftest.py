@@ -8,7 +8,7 @@ import shutil
 import tempfile
 
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # idle OpenMP threads must not spin on the shared CPUs
-# Compiled kernels (embedder.cpu_kernels) are built into a folder of this run, not the user's cache.
+# Compiled helpers (embedder.native) and exported networks are built into a folder of this run, not the user's cache.
 if "CHORUS_CACHE_DIR" not in os.environ:
     os.environ["CHORUS_CACHE_DIR"] = tempfile.mkdtemp(prefix="chorus-test-cache-")
     atexit.register(shutil.rmtree, os.environ["CHORUS_CACHE_DIR"], ignore_errors=True)

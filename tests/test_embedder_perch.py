@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedder import ort_backend
 from embedder.perch import (
     PerchConfig,
     flax_leaf_order,
@@ -15,7 +16,8 @@ from embedder.perch import (
     random_net,
     state_dict_to_flax,
 )
-from embedder.perch_net import ConvBN, MBConv, onednn_available
+from embedder.perch_net import ConvBN, MBConv
+from embedder.runtime import cpu_bf16_problem
 from embedder.weights import WeightsError
 
 N = 160_000
@@ -151,7 +153,11 @@ def test_stem_matches_reference(config, flax):
     np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4, rtol=1e-4)
 
 
-needs_onednn = pytest.mark.skipif(not onednn_available(), reason="needs a oneDNN build")
+BF16_PROBLEM = cpu_bf16_problem()
+needs_bf16 = pytest.mark.skipif(BF16_PROBLEM is not None, reason=f"CPU bf16: {BF16_PROBLEM}")
+needs_ort = pytest.mark.skipif(not ort_backend.available(), reason="onnxruntime is not installed")
+# plain eager PyTorch: one thread team, no slicing, contiguous layout
+PLAIN = {"backend": "torch", "micro_batch": 0, "cpu_workers": 1, "channels_last": False}
 MBCONV_CASES = pytest.mark.parametrize(
     ("i", "size"),
     [(3, (13, 8)), (2, (13, 8)), (2, (13, 9)), (5, (12, 9)), (0, (7, 6))],
@@ -160,17 +166,14 @@ MBCONV_CASES = pytest.mark.parametrize(
 
 
 @MBCONV_CASES
-@pytest.mark.parametrize(
-    "fast", [False, pytest.param(True, marks=needs_onednn)], ids=["", "onednn"]
-)
-def test_mbconv_matches_reference(config, flax, i, size, fast):
+@pytest.mark.parametrize("fused", [False, True], ids=["", "fused"])
+def test_mbconv_matches_reference(config, flax, i, size, fused):
     in_ch, out_ch, kernel, stride, expand = config.block_specs()[i]
     block = block_module(config, i, flax)
-    if fast:  # folded BatchNorm, fused oneDNN conv + activation (+ residual add)
+    if fused:  # BatchNorm folded into the convs, as for inference
         for m in block.modules():
             if isinstance(m, ConvBN):
                 m.fuse()
-                m.to_onednn()
     x = np.random.default_rng(i).standard_normal((2, *size, in_ch)).astype(np.float32)
     ref = np_mbconv(x, flax, i, kernel, stride, expand, stride == 1 and in_ch == out_ch)
     with torch.no_grad():
@@ -259,53 +262,73 @@ def test_random_init_is_seeded_and_batched_matches_single(audio):
     assert m1.embed(np.zeros((0, N), np.float32)).shape == (0, 1536)
 
 
+@needs_bf16
 def test_bf16_on_cpu_is_close_to_fp32(audio):
     fp32 = load(None, device="cpu").embed(audio[:2])
-    bf16 = load(None, device="cpu", precision="bf16").embed(audio[:2])
-    assert np.all(cosine(fp32, bf16) > 0.98)  # random weights; 26 blocks of bf16 rounding
+    bf16 = load(None, device="cpu", precision="bf16")
+    assert bf16.backend == "torch"
+    assert bf16.model.backbone.stem.conv.weight.dtype == torch.bfloat16  # stored, not re-cast
+    assert bf16.model.frontend.mel.dtype == torch.float32
+    assert np.all(cosine(fp32, bf16.embed(audio[:2])) > 0.98)  # random weights; 26 bf16 blocks
+    noise = (0.1 * np.random.default_rng(5).standard_normal((4, N))).astype(np.float32)
+    assert np.all(cosine(load(None, device="cpu").embed(noise), bf16.embed(noise)) >= 0.99)
 
 
-@needs_onednn
-def test_onednn_fast_path_matches_plain_fp32(audio):
-    """The CPU default (oneDNN fused convs, packed weights, micro-batches) vs plain eager fp32."""
-    plain = load(None, device="cpu", onednn=False, micro_batch=0, channels_last=False)
-    assert plain.model.backbone.stem.onednn_attr is None
+def test_bf16_refused_where_the_cpu_cannot_run_it(monkeypatch):
+    import embedder.runtime
+
+    monkeypatch.setattr(embedder.runtime, "cpu_bf16_problem", lambda: "no bf16 here")
+    with pytest.raises(ValueError, match="bf16 is not supported on this CPU .no bf16 here."):
+        load(None, device="cpu", precision="bf16")
+
+
+def test_cpu_defaults_match_plain_fp32(audio):
+    """The CPU default (onnxruntime where installed, else eager torch with micro-batches and the
+    batch split on threads) and the torch options vs plain eager fp32."""
+    plain = load(None, device="cpu", **PLAIN)
     ref, ref_spatial = plain.embed(audio), plain.embed_spatial(audio)
-    for options in ({}, {"batch_size": 2}, {"micro_batch": (1, 26)}, {"channels_last": False}):
+    cases = ({}, {"batch_size": 2}, {"micro_batch": (1, 26)}, {"backend": "torch"})
+    for options in cases:
         fast = load(None, device="cpu", **options)
-        assert fast.model.backbone.stem.onednn_attr == "swish"
-        assert np.all(cosine(ref, fast.embed(audio)) >= 0.9999), options
+        assert np.all(cosine(ref, fast.embed(audio)) >= 0.99999), options
         spatial = fast.embed_spatial(audio).reshape(len(audio), -1)
-        assert np.all(cosine(ref_spatial.reshape(len(audio), -1), spatial) >= 0.9999), options
+        assert np.all(cosine(ref_spatial.reshape(len(audio), -1), spatial) >= 0.99999), options
     np.testing.assert_allclose(fast.frontend(audio), plain.frontend(audio), atol=1e-5)
 
 
-@needs_onednn
-def test_onednn_bf16_matches_plain_fp32(audio):
-    plain = load(None, device="cpu", onednn=False, micro_batch=0)
-    fast = load(None, device="cpu", precision="bf16")
-    assert fast.model.backbone.stem.conv.weight.dtype == torch.bfloat16  # stored, not re-cast
-    assert fast.model.frontend.mel.dtype == torch.float32
-    noise = (0.1 * np.random.default_rng(5).standard_normal((4, N))).astype(np.float32)
-    assert np.all(cosine(plain.embed(noise), fast.embed(noise)) >= 0.99)
-    # The pure-tone windows lose more to bf16 in this random network (~0.986 with plain bf16
-    # autocast too): the fast path must be no worse than that.
-    ref = plain.embed(audio)
-    autocast = load(None, device="cpu", precision="bf16", onednn=False, micro_batch=0)
-    assert np.all(cosine(ref, fast.embed(audio)) >= cosine(ref, autocast.embed(audio)) - 2e-3)
+@needs_ort
+def test_onnxruntime_backend_is_the_cpu_default_and_exported_once(audio):
+    m = load(None, device="cpu")
+    assert m.backend == "onnxruntime" and m.config_dict()["backend"] == "onnxruntime"
+    exported = m.model.backbone.path
+    stamp = exported.stat().st_mtime_ns
+    again = load(None, device="cpu", backend="onnxruntime", batch_size=2)
+    assert again.model.backbone.path == exported and exported.stat().st_mtime_ns == stamp
+    other = load(None, device="cpu", backend="onnxruntime", activation="relu")
+    assert other.model.backbone.path != exported  # other weights, another export
+    torch_m = load(None, device="cpu", backend="torch")
+    # float32 summation order differs (MLAS vs oneDNN); 26 random-weight blocks amplify it
+    assert np.all(cosine(again.embed(audio), torch_m.embed(audio)) >= 0.99999)
+    assert load(None, device="cpu", cpu_workers=2).backend == "torch"  # a torch-only option
+    with pytest.raises(ValueError, match="micro_batch"):
+        load(None, device="cpu", backend="onnxruntime", micro_batch=0)
+    with pytest.raises(ValueError, match="onnxruntime runs fp32"):
+        load(None, device="cpu", backend="onnxruntime", precision="fp16")
 
 
 def test_micro_batches_do_not_change_the_result(audio):
     """Slicing the early layers and the frontend is exact, on the plain path too."""
-    whole = load(None, device="cpu", onednn=False, micro_batch=0)
-    sliced = load(None, device="cpu", onednn=False, micro_batch=(1, 5))
+    whole = load(None, device="cpu", micro_batch=0)
+    sliced = load(None, device="cpu", micro_batch=(1, 5))
     assert sliced.model.frontend.micro_batch == 1
     np.testing.assert_allclose(sliced.embed(audio), whole.embed(audio), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="micro-batch"):
         load(None, device="cpu", micro_batch=(2, 99))
 
 
-@pytest.mark.parametrize("options", [{}, {"onednn": False, "precision": "bf16"}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{}, pytest.param({"precision": "bf16"}, marks=needs_bf16)], ids=str
+)
 def test_cpu_workers_split_matches_one_thread(audio, options):
     """The batch split across threads gives the same result and leaves the thread count alone;
     the plain bf16 case checks that the caller's autocast reaches the worker threads."""
@@ -320,8 +343,8 @@ def test_cpu_workers_split_matches_one_thread(audio, options):
 
 
 def test_bad_options_and_input():
-    with pytest.raises(ValueError, match="onednn"):
-        load(None, device="cpu", onednn=True, fuse_bn=False)
+    with pytest.raises(ValueError, match="backend"):
+        load(None, device="cpu", backend="tensorflow")
     with pytest.raises(ValueError, match="cpu_workers"):
         load(None, device="cpu", compile=True, cpu_workers=2)
     with pytest.raises(TypeError, match="bogus"):
@@ -344,8 +367,11 @@ def test_gpu_matches_cpu(audio):
     assert np.all(cosine(cpu, gpu32) > 0.9999)
     # bf16 rounding through 26 random-weight blocks costs up to ~0.015 of cosine (0.984 on the
     # H200, 0.986 with bf16 on the CPU): the GPU must lose no more than the CPU's own bf16 path
-    cpu16 = load(None, device="cpu", precision="bf16").embed(audio)
-    assert np.all(cosine(cpu, gpu16) > cosine(cpu, cpu16) - 0.005)
-    assert np.all(cosine(cpu16, gpu16) > 0.98)
+    if BF16_PROBLEM is None:
+        cpu16 = load(None, device="cpu", precision="bf16").embed(audio)
+        assert np.all(cosine(cpu, gpu16) > cosine(cpu, cpu16) - 0.005)
+        assert np.all(cosine(cpu16, gpu16) > 0.98)
+    else:  # the worst the CPU's bf16 path gave where it runs (0.986)
+        assert np.all(cosine(cpu, gpu16) > 0.98)
     spatial = load(None, device="cuda").embed_spatial(audio[:1])
     assert spatial.shape == (1, 16, 4, 1536)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from embedder.runtime import cpu_bf16_problem
 from explorer.cli import main
 
 SR = 32000
@@ -110,6 +111,10 @@ def test_info(db, capsys):
             "apply to neural models",
         ),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--batch-size", "0"], "--batch-size"),
+        (
+            ["embed", "{archive}", "--db", "{tmp}/d.chorus", "--backend", "onnxruntime"],
+            "applies to perch, not spectral",
+        ),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "nan"], "--hop must be"),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "0"], "--hop must be"),
         (["embed", "{archive}", "--db", "{tmp}/d.chorus", "--hop", "1e-9"], "at least one sample"),
@@ -184,28 +189,28 @@ def test_untrained_model_only_on_request_and_recorded(tmp_path, capsys):
     db = tmp_path / "u.chorus"
     assert main(["embed", str(small), "--db", str(db), "--model", "perch"]) == 2
     assert "--allow-untrained" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "embed",
-                str(small),
-                "--db",
-                str(db),
-                "--model",
-                "perch",
-                "--allow-untrained",
-                "--precision",
-                "bf16",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    argv = ["embed", str(small), "--db", str(db), "--model", "perch", "--allow-untrained"]
+    argv += ["--device", "cpu", "--precision", "bf16", "--backend", "torch", "--no-progress"]
+    if cpu_bf16_problem() is not None:  # this CPU refuses bf16 (see the test below); use fp32
+        argv[argv.index("bf16")] = "fp32"
+    assert main(argv) == 0
     meta = json.loads((db / "chorus.json").read_text())
-    assert (
-        meta["models"]["perch"]["trained"] is False and meta["models"]["perch"]["weights"] is None
-    )
-    assert meta["models"]["perch"]["precision"] == "bf16"  # --precision reached the model
+    perch = meta["models"]["perch"]
+    assert perch["trained"] is False and perch["weights"] is None
+    # --precision and --backend reached the model
+    assert perch["precision"] == argv[argv.index("--precision") + 1]
+    assert perch["backend"] == "torch"
+
+
+def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(tmp_path, archive, monkeypatch, capsys):
+    import embedder.runtime
+
+    monkeypatch.setattr(embedder.runtime, "cpu_bf16_problem", lambda: "no bf16 here")
+    argv = ["embed", str(archive), "--db", str(tmp_path / "d.chorus"), "--model", "perch"]
+    assert main([*argv, "--allow-untrained", "--device", "cpu", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bf16 is not supported on this CPU (no bf16 here)" in err[0], err
+    assert not (tmp_path / "d.chorus").exists()
 
 
 def test_models_import_errors(tmp_path, monkeypatch, capsys):

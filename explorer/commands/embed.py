@@ -44,7 +44,15 @@ def add_parser(sub) -> None:
         "--precision",
         choices=["fp32", "bf16", "fp16"],
         default=None,
-        help="neural models: arithmetic (default: bf16 autocast on CUDA, fp32 elsewhere)",
+        help="neural models: arithmetic (default: bf16 autocast on CUDA, fp32 elsewhere; "
+        "bf16 on a CPU needs native bf16 instructions, e.g. AVX-512 BF16 or AMX)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime"],
+        default=None,
+        help="perch: inference engine (default auto: onnxruntime for fp32 on a CPU where it is "
+        "installed, else torch)",
     )
     p.add_argument(
         "--compile",
@@ -109,6 +117,11 @@ def run(args) -> int:
         options["compile"] = True
     if options and model == "spectral":
         raise CLIError("--precision and --compile apply to neural models, not spectral")
+    if args.backend not in (None, "auto"):
+        if model != "perch" and args.backend == "onnxruntime":
+            raise CLIError(f"--backend onnxruntime applies to perch, not {model}")
+        if model == "perch":
+            options["backend"] = args.backend
     if model == "birdnet" and weights is not None:
         from embedder.birdnet_tflite import LICENCE
 
