@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     imp.add_argument("name", help="model name, e.g. perch, birdnet or animal2vec")
     imp.add_argument(
         "path",
-        help="weight file or folder (.npz, .safetensors, SavedModel, BirdNET .tflite, fairseq .pt)",
+        help="weight file or folder (.npz, .safetensors, SavedModel, .onnx, BirdNET .tflite, fairseq .pt)",
     )
     p.set_defaults(func=run)
 
