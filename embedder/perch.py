@@ -237,6 +237,10 @@ def read_perch_weights(
         cfg, state = load_checkpoint(p)
         return PerchConfig.from_dict(cfg), state
     config = config or PerchConfig()
+    if p.suffix == ".onnx":
+        from embedder.perch_onnx import read_onnx  # needs the optional onnx package
+
+        return read_onnx(p, config)
     tensors = read_tensors(p)
     if any(TF_LEAF_RE.match(k) for k in tensors):
         tensors = bundle_to_flax(tensors, config)

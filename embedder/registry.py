@@ -45,7 +45,7 @@ MODELS: dict[str, ModelEntry] = {
     "perch": ModelEntry(
         "embedder.perch:load",
         "embedder.perch:import_perch",
-        "Flax .npz / .safetensors, the Kaggle SavedModel folder, a Chorus .pt",
+        "Flax .npz / .safetensors, the Kaggle SavedModel folder, perch_v2.onnx, a Chorus .pt",
     ),
     "birdnet": ModelEntry(
         "embedder.birdnet:load",

