@@ -36,6 +36,7 @@ from embedder.weights import (
 __all__ = ["BirdNetConfig", "BirdNetEmbedder", "BirdNetNet", "import_birdnet", "load"]
 
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass
+GPU_FRONTEND_WINDOWS = 32  # windows per float64 STFT on a GPU
 LOAD_OPTIONS = ("batch_size", "precision", "channels_last", "compile", "labels", "pretrained")
 CLASS_NAMES_KEY = "class_names"  # kept in a checkpoint's config dict beside the config fields
 
@@ -209,8 +210,9 @@ def load(weights: str | None = None, device: str = "auto", **options) -> BirdNet
     net.eval().to(dev)
     if options.get("channels_last", True):
         net.to(memory_format=torch.channels_last)
-    if dev.type == "cpu":  # one window's float64 STFT frames fit in cache
-        net.frontend.micro_batch = 1
+    # float64 STFT frames: on a CPU one window's fit in cache; on a GPU 32 windows bound the
+    # transient memory (~0.5 GB) whatever the batch size
+    net.frontend.micro_batch = 1 if dev.type == "cpu" else GPU_FRONTEND_WINDOWS
     if options.get("compile"):
         net.backbone = torch.compile(net.backbone)
     if options.get("labels"):

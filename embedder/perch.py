@@ -383,8 +383,8 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     Parameters
     ----------
     weights : str or None
-        Our checkpoint (``.pt``), Flax-path ``.npz`` / ``.safetensors``, or a SavedModel folder.
-        ``None``: random initialisation with a fixed seed (``.weights`` is None).
+        Our checkpoint (``.pt``), Flax-path ``.npz`` / ``.safetensors``, a SavedModel folder, or
+        ``perch_v2.onnx`` (weights read by topology; BatchNorm folded). ``None``: random initialisation with a fixed seed (``.weights`` is None).
     device : str
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
     **options
