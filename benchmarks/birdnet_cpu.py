@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import embedder  # noqa: E402
-from embedder import birdnet_tflite  # noqa: E402
+from embedder.models import birdnet_tflite  # noqa: E402
 from embedder.native import cpu_flags  # noqa: E402
 
 N = 144_000

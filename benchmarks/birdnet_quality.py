@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spectral_compare import grid_windows, load_mono, mfcc_baseline, ranking_metrics, unit  # noqa: E402
 
 import embedder  # noqa: E402
-from embedder import birdnet_tflite  # noqa: E402
-from embedder import spectral as sp  # noqa: E402
+from embedder.models import birdnet_tflite  # noqa: E402
+from embedder.models import spectral as sp  # noqa: E402
 
 XC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "xc-sample"
 

@@ -37,7 +37,7 @@ import torch
 from decode_bench import per_core, use_decoder  # benchmarks/ is this script's folder
 
 from embedder.batching import FileTask, WindowSpec, iter_batches
-from embedder.perch import load
+from embedder.models.perch import load
 
 SR = 32_000  # Hz, model rate
 WINDOW = 160_000  # samples per 5 s window

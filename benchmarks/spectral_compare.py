@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedder import spectral as sp  # noqa: E402
+from embedder.models import spectral as sp  # noqa: E402
 
 XC_DIR = Path("/work/shared/data/xc-sample")
 HOP_S = 5.0  # s

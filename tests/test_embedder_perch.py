@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from embedder import ort_backend
-from embedder.perch import (
+from embedder.models.perch import (
     PerchConfig,
     flax_leaf_order,
     flax_mapping,
@@ -16,7 +16,7 @@ from embedder.perch import (
     random_net,
     state_dict_to_flax,
 )
-from embedder.perch_net import ConvBN, MBConv
+from embedder.models.perch_net import ConvBN, MBConv
 from embedder.runtime import cpu_bf16_problem
 from embedder.weights import WeightsError
 

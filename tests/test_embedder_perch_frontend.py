@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder.perch_frontend import LogMelFrontend, mel_matrix, normalize_windows
+from embedder.models.perch_frontend import LogMelFrontend, mel_matrix, normalize_windows
 
 SR, N = 32_000, 160_000
 

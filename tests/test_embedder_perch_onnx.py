@@ -19,9 +19,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import helper, numpy_helper  # noqa: E402
 
-from embedder.perch import PerchConfig, load, random_net  # noqa: E402
-from embedder.perch_frontend import FFT_SIZE, mel_matrix, normalize_windows  # noqa: E402
-from embedder.perch_onnx import _Graph, check_mel, read_onnx  # noqa: E402
+from embedder.models.perch import PerchConfig, load, random_net  # noqa: E402
+from embedder.models.perch_frontend import FFT_SIZE, mel_matrix, normalize_windows  # noqa: E402
+from embedder.models.perch_onnx import _Graph, check_mel, read_onnx  # noqa: E402
 from embedder.weights import WeightsError  # noqa: E402
 
 N = 160_000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import embedder
-from embedder import spectral as sp
+from embedder.models import spectral as sp
 
 SR = sp.SAMPLE_RATE
 N = int(SR * sp.WINDOW_S)

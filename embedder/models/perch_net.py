@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedder.perch_frontend import LOG_FLOOR, LogMelFrontend
+from embedder.models.perch_frontend import LOG_FLOOR, LogMelFrontend
 
 EMBED_DIM = 1536  # channels of the head = embedding size
 STEM_CHANNELS = 40

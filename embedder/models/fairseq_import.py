@@ -8,7 +8,7 @@ enums) are not allowed by ``weights_only``; they are replaced by :class:`OpaqueO
 record their pickled state, from which :func:`plain` recovers ordinary dicts and values. Only
 ``trust=True`` falls back to a full ``weights_only=False`` unpickle (runs arbitrary code in the file).
 
-:func:`convert` maps the state dict onto :class:`embedder.animal2vec.Animal2vecModel`'s key names and
+:func:`convert` maps the state dict onto :class:`embedder.models.animal2vec.Animal2vecModel`'s key names and
 infers the model shape from the tensors (and the cfg where tensors are silent, e.g. strides).
 """
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from embedder.models.animal2vec_net import CONV_LAYERS, Animal2vecConfig, Animal2vecModel
 
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."  # encoder keys in a fine-tuned checkpoint
 AUDIO = "modality_encoders.AUDIO."
@@ -250,7 +252,6 @@ def _architecture_cfg(cfg: dict) -> dict:
 
 def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     """Model shape from tensor shapes (our key names) and, where tensors are silent, the cfg."""
-    from embedder.animal2vec import CONV_LAYERS
 
     def idx(prefix):
         return sorted({int(k[len(prefix) :].split(".")[0]) for k in state if k.startswith(prefix)})
@@ -343,8 +344,6 @@ def convert(ckpt: dict, source: str = "checkpoint") -> tuple[dict, dict]:
     CheckpointError
         Naming every unknown key (as in the file) and every missing key (as the file would name it).
     """
-    from embedder.animal2vec import Animal2vecConfig, Animal2vecModel
-
     model_sd = ckpt.get("model")
     if not isinstance(model_sd, dict):
         raise CheckpointError(f"{source}: no 'model' state dict in the checkpoint")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.birdnet_net import BirdNetConfig
+from embedder.models.birdnet_net import BirdNetConfig
 from embedder.weights import WeightsError
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from embedder import ort_backend
-from embedder.perch_net import (
+from embedder.models.perch_net import (
     EMBED_DIM,
     PerchConfig,
     PerchNet,
@@ -238,7 +238,7 @@ def read_perch_weights(
         return PerchConfig.from_dict(cfg), state
     config = config or PerchConfig()
     if p.suffix == ".onnx":
-        from embedder.perch_onnx import read_onnx  # needs the optional onnx package
+        from embedder.models.perch_onnx import read_onnx  # needs the optional onnx package
 
         return read_onnx(p, config)
     tensors = read_tensors(p)

