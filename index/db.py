@@ -221,6 +221,13 @@ class Database:
             self._update_meta(change)
         return root
 
+    def writer_lock(self, wait_s: float = 0.0, what: str | None = None):
+        """The database's exclusive writer lock (:class:`index.lock.WriterLock`), not yet taken:
+        ``with db.writer_lock(5): ...`` or ``acquire()`` / ``release()``."""
+        from .lock import WriterLock
+
+        return WriterLock(self.path, wait_s=wait_s, what=what)
+
     # ------------------------------------------------------------------ generic tables
     def table_names(self) -> list[str]:
         """Names of all LanceDB tables in this database."""

@@ -364,3 +364,79 @@ def test_an_index_over_windows_that_are_all_gone_is_removed(tmp_path):
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_failed, s.index) == (1, "none")
     assert db.index_state("spectral")["state"] == "none" and not list(db.faiss_dir.iterdir())
+
+
+def _embed_cmd(archive, db_path, *extra):
+    return [sys.executable, "-m", "explorer.cli", "embed", str(archive), "--db", str(db_path),
+            "--hop", "1", "--no-progress", "--chunk-windows", "16", "--batch-size", "8", *extra]  # fmt: skip
+
+
+def test_two_embeds_on_one_database_leave_no_duplicate_window(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=8, seconds=20.0)
+    db_path = tmp_path / "db.chorus"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            _embed_cmd(archive, db_path, "--wait", "300"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = _windows(db_path)
+    assert not got.duplicated(["path", "channel", "start_s"]).any()
+    assert len(got) == 8 * 16  # 5 s windows at a 1 s hop in 20 s
+    assert (index.connect(db_path).recordings()["status"] == "ok").all()
+    # the one that waited found everything done
+    assert sorted(o[0].count("8 already done") for o in outs) == [0, 1]
+
+
+def test_a_second_embed_exits_2_naming_the_running_one(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    holder = index.connect(db_path).writer_lock(what="chorus embed (the first)").acquire()
+    try:
+        proc = subprocess.run(
+            _embed_cmd(archive, db_path, "--wait", "0"), capture_output=True, text=True
+        )
+    finally:
+        holder.release()
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and f"pid {os.getpid()}" in line and "the first" in line
+
+
+def test_a_rerun_removes_duplicate_and_stray_windows(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=3)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    before = _windows(db_path)
+    db = index.connect(db_path)
+    dup = db.windows("spectral").to_pandas().query("recording_id == 0")
+    db.add_embeddings("spectral", dup[["recording_id", "channel", "start_s", "end_s", "vector"]])
+    stray = dup.assign(recording_id=99)  # a recording that does not exist
+    db.add_embeddings("spectral", stray[["recording_id", "channel", "start_s", "end_s", "vector"]])
+    s = embed_archive(archive, db_path, progress=False)
+    assert (s.n_embedded, s.n_skipped) == (1, 2)
+    after = _windows(db_path)
+    keys = ["path", "channel", "start_s", "end_s"]
+    assert after[keys].equals(before[keys])
+    assert set(index.connect(db_path).windows("spectral").to_pandas().recording_id) == {0, 1, 2}
+
+
+def test_a_lost_embeddings_table_is_re_embedded_by_a_rerun(tmp_path):
+    import shutil
+
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    n = len(_windows(db_path))
+    shutil.rmtree(db_path / "lance" / "embeddings_spectral.lance")
+    s = embed_archive(archive, db_path, progress=False)
+    assert (s.n_embedded, s.n_skipped) == (2, 0)
+    assert len(_windows(db_path)) == n

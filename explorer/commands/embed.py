@@ -75,6 +75,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--rebuild-index", action="store_true", help="rebuild the FAISS index from scratch"
     )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for another run writing the same --db (default 5), then exit 2",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -106,6 +113,8 @@ def run(args) -> int:
     options = {"precision": args.precision} if args.precision else {}
     if args.compile:
         options["compile"] = True
+    if args.wait is not None and not args.wait >= 0:
+        raise CLIError("--wait must be a number of seconds >= 0")
     if options and model == "spectral":
         raise CLIError("--precision and --compile apply to neural models, not spectral")
     try:
@@ -128,6 +137,7 @@ def run(args) -> int:
             model_options=options,
             store_logits=args.store_logits,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
+            **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )
     except (IngestError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
