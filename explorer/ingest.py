@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer.recordings import check_site_rule, discover, parse_site, recording_start
+from index.compaction import compact_if_due
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call on a CPU
@@ -314,6 +315,7 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
                     bar.update(len(batch))
                 for done in batch.done:
                     writer.file_done(done, durations[done.key])
+                writer.end_batch()
         writer.flush()
     finally:
         bar.close()
@@ -480,7 +482,11 @@ class _ChunkWriter:
             self.summary.failed.append((rec["path"], done.error))
             return
         self.waiting.append((done.key, done.n_windows, duration_s))
-        if self.held == 0:
+
+    def end_batch(self) -> None:
+        """Finish the files of a batch once none of their windows is still buffered: one
+        commit for all of them (per-file commits made every later commit slower)."""
+        if self.held == 0 and self.waiting:
             self._finish_waiting()
 
     def flush(self) -> None:
@@ -495,7 +501,7 @@ class _ChunkWriter:
         self._finish_waiting()
 
     def _finish_waiting(self) -> None:
-        for key, n, duration in self.waiting:
+        for key, _, duration in self.waiting:
             reach = self.reach.pop(key, 0.0)
             # an MP3's header length was a guess: keep what decoded (before the done marker, so
             # that a kill in between leaves the file to be embedded again, not a wrong length);
@@ -503,11 +509,13 @@ class _ChunkWriter:
             if reach > duration + DURATION_SLACK_S:
                 self.db.set_duration(key, reach)
                 duration = reach
-            self.db.finish_recording(self.model, key, n)
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
-        self.db.set_status([key for key, _, _ in self.waiting], "ok")  # one commit per chunk
+        # one commit per chunk for each table: per-file commits slow every later one down
+        self.db.finish_recordings(self.model, [(key, n) for key, n, _ in self.waiting])
+        self.db.set_status([key for key, _, _ in self.waiting], "ok")
         self.waiting = []
+        compact_if_due(self.db, self.model)
 
 
 def _progress(total: int, model: str, enabled: bool):

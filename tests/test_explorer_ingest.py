@@ -440,3 +440,19 @@ def test_a_lost_embeddings_table_is_re_embedded_by_a_rerun(tmp_path):
     s = embed_archive(archive, db_path, progress=False)
     assert (s.n_embedded, s.n_skipped) == (2, 0)
     assert len(_windows(db_path)) == n
+
+
+def test_many_small_commits_are_compacted_as_ingest_goes(tmp_path, monkeypatch):
+    import index.compaction
+
+    monkeypatch.setattr(index.compaction, "COMPACT_EVERY", 8)
+    archive = _make_archive(tmp_path / "archive", n_files=30, seconds=1.0)
+    db_path = tmp_path / "db.chorus"
+    s = embed_archive(archive, db_path, chunk_windows=1, progress=False)
+    assert s.n_embedded == 30
+    db = index.connect(db_path)
+    for name in ("progress", "recordings", "embeddings_spectral"):
+        frags = db.open_table(name).stats()["fragment_stats"]["num_fragments"]
+        assert frags <= 9, (name, frags)  # one per commit (30) without compaction
+    assert len(_windows(db_path)) == 30
+    assert (db.recordings()["status"] == "ok").all()
