@@ -50,6 +50,10 @@ from .schema import (
 from .snapshot import Snapshot
 
 
+class DatabaseError(RuntimeError):
+    """A database that cannot be used as it is (e.g. a damaged chorus.json): one clear line."""
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -162,9 +166,17 @@ class Database:
     # ------------------------------------------------------------------ metadata
     @property
     def meta(self) -> dict:
-        """Contents of chorus.json (read fresh each time)."""
-        with open(self.path / META_FILE) as f:
-            return json.load(f)
+        """Contents of chorus.json (read fresh each time); :class:`DatabaseError` if damaged."""
+        from .check import meta_problem, meta_shape_ok
+
+        try:
+            with open(self.path / META_FILE) as f:
+                meta = json.load(f)
+        except (UnicodeDecodeError, ValueError):
+            meta = None
+        if not meta_shape_ok(meta):
+            raise DatabaseError(f"{self.path}: {meta_problem(self.path)}: restore it from a backup")
+        return meta
 
     def _update_meta(self, change: Callable[[dict], None]) -> dict:
         # locked read-modify-write: two writers must never hand out the same ids

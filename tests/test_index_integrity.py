@@ -91,3 +91,51 @@ def test_the_index_records_checksums_version_and_rows_covered(tmp_path):
     assert set(s["checksums"]) == {"index", "ids"} and len(s["checksums"]["index"]) == 64
     assert s["table_version"] == db.windows("m").version and s["n_vectors"] == 600
     assert s["database_id"] == db.meta["database_id"]
+
+
+def _flip_vector_bytes(db, n_flips=50):
+    """Flip bytes of stored vectors in the table's data files (bit-rot)."""
+    files = sorted((db.path / "lance" / "embeddings_m.lance" / "data").glob("*.lance"))
+    data = bytearray(files[0].read_bytes())
+    # vectors are the bulk of the file: float32 of 32 dims, 600 rows, after the id/time columns
+    rng = np.random.default_rng(3)
+    span = 600 * DIM * 4
+    start = len(data) // 2 - span // 4
+    for at in rng.choice(np.arange(start, start + span // 2), n_flips, replace=False):
+        data[at] ^= 0x40  # an exponent bit of some float: the vector is no longer unit length
+    files[0].write_bytes(bytes(data))
+
+
+def test_check_finds_flipped_vectors_and_repair_makes_the_rerun_redo_them(tmp_path):
+    from index.check import check_database
+
+    db = _db(tmp_path / "db.chorus")
+    for rid in range(6):
+        db.finish_recording("m", rid, 100)
+    ok, found = check_database(db.path)
+    assert found == [] and any("embeddings_m" in line for line in ok)
+    _flip_vector_bytes(db)
+    _, found = check_database(db.path)
+    assert len(found) >= 1 and "damaged vectors" in found[0].problem
+    assert "--repair" in found[0].repair
+    _, found = check_database(db.path, repair=True)
+    assert all(f.repaired for f in found if "vectors" in f.problem)
+    assert len(index.connect(db.path).done_recordings("m")) < 6
+
+
+def test_check_reports_an_unreadable_table_and_a_bad_chorus_json(tmp_path):
+    from index.check import check_database
+
+    db = _db(tmp_path / "db.chorus")
+    data = sorted((db.path / "lance" / "embeddings_m.lance" / "data").glob("*.lance"))
+    data[0].unlink()
+    _, found = check_database(db.path)
+    assert [f.part for f in found] == ["table embeddings_m"] and "cannot be read" in found[
+        0
+    ].problem
+    _, found = check_database(db.path, repair=True)
+    assert found[0].repaired and "embeddings_m" not in index.connect(db.path).table_names()
+    for text in ("", "garbage{", "[1, 2]"):
+        (db.path / "chorus.json").write_text(text)
+        _, found = check_database(db.path)
+        assert found[0].part == "chorus.json" and "backup" in found[0].repair
