@@ -263,9 +263,12 @@ def embed_archive(
         _embed_files(db, m, spec, root, audio_root, files, summary, **run)
         # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
         if _has_windows(db, model):
-            summary.index = db.build_index(
-                model, factory=index_factory, rebuild=rebuild_index
-            ).factory
+            try:
+                summary.index = db.build_index(
+                    model, factory=index_factory, rebuild=rebuild_index
+                ).factory
+            except ValueError as err:  # e.g. more IVF cells than windows: the windows stay
+                raise IngestError(f"windows committed, but no index built: {err}") from None
         else:  # every file failed (or turned bad): no index over windows that are gone
             db.drop_index(model)
     summary.seconds = time.perf_counter() - t0
@@ -371,7 +374,12 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
             summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
             continue
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError as err:  # gone (or unreadable) since discovery: record it and go on
+            summary.n_failed += 1
+            summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
+            continue
         size, mtime = int(st.st_size), float(st.st_mtime)
         old = known.get(rel)
         if old is not None:

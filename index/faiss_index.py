@@ -21,6 +21,7 @@ more than ``REBUILD_DELETED_FRACTION`` of the indexed windows were deleted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -228,6 +229,7 @@ class AnnIndex:
             (index_path, ids_path), self.stable_paths(folder, model), strict=True
         ):
             atomic_write(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
+        _remove_stale_tmp(folder, model)
         keep = {index_path.name, ids_path.name}
         for old in _data_files(folder, model):
             if (
@@ -319,6 +321,19 @@ def file_sha256(path: Path) -> str:
 def _save_npy(path, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
         np.save(f, array, allow_pickle=False)
+
+
+STALE_TMP_S = 3600  # s: a temporary index file this old was left by a killed writer
+
+
+def _remove_stale_tmp(folder: Path, model: str) -> None:
+    """Remove ``atomic_write`` leftovers of a writer killed mid-write (full-size files);
+    only old ones, so that another process's write in progress is left alone."""
+    now = time.time()
+    for path in folder.glob(f".{model}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > STALE_TMP_S:
+                path.unlink()
 
 
 def remove_index(folder: Path, model: str) -> None:

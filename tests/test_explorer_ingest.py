@@ -456,3 +456,64 @@ def test_many_small_commits_are_compacted_as_ingest_goes(tmp_path, monkeypatch):
         assert frags <= 9, (name, frags)  # one per commit (30) without compaction
     assert len(_windows(db_path)) == 30
     assert (db.recordings()["status"] == "ok").all()
+
+
+def test_a_file_that_vanishes_before_planning_is_recorded_and_the_rest_embedded(
+    tmp_path, monkeypatch
+):
+    import explorer.ingest
+
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    found = explorer.ingest.discover(archive)
+    monkeypatch.setattr(explorer.ingest, "discover", lambda root: [*found, archive / "gone.wav"])
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_failed) == (2, 1) and s.failed[0][0] == "gone.wav"
+
+
+def test_cli_exit_codes_for_all_failed_and_an_index_that_cannot_be_built(tmp_path, capsys):
+    from explorer.cli import main
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"not audio at all" * 50)
+    assert (
+        main(["embed", str(tmp_path / "bad"), "--db", str(tmp_path / "a.chorus"), "--no-progress"])
+        == 1
+    )
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    argv = ["embed", str(archive), "--db", str(tmp_path / "b.chorus"), "--no-progress",
+            "--index", "IVF99999999,Flat"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no index built" in err
+    assert (
+        main(["embed", str(archive), "--db", str(tmp_path / "c.chorus"), "--device", "banana"]) == 2
+    )
+    for port in ("-1", "99999"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["explore", "--db", str(tmp_path / "b.chorus"), "--port", port])
+        assert exit_.value.code == 2
+
+
+def test_a_filter_with_a_semicolon_is_refused(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    db = index.connect(tmp_path / "db.chorus")
+    q = db.vectors("spectral", [0])[1][0]
+    with pytest.raises(ValueError, match="no ';'"):
+        db.search("spectral", q).where("site = 'A'; site = 'x'").limit(5).to_pandas()
+    hits = db.search("spectral", q).where("site = 'A;B' OR site = 'A'").limit(5).to_pandas()
+    assert len(hits) > 0  # a ';' inside a quoted value is fine
+
+
+def test_a_stale_temporary_index_file_is_removed_by_the_next_save(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    faiss_dir = tmp_path / "db.chorus" / "faiss"
+    stale = faiss_dir / ".spectral.0123456789ab.index.k1ll3d.tmp"
+    fresh = faiss_dir / ".spectral.ba9876543210.index.wr1t1ng.tmp"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    index.connect(tmp_path / "db.chorus").build_index("spectral", rebuild=True)
+    assert not stale.exists() and fresh.exists()

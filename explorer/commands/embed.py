@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from explorer.commands import CLIError
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 def add_parser(sub) -> None:
@@ -113,6 +116,8 @@ def run(args) -> int:
     options = {"precision": args.precision} if args.precision else {}
     if args.compile:
         options["compile"] = True
+    if not _DEVICE.fullmatch(args.device):
+        raise CLIError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {args.device!r}")
     if args.wait is not None and not args.wait >= 0:
         raise CLIError("--wait must be a number of seconds >= 0")
     if options and model == "spectral":
@@ -146,4 +151,5 @@ def run(args) -> int:
         print(f"  failed: {path}: {error}", file=sys.stderr)
     if len(summary.failed) > 10:
         print(f"  … and {len(summary.failed) - 10} more", file=sys.stderr)
-    return 0
+    nothing_read = summary.n_failed and not (summary.n_embedded or summary.n_skipped)
+    return 1 if nothing_read else 0
