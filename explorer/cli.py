@@ -25,6 +25,7 @@ COMMANDS = (
     "export",
     "info",
     "check",
+    "roots",
     "models",
     "explore",
     "demo",

@@ -257,6 +257,7 @@ def embed_archive(
     with _writer(db, lock_wait_s):
         summary = IngestSummary(Path(db_path), model, n_found=len(files))
         _check_same_settings(db, model, settings)
+        _check_not_moved(db, root)
         db.register_model(model, settings)
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
@@ -273,6 +274,21 @@ def embed_archive(
             db.drop_index(model)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _check_not_moved(db, root: Path) -> None:
+    """A new root holding the files of a root that is gone is a moved archive, not a new one:
+    embedding it would double every recording."""
+    from index.roots import moved_from
+
+    if str(root.resolve()) in db.meta.get("audio_roots", []):
+        return
+    old = moved_from(db, root)
+    if old is not None:
+        raise IngestError(
+            f"{root} holds the recordings of {old}, which is gone: if the archive moved, run "
+            f"`chorus roots --db {db.path} --move {old} {root.resolve()}` and embed again"
+        )
 
 
 def _writer(db, wait_s: float):

@@ -517,3 +517,25 @@ def test_a_stale_temporary_index_file_is_removed_by_the_next_save(tmp_path):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     index.connect(tmp_path / "db.chorus").build_index("spectral", rebuild=True)
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_moved_archive_is_recognised_and_moved_not_embedded_twice(tmp_path, capsys):
+    from explorer.cli import main
+
+    archive = _make_archive(tmp_path / "archive", n_files=3)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    before = _windows(db_path)
+    moved = archive.rename(tmp_path / "drive2")
+    with pytest.raises(IngestError, match="roots .*--move"):
+        embed_archive(moved, db_path, progress=False)
+    assert main(["roots", "--db", str(db_path)]) == 0
+    assert "missing" in capsys.readouterr().out
+    assert main(["roots", "--db", str(db_path), "--move", str(archive), str(moved)]) == 0
+    s = embed_archive(moved, db_path, progress=False)
+    assert (s.n_skipped, s.n_embedded) == (3, 0)
+    db = index.connect(db_path)
+    assert set(db.recordings()["audio_root"]) == {str(moved.resolve())}
+    assert db.meta["audio_roots"] == [str(moved.resolve())]
+    assert _windows(db_path).window_id.tolist() == before.window_id.tolist()
+    assert main(["roots", "--db", str(db_path), "--move", str(moved), str(tmp_path)]) == 2
