@@ -117,7 +117,7 @@ def run(args) -> int:
     if args.compile:
         options["compile"] = True
     if not _DEVICE.fullmatch(args.device):
-        raise CLIError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {args.device!r}")
+        raise CLIError(f"unknown device {args.device!r}: use auto, cpu, cuda, cuda:N or mps")
     if args.wait is not None and not args.wait >= 0:
         raise CLIError("--wait must be a number of seconds >= 0")
     if options and model == "spectral":
