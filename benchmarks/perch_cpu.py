@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.native import cpu_flags
 from embedder.models.perch import load
+from embedder.native import cpu_flags
 from embedder.runtime import cpu_bf16_problem
 
 SAMPLES = 160_000  # 5 s at 32 kHz

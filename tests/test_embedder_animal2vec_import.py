@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from embedder import weights as weights_mod
 from embedder.models import animal2vec as a2v
 from embedder.models import fairseq_import as fi
-from embedder import weights as weights_mod
 
 AUDIO = "modality_encoders.AUDIO."
 FT = "w2v_encoder.w2v_model."
