@@ -2,10 +2,10 @@
 
 ``LinearProbe`` follows scikit-learn's estimator contract (``fit(X, y, sample_weight)``,
 ``predict_proba``, ``predict``, ``decision_function``, ``classes_``, ``coef_``, ``intercept_``)
-for binary and one-vs-rest multi-label problems. It minimises the same objective as
-``sklearn.linear_model.LogisticRegression(C=...)`` with L-BFGS, but never copies X: standardisation
-is folded into the matrix products, and ``coef_`` / ``intercept_`` are reported in the raw feature
-space so scoring an archive is one matrix product.
+for binary and one-vs-rest multi-label problems. Each label is a scikit-learn pipeline,
+``StandardScaler`` then ``LogisticRegression`` (L-BFGS), fitted with that label's sample weights;
+``coef_`` / ``intercept_`` fold the scaling back into the raw feature space, so scoring an archive
+(or a probe loaded from the probes table) is one matrix product.
 
 Cross-validation is grouped by recording: windows of one recording are strongly correlated
 (neighbouring windows, same site and background), so a split that puts them on both sides reports
@@ -23,41 +23,49 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.optimize import minimize
 from scipy.sparse import issparse
-from scipy.special import expit, log_expit
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import DataConversionWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 DEFAULT_C = 1.0  # inverse L2 strength on standardised features, as in scikit-learn
 MAX_ITER = 100  # L-BFGS iterations (scikit-learn's default)
-TOL = 1e-4  # projected-gradient tolerance (scikit-learn's default)
-MIN_STD = 1e-6  # features with a smaller standard deviation are left unscaled
+TOL = 1e-4  # L-BFGS gradient tolerance (scikit-learn's default)
 PR_CURVE_POINTS = 200  # precision/recall points kept in stored metrics
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
-    """L2-regularised logistic regression fitted with L-BFGS.
+    """L2-regularised logistic regression: one scikit-learn pipeline per label (one-vs-rest).
 
     Parameters
     ----------
     C : float
-        Inverse regularisation strength; objective ``C * sum_i w_i * logloss_i + ||coef||^2 / 2``
-        on (optionally standardised) features, like scikit-learn.
+        Inverse regularisation strength of ``LogisticRegression`` (on standardised features
+        when ``standardize``).
     class_weight : None, "balanced" or dict
-        "balanced" reweights each label so its positives and negatives carry equal total weight
-        (sample weights included, so a few weak negatives do not swamp the positives).
+        "balanced" reweights each label so its positives and negatives carry equal total weight,
+        counting sample weights (scikit-learn's own "balanced" counts rows, so a thousand weak
+        negatives of weight 0.05 would weigh as a thousand full negatives).
     standardize : bool
-        Fit on features scaled to zero mean / unit variance, weighted by the sample weights
-        (embeddings have tiny per-dimension variance, so this makes ``C`` meaningful and L-BFGS
-        converge in few iterations; a row of weight 0 changes nothing).
+        Put a ``StandardScaler`` (fitted with the sample weights, so a row of weight 0 changes
+        nothing) before the regression: embeddings have tiny per-dimension variance, which makes
+        ``C`` meaningless and L-BFGS slow on raw features.
     max_iter, tol : int, float
-        L-BFGS stopping rules.
+        L-BFGS stopping rules, passed to ``LogisticRegression``.
+
+    Attributes
+    ----------
+    estimators_ : list of sklearn.pipeline.Pipeline
+        The fitted pipeline of each label (empty for a probe rebuilt by ``from_weights``).
+    coef_ : (L, d) raw-space weights; intercept_ : (L,) raw-space biases.
     """
 
     def __init__(
@@ -76,8 +84,20 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
-        """Fit on X (n, d) and y: (n,) class labels (binary or multi-class, one-vs-rest) or a
-        (n, L) 0/1 indicator matrix (multi-label); sample_weight (n,) or (n, L)."""
+        """Fit on X (n, d) and y.
+
+        Parameters
+        ----------
+        X : (n, d) array of vectors.
+        y : (n,) class labels (binary, or multi-class fitted one-vs-rest) or an (n, L) 0/1
+            indicator matrix (multi-label).
+        sample_weight : (n,) or (n, L), optional
+            Per-row (or per-row-and-label) weights; 0 leaves a row out of that label's fit.
+
+        Returns
+        -------
+        self
+        """
         _check_C(self.C)
         X = _fit_matrix(X, y)
         T = self._targets(np.asarray(y))  # (n, L) in {0, 1}
@@ -85,20 +105,29 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if T.shape[0] != n:
             raise ValueError(f"X has {n} rows but y has {T.shape[0]}")
         W = _sample_weights(sample_weight, T.shape)
-        # weighted moments: a row of weight 0 (an unsure label) must not move the fit at all
-        mu, sd = _moments(X, W.mean(1)) if self.standardize else (np.zeros(d), np.ones(d))
         W = W * self._class_weights(T, W)
         # Matrix-vector products are memory-bound: extra BLAS threads only add wake-up latency
         # (10x slower on a busy 2-core machine), so L-BFGS runs with one.
         with threadpool_limits(limits=1, user_api="blas"):
-            coef, bias, n_iter = _lbfgs(X, T, W, mu, sd, float(self.C), self.max_iter, self.tol)
-        # Fold standardisation into raw-space weights: (x - mu) / sd @ w = x @ (w / sd) - mu @ (w / sd).
-        raw = coef / sd[:, None]  # (d, L)
-        self.coef_ = raw.T.copy()  # (L, d)
-        self.intercept_ = bias - mu @ raw  # (L,)
-        self.n_iter_ = np.array([n_iter])
+            self.estimators_ = [self._fit_one(X, T[:, j], W[:, j]) for j in range(T.shape[1])]
+        coefs, biases = zip(*(_raw_weights(p) for p in self.estimators_), strict=True)
+        self.coef_ = np.vstack(coefs)  # (L, d)
+        self.intercept_ = np.array(biases)  # (L,)
+        self.n_iter_ = np.array([int(p[-1].n_iter_[0]) for p in self.estimators_])
         self.n_features_in_ = d
         return self
+
+    def _fit_one(self, X: np.ndarray, t: np.ndarray, w: np.ndarray) -> Pipeline:
+        reg = LogisticRegression(C=float(self.C), max_iter=self.max_iter, tol=self.tol)
+        steps = [StandardScaler(), reg] if self.standardize else [reg]
+        pipe = make_pipeline(*steps)
+        # scikit-learn's pipeline forwards a fit parameter to a step as "<step>__<name>"
+        fit_params = {f"{name}__sample_weight": w for name, _ in pipe.steps}
+        with warnings.catch_warnings():
+            # The probe is judged by its cross-validated metrics, not by the optimiser's gradient
+            # norm: stopping at max_iter is expected, and a warning per fold would flood the CLI.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return pipe.fit(X, t.astype(int), **fit_params)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
@@ -159,8 +188,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return z[:, 0] if self._mode == "binary" else z
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Binary: (n, 2) [P(classes_[0]), P(classes_[1])]; multi-label: (n, L) per-label
-        probabilities; multi-class: (n, K) one-vs-rest probabilities normalised per row."""
+        """Class probabilities.
+
+        Binary: (n, 2) [P(classes_[0]), P(classes_[1])]; multi-label: (n, L) per-label
+        probabilities; multi-class: (n, K) one-vs-rest probabilities normalised per row.
+        """
         p = expit(self.decision_function(X))
         if self._mode == "binary":
             return np.column_stack([1 - p, p])
@@ -169,6 +201,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return p
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class labels (n,), or an (n, L) 0/1 matrix for multi-label probes."""
         z = self.decision_function(X)
         if self._mode == "binary":
             return self.classes_[(z > 0).astype(int)]
@@ -187,6 +220,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         probe.coef_ = np.asarray(coef, dtype=np.float64).reshape(len(intercept), -1)
         probe.intercept_ = np.asarray(intercept, dtype=np.float64)
         probe.n_features_in_ = probe.coef_.shape[1]
+        probe.estimators_ = []
         if probe.coef_.shape[0] == 1:
             probe._mode, probe.classes_ = "binary", np.array([0, 1])
         else:
@@ -194,6 +228,21 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if classes is not None:
             probe.classes_ = np.asarray(classes)
         return probe
+
+
+def _raw_weights(pipe: Pipeline) -> tuple[np.ndarray, float]:
+    """(d,) weights and bias of a fitted pipeline in raw feature space.
+
+    (x - mean) / scale @ w + b = x @ (w / scale) + (b - mean @ (w / scale)).
+    """
+    reg = pipe[-1]
+    w = reg.coef_[0].astype(np.float64)
+    b = float(reg.intercept_[0])
+    if len(pipe) == 1:
+        return w, b
+    scaler = pipe[0]
+    raw = w / scaler.scale_
+    return raw, b - float(scaler.mean_ @ raw)
 
 
 def _as_matrix(X, chunk: int = 65536) -> np.ndarray:
@@ -239,58 +288,6 @@ def _fit_matrix(X, y) -> np.ndarray:
             f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum of 1 is required."
         )
     return X
-
-
-def _moments(X: np.ndarray, w: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std weighted by ``w`` (n,), in float64, in chunks so a float32 X is never
-    copied whole."""
-    s = np.zeros(X.shape[1])
-    ss = np.zeros(X.shape[1])
-    for i in range(0, X.shape[0], chunk):
-        block = X[i : i + chunk].astype(np.float64)
-        wb = w[i : i + chunk, None]
-        s += (wb * block).sum(0)
-        ss += (wb * block * block).sum(0)
-    mu = s / w.sum()
-    sd = np.sqrt(np.maximum(ss / w.sum() - mu * mu, 0.0))
-    return mu, np.where(sd < MIN_STD, 1.0, sd)
-
-
-def _lbfgs(X, T, W, mu, sd, C, max_iter, tol) -> tuple[np.ndarray, np.ndarray, int]:
-    """Minimise mean-weighted logloss + ||w||^2 / (2 C sum(W)) (scikit-learn's objective / C sum W).
-
-    X (n, d) raw; the standardised features are (X - mu) / sd, never materialised.
-    """
-    n, d = X.shape
-    L = T.shape[1]
-    S = W.sum(0)  # (L,) per-label weight sums
-    S = np.where(S > 0, S, 1.0)
-    inv_sd = 1.0 / sd
-    dtype = X.dtype
-
-    def fun(theta: np.ndarray):
-        w = theta[: d * L].reshape(d, L)  # (d, L) standardised-space weights
-        b = theta[d * L :]  # (L,)
-        ws = w * inv_sd[:, None]
-        z = (X @ ws.astype(dtype)).astype(np.float64) + (b - mu @ ws)  # (n, L)
-        loss = -(W * (T * log_expit(z) + (1 - T) * log_expit(-z))).sum(0) / S
-        r = W * (expit(z) - T) / S  # (n, L) gradient wrt z
-        g_raw = (X.T @ r.astype(dtype)).astype(np.float64)  # (d, L)
-        gw = (g_raw - np.outer(mu, r.sum(0))) * inv_sd[:, None] + w / (C * S)
-        gb = r.sum(0)
-        f = loss.sum() + ((w * w).sum(0) / (2 * C * S)).sum()
-        return f, np.concatenate([gw.ravel(), gb])
-
-    theta0 = np.zeros(d * L + L)
-    res = minimize(
-        fun,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-    )
-    theta = res.x
-    return theta[: d * L].reshape(d, L), theta[d * L :], int(res.nit)
 
 
 # -- evaluation --------------------------------------------------------------------------------

@@ -58,6 +58,23 @@ def test_train_probe_metrics_and_storage(trained):
         load_probe(synth.db, 99)
 
 
+def test_a_stored_raw_space_probe_loads_and_scores_the_same(trained):
+    # Probes stored before LinearProbe wrapped scikit-learn hold raw-space weights and biases
+    # only: they must load and score as sigmoid(x @ w + b), with no fitted pipeline behind them.
+    from index.probe import LinearProbe, ProbeRecord, store_probe
+
+    synth, rec = trained
+    rng = np.random.default_rng(5)
+    w, b = rng.normal(size=(1, rec.probe.n_features_in_)).astype(np.float32), np.array([-0.3])
+    old = ProbeRecord(-1, MODEL, ["owl"], LinearProbe.from_weights(w, b), [0.5], [{}], {}, {})
+    back = load_probe(synth.db, store_probe(synth.db, old))
+    meta, scores = score_windows(synth.db, MODEL, back.probe.coef_, back.probe.intercept_)
+    _, X = synth.db.vectors(MODEL, meta["window_id"].to_numpy())
+    expected = 1 / (1 + np.exp(-(X.astype(np.float64) @ w[0].astype(np.float64) + b[0])))
+    np.testing.assert_allclose(scores[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(back.probe.predict_proba(X)[:, 1], expected, atol=1e-6)
+
+
 def test_score_windows_matches_numpy_reference(trained):
     synth, rec = trained
     meta, scores = score_windows(

@@ -1,4 +1,4 @@
-"""LinearProbe against scikit-learn, grouped cross-validation, thresholds."""
+"""LinearProbe (scikit-learn pipelines per label), grouped cross-validation, thresholds."""
 
 from __future__ import annotations
 
@@ -93,6 +93,19 @@ def test_bad_input_messages():
         LinearProbe().fit(X, y[:19])
     with pytest.raises(ValueError, match="non-negative"):
         LinearProbe().fit(X, y, sample_weight=-np.ones(20))
+
+
+def test_raw_space_weights_are_the_pipelines_decisions():
+    # coef_ / intercept_ fold the scaler into the weights: one matrix product scores an archive
+    X, y, sw = _data(seed=7)
+    Y = np.column_stack([y, 1 - y])
+    probe = LinearProbe(class_weight="balanced").fit(X.astype(np.float32), Y, sample_weight=sw)
+    assert len(probe.estimators_) == 2
+    for j, pipe in enumerate(probe.estimators_):
+        np.testing.assert_allclose(
+            probe.decision_function(X)[:, j], pipe.decision_function(X), rtol=1e-4, atol=1e-4
+        )
+    assert probe.n_iter_.shape == (2,)
 
 
 def test_from_weights_reproduces_scores():
