@@ -41,7 +41,7 @@ def test_matches_sklearn_on_standardised_features_with_string_classes():
     X, y, sw = _data(seed=1)
     names = np.array(["noise", "owl"])[y]
     ours = LinearProbe(C=0.1, max_iter=2000, tol=1e-10).fit(X, names, sample_weight=sw)
-    Xs = StandardScaler().fit(X, sample_weight=sw).transform(X)  # weighted, as ours
+    Xs = StandardScaler().fit(X).transform(X)  # unweighted, as ours (only the regression is)
     ref = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(Xs, names, sample_weight=sw)
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(Xs), atol=1e-5)
     np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(Xs), atol=1e-4)
@@ -179,7 +179,14 @@ def test_passes_scikit_learns_estimator_checks():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(LinearProbe(), on_fail=None)
+        results = check_estimator(
+            LinearProbe(),
+            on_fail=None,
+            expected_failed_checks={
+                "check_sample_weight_equivalence_on_dense_data": "by design the scaler is "
+                "unweighted (a weak negative is a window of the archive); the regression is"
+            },
+        )
     failed = [
         (r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"
     ]
