@@ -29,18 +29,30 @@ from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from index.probe_eval import (  # noqa: F401 - evaluation names stay importable from here
+    PR_CURVE_POINTS,
+    ThresholdChoice,
+    choice_from_curve,
+    choose_threshold,
+    cross_val_scores,
+    cv_scheme,
+    evaluate,
+    fold_summary,
+    grouped_folds,
+    judge_uncertainty,
+    threshold_for_precision,
+    threshold_from_curve,
+)
+
 DEFAULT_C = 1.0  # inverse L2 strength on standardised features, as in scikit-learn
 MAX_ITER = 100  # L-BFGS iterations (scikit-learn's default)
 TOL = 1e-4  # L-BFGS gradient tolerance (scikit-learn's default)
-PR_CURVE_POINTS = 200  # precision/recall points kept in stored metrics
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -297,126 +309,6 @@ def _fit_matrix(X, y) -> np.ndarray:
     return X
 
 
-# -- evaluation --------------------------------------------------------------------------------
-def grouped_folds(
-    y: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/test index pairs with every group (recording) on one side only.
-
-    Stratified by "has a positive" so each fold sees positives when possible; the number of folds
-    is capped by the number of groups that hold positives (at least 2).
-    """
-    y = np.asarray(y)
-    strat = (y.reshape(len(y), -1) > 0).any(1).astype(int)
-    groups = np.asarray(groups)
-    n_groups = len(np.unique(groups))
-    pos_groups = len(np.unique(groups[strat == 1]))
-    k = min(n_splits, n_groups, max(pos_groups, 2))
-    if k < 2:
-        raise ValueError("cross-validation needs labelled windows from at least two recordings")
-    if pos_groups >= k and (strat == 0).any():
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), strat, groups)]
-    return list(GroupKFold(n_splits=k).split(np.zeros(len(y)), strat, groups))
-
-
-def cross_val_scores(
-    make_probe,
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    sample_weight: np.ndarray | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-) -> np.ndarray:
-    """Out-of-fold positive-class probabilities, (n,) or (n, L), from grouped K-fold CV.
-
-    A training fold that lacks one class among its rows of positive weight predicts that class.
-    """
-    y = np.asarray(y)
-    Y = y.reshape(len(y), -1)
-    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
-    out = np.zeros(Y.shape, dtype=np.float64)
-    for tr, te in grouped_folds(y, groups, n_splits, seed):
-        for j in range(Y.shape[1]):
-            t = Y[tr, j]
-            w = sw[tr] if sw.ndim == 1 else sw[tr, j]
-            seen = t[w > 0]  # rows of weight 0 (unsure) teach nothing
-            if len(seen) == 0 or seen.min() == seen.max():
-                out[te, j] = float(seen[0]) if len(seen) else 0.0
-                continue
-            out[te, j] = make_probe().fit(X[tr], t, sample_weight=w).positive_scores(X[te])
-    return out[:, 0] if y.ndim == 1 else out
-
-
-def threshold_for_precision(
-    y_true: np.ndarray, scores: np.ndarray, target: float, sample_weight: np.ndarray | None = None
-) -> tuple[float, float, float]:
-    """Lowest threshold whose precision reaches ``target`` (so recall is highest).
-
-    Returns (threshold, precision, recall). When no threshold reaches the target, the threshold
-    with the best precision is returned (its precision tells the caller it fell short).
-    """
-    precision, recall, thresholds = precision_recall_curve(
-        y_true, scores, sample_weight=sample_weight
-    )
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    ok = np.flatnonzero(precision >= target)
-    i = ok[0] if len(ok) else int(np.argmax(precision))
-    return float(thresholds[i]), float(precision[i]), float(recall[i])
-
-
-def evaluate(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    threshold: float = 0.5,
-    sample_weight: np.ndarray | None = None,
-) -> dict:
-    """Average precision, ROC-AUC and precision/recall at ``threshold`` for one binary label.
-
-    Also a down-sampled precision-recall curve so thresholds for any precision can be found later.
-    """
-    y_true = np.asarray(y_true).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y_true.sum()), int((1 - y_true).sum())
-    out = {"n_pos": n_pos, "n_neg": n_neg, "threshold": float(threshold)}
-    if n_pos == 0 or n_neg == 0:
-        return {
-            **out,
-            "average_precision": None,
-            "roc_auc": None,
-            "precision": None,
-            "recall": None,
-        }
-    pred = scores >= threshold
-    sw = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight)
-    tp = float((sw * (pred & (y_true == 1))).sum())
-    fp = float((sw * (pred & (y_true == 0))).sum())
-    fn = float((sw * (~pred & (y_true == 1))).sum())
-    precision, recall, thresholds = precision_recall_curve(y_true, scores, sample_weight=sw)
-    keep = np.unique(np.linspace(0, len(thresholds) - 1, PR_CURVE_POINTS).astype(int))
-    return {
-        **out,
-        "average_precision": float(average_precision_score(y_true, scores, sample_weight=sw)),
-        "roc_auc": float(roc_auc_score(y_true, scores, sample_weight=sw)),
-        "precision": tp / (tp + fp) if tp + fp > 0 else 1.0,
-        "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
-        "pr_curve": {
-            "threshold": thresholds[keep].round(6).tolist(),
-            "precision": precision[keep].round(6).tolist(),
-            "recall": recall[keep].round(6).tolist(),
-        },
-    }
-
-
-def threshold_from_curve(pr_curve: dict, target: float) -> float:
-    """Threshold for a target precision from a stored ``evaluate(...)["pr_curve"]``."""
-    t = np.asarray(pr_curve["threshold"])
-    p = np.asarray(pr_curve["precision"])
-    ok = np.flatnonzero(p >= target)
-    return float(t[ok[0]] if len(ok) else t[int(np.argmax(p))])
-
-
 @dataclass
 class ProbeFit:
     """A fitted probe with its cross-validated evaluation (one entry per label)."""
@@ -450,35 +342,41 @@ def fit_and_evaluate(
     precision : float, optional
         Choose each label's threshold for this precision on the out-of-fold scores; otherwise
         the threshold maximising F1.
+
+    Returns
+    -------
+    ProbeFit
+        Each label's metrics also hold the CV scheme, every test fold's recordings / positives /
+        negatives, a bootstrap interval of the average precision over recordings, whether the
+        figures are too uncertain to trust, and whether the target precision was reached.
     """
     Y = np.asarray(Y).reshape(len(X), -1)
+    groups = np.asarray(groups)
 
     def make():
         return LinearProbe(C=C, class_weight=class_weight)
 
-    oof = cross_val_scores(make, X, Y, groups, weights, n_splits, seed).reshape(Y.shape)
+    folds = grouped_folds(Y, groups, n_splits, seed)
+    oof = cross_val_scores(make, X, Y, groups, weights, folds=folds).reshape(Y.shape)
     thresholds, metrics = [], []
     for j in range(Y.shape[1]):
         labelled_only = bool((strong[:, j] & (Y[:, j] == 0)).any())
         rows = strong[:, j] if labelled_only else weights[:, j] > 0
         y, s = Y[rows, j], oof[rows, j]
-        t = _choose_threshold(y, s, precision)
-        m = evaluate(y, s, t)
-        m["eval_rows"] = "labelled" if labelled_only else "labelled+weak"
-        thresholds.append(t)
+        choice = choose_threshold(y, s, precision)
+        m = evaluate(y, s, choice.threshold)
+        m.update(
+            eval_rows="labelled" if labelled_only else "labelled+weak",
+            cv_scheme=cv_scheme(folds, Y, groups),
+            folds=fold_summary(folds, Y[:, j], groups, rows),
+            target_precision=precision,
+            target_reached=choice.reached,
+        )
+        judge_uncertainty(m, y, s, groups[rows], seed)
+        thresholds.append(choice.threshold)
         metrics.append(m)
     probe = make().fit(X, Y if Y.shape[1] > 1 else Y[:, 0], sample_weight=weights)
     return ProbeFit(probe, list(labels), thresholds, metrics)
-
-
-def _choose_threshold(y: np.ndarray, s: np.ndarray, precision: float | None) -> float:
-    if y.min() == y.max():
-        return 0.5
-    if precision is not None:
-        return threshold_for_precision(y, s, precision)[0]
-    p, r, t = precision_recall_curve(y, s)
-    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
-    return float(t[int(np.argmax(f1))])
 
 
 # -- database layer: training sets and the probes table --------------------------------------
@@ -486,6 +384,13 @@ PROBES_TABLE = "probes"
 WEAK_WEIGHT = 0.05  # sample weight of a random unlabelled window used as a negative
 WEAK_PER_LABELLED = 10  # weak negatives drawn per labelled window ...
 WEAK_MIN, WEAK_MAX = 1000, 20_000  # ... within these bounds
+MIN_POSITIVES = 2  # fewer positive windows than this: no probe (see check_enough_examples)
+MIN_NEGATIVES = 2  # ... nor with fewer negative and weak-negative windows together
+
+
+class TooFewExamples(ValueError):
+    """A label has too few positive or negative windows to train a probe on."""
+
 
 PROBES_SCHEMA = pa.schema(
     [
@@ -564,14 +469,8 @@ def training_set(
             "n_unsure": int(unsure.sum()),
             "label_ids": sorted(int(x) for x in wl["label_id"].unique()),
         }
-    lacking = [
-        lab for lab, ok in zip(labels, ((Y == 0) & (W > 0)).any(axis=0), strict=True) if not ok
-    ]
-    if lacking:  # unsure rows and zero-weight weak rows teach nothing
-        raise ValueError(
-            f"no negatives for {', '.join(lacking)}: label some negative windows "
-            "or allow weak negatives"
-        )
+    for j, name in enumerate(labels):
+        check_enough_examples(name, Y[:, j], W[:, j], strong[:, j])
     offsets = snap.offsets(ids)
     summary.update(
         weak_weight=float(weak_weight),
@@ -584,6 +483,32 @@ def training_set(
     return TrainingSet(
         ids, snap.vectors_at(offsets), Y, W, strong, snap.recording_id[offsets], summary
     )
+
+
+def check_enough_examples(label: str, y: np.ndarray, w: np.ndarray, strong: np.ndarray) -> None:
+    """Refuse, in one line that says what to label next, a label with too few examples.
+
+    A probe from one positive and no negatives still stores and scores (ROC-AUC 0.25, every
+    window flagged): below ``MIN_POSITIVES`` positives or ``MIN_NEGATIVES`` negatives and weak
+    negatives together, nothing useful can be learnt.
+    """
+    used = w > 0  # unsure rows (weight 0) teach nothing
+    n_pos = int((used & (y == 1)).sum())
+    n_neg = int((used & (y == 0) & strong).sum())
+    n_weak = int((used & (y == 0) & ~strong).sum())
+    todo = []
+    if n_pos < MIN_POSITIVES:
+        todo.append(f"{MIN_POSITIVES - n_pos} more positive window(s)")
+    if n_neg + n_weak < MIN_NEGATIVES:
+        todo.append(
+            f"{MIN_NEGATIVES - n_neg - n_weak} more negative window(s) (or allow weak negatives)"
+        )
+    if todo:
+        raise TooFewExamples(
+            f"too few examples to train {label!r}: {n_pos} positive, {n_neg} negative and "
+            f"{n_weak} weak-negative windows (a probe needs {MIN_POSITIVES} positives and "
+            f"{MIN_NEGATIVES} negatives or weak negatives); label {' and '.join(todo)} next"
+        )
 
 
 @dataclass
@@ -601,10 +526,15 @@ class ProbeRecord:
 
     def threshold_for(self, precision: float, label: int = 0) -> float:
         """Threshold reaching ``precision`` on the cross-validated precision-recall curve."""
+        return self.threshold_choice(precision, label).threshold
+
+    def threshold_choice(self, precision: float, label: int = 0) -> ThresholdChoice:
+        """Threshold for ``precision`` with the precision and recall it gives (``reached`` is
+        False, and ``note`` says so, when the cross-validated curve never gets there)."""
         curve = self.metrics[label].get("pr_curve")
         if not curve:
             raise ValueError(f"probe {self.probe_id} has no cross-validated precision-recall curve")
-        return threshold_from_curve(curve, precision)
+        return choice_from_curve(curve, precision)
 
 
 def train_probe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from agile_synth import make_synth_db
@@ -155,6 +156,41 @@ def test_import_train_classify_export(synth, tmp_path, capsys):
 def test_train_without_positives_exits_2(synth, capsys):
     assert main(["train", "--db", _db(synth), "--label", "unicorn"]) == 2
     assert "no 'synth' windows under a positive 'unicorn' label" in capsys.readouterr().err
+
+
+def test_train_with_one_positive_refuses_in_one_line(tmp_path, capsys):
+    synth = make_synth_db(tmp_path, n_recordings=3, windows_per_recording=10)
+    assert main(["label", "--db", _db(synth), "--add", "site0/rec00.wav@10-15", "owl"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--db", _db(synth), "--label", "owl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label 1 more positive window(s)" in err
+    assert main(["classify", "--db", _db(synth), "--probe", "1"]) == 2  # nothing was stored
+
+
+def test_classify_says_when_the_target_precision_is_unreachable(synth, capsys):
+    from index.probe import LinearProbe, ProbeRecord, store_probe
+
+    dim = synth.db.snapshot("synth").dim
+    curve = {"threshold": [0.001, 0.3], "precision": [0.2, 0.4], "recall": [1.0, 0.5]}
+    probe = LinearProbe.from_weights(np.zeros((1, dim)), np.zeros(1))
+    rec = ProbeRecord(-1, "synth", ["owl"], probe, [0.5], [{"pr_curve": curve}], {}, {})
+    probe_id = store_probe(synth.db, rec)
+    assert (
+        main(["classify", "--db", _db(synth), "--probe", str(probe_id), "--precision", "0.9"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "owl: target precision 0.9 is unreachable; the best cross-validated precision is "
+        "0.400 (recall 0.500) at threshold 0.300, which is used" in out
+    )
+
+
+def test_train_prints_folds_and_uncertainty(synth, capsys):
+    assert main(["train", "--db", _db(synth), "--label", "owl", "--precision", "0.99"]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-recording-out" in out and "recordings/positives:" in out
+    assert "AP 90% interval" in out
 
 
 def test_cluster_prints_clusters(synth, tmp_path, capsys):

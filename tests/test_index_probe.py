@@ -10,8 +10,10 @@ from sklearn.preprocessing import StandardScaler
 from index.probe import (
     LinearProbe,
     cross_val_scores,
+    cv_scheme,
     evaluate,
     fit_and_evaluate,
+    fold_summary,
     grouped_folds,
     threshold_for_precision,
     threshold_from_curve,
@@ -144,6 +146,49 @@ def test_cross_validation_is_honest_about_recording_leakage():
     X = rng.normal(size=(n_rec, 64))[groups] + 0.3 * rng.normal(size=(n_rec * per, 64))
     oof = cross_val_scores(LinearProbe, X, y, groups)
     assert evaluate(y, oof)["roc_auc"] < 0.75
+
+
+def test_few_positive_recordings_are_left_out_one_at_a_time():
+    # 3 recordings hold positives, 5 only negatives: each fold tests exactly one positive one
+    groups = np.repeat(np.arange(8), 20)
+    y = np.zeros(160, int)
+    y[groups < 3] = np.tile([1, 0, 0, 0], 15)
+    folds = grouped_folds(y, groups)
+    assert len(folds) == 3
+    seen = np.zeros(160, int)
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+        assert len(set(groups[test][y[test] == 1])) == 1
+        seen[test] += 1
+    assert (seen == 1).all()
+    assert cv_scheme(folds, y, groups) == "leave-one-recording-out"
+    summary = fold_summary(folds, y, groups, np.ones(160, bool))
+    assert [f["positives"] for f in summary] == [5, 5, 5]
+    assert sum(f["recordings"] for f in summary) == 8
+
+
+def test_metrics_from_few_recordings_are_flagged_uncertain():
+    rng = np.random.default_rng(1)
+
+    def data(n_rec):
+        groups = np.repeat(np.arange(n_rec), 40)
+        y = (rng.random(len(groups)) < 0.25).astype(int)
+        # a weak signal and a per-recording offset: scores that vary from recording to recording
+        X = rng.normal(size=(len(groups), 16)) + 0.8 * y[:, None] * np.eye(16)[0]
+        X += rng.normal(size=(n_rec, 16))[groups]
+        return X, y, groups
+
+    X, y, groups = data(3)
+    few = fit_and_evaluate(X, y[:, None], np.ones((len(y), 1)), groups, ["owl"], y[:, None] >= 0)
+    m = few.metrics[0]
+    assert m["cv_scheme"] == "leave-one-recording-out" and len(m["folds"]) == 3
+    assert m["uncertain"] and m["why_uncertain"] == "positives in only 3 recording(s)"
+    lo, hi = m["average_precision_ci"]
+    assert lo <= m["average_precision"] <= hi
+    X, y, groups = data(60)
+    many = fit_and_evaluate(X, y[:, None], np.ones((len(y), 1)), groups, ["owl"], y[:, None] >= 0)
+    assert many.metrics[0]["cv_scheme"] == "grouped 5-fold"
+    assert not many.metrics[0]["uncertain"]
 
 
 def test_threshold_for_precision_and_curve():

@@ -248,6 +248,27 @@ def train_probe(db, model: str, label: str, weak_weight: float, precision: float
     return train(db, model, label, weak_weight=weak_weight, precision=precision).probe_id
 
 
+def metric_notes(label: str, metrics: dict) -> list[str]:
+    """Warnings for the Classify page: an unreachable target precision, folds too uncertain to
+    trust (the same lines ``chorus train`` prints)."""
+    from index.probe_eval import target_note
+
+    notes = [target_note(label, metrics)]
+    if metrics.get("uncertain"):
+        notes.append(
+            f"These cross-validated figures are too uncertain to trust "
+            f"({metrics.get('why_uncertain')}): label windows in more recordings."
+        )
+    return [n for n in notes if n]
+
+
+def cv_line(metrics: dict) -> str | None:
+    """The scheme and each fold's recordings/positives (None for probes stored without them)."""
+    from index.probe_eval import describe_cv
+
+    return describe_cv(metrics)
+
+
 def probe_info(db, probe_id: int) -> dict:
     """label, model, threshold and cross-validated metrics of a stored probe (first label)."""
     from index.probe import load_probe
