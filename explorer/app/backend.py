@@ -32,32 +32,35 @@ def table_version(db, model: str) -> str:
 
 @dataclass
 class ArchiveSummary:
-    recordings: pd.DataFrame  # one row per recording
-    n_recordings: int
+    recordings: pd.DataFrame  # one row per recording, failed ones included
+    n_recordings: int  # readable recordings (index.summary.recording_counts, as `chorus info`)
     n_failed: int
-    hours: float  # total duration of decodable recordings (h)
+    hours: float  # total duration of readable recordings (h)
     sites: list[str]
-    first: pd.Timestamp | None
+    first: pd.Timestamp | None  # earliest start time among the dated recordings
     last: pd.Timestamp | None
     windows: dict[str, int]  # model -> committed windows
+    n_dated: int = 0  # readable recordings with a start time
+    dates: str = ""  # e.g. "1 of 98 recordings dated: 2025-02-22 06:00:00"
 
 
 def archive_summary(db) -> ArchiveSummary:
     """Counts shown on the Archive page (cheap: one scan of the recordings table)."""
+    from index.summary import describe_dates, recording_counts
+
     rec = db.recordings()
-    ok = rec[rec["status"] != "failed"] if "status" in rec else rec
-    times = pd.to_datetime(rec["start_time"], errors="coerce") if "start_time" in rec else None
-    sites = sorted(str(s) for s in rec["site"].dropna().unique()) if "site" in rec else []
-    windows = {m: int(db.windows(m).count_rows()) for m in model_names(db)}
+    counts = recording_counts(rec)
     return ArchiveSummary(
         recordings=rec,
-        n_recordings=len(rec),
-        n_failed=int(len(rec) - len(ok)),
-        hours=float(ok["duration_s"].fillna(0).sum() / 3600.0) if "duration_s" in ok else 0.0,
-        sites=sites,
-        first=None if times is None or times.isna().all() else times.min(),
-        last=None if times is None or times.isna().all() else times.max(),
-        windows=windows,
+        n_recordings=counts["n_recordings"],
+        n_failed=counts["n_failed"],
+        hours=counts["hours"],
+        sites=counts["sites"],
+        first=pd.Timestamp(counts["date_min"]) if counts["date_min"] else None,
+        last=pd.Timestamp(counts["date_max"]) if counts["date_max"] else None,
+        windows={m: int(db.windows(m).count_rows()) for m in model_names(db)},
+        n_dated=counts["n_dated"],
+        dates=describe_dates(counts),
     )
 
 
