@@ -38,6 +38,28 @@ def test_label_add_list_remove(synth, capsys):
     assert capsys.readouterr().out.strip() == "no labels"
 
 
+def test_label_remove_takes_several_ids_or_a_filter(synth, capsys):
+    db = _db(synth)
+    for start in (0, 5, 10, 15):
+        kind = ["--negative"] if start >= 10 else []
+        assert (
+            main(
+                ["label", "--db", db, "--add", f"site0/rec00.wav@{start}-{start + 5}", "toad"]
+                + kind
+            )
+            == 0
+        )
+    ids = [int(x.split()[1].rstrip(":")) for x in capsys.readouterr().out.splitlines()]
+    assert main(["label", "--db", db, "--remove", str(ids[0]), str(ids[1])]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 2 label(s): {ids[0]}, {ids[1]}"
+    assert main(["label", "--db", db, "--remove", "--label", "toad", "--kind", "negative"]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 2 label(s): {ids[2]}, {ids[3]}"
+    assert main(["label", "--db", db, "--remove"]) == 2  # no ids, no filter: never "all"
+    assert "say which labels to remove" in capsys.readouterr().err
+    assert main(["label", "--db", db, "--remove", str(ids[0])]) == 2
+    assert f"no label with id {ids[0]}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
