@@ -553,8 +553,16 @@ def train_probe(
     """Fit a probe for ``labels`` on ``model``'s windows, cross-validate it, store it.
 
     The threshold of each label is chosen on out-of-fold scores: for ``precision`` if given,
-    else at the best F1. Cross-validation needs labelled windows in two recordings or more;
-    with fewer the probe is still fitted and stored, and its metrics say why they are missing.
+    else at the best F1 (metrics say when the target is unreachable). Cross-validation needs
+    labelled windows in two recordings or more; with fewer the probe is still fitted and stored,
+    and its metrics say why they are missing.
+
+    Raises
+    ------
+    TooFewExamples
+        A label has fewer than ``MIN_POSITIVES`` positive windows, or fewer than
+        ``MIN_NEGATIVES`` negative and weak-negative windows together: nothing is stored, and
+        the message says what to label next.
     """
     labels = [str(x).strip() for x in ([labels] if isinstance(labels, str) else labels)]
     _check_C(C)
