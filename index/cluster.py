@@ -138,6 +138,9 @@ def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         seed=seed + 1,
         verbose=False,
         max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
+        # FAISS prints "please provide at least 39 k training points" to stderr on small
+        # archives (e.g. the README's --k 50 on the demo); k-means runs all the same.
+        min_points_per_centroid=1,
     )
     seeds, _ = kmeans_plusplus(fit, k, random_state=seed)
     km.train(fit, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))

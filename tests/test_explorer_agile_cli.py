@@ -215,6 +215,27 @@ def test_train_prints_folds_and_uncertainty(synth, capsys):
     assert "AP 90% interval" in out
 
 
+def test_list_into_a_closed_pipe_is_quiet(synth, capsys, monkeypatch):
+    # `chorus label --list | head` once ended with "error: Broken pipe"
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["label", "--db", _db(synth), "--list"]) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
+def test_cluster_on_few_windows_keeps_faiss_quiet(synth, capfd):
+    # 180 windows into 50 clusters: FAISS would ask for 1950 training points on stderr
+    assert main(["cluster", "--db", _db(synth), "--k", "50"]) == 0
+    assert "training points" not in capfd.readouterr().err
+
+
 def test_cluster_prints_clusters(synth, tmp_path, capsys):
     out = tmp_path / "a.csv"
     assert main(["cluster", "--db", _db(synth), "--k", "3", "--out", str(out)]) == 0
