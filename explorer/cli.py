@@ -21,6 +21,7 @@ COMMANDS = (
     "label",
     "train",
     "classify",
+    "review",
     "cluster",
     "export",
     "info",

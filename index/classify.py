@@ -24,7 +24,7 @@ from index.probe_eval import ThresholdChoice
 DETECTIONS_TABLE = "detections"
 BATCH_ROWS = 65_536  # windows per scoring chunk (~400 MB of 1536-d float32)
 REVIEW_POOL = 2000  # top-scoring windows the diverse queue chooses from
-STRATEGIES = ("top", "uncertain", "diverse")
+STRATEGIES = ("top", "uncertain", "margin", "diverse")  # "margin" is "uncertain" by its other name
 
 DETECTIONS_SCHEMA = pa.schema(
     [
@@ -266,9 +266,11 @@ def review_queue(
 
     Parameters
     ----------
-    strategy : "top" (highest scores), "uncertain" (closest to the probe's threshold) or
-        "diverse" (k-center greedy over the embeddings of the ``pool`` top-scoring windows,
-        starting from the labelled positives so picks differ from what is already known).
+    strategy : "top" (highest scores), "uncertain" or "margin" (closest to the probe's
+        threshold: margin sampling) or "diverse" (k-center greedy over the embeddings of the
+        likely positives, at most ``pool`` of the top scores at or above the threshold, topped up
+        with the next best only when fewer than ``n``; it starts from the labelled positives so
+        picks differ from what is already known).
     label : which of the probe's labels (default: its first).
 
     Returns
@@ -287,10 +289,13 @@ def review_queue(
     s = scores[cand, j]
     if strategy == "top":
         rows = cand[pick_top(s, n)]
-    elif strategy == "uncertain":
+    elif strategy in ("uncertain", "margin"):
         rows = cand[pick_uncertain(s, rec.thresholds[j], n)]
     else:
-        top = cand[pick_top(s, pool)]
+        # among likely positives: the top of a pool drawn from every window is mostly windows
+        # scoring ~0, and their diversity is that of the background
+        likely = int((s >= rec.thresholds[j]).sum())
+        top = cand[pick_top(s, min(pool, max(n, likely)))]
         _, X = db.vectors(rec.model, meta["window_id"].to_numpy()[top])
         pos = covered.loc[covered["kind"] == "positive", "window_id"].to_numpy()
         known = db.vectors(rec.model, pos)[1] if len(pos) else None

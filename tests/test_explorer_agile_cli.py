@@ -236,6 +236,37 @@ def test_cluster_on_few_windows_keeps_faiss_quiet(synth, capfd):
     assert "training points" not in capfd.readouterr().err
 
 
+def test_review_round_trip_through_label_import(tmp_path, capsys):
+    from index.labels import add_label, list_labels
+
+    synth = make_synth_db(tmp_path, n_recordings=6, windows_per_recording=30)
+    owls = synth.truth.query("call_type == 'owl' and recording_id < 3")
+    for t in owls.itertuples():
+        add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    db = _db(synth)
+    assert main(["train", "--db", db, "--label", "owl"]) == 0
+    probe_id = int(capsys.readouterr().out.split("\nprobe ")[1].split()[0])
+    out = tmp_path / "round1.csv"
+    argv = ["review", "--db", db, "--probe", str(probe_id), "--batch", "8", "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"owl: {len(owls)} positive, 0 negative, 0 unsure labels; probe" in err
+    assert "CV AP" in err
+    round1 = pd.read_csv(out)
+    assert len(round1) == 8 and set(round1["kind"]) == {"skip"} and set(round1["label"]) == {"owl"}
+    # the reviewer decides six windows from the truth and leaves two undecided
+    truth = synth.windows.merge(synth.db.recordings()[["recording_id", "path"]])
+    owl = round1.merge(truth, on=["path", "start_s"], how="left")["call_type"].eq("owl")
+    round1["kind"] = owl.map({True: "positive", False: "negative"})
+    round1.loc[6:, "kind"] = "skip"
+    round1.to_csv(out, index=False)
+    before = len(list_labels(synth.db, label="owl"))
+    assert main(["label", "--db", db, "--import", str(out)]) == 0
+    assert len(list_labels(synth.db, label="owl")) == before + 6
+    assert main(["train", "--db", db, "--label", "owl"]) == 0
+    assert main(["review", "--db", db, "--probe", str(probe_id), "--batch", "0"]) == 2
+
+
 def test_cluster_prints_clusters(synth, tmp_path, capsys):
     out = tmp_path / "a.csv"
     assert main(["cluster", "--db", _db(synth), "--k", "3", "--out", str(out)]) == 0

@@ -170,6 +170,11 @@ def test_review_queues_exclude_labelled_windows(trained):
     assert (got == "owl").mean() >= 0.75  # the unlabelled owls of recordings 4-7 come first
     unc = review_queue(synth.db, rec.probe_id, "uncertain", n=8)
     assert np.abs(unc["score"] - rec.thresholds[0]).is_monotonic_increasing
+    margin = review_queue(synth.db, rec.probe_id, "margin", n=8)
+    assert margin["window_id"].tolist() == unc["window_id"].tolist()
+    # diverse picks spread over the likely positives, not over the near-zero background
+    div = review_queue(synth.db, rec.probe_id, "diverse", n=4)
+    assert (div["score"] >= rec.thresholds[0]).all()
     with pytest.raises(ValueError, match="unknown review strategy"):
         review_queue(synth.db, rec.probe_id, "random")
 
