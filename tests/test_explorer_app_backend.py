@@ -202,3 +202,21 @@ def test_the_cache_version_follows_recordings_too(tmp_path):
     rec = synth.db.recording(0)
     synth.db.upsert_recording(rec["audio_root"], rec["path"], site="RENAMED")
     assert backend.table_version(synth.db, MODEL) != before  # maps and cards show the new site
+
+
+def test_classify_page_notes_say_when_the_target_is_unreachable_or_too_uncertain():
+    m = {"threshold": 0.2, "precision": 0.667, "recall": 0.5, "target_precision": 0.9}
+    notes = backend.metric_notes(
+        "owl",
+        {
+            **m,
+            "target_reached": False,
+            "uncertain": True,
+            "why_uncertain": "positives in only 2 recording(s)",
+        },
+    )
+    assert notes[0].startswith("owl: target precision 0.9 is unreachable; the best")
+    assert "0.667" in notes[0] and "threshold 0.200" in notes[0]
+    assert "too uncertain to trust (positives in only 2 recording(s))" in notes[1]
+    assert backend.metric_notes("owl", {**m, "target_reached": True, "uncertain": False}) == []
+    assert backend.metric_notes("owl", {}) == []  # probes stored before these fields
