@@ -128,9 +128,9 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     hits = at.session_state["hits"]
     assert len(hits) == 6
     assert hits["score"].is_monotonic_decreasing
-    # the query window itself comes first; most other top hits hold a planted sweep
-    top = hits.iloc[0]
-    assert top["path"] == call["file"] and top["start_s"] == slot * 5.0
+    # the query window itself is left out (it scored ~1.0); the top hits hold planted sweeps
+    own = (hits["path"] == call["file"]) & (hits["start_s"] == slot * 5.0)
+    assert not own.any()
     sweeps = truth[truth["call"] == "sweep"]
     holds = [
         (
@@ -152,6 +152,11 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     row = labels[labels["label"] == "sweep"].iloc[-1]
     assert row["kind"] == "positive"
     assert row["start_s"] == hits.iloc[1]["start_s"] and row["end_s"] == hits.iloc[1]["end_s"]
+    # asked for, the query's own window comes first
+    at.checkbox(key="f_keep_own").check()
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    top = at.session_state["hits"].iloc[0]
+    assert top["path"] == call["file"] and top["start_s"] == slot * 5.0
 
 
 def _wav_bytes(x: np.ndarray, sr: int = SR) -> bytes:

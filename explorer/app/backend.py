@@ -157,6 +157,7 @@ class Query:
     kind: str  # "positive" | "negative"
     source: str  # e.g. "upload: call.wav" or "rec.wav @ 12.0-17.0 s"
     vector: np.ndarray  # (dim,)
+    span: tuple[int, float, float] | None = None  # (recording_id, start_s, end_s) if archived
 
 
 def embed_query(db, model: str, path, start_s: float | None = None, end_s: float | None = None):
@@ -173,8 +174,14 @@ def run_search(
     k: int = 20,
     where: str | None = None,
     per_recording: int | None = None,
+    include_query: bool = False,
 ) -> pd.DataFrame:
-    """Search with the positive queries (and negatives); hits best first, with hour and date."""
+    """Search with the positive queries (and negatives); hits best first, with hour and date.
+
+    Windows overlapping a query's span of an archived recording are left out unless
+    ``include_query`` (they would top the results with scores near 1)."""
+    from index.search import outside_spans
+
     pos = [q.vector for q in queries if q.kind == "positive"]
     neg = [q.vector for q in queries if q.kind == "negative"]
     if not pos:
@@ -182,6 +189,8 @@ def run_search(
     builder = db.search(model, np.stack(pos).astype(np.float32))  # (P, dim)
     if neg:
         builder = builder.negatives(np.stack(neg).astype(np.float32))  # (N, dim)
+    own = None if include_query else outside_spans([q.span for q in queries if q.span])
+    where = " AND ".join(f"({w})" for w in (where, own) if w)
     if where:
         builder = builder.where(where)
     if per_recording:

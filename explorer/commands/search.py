@@ -102,25 +102,9 @@ def embed_spans(db, model: str, spans) -> np.ndarray:
     return np.stack(out)
 
 
-def outside_queries(resolved: list) -> str | None:
-    """SQL keeping windows that overlap no query span of an archived recording (None: no such
-    span). A query's own windows would otherwise top the results with scores near 1."""
-    parts = []
-    for span, rid in resolved:
-        if rid is None:
-            continue
-        if span.start_s is None:
-            parts.append(f"recording_id = {int(rid)}")
-        else:
-            parts.append(
-                f"(recording_id = {int(rid)} AND start_s < {span.end_s!r} "
-                f"AND end_s > {span.start_s!r})"
-            )
-    return f"NOT ({' OR '.join(parts)})" if parts else None
-
-
 def run(args) -> int:
     import index
+    from index.search import outside_spans
 
     if args.k < 1:
         raise CLIError("-k must be >= 1")
@@ -133,7 +117,8 @@ def run(args) -> int:
     if args.negative:
         negatives = [resolve_span(db, q)[0] for q in args.negative]
         builder = builder.negatives(embed_spans(db, model, negatives))
-    skip = None if args.include_query else outside_queries(queries)
+    own = [(rid, span.start_s, span.end_s) for span, rid in queries if rid is not None]
+    skip = None if args.include_query else outside_spans(own)
     where = " AND ".join(f"({w})" for w in (args.where, skip) if w)
     if where:
         builder = builder.where(where)
