@@ -21,6 +21,7 @@ COMMANDS = (
     "label",
     "train",
     "classify",
+    "review",
     "cluster",
     "export",
     "info",
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"chorus {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `chorus label --list | head`: the reader has all it wanted
+        _silence_stdout()
+        return 0
     except OSError as err:  # a path the user gave that cannot be read or written
         where = f"{err.filename}: " if err.filename else ""
         print(f"chorus {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
@@ -93,6 +97,18 @@ def _damage_line(err: Exception) -> str | None:
     if text.startswith("lance error") or "was not found" in text and "Table" in text:
         return f"the database is damaged ({text[:160]}): see `chorus check --db DB`"
     return None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into the closed pipe does not
+    print a traceback (what Python's documentation advises for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

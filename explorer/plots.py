@@ -26,6 +26,7 @@ MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "
 MAP_MARKER_SIZE = 4  # px, for dense maps
 SPARSE_MARKER_SIZE = 8  # px, when fewer than SPARSE_POINTS points are shown
 SPARSE_POINTS = 2000
+UNDATED = "undated"  # hour-of-day bucket of windows whose recording has no start time
 CATEGORICAL_COLOURS = (
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
     "#393b79 #ad494a #8ca252 #bd9e39 #a55194 #6b6ecf #e7969c #637939 #d6616b #3182bd #969696"
@@ -417,6 +418,9 @@ def pr_curve(
 def cluster_counts(assignments: pd.DataFrame, by: str = "site", height: int = 420) -> go.Figure:
     """Heatmap of window counts per cluster (rows) and site or hour (columns).
 
+    By hour, windows of recordings without a start time form an "undated" column after hour 23
+    (they have no hour: folding them into hour 0, or dropping them, would misstate the day).
+
     Parameters
     ----------
     assignments : DataFrame
@@ -425,11 +429,14 @@ def cluster_counts(assignments: pd.DataFrame, by: str = "site", height: int = 42
     if "cluster" not in assignments.columns or by not in assignments.columns:
         raise ValueError(f"cluster_counts needs 'cluster' and {by!r} columns")
     col = assignments[by]
+    missing = "(none)"
     if by == "hour":
         col = np.floor(col.astype(float)).astype("Int64")
-    table = pd.crosstab(assignments["cluster"], col.astype("object").fillna("(none)"))
-    if by == "hour":
-        table = table.reindex(columns=[c for c in range(24) if c in table.columns] or table.columns)
+        missing = UNDATED
+    table = pd.crosstab(assignments["cluster"], col.astype("object").fillna(missing))
+    if by == "hour":  # hours in order, then the windows of undated recordings as their own bucket
+        cols = [c for c in range(24) if c in table.columns]
+        table = table.reindex(columns=cols + ([UNDATED] if UNDATED in table.columns else []))
     fig = go.Figure(
         go.Heatmap(
             z=table.to_numpy(),

@@ -19,11 +19,12 @@ import pyarrow as pa
 
 from index.labels import MIN_OVERLAP, window_labels
 from index.probe import ProbeRecord, load_probe
+from index.probe_eval import ThresholdChoice
 
 DETECTIONS_TABLE = "detections"
 BATCH_ROWS = 65_536  # windows per scoring chunk (~400 MB of 1536-d float32)
 REVIEW_POOL = 2000  # top-scoring windows the diverse queue chooses from
-STRATEGIES = ("top", "uncertain", "diverse")
+STRATEGIES = ("top", "uncertain", "margin", "diverse")  # "margin" is "uncertain" by its other name
 
 DETECTIONS_SCHEMA = pa.schema(
     [
@@ -142,7 +143,7 @@ def classify(
         also stored in the ``detections`` table (replacing that probe's previous detections).
     """
     rec = load_probe(db, probe_id)
-    thresholds = _thresholds(rec, threshold, precision)
+    thresholds = [c.threshold for c in choose_thresholds(rec, threshold, precision)]
     meta, scores = score_windows(db, rec.model, rec.probe.coef_, rec.probe.intercept_, scorer)
     parts = []
     for j, name in enumerate(rec.labels):
@@ -156,16 +157,21 @@ def classify(
     return _with_paths(db, det)
 
 
-def _thresholds(rec: ProbeRecord, threshold: float | None, precision: float | None) -> list[float]:
+def choose_thresholds(
+    rec: ProbeRecord, threshold: float | None = None, precision: float | None = None
+) -> list[ThresholdChoice]:
+    """Each label's threshold: ``threshold`` if given, else the one for ``precision`` on the
+    probe's cross-validated curve (``reached`` False when no threshold gets there), else the
+    probe's stored threshold."""
     if threshold is not None:
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
-        return [float(threshold)] * len(rec.labels)
+        return [ThresholdChoice(float(threshold))] * len(rec.labels)
     if precision is not None:
         if not 0 < precision <= 1:
             raise ValueError(f"precision must be in (0, 1], got {precision}")
-        return [rec.threshold_for(precision, j) for j in range(len(rec.labels))]
-    return [float(t) for t in rec.thresholds]
+        return [rec.threshold_choice(precision, j) for j in range(len(rec.labels))]
+    return [ThresholdChoice(float(t)) for t in rec.thresholds]
 
 
 def _store_detections(db, probe_id: int, det: pd.DataFrame) -> None:
@@ -260,9 +266,11 @@ def review_queue(
 
     Parameters
     ----------
-    strategy : "top" (highest scores), "uncertain" (closest to the probe's threshold) or
-        "diverse" (k-center greedy over the embeddings of the ``pool`` top-scoring windows,
-        starting from the labelled positives so picks differ from what is already known).
+    strategy : "top" (highest scores), "uncertain" or "margin" (closest to the probe's
+        threshold: margin sampling) or "diverse" (k-center greedy over the embeddings of the
+        likely positives, at most ``pool`` of the top scores at or above the threshold, topped up
+        with the next best only when fewer than ``n``; it starts from the labelled positives so
+        picks differ from what is already known).
     label : which of the probe's labels (default: its first).
 
     Returns
@@ -281,10 +289,13 @@ def review_queue(
     s = scores[cand, j]
     if strategy == "top":
         rows = cand[pick_top(s, n)]
-    elif strategy == "uncertain":
+    elif strategy in ("uncertain", "margin"):
         rows = cand[pick_uncertain(s, rec.thresholds[j], n)]
     else:
-        top = cand[pick_top(s, pool)]
+        # among likely positives: the top of a pool drawn from every window is mostly windows
+        # scoring ~0, and their diversity is that of the background
+        likely = int((s >= rec.thresholds[j]).sum())
+        top = cand[pick_top(s, min(pool, max(n, likely)))]
         _, X = db.vectors(rec.model, meta["window_id"].to_numpy()[top])
         pos = covered.loc[covered["kind"] == "positive", "window_id"].to_numpy()
         known = db.vectors(rec.model, pos)[1] if len(pos) else None

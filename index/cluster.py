@@ -122,8 +122,11 @@ def reduce_windows(db, model: str, window_ids: np.ndarray, dim: int, seed: int =
 
 
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    # FAISS trains on at most KMEANS_POINTS_PER_CENTROID * k rows; seed it with k-means++ picks
-    # from that sample, because its random initialisation often merges planted groups.
+    # FAISS trains on at most KMEANS_POINTS_PER_CENTROID * k rows; seed it with scikit-learn's
+    # greedy k-means++ picks from that sample, because FAISS's random initialisation often merges
+    # planted groups and Lloyd iterations cannot split them again.
+    from sklearn.cluster import kmeans_plusplus
+
     rng = np.random.default_rng(seed)
     n_fit = min(len(Z), KMEANS_POINTS_PER_CENTROID * k)
     fit = Z[np.sort(rng.choice(len(Z), n_fit, replace=False))] if n_fit < len(Z) else Z
@@ -135,41 +138,14 @@ def _kmeans(Z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         seed=seed + 1,
         verbose=False,
         max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
+        # FAISS prints "please provide at least 39 k training points" to stderr on small
+        # archives (e.g. the README's --k 50 on the demo); k-means runs all the same.
+        min_points_per_centroid=1,
     )
-    km.train(fit, init_centroids=kmeans_plus_plus(fit, k, rng))
+    seeds, _ = kmeans_plusplus(fit, k, random_state=seed)
+    km.train(fit, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))
     _, assign = km.index.search(np.ascontiguousarray(Z, dtype=np.float32), 1)  # (n, 1)
     return assign[:, 0].astype(np.int64), km.centroids.astype(np.float32)
-
-
-def kmeans_plus_plus(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-means++ seeding: (k, p) centres drawn from Z (n, p).
-
-    Like scikit-learn, each step draws ``2 + log k`` candidates proportionally to the squared
-    distance and keeps the one that lowers the potential most; plain k-means++ often puts two
-    seeds in one group, which Lloyd iterations cannot undo.
-    """
-    n = len(Z)
-    trials = 2 + int(np.log(k))
-    sq = (Z.astype(np.float64) ** 2).sum(1)
-
-    def d2_to(rows: np.ndarray) -> np.ndarray:  # (len(rows), n) squared distances
-        c = Z[rows]
-        return np.maximum(sq[rows][:, None] - 2 * (c @ Z.T) + sq[None, :], 0)
-
-    centers = np.empty((k, Z.shape[1]), dtype=np.float32)
-    first = rng.integers(n)
-    centers[0] = Z[first]
-    d2 = d2_to(np.array([first]))[0]
-    for i in range(1, k):
-        total = d2.sum()
-        if total <= 0:
-            cand = rng.integers(n, size=trials)
-        else:
-            cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, n - 1)
-        new = np.minimum(d2[None, :], d2_to(cand))  # (trials, n)
-        best = int(new.sum(1).argmin())
-        centers[i], d2 = Z[cand[best]], new[best]
-    return centers
 
 
 def _hdbscan(

@@ -201,6 +201,48 @@ def remove_label(db, label_id: int) -> None:
     table.delete(f"label_id = {int(label_id)}")
 
 
+def remove_labels(
+    db,
+    label_ids: list[int] | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+    source: str | None = None,
+    recording_id: int | None = None,
+) -> list[int]:
+    """Delete several labels in one commit: the given ids, or those matching every filter.
+
+    Parameters
+    ----------
+    label_ids : ids to delete (KeyError naming those that do not exist; nothing is deleted then).
+    label, kind, source, recording_id : filters, ANDed (and ANDed with ``label_ids`` if given).
+
+    Returns
+    -------
+    list of int
+        The deleted label ids, sorted.
+    """
+    if not label_ids and all(x is None for x in (label, kind, source, recording_id)):
+        raise ValueError("say which labels to remove: label ids or a filter (label, kind, ...)")
+    clauses = []
+    if label_ids:
+        clauses.append(f"label_id IN ({', '.join(str(int(i)) for i in label_ids)})")
+    for column, value in (("label", label), ("kind", kind), ("source", source)):
+        if value is not None:
+            clauses.append(f"{column} = {_sql_str(value.strip())}")
+    if recording_id is not None:
+        clauses.append(f"recording_id = {int(recording_id)}")
+    where = " AND ".join(clauses)
+    table = labels_table(db)
+    found = table.search().where(where).select(["label_id"]).limit(None).to_arrow()
+    ids = sorted(int(i) for i in found["label_id"].to_pylist())
+    missing = sorted(set(int(i) for i in label_ids or []) - set(ids))
+    if missing:
+        raise KeyError(f"no label with id {', '.join(map(str, missing))}")
+    if ids:
+        table.delete(where)
+    return ids
+
+
 def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 

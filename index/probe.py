@@ -2,10 +2,10 @@
 
 ``LinearProbe`` follows scikit-learn's estimator contract (``fit(X, y, sample_weight)``,
 ``predict_proba``, ``predict``, ``decision_function``, ``classes_``, ``coef_``, ``intercept_``)
-for binary and one-vs-rest multi-label problems. It minimises the same objective as
-``sklearn.linear_model.LogisticRegression(C=...)`` with L-BFGS, but never copies X: standardisation
-is folded into the matrix products, and ``coef_`` / ``intercept_`` are reported in the raw feature
-space so scoring an archive is one matrix product.
+for binary and one-vs-rest multi-label problems. Each label is a scikit-learn pipeline,
+``StandardScaler`` then ``LogisticRegression`` (L-BFGS), fitted with that label's sample weights;
+``coef_`` / ``intercept_`` fold the scaling back into the raw feature space, so scoring an archive
+(or a probe loaded from the probes table) is one matrix product.
 
 Cross-validation is grouped by recording: windows of one recording are strongly correlated
 (neighbouring windows, same site and background), so a split that puts them on both sides reports
@@ -23,41 +23,63 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.optimize import minimize
 from scipy.sparse import issparse
-from scipy.special import expit, log_expit
+from scipy.special import expit
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import DataConversionWarning
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from index.probe_eval import (  # noqa: F401 - evaluation names stay importable from here
+    PR_CURVE_POINTS,
+    ThresholdChoice,
+    choice_from_curve,
+    choose_threshold,
+    cross_val_scores,
+    cv_scheme,
+    evaluate,
+    fold_summary,
+    grouped_folds,
+    judge_uncertainty,
+    threshold_for_precision,
+    threshold_from_curve,
+)
+
 DEFAULT_C = 1.0  # inverse L2 strength on standardised features, as in scikit-learn
 MAX_ITER = 100  # L-BFGS iterations (scikit-learn's default)
-TOL = 1e-4  # projected-gradient tolerance (scikit-learn's default)
-MIN_STD = 1e-6  # features with a smaller standard deviation are left unscaled
-PR_CURVE_POINTS = 200  # precision/recall points kept in stored metrics
+TOL = 1e-4  # L-BFGS gradient tolerance (scikit-learn's default)
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
-    """L2-regularised logistic regression fitted with L-BFGS.
+    """L2-regularised logistic regression: one scikit-learn pipeline per label (one-vs-rest).
 
     Parameters
     ----------
     C : float
-        Inverse regularisation strength; objective ``C * sum_i w_i * logloss_i + ||coef||^2 / 2``
-        on (optionally standardised) features, like scikit-learn.
+        Inverse regularisation strength of ``LogisticRegression`` (on standardised features
+        when ``standardize``).
     class_weight : None, "balanced" or dict
-        "balanced" reweights each label so its positives and negatives carry equal total weight
-        (sample weights included, so a few weak negatives do not swamp the positives).
+        "balanced" reweights each label so its positives and negatives carry equal total weight,
+        counting sample weights (scikit-learn's own "balanced" counts rows, so a thousand weak
+        negatives of weight 0.05 would weigh as a thousand full negatives).
     standardize : bool
-        Fit on features scaled to zero mean / unit variance, weighted by the sample weights
-        (embeddings have tiny per-dimension variance, so this makes ``C`` meaningful and L-BFGS
-        converge in few iterations; a row of weight 0 changes nothing).
+        Put a ``StandardScaler`` before the regression, fitted on the rows of positive weight
+        (unweighted: a row of weight 0 changes nothing, a weak negative counts as a window of
+        the archive): embeddings have tiny per-dimension variance, which makes ``C`` meaningless
+        and L-BFGS slow on raw features.
     max_iter, tol : int, float
-        L-BFGS stopping rules.
+        L-BFGS stopping rules, passed to ``LogisticRegression``.
+
+    Attributes
+    ----------
+    estimators_ : list of sklearn.pipeline.Pipeline
+        The fitted pipeline of each label (empty for a probe rebuilt by ``from_weights``).
+    coef_ : (L, d) raw-space weights; intercept_ : (L,) raw-space biases.
     """
 
     def __init__(
@@ -76,8 +98,20 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
-        """Fit on X (n, d) and y: (n,) class labels (binary or multi-class, one-vs-rest) or a
-        (n, L) 0/1 indicator matrix (multi-label); sample_weight (n,) or (n, L)."""
+        """Fit on X (n, d) and y.
+
+        Parameters
+        ----------
+        X : (n, d) array of vectors.
+        y : (n,) class labels (binary, or multi-class fitted one-vs-rest) or an (n, L) 0/1
+            indicator matrix (multi-label).
+        sample_weight : (n,) or (n, L), optional
+            Per-row (or per-row-and-label) weights; 0 leaves a row out of that label's fit.
+
+        Returns
+        -------
+        self
+        """
         _check_C(self.C)
         X = _fit_matrix(X, y)
         T = self._targets(np.asarray(y))  # (n, L) in {0, 1}
@@ -85,20 +119,34 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if T.shape[0] != n:
             raise ValueError(f"X has {n} rows but y has {T.shape[0]}")
         W = _sample_weights(sample_weight, T.shape)
-        # weighted moments: a row of weight 0 (an unsure label) must not move the fit at all
-        mu, sd = _moments(X, W.mean(1)) if self.standardize else (np.zeros(d), np.ones(d))
         W = W * self._class_weights(T, W)
         # Matrix-vector products are memory-bound: extra BLAS threads only add wake-up latency
         # (10x slower on a busy 2-core machine), so L-BFGS runs with one.
         with threadpool_limits(limits=1, user_api="blas"):
-            coef, bias, n_iter = _lbfgs(X, T, W, mu, sd, float(self.C), self.max_iter, self.tol)
-        # Fold standardisation into raw-space weights: (x - mu) / sd @ w = x @ (w / sd) - mu @ (w / sd).
-        raw = coef / sd[:, None]  # (d, L)
-        self.coef_ = raw.T.copy()  # (L, d)
-        self.intercept_ = bias - mu @ raw  # (L,)
-        self.n_iter_ = np.array([n_iter])
+            self.estimators_ = [self._fit_one(X, T[:, j], W[:, j]) for j in range(T.shape[1])]
+        coefs, biases = zip(*(_raw_weights(p) for p in self.estimators_), strict=True)
+        self.coef_ = np.vstack(coefs)  # (L, d)
+        self.intercept_ = np.array(biases)  # (L,)
+        self.n_iter_ = np.array([int(p[-1].n_iter_[0]) for p in self.estimators_])
         self.n_features_in_ = d
         return self
+
+    def _fit_one(self, X: np.ndarray, t: np.ndarray, w: np.ndarray) -> Pipeline:
+        keep = w > 0
+        if not keep.all():  # unsure rows (weight 0) must not move even the scaler
+            X, t, w = X[keep], t[keep], w[keep]
+        reg = LogisticRegression(C=float(self.C), max_iter=self.max_iter, tol=self.tol)
+        pipe = make_pipeline(StandardScaler(), reg) if self.standardize else make_pipeline(reg)
+        # Only the regression is weighted. The scaler just conditions the problem, and the weak
+        # negatives are random windows whose moments are the archive's; its weighted fit is
+        # NaN-aware and took longer than the whole regression on 10 k x 1536.
+        fit_params = {f"{pipe.steps[-1][0]}__sample_weight": w}
+        # X was checked for NaN and infinity once (_as_matrix): no step need scan it again.
+        with warnings.catch_warnings(), config_context(assume_finite=True):
+            # The probe is judged by its cross-validated metrics, not by the optimiser's gradient
+            # norm: stopping at max_iter is expected, and a warning per fold would flood the CLI.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return pipe.fit(X, t.astype(int), **fit_params)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
@@ -159,8 +207,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return z[:, 0] if self._mode == "binary" else z
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Binary: (n, 2) [P(classes_[0]), P(classes_[1])]; multi-label: (n, L) per-label
-        probabilities; multi-class: (n, K) one-vs-rest probabilities normalised per row."""
+        """Class probabilities.
+
+        Binary: (n, 2) [P(classes_[0]), P(classes_[1])]; multi-label: (n, L) per-label
+        probabilities; multi-class: (n, K) one-vs-rest probabilities normalised per row.
+        """
         p = expit(self.decision_function(X))
         if self._mode == "binary":
             return np.column_stack([1 - p, p])
@@ -169,6 +220,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return p
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class labels (n,), or an (n, L) 0/1 matrix for multi-label probes."""
         z = self.decision_function(X)
         if self._mode == "binary":
             return self.classes_[(z > 0).astype(int)]
@@ -187,6 +239,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         probe.coef_ = np.asarray(coef, dtype=np.float64).reshape(len(intercept), -1)
         probe.intercept_ = np.asarray(intercept, dtype=np.float64)
         probe.n_features_in_ = probe.coef_.shape[1]
+        probe.estimators_ = []
         if probe.coef_.shape[0] == 1:
             probe._mode, probe.classes_ = "binary", np.array([0, 1])
         else:
@@ -194,6 +247,21 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if classes is not None:
             probe.classes_ = np.asarray(classes)
         return probe
+
+
+def _raw_weights(pipe: Pipeline) -> tuple[np.ndarray, float]:
+    """(d,) weights and bias of a fitted pipeline in raw feature space.
+
+    (x - mean) / scale @ w + b = x @ (w / scale) + (b - mean @ (w / scale)).
+    """
+    reg = pipe[-1]
+    w = reg.coef_[0].astype(np.float64)
+    b = float(reg.intercept_[0])
+    if len(pipe) == 1:
+        return w, b
+    scaler = pipe[0]
+    raw = w / scaler.scale_
+    return raw, b - float(scaler.mean_ @ raw)
 
 
 def _as_matrix(X, chunk: int = 65536) -> np.ndarray:
@@ -241,177 +309,6 @@ def _fit_matrix(X, y) -> np.ndarray:
     return X
 
 
-def _moments(X: np.ndarray, w: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std weighted by ``w`` (n,), in float64, in chunks so a float32 X is never
-    copied whole."""
-    s = np.zeros(X.shape[1])
-    ss = np.zeros(X.shape[1])
-    for i in range(0, X.shape[0], chunk):
-        block = X[i : i + chunk].astype(np.float64)
-        wb = w[i : i + chunk, None]
-        s += (wb * block).sum(0)
-        ss += (wb * block * block).sum(0)
-    mu = s / w.sum()
-    sd = np.sqrt(np.maximum(ss / w.sum() - mu * mu, 0.0))
-    return mu, np.where(sd < MIN_STD, 1.0, sd)
-
-
-def _lbfgs(X, T, W, mu, sd, C, max_iter, tol) -> tuple[np.ndarray, np.ndarray, int]:
-    """Minimise mean-weighted logloss + ||w||^2 / (2 C sum(W)) (scikit-learn's objective / C sum W).
-
-    X (n, d) raw; the standardised features are (X - mu) / sd, never materialised.
-    """
-    n, d = X.shape
-    L = T.shape[1]
-    S = W.sum(0)  # (L,) per-label weight sums
-    S = np.where(S > 0, S, 1.0)
-    inv_sd = 1.0 / sd
-    dtype = X.dtype
-
-    def fun(theta: np.ndarray):
-        w = theta[: d * L].reshape(d, L)  # (d, L) standardised-space weights
-        b = theta[d * L :]  # (L,)
-        ws = w * inv_sd[:, None]
-        z = (X @ ws.astype(dtype)).astype(np.float64) + (b - mu @ ws)  # (n, L)
-        loss = -(W * (T * log_expit(z) + (1 - T) * log_expit(-z))).sum(0) / S
-        r = W * (expit(z) - T) / S  # (n, L) gradient wrt z
-        g_raw = (X.T @ r.astype(dtype)).astype(np.float64)  # (d, L)
-        gw = (g_raw - np.outer(mu, r.sum(0))) * inv_sd[:, None] + w / (C * S)
-        gb = r.sum(0)
-        f = loss.sum() + ((w * w).sum(0) / (2 * C * S)).sum()
-        return f, np.concatenate([gw.ravel(), gb])
-
-    theta0 = np.zeros(d * L + L)
-    res = minimize(
-        fun,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-    )
-    theta = res.x
-    return theta[: d * L].reshape(d, L), theta[d * L :], int(res.nit)
-
-
-# -- evaluation --------------------------------------------------------------------------------
-def grouped_folds(
-    y: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/test index pairs with every group (recording) on one side only.
-
-    Stratified by "has a positive" so each fold sees positives when possible; the number of folds
-    is capped by the number of groups that hold positives (at least 2).
-    """
-    y = np.asarray(y)
-    strat = (y.reshape(len(y), -1) > 0).any(1).astype(int)
-    groups = np.asarray(groups)
-    n_groups = len(np.unique(groups))
-    pos_groups = len(np.unique(groups[strat == 1]))
-    k = min(n_splits, n_groups, max(pos_groups, 2))
-    if k < 2:
-        raise ValueError("cross-validation needs labelled windows from at least two recordings")
-    if pos_groups >= k and (strat == 0).any():
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), strat, groups)]
-    return list(GroupKFold(n_splits=k).split(np.zeros(len(y)), strat, groups))
-
-
-def cross_val_scores(
-    make_probe,
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    sample_weight: np.ndarray | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-) -> np.ndarray:
-    """Out-of-fold positive-class probabilities, (n,) or (n, L), from grouped K-fold CV.
-
-    A training fold that lacks one class predicts that label's weighted base rate.
-    """
-    y = np.asarray(y)
-    Y = y.reshape(len(y), -1)
-    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
-    out = np.zeros(Y.shape, dtype=np.float64)
-    for tr, te in grouped_folds(y, groups, n_splits, seed):
-        for j in range(Y.shape[1]):
-            t = Y[tr, j]
-            w = sw[tr] if sw.ndim == 1 else sw[tr, j]
-            if t.min() == t.max():
-                out[te, j] = float(t[0])
-                continue
-            out[te, j] = make_probe().fit(X[tr], t, sample_weight=w).positive_scores(X[te])
-    return out[:, 0] if y.ndim == 1 else out
-
-
-def threshold_for_precision(
-    y_true: np.ndarray, scores: np.ndarray, target: float, sample_weight: np.ndarray | None = None
-) -> tuple[float, float, float]:
-    """Lowest threshold whose precision reaches ``target`` (so recall is highest).
-
-    Returns (threshold, precision, recall). When no threshold reaches the target, the threshold
-    with the best precision is returned (its precision tells the caller it fell short).
-    """
-    precision, recall, thresholds = precision_recall_curve(
-        y_true, scores, sample_weight=sample_weight
-    )
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    ok = np.flatnonzero(precision >= target)
-    i = ok[0] if len(ok) else int(np.argmax(precision))
-    return float(thresholds[i]), float(precision[i]), float(recall[i])
-
-
-def evaluate(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    threshold: float = 0.5,
-    sample_weight: np.ndarray | None = None,
-) -> dict:
-    """Average precision, ROC-AUC and precision/recall at ``threshold`` for one binary label.
-
-    Also a down-sampled precision-recall curve so thresholds for any precision can be found later.
-    """
-    y_true = np.asarray(y_true).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y_true.sum()), int((1 - y_true).sum())
-    out = {"n_pos": n_pos, "n_neg": n_neg, "threshold": float(threshold)}
-    if n_pos == 0 or n_neg == 0:
-        return {
-            **out,
-            "average_precision": None,
-            "roc_auc": None,
-            "precision": None,
-            "recall": None,
-        }
-    pred = scores >= threshold
-    sw = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight)
-    tp = float((sw * (pred & (y_true == 1))).sum())
-    fp = float((sw * (pred & (y_true == 0))).sum())
-    fn = float((sw * (~pred & (y_true == 1))).sum())
-    precision, recall, thresholds = precision_recall_curve(y_true, scores, sample_weight=sw)
-    keep = np.unique(np.linspace(0, len(thresholds) - 1, PR_CURVE_POINTS).astype(int))
-    return {
-        **out,
-        "average_precision": float(average_precision_score(y_true, scores, sample_weight=sw)),
-        "roc_auc": float(roc_auc_score(y_true, scores, sample_weight=sw)),
-        "precision": tp / (tp + fp) if tp + fp > 0 else 1.0,
-        "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
-        "pr_curve": {
-            "threshold": thresholds[keep].round(6).tolist(),
-            "precision": precision[keep].round(6).tolist(),
-            "recall": recall[keep].round(6).tolist(),
-        },
-    }
-
-
-def threshold_from_curve(pr_curve: dict, target: float) -> float:
-    """Threshold for a target precision from a stored ``evaluate(...)["pr_curve"]``."""
-    t = np.asarray(pr_curve["threshold"])
-    p = np.asarray(pr_curve["precision"])
-    ok = np.flatnonzero(p >= target)
-    return float(t[ok[0]] if len(ok) else t[int(np.argmax(p))])
-
-
 @dataclass
 class ProbeFit:
     """A fitted probe with its cross-validated evaluation (one entry per label)."""
@@ -445,35 +342,41 @@ def fit_and_evaluate(
     precision : float, optional
         Choose each label's threshold for this precision on the out-of-fold scores; otherwise
         the threshold maximising F1.
+
+    Returns
+    -------
+    ProbeFit
+        Each label's metrics also hold the CV scheme, every test fold's recordings / positives /
+        negatives, a bootstrap interval of the average precision over recordings, whether the
+        figures are too uncertain to trust, and whether the target precision was reached.
     """
     Y = np.asarray(Y).reshape(len(X), -1)
+    groups = np.asarray(groups)
 
     def make():
         return LinearProbe(C=C, class_weight=class_weight)
 
-    oof = cross_val_scores(make, X, Y, groups, weights, n_splits, seed).reshape(Y.shape)
+    folds = grouped_folds(Y, groups, n_splits, seed)
+    oof = cross_val_scores(make, X, Y, groups, weights, folds=folds).reshape(Y.shape)
     thresholds, metrics = [], []
     for j in range(Y.shape[1]):
         labelled_only = bool((strong[:, j] & (Y[:, j] == 0)).any())
         rows = strong[:, j] if labelled_only else weights[:, j] > 0
         y, s = Y[rows, j], oof[rows, j]
-        t = _choose_threshold(y, s, precision)
-        m = evaluate(y, s, t)
-        m["eval_rows"] = "labelled" if labelled_only else "labelled+weak"
-        thresholds.append(t)
+        choice = choose_threshold(y, s, precision)
+        m = evaluate(y, s, choice.threshold)
+        m.update(
+            eval_rows="labelled" if labelled_only else "labelled+weak",
+            cv_scheme=cv_scheme(folds, Y, groups),
+            folds=fold_summary(folds, Y[:, j], groups, rows),
+            target_precision=precision,
+            target_reached=choice.reached,
+        )
+        judge_uncertainty(m, y, s, groups[rows], seed)
+        thresholds.append(choice.threshold)
         metrics.append(m)
     probe = make().fit(X, Y if Y.shape[1] > 1 else Y[:, 0], sample_weight=weights)
     return ProbeFit(probe, list(labels), thresholds, metrics)
-
-
-def _choose_threshold(y: np.ndarray, s: np.ndarray, precision: float | None) -> float:
-    if y.min() == y.max():
-        return 0.5
-    if precision is not None:
-        return threshold_for_precision(y, s, precision)[0]
-    p, r, t = precision_recall_curve(y, s)
-    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
-    return float(t[int(np.argmax(f1))])
 
 
 # -- database layer: training sets and the probes table --------------------------------------
@@ -481,6 +384,13 @@ PROBES_TABLE = "probes"
 WEAK_WEIGHT = 0.05  # sample weight of a random unlabelled window used as a negative
 WEAK_PER_LABELLED = 10  # weak negatives drawn per labelled window ...
 WEAK_MIN, WEAK_MAX = 1000, 20_000  # ... within these bounds
+MIN_POSITIVES = 2  # fewer positive windows than this: no probe (see check_enough_examples)
+MIN_NEGATIVES = 2  # ... nor with fewer negative and weak-negative windows together
+
+
+class TooFewExamples(ValueError):
+    """A label has too few positive or negative windows to train a probe on."""
+
 
 PROBES_SCHEMA = pa.schema(
     [
@@ -559,14 +469,8 @@ def training_set(
             "n_unsure": int(unsure.sum()),
             "label_ids": sorted(int(x) for x in wl["label_id"].unique()),
         }
-    lacking = [
-        lab for lab, ok in zip(labels, ((Y == 0) & (W > 0)).any(axis=0), strict=True) if not ok
-    ]
-    if lacking:  # unsure rows and zero-weight weak rows teach nothing
-        raise ValueError(
-            f"no negatives for {', '.join(lacking)}: label some negative windows "
-            "or allow weak negatives"
-        )
+    for j, name in enumerate(labels):
+        check_enough_examples(name, Y[:, j], W[:, j], strong[:, j])
     offsets = snap.offsets(ids)
     summary.update(
         weak_weight=float(weak_weight),
@@ -579,6 +483,32 @@ def training_set(
     return TrainingSet(
         ids, snap.vectors_at(offsets), Y, W, strong, snap.recording_id[offsets], summary
     )
+
+
+def check_enough_examples(label: str, y: np.ndarray, w: np.ndarray, strong: np.ndarray) -> None:
+    """Refuse, in one line that says what to label next, a label with too few examples.
+
+    A probe from one positive and no negatives still stores and scores (ROC-AUC 0.25, every
+    window flagged): below ``MIN_POSITIVES`` positives or ``MIN_NEGATIVES`` negatives and weak
+    negatives together, nothing useful can be learnt.
+    """
+    used = w > 0  # unsure rows (weight 0) teach nothing
+    n_pos = int((used & (y == 1)).sum())
+    n_neg = int((used & (y == 0) & strong).sum())
+    n_weak = int((used & (y == 0) & ~strong).sum())
+    todo = []
+    if n_pos < MIN_POSITIVES:
+        todo.append(f"{MIN_POSITIVES - n_pos} more positive window(s)")
+    if n_neg + n_weak < MIN_NEGATIVES:
+        todo.append(
+            f"{MIN_NEGATIVES - n_neg - n_weak} more negative window(s) (or allow weak negatives)"
+        )
+    if todo:
+        raise TooFewExamples(
+            f"too few examples to train {label!r}: {n_pos} positive, {n_neg} negative and "
+            f"{n_weak} weak-negative windows (a probe needs {MIN_POSITIVES} positives and "
+            f"{MIN_NEGATIVES} negatives or weak negatives); label {' and '.join(todo)} next"
+        )
 
 
 @dataclass
@@ -596,10 +526,15 @@ class ProbeRecord:
 
     def threshold_for(self, precision: float, label: int = 0) -> float:
         """Threshold reaching ``precision`` on the cross-validated precision-recall curve."""
+        return self.threshold_choice(precision, label).threshold
+
+    def threshold_choice(self, precision: float, label: int = 0) -> ThresholdChoice:
+        """Threshold for ``precision`` with the precision and recall it gives (``reached`` is
+        False, and ``note`` says so, when the cross-validated curve never gets there)."""
         curve = self.metrics[label].get("pr_curve")
         if not curve:
             raise ValueError(f"probe {self.probe_id} has no cross-validated precision-recall curve")
-        return threshold_from_curve(curve, precision)
+        return choice_from_curve(curve, precision)
 
 
 def train_probe(
@@ -618,8 +553,16 @@ def train_probe(
     """Fit a probe for ``labels`` on ``model``'s windows, cross-validate it, store it.
 
     The threshold of each label is chosen on out-of-fold scores: for ``precision`` if given,
-    else at the best F1. Cross-validation needs labelled windows in two recordings or more;
-    with fewer the probe is still fitted and stored, and its metrics say why they are missing.
+    else at the best F1 (metrics say when the target is unreachable). Cross-validation needs
+    labelled windows in two recordings or more; with fewer the probe is still fitted and stored,
+    and its metrics say why they are missing.
+
+    Raises
+    ------
+    TooFewExamples
+        A label has fewer than ``MIN_POSITIVES`` positive windows, or fewer than
+        ``MIN_NEGATIVES`` negative and weak-negative windows together: nothing is stored, and
+        the message says what to label next.
     """
     labels = [str(x).strip() for x in ([labels] if isinstance(labels, str) else labels)]
     _check_C(C)

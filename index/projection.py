@@ -19,10 +19,9 @@ UMAP method (target: 100 k windows in <= 30 s on 2 cores):
 
 On 20 Gaussian clusters of 1536-d vectors this keeps the 2-D 10-NN label agreement within 1 % of
 a full UMAP fit (benchmarks/agile_bench.py, benchmarks/RESULTS.md "Agile loop"). umap's numba
-functions are switched to on-disk caching (``Dispatcher.enable_caching``), so only the first
-process on a machine pays their compilation (~10 s); the cache lives beside umap's sources or under
-``NUMBA_CACHE_DIR`` when that is set. ``seed=None`` lets UMAP's layout use every core, at the cost of
-maps that differ slightly from run to run.
+functions compile in each new process (numba offers no public switch to cache another package's
+functions). ``seed=None`` lets UMAP's layout use every core, at the cost of maps that differ
+slightly from run to run.
 """
 
 from __future__ import annotations
@@ -53,7 +52,10 @@ METHODS = ("pca", "umap")
 
 @dataclass
 class PCA:
-    """Principal axes estimated from a sample; ``transform`` centres and projects in chunks."""
+    """A fitted PCA basis (from ``fit_pca``), kept as plain arrays so a map's cache file holds it.
+
+    ``transform`` centres and projects in chunks, so a million windows are never copied whole.
+    """
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (p, d), rows sorted by explained variance
@@ -72,25 +74,25 @@ class PCA:
 def fit_pca(X: np.ndarray, dim: int, max_rows: int = PCA_FIT_ROWS, seed: int = 0) -> PCA:
     """PCA basis of ``dim`` components from at most ``max_rows`` rows of X (n, d).
 
-    Uses the d x d covariance (cheap for d = 1536) and its eigendecomposition.
+    scikit-learn's ``PCA`` with the covariance solver (a d x d eigendecomposition, cheap for
+    d = 1536 and many rows); its sign convention (largest loading of each axis positive) keeps
+    maps from flipping between runs.
     """
+    from sklearn.decomposition import PCA as SklearnPCA
+
     n, d = X.shape
     rows = (
         np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
         if n > max_rows
         else slice(None)
     )
-    S = np.array(X[rows], dtype=np.float32)  # a copy: centred in place below
-    mean = S.mean(0, dtype=np.float64)
-    S -= mean.astype(np.float32)
-    # float32 products (2x faster than float64) then accumulate the small (d, d) result in float64.
-    cov = (S.T @ S).astype(np.float64) / max(len(S) - 1, 1)  # (d, d)
-    vals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(vals)[::-1][: min(dim, d)]
-    comps = vecs[:, order].T  # (p, d)
-    # Fix the sign of each axis so maps do not flip between runs.
-    comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])[:, None]
-    return PCA(mean, comps, np.maximum(vals[order], 0.0))
+    fitted = SklearnPCA(n_components=min(dim, d, len(X[rows])), svd_solver="covariance_eigh")
+    fitted.fit(np.asarray(X[rows]))
+    return PCA(
+        fitted.mean_.astype(np.float64),
+        fitted.components_.astype(np.float64),
+        fitted.explained_variance_.astype(np.float64),
+    )
 
 
 @dataclass
@@ -178,8 +180,8 @@ def _umap_layout(
 ) -> np.ndarray:
     """UMAP of Z (m, p) -> (m, 2) float32 over an exact FAISS k-NN graph."""
     import faiss
+    import umap
 
-    umap = _import_umap()
     k = min(n_neighbors, len(Z) - 1)
     index = faiss.IndexFlatL2(Z.shape[1])
     index.add(np.ascontiguousarray(Z, dtype=np.float32))
@@ -200,29 +202,6 @@ def _umap_layout(
         # umap warns that its own transform needs a search index; ours does not use it.
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
         return reducer.fit_transform(Z).astype(np.float32)
-
-
-def _import_umap():
-    """Import umap (heavy: numba) and turn on numba's on-disk cache for its compiled functions.
-
-    umap compiles its numba code afresh in every process (~10 s on 2 cores, more under load);
-    with caching only the first process on a machine pays it.
-    """
-    import umap
-    import umap.layouts
-    import umap.spectral
-    import umap.umap_
-    import umap.utils
-    from numba.core.registry import CPUDispatcher
-
-    for mod in (umap.umap_, umap.layouts, umap.utils, umap.spectral):
-        for obj in vars(mod).values():
-            if isinstance(obj, CPUDispatcher) and not obj.signatures:
-                try:
-                    obj.enable_caching()
-                except Exception:  # noqa: BLE001 - caching is an optimisation, never an error
-                    pass
-    return umap
 
 
 def stratified_sample(groups: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:

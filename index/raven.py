@@ -79,6 +79,7 @@ _RAVEN_HEADER = (
     "Annotation",
 )
 KINDS = ("positive", "negative", "unsure")
+SKIP = "skip"  # a row's kind meaning "not labelled" (e.g. a review candidate left undecided)
 
 
 class AnnotationError(ValueError):
@@ -109,7 +110,8 @@ def read_annotations(
     pandas.DataFrame
         Columns ``TIDY_COLUMNS``: file (base name or relative path as written), path (absolute path
         from ``Begin Path`` or None), start_s, end_s (float, seconds in that file), low_hz, high_hz
-        (float or NaN), label (str), kind ("positive" unless a ``kind`` column says otherwise), line
+        (float or NaN), label (str), kind ("positive" unless a ``kind`` column says otherwise;
+        rows of kind "skip" are left out), line
         (1-based line number of the row in the source).
 
     Raises
@@ -146,6 +148,7 @@ def read_annotations(
             continue  # blank line, common at the end of hand-edited tables
         records.append(_parse_row(row, len(header), cols, lineno, name, default_label))
     df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "selection", "view"])
+    df = df[df["kind"] != SKIP].reset_index(drop=True)  # undecided rows are not labels
     return _dedupe_views(df)
 
 
@@ -236,8 +239,8 @@ def _parse_row(row, width, cols, lineno, name, default_label) -> tuple:
     if not label:
         raise AnnotationError(f"{name}: line {lineno}: empty annotation")
     kind = (cell("kind") or "positive").lower()
-    if kind not in KINDS:
-        raise AnnotationError(f"{name}: line {lineno}: kind {kind!r} not in {KINDS}")
+    if kind not in (*KINDS, SKIP):
+        raise AnnotationError(f"{name}: line {lineno}: kind {kind!r} not in {(*KINDS, SKIP)}")
     path = cell("path") or None
     file = cell("file") or (PureWindowsPath(path).name if path else None)
     return (file, path, start, end, low, high, label, kind, lineno, cell("selection"), cell("view"))

@@ -64,6 +64,32 @@ RESULT_COLUMNS = [
 ]
 
 
+def outside_spans(spans: list[tuple[int, float | None, float | None]]) -> str | None:
+    """SQL for ``where()`` keeping windows that overlap none of ``spans``.
+
+    Parameters
+    ----------
+    spans : (recording_id, start_s, end_s) of query examples taken from the archive; a start of
+        None means the whole recording.
+
+    Returns
+    -------
+    str or None
+        None when there is no span. A query's own windows would otherwise top its results with
+        scores near 1.
+    """
+    parts = []
+    for rid, start, end in spans:
+        if start is None:
+            parts.append(f"recording_id = {int(rid)}")
+        else:
+            parts.append(
+                f"(recording_id = {int(rid)} AND start_s < {float(end)!r} "
+                f"AND end_s > {float(start)!r})"
+            )
+    return f"NOT ({' OR '.join(parts)})" if parts else None
+
+
 class SearchBuilder:
     """Chainable similarity search; nothing runs until :meth:`to_pandas`."""
 

@@ -13,38 +13,72 @@ def database_info(db) -> dict:
 
     Returns
     -------
-    dict with keys path, schema_version, created, updated, audio_roots, n_recordings (readable
-    ones), hours, n_pending (readable, not all windows committed yet), n_failed, failed (list of
-    {path, error}), sites (sorted list), date_min, date_max (ISO strings or None) and models: {name: {n_windows, n_recordings_done, dim,
-    vector_dtype, config, index (one-line description), index_state (dict)}}.
+    dict with keys path, schema_version, created, updated, audio_roots, the counts of
+    ``recording_counts``, failed (list of {path, error}) and models: {name: {n_windows,
+    n_recordings_done, dim, vector_dtype, config, index (one-line description), index_state}}.
     """
     meta = db.meta
     recs = db.recordings()
-    ok = recs[recs["status"] != STATUS_FAILED]
     failed = recs[recs["status"] == STATUS_FAILED]
-    starts = pd.to_datetime(ok["start_time"]).dropna()
     info = {
         "path": str(db.path),
         "schema_version": meta.get("schema_version"),
         "created": meta.get("created"),
         "updated": meta.get("updated"),
         "audio_roots": meta.get("audio_roots", []),
-        "n_recordings": int(len(ok)),
-        "hours": float(ok["duration_s"].fillna(0).sum() / 3600.0),
-        "n_pending": int((recs["status"] == STATUS_PENDING).sum()),
-        "n_failed": int(len(failed)),
+        **recording_counts(recs),
         "failed": [
             {"path": p, "error": e}
             for p, e in zip(failed["abs_path"], failed["error"], strict=True)
         ],
-        "sites": sorted(str(s) for s in ok["site"].dropna().unique()),
-        "date_min": starts.min().isoformat() if len(starts) else None,
-        "date_max": starts.max().isoformat() if len(starts) else None,
         "models": {},
     }
     for model in db.models():
         info["models"][model] = _model_info(db, model, meta.get("models", {}).get(model, {}))
     return info
+
+
+def recording_counts(recs: pd.DataFrame) -> dict:
+    """The archive's counts, one definition for ``chorus info`` and the Archive page.
+
+    Parameters
+    ----------
+    recs : the recordings table (``db.recordings()``).
+
+    Returns
+    -------
+    dict with n_recordings (readable: every status but failed), n_failed, n_pending (readable,
+    not all windows committed yet), hours (of readable ones), sites (sorted, readable ones),
+    n_dated (readable ones with a start time) and date_min, date_max (ISO strings over the dated
+    ones, or None).
+    """
+    status = recs["status"] if "status" in recs else pd.Series("", index=recs.index)
+    ok = recs[status != STATUS_FAILED]
+    start = ok["start_time"] if "start_time" in ok else pd.Series(dtype=object)
+    starts = pd.to_datetime(start, errors="coerce").dropna()
+    return {
+        "n_recordings": int(len(ok)),
+        "n_failed": int((status == STATUS_FAILED).sum()),
+        "n_pending": int((status == STATUS_PENDING).sum()),
+        "hours": float(ok["duration_s"].fillna(0).sum() / 3600.0) if "duration_s" in ok else 0.0,
+        "sites": sorted(str(s) for s in ok["site"].dropna().unique()) if "site" in ok else [],
+        "n_dated": int(len(starts)),
+        "date_min": starts.min().isoformat() if len(starts) else None,
+        "date_max": starts.max().isoformat() if len(starts) else None,
+    }
+
+
+def describe_dates(counts: dict) -> str:
+    """When the recordings were made, saying how many carry a date (never a range passed off as
+    the archive's when most recordings are undated)."""
+    n, dated = counts["n_recordings"], counts["n_dated"]
+    if dated == 0:
+        return "no recording dated (no start time in file names or metadata)"
+    lo, hi = (counts["date_min"].replace("T", " "), counts["date_max"].replace("T", " "))
+    span = lo if lo == hi else f"{lo} … {hi}"
+    if dated < n:
+        return f"{dated} of {n} recordings dated: {span}"
+    return f"{span} (all {n} recordings dated)"
 
 
 def _model_info(db, model: str, config: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from agile_synth import make_synth_db
@@ -35,6 +36,28 @@ def test_label_add_list_remove(synth, capsys):
     capsys.readouterr()
     assert main(["label", "--db", db, "--list", "--label", "frog"]) == 0
     assert capsys.readouterr().out.strip() == "no labels"
+
+
+def test_label_remove_takes_several_ids_or_a_filter(synth, capsys):
+    db = _db(synth)
+    for start in (0, 5, 10, 15):
+        kind = ["--negative"] if start >= 10 else []
+        assert (
+            main(
+                ["label", "--db", db, "--add", f"site0/rec00.wav@{start}-{start + 5}", "toad"]
+                + kind
+            )
+            == 0
+        )
+    ids = [int(x.split()[1].rstrip(":")) for x in capsys.readouterr().out.splitlines()]
+    assert main(["label", "--db", db, "--remove", str(ids[0]), str(ids[1])]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 2 label(s): {ids[0]}, {ids[1]}"
+    assert main(["label", "--db", db, "--remove", "--label", "toad", "--kind", "negative"]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 2 label(s): {ids[2]}, {ids[3]}"
+    assert main(["label", "--db", db, "--remove"]) == 2  # no ids, no filter: never "all"
+    assert "say which labels to remove" in capsys.readouterr().err
+    assert main(["label", "--db", db, "--remove", str(ids[0])]) == 2
+    assert f"no label with id {ids[0]}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -155,6 +178,93 @@ def test_import_train_classify_export(synth, tmp_path, capsys):
 def test_train_without_positives_exits_2(synth, capsys):
     assert main(["train", "--db", _db(synth), "--label", "unicorn"]) == 2
     assert "no 'synth' windows under a positive 'unicorn' label" in capsys.readouterr().err
+
+
+def test_train_with_one_positive_refuses_in_one_line(tmp_path, capsys):
+    synth = make_synth_db(tmp_path, n_recordings=3, windows_per_recording=10)
+    assert main(["label", "--db", _db(synth), "--add", "site0/rec00.wav@10-15", "owl"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--db", _db(synth), "--label", "owl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label 1 more positive window(s)" in err
+    assert main(["classify", "--db", _db(synth), "--probe", "1"]) == 2  # nothing was stored
+
+
+def test_classify_says_when_the_target_precision_is_unreachable(synth, capsys):
+    from index.probe import LinearProbe, ProbeRecord, store_probe
+
+    dim = synth.db.snapshot("synth").dim
+    curve = {"threshold": [0.001, 0.3], "precision": [0.2, 0.4], "recall": [1.0, 0.5]}
+    probe = LinearProbe.from_weights(np.zeros((1, dim)), np.zeros(1))
+    rec = ProbeRecord(-1, "synth", ["owl"], probe, [0.5], [{"pr_curve": curve}], {}, {})
+    probe_id = store_probe(synth.db, rec)
+    assert (
+        main(["classify", "--db", _db(synth), "--probe", str(probe_id), "--precision", "0.9"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "owl: target precision 0.9 is unreachable; the best cross-validated precision is "
+        "0.400 (recall 0.500) at threshold 0.300, which is used" in out
+    )
+
+
+def test_train_prints_folds_and_uncertainty(synth, capsys):
+    assert main(["train", "--db", _db(synth), "--label", "owl", "--precision", "0.99"]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-recording-out" in out and "recordings/positives:" in out
+    assert "AP 90% interval" in out
+
+
+def test_list_into_a_closed_pipe_is_quiet(synth, capsys, monkeypatch):
+    # `chorus label --list | head` once ended with "error: Broken pipe"
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["label", "--db", _db(synth), "--list"]) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
+def test_cluster_on_few_windows_keeps_faiss_quiet(synth, capfd):
+    # 180 windows into 50 clusters: FAISS would ask for 1950 training points on stderr
+    assert main(["cluster", "--db", _db(synth), "--k", "50"]) == 0
+    assert "training points" not in capfd.readouterr().err
+
+
+def test_review_round_trip_through_label_import(tmp_path, capsys):
+    from index.labels import add_label, list_labels
+
+    synth = make_synth_db(tmp_path, n_recordings=6, windows_per_recording=30)
+    owls = synth.truth.query("call_type == 'owl' and recording_id < 3")
+    for t in owls.itertuples():
+        add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    db = _db(synth)
+    assert main(["train", "--db", db, "--label", "owl"]) == 0
+    probe_id = int(capsys.readouterr().out.split("\nprobe ")[1].split()[0])
+    out = tmp_path / "round1.csv"
+    argv = ["review", "--db", db, "--probe", str(probe_id), "--batch", "8", "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"owl: {len(owls)} positive, 0 negative, 0 unsure labels; probe" in err
+    assert "CV AP" in err
+    round1 = pd.read_csv(out)
+    assert len(round1) == 8 and set(round1["kind"]) == {"skip"} and set(round1["label"]) == {"owl"}
+    # the reviewer decides six windows from the truth and leaves two undecided
+    truth = synth.windows.merge(synth.db.recordings()[["recording_id", "path"]])
+    owl = round1.merge(truth, on=["path", "start_s"], how="left")["call_type"].eq("owl")
+    round1["kind"] = owl.map({True: "positive", False: "negative"})
+    round1.loc[6:, "kind"] = "skip"
+    round1.to_csv(out, index=False)
+    before = len(list_labels(synth.db, label="owl"))
+    assert main(["label", "--db", db, "--import", str(out)]) == 0
+    assert len(list_labels(synth.db, label="owl")) == before + 6
+    assert main(["train", "--db", db, "--label", "owl"]) == 0
+    assert main(["review", "--db", db, "--probe", str(probe_id), "--batch", "0"]) == 2
 
 
 def test_cluster_prints_clusters(synth, tmp_path, capsys):

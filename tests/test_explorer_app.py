@@ -101,12 +101,13 @@ def test_fixture_database_has_windows_and_a_failed_file(fixture_db):
 
 def test_archive_page_counts(app):
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Recordings"] == "7"
+    assert metrics["Recordings"] == "6"  # readable ones, as `chorus info` counts them
     assert metrics["Sites"] == "3"
     assert metrics["Failed files"] == "1"
     assert metrics["Hours"] == f"{6 * DURATION_S / 3600:.1f}"
     failed = [df.value for df in app.dataframe if "error" in df.value.columns]
     assert failed and "broken" in failed[0]["path"].iloc[0]
+    assert any("(all 6 recordings dated)" in m.value for m in app.markdown)
 
 
 def test_search_by_span_returns_results_and_label_click_stores_label(app, fixture_db):
@@ -127,9 +128,9 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     hits = at.session_state["hits"]
     assert len(hits) == 6
     assert hits["score"].is_monotonic_decreasing
-    # the query window itself comes first; most other top hits hold a planted sweep
-    top = hits.iloc[0]
-    assert top["path"] == call["file"] and top["start_s"] == slot * 5.0
+    # the query window itself is left out (it scored ~1.0); the top hits hold planted sweeps
+    own = (hits["path"] == call["file"]) & (hits["start_s"] == slot * 5.0)
+    assert not own.any()
     sweeps = truth[truth["call"] == "sweep"]
     holds = [
         (
@@ -151,6 +152,11 @@ def test_search_by_span_returns_results_and_label_click_stores_label(app, fixtur
     row = labels[labels["label"] == "sweep"].iloc[-1]
     assert row["kind"] == "positive"
     assert row["start_s"] == hits.iloc[1]["start_s"] and row["end_s"] == hits.iloc[1]["end_s"]
+    # asked for, the query's own window comes first
+    at.checkbox(key="f_keep_own").check()
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    top = at.session_state["hits"].iloc[0]
+    assert top["path"] == call["file"] and top["start_s"] == slot * 5.0
 
 
 def _wav_bytes(x: np.ndarray, sr: int = SR) -> bytes:
@@ -366,6 +372,19 @@ def test_classify_page_trains_probe_reports_metrics_and_exports(app, fixture_db)
 
     names = [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
     assert "hoot" in names
+
+
+def test_classify_page_shows_why_instead_of_a_probe_when_examples_are_too_few(app, fixture_db):
+    db_path, truth = fixture_db
+    one = truth[truth["call"] == "sweep"].iloc[:1].assign(call="chirp")
+    _label_calls(db_path, one, "chirp")
+    at = _page(app, "classify")
+    at.selectbox(key="cls_label").set_value("chirp")
+    at.button(key="FormSubmitter:train_form-Train probe").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "too few examples to train 'chirp'" in at.error[0].value
+    assert "label 1 more positive window(s)" in at.error[0].value
+    assert "probe_id" not in at.session_state and not at.metric  # no probe shown
 
 
 def test_app_without_a_database_says_so(tmp_path, monkeypatch):

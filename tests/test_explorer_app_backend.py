@@ -202,3 +202,36 @@ def test_the_cache_version_follows_recordings_too(tmp_path):
     rec = synth.db.recording(0)
     synth.db.upsert_recording(rec["audio_root"], rec["path"], site="RENAMED")
     assert backend.table_version(synth.db, MODEL) != before  # maps and cards show the new site
+
+
+def test_classify_page_notes_say_when_the_target_is_unreachable_or_too_uncertain():
+    m = {"threshold": 0.2, "precision": 0.667, "recall": 0.5, "target_precision": 0.9}
+    notes = backend.metric_notes(
+        "owl",
+        {
+            **m,
+            "target_reached": False,
+            "uncertain": True,
+            "why_uncertain": "positives in only 2 recording(s)",
+        },
+    )
+    assert notes[0].startswith("owl: target precision 0.9 is unreachable; the best")
+    assert "0.667" in notes[0] and "threshold 0.200" in notes[0]
+    assert "too uncertain to trust (positives in only 2 recording(s))" in notes[1]
+    assert backend.metric_notes("owl", {**m, "target_reached": True, "uncertain": False}) == []
+    assert backend.metric_notes("owl", {}) == []  # probes stored before these fields
+
+
+def test_search_leaves_out_the_query_spans_own_windows_unless_asked(tmp_path):
+    from agile_synth import MODEL, make_synth_db
+
+    synth = make_synth_db(tmp_path, n_recordings=3, windows_per_recording=10)
+    w = synth.windows.iloc[4]
+    _, vec = synth.db.vectors(MODEL, np.array([w.window_id]))
+    q = backend.Query("positive", "x", vec[0], (int(w.recording_id), w.start_s + 1, w.end_s - 1))
+    hits = backend.run_search(synth.db, MODEL, [q], k=5)
+    assert w.window_id not in hits["window_id"].tolist()
+    kept = backend.run_search(synth.db, MODEL, [q], k=5, include_query=True)
+    assert kept["window_id"].iloc[0] == w.window_id
+    site = backend.run_search(synth.db, MODEL, [q], k=5, where="site = 'S0'")
+    assert w.window_id not in site["window_id"].tolist() and (site["site"] == "S0").all()

@@ -44,11 +44,24 @@ def test_embed_prints_summary(archive, tmp_path, capsys):
 
 def test_search_finds_the_whistle_windows(db, archive, capsys):
     q = f"{archive / 'A' / 'A_20240610_050000.wav'}@10-11"
-    assert main(["search", "--db", str(db), "--query", q, "-k", "4", "--format", "json"]) == 0
+    assert main(["search", "--db", str(db), "--query", q, "-k", "3", "--format", "json"]) == 0
     hits = json.loads(capsys.readouterr().out)
-    assert len(hits) == 4
+    assert len(hits) == 3
     assert all(h["start_s"] == 10.0 for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
+    # the query's own window (score ~1) is left out unless asked for
+    assert "A/A_20240610_050000.wav" not in [h["path"] for h in hits]
+    argv = ["search", "--db", str(db), "--query", q, "-k", "4", "--format", "json"]
+    assert main(argv + ["--include-query"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == "A/A_20240610_050000.wav" and hits[0]["score"] > 0.95
+
+
+def test_search_takes_the_archive_relative_paths_it_prints(db, capsys):
+    q = "A/A_20240610_050000.wav@10-11"  # as `chorus search` and `chorus label --list` print
+    assert main(["search", "--db", str(db), "--query", q, "-k", "3", "--format", "json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["start_s"] for h in hits] == [10.0] * 3
 
 
 def test_search_where_and_per_recording(db, archive, capsys):
@@ -254,7 +267,10 @@ def test_two_models_in_one_database(tmp_path, capsys):
     q = f"{small / 'a.wav'}@0-5"
     for model in ("spectral", "perch"):
         assert (
-            main(["search", "--db", str(db), "--model", model, "--query", q, "--format", "json"])
+            main(
+                ["search", "--db", str(db), "--model", model, "--query", q]
+                + ["--format", "json", "--include-query"]
+            )
             == 0
         )
         hits = json.loads(capsys.readouterr().out)

@@ -197,6 +197,14 @@ def test_cluster_counts_by_site_and_hour():
         plots.cluster_counts(pts.drop(columns="cluster"))
 
 
+def test_cluster_counts_by_hour_keeps_undated_windows_in_their_own_bucket():
+    # one dated recording among undated ones once drew a lone hour column and lost the rest
+    a = pd.DataFrame({"cluster": [0, 0, 1, 1, 1], "hour": [5.0, np.nan, np.nan, 23.0, np.nan]})
+    (heat,) = plots.cluster_counts(a, by="hour").data
+    assert list(heat.x) == ["5", "23", "undated"]
+    assert np.asarray(heat.z).tolist() == [[1, 0, 1], [0, 1, 2]]
+
+
 def test_score_histogram_marks_threshold():
     fig = plots.score_histogram(np.linspace(0, 1, 100), threshold=0.7)
     assert fig.layout.shapes[0].x0 == 0.7

@@ -58,6 +58,23 @@ def test_train_probe_metrics_and_storage(trained):
         load_probe(synth.db, 99)
 
 
+def test_a_stored_raw_space_probe_loads_and_scores_the_same(trained):
+    # Probes stored before LinearProbe wrapped scikit-learn hold raw-space weights and biases
+    # only: they must load and score as sigmoid(x @ w + b), with no fitted pipeline behind them.
+    from index.probe import LinearProbe, ProbeRecord, store_probe
+
+    synth, rec = trained
+    rng = np.random.default_rng(5)
+    w, b = rng.normal(size=(1, rec.probe.n_features_in_)).astype(np.float32), np.array([-0.3])
+    old = ProbeRecord(-1, MODEL, ["owl"], LinearProbe.from_weights(w, b), [0.5], [{}], {}, {})
+    back = load_probe(synth.db, store_probe(synth.db, old))
+    meta, scores = score_windows(synth.db, MODEL, back.probe.coef_, back.probe.intercept_)
+    _, X = synth.db.vectors(MODEL, meta["window_id"].to_numpy())
+    expected = 1 / (1 + np.exp(-(X.astype(np.float64) @ w[0].astype(np.float64) + b[0])))
+    np.testing.assert_allclose(scores[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(back.probe.predict_proba(X)[:, 1], expected, atol=1e-6)
+
+
 def test_score_windows_matches_numpy_reference(trained):
     synth, rec = trained
     meta, scores = score_windows(
@@ -153,6 +170,11 @@ def test_review_queues_exclude_labelled_windows(trained):
     assert (got == "owl").mean() >= 0.75  # the unlabelled owls of recordings 4-7 come first
     unc = review_queue(synth.db, rec.probe_id, "uncertain", n=8)
     assert np.abs(unc["score"] - rec.thresholds[0]).is_monotonic_increasing
+    margin = review_queue(synth.db, rec.probe_id, "margin", n=8)
+    assert margin["window_id"].tolist() == unc["window_id"].tolist()
+    # diverse picks spread over the likely positives, not over the near-zero background
+    div = review_queue(synth.db, rec.probe_id, "diverse", n=4)
+    assert (div["score"] >= rec.thresholds[0]).all()
     with pytest.raises(ValueError, match="unknown review strategy"):
         review_queue(synth.db, rec.probe_id, "random")
 
@@ -163,8 +185,61 @@ def test_unsure_labels_are_not_negatives(tmp_path):
         add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
     w = synth.windows.query("call_type == ''").iloc[0]
     add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl", kind="unsure")
-    with pytest.raises(ValueError, match="no negatives for owl"):
+    with pytest.raises(ValueError, match="0 negative and 0 weak-negative windows"):
         train_probe(synth.db, MODEL, "owl", weak_weight=0.0, store=False)
     add_label(synth.db, int(w.recording_id), w.start_s, w.end_s, "owl", kind="negative")
+    w2 = synth.windows.query("call_type == ''").iloc[5]
+    add_label(synth.db, int(w2.recording_id), w2.start_s, w2.end_s, "owl", kind="negative")
     rec = train_probe(synth.db, MODEL, " owl ", weak_weight=0.0, store=False)
-    assert rec.labels == ["owl"] and rec.training["owl"]["n_negative"] == 1
+    assert rec.labels == ["owl"] and rec.training["owl"]["n_negative"] == 2
+
+
+def test_too_few_examples_are_refused_with_what_to_label_next(tmp_path):
+    # one positive and nothing else once stored a probe that flagged every window
+    from index.probe import TooFewExamples
+
+    synth = make_synth_db(tmp_path, n_recordings=4, windows_per_recording=20)
+    owls = synth.truth.query("call_type == 'owl'")
+    t = owls.iloc[0]
+    add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    with pytest.raises(TooFewExamples, match=r"1 positive, 0 negative .* label 1 more positive"):
+        train_probe(synth.db, MODEL, "owl")
+    t = owls.iloc[1]
+    add_label(synth.db, int(t.recording_id), t.start_s, t.end_s, "owl")
+    empty = synth.windows.query("call_type == ''").iloc[0]
+    add_label(synth.db, int(empty.recording_id), empty.start_s, empty.end_s, "owl", "negative")
+    with pytest.raises(TooFewExamples, match=r"label 1 more negative window\(s\) \(or allow weak"):
+        train_probe(synth.db, MODEL, "owl", weak_weight=0.0)
+    assert list_probes(synth.db).empty  # nothing stored
+    rec = train_probe(synth.db, MODEL, "owl")  # weak negatives make up the negatives
+    assert rec.training["n_weak"] >= 2
+
+
+def test_unreachable_target_precision_is_reported_not_hidden(trained):
+    # a probe whose cross-validated precision never passes 0.6: a 0.9 target must say so
+    from index.classify import choose_thresholds
+    from index.probe import LinearProbe, ProbeRecord, store_probe
+
+    synth, rec = trained
+    curve = {"threshold": [0.001, 0.2, 0.7], "precision": [0.1, 0.6, 0.5], "recall": [1, 0.6, 0.1]}
+    weak = ProbeRecord(
+        -1,
+        MODEL,
+        ["owl"],
+        LinearProbe.from_weights(rec.probe.coef_, rec.probe.intercept_),
+        [0.5],
+        [{"pr_curve": curve}],
+        {},
+        {},
+    )
+    back = load_probe(synth.db, store_probe(synth.db, weak))
+    [choice] = choose_thresholds(back, precision=0.9)
+    assert not choice.reached
+    assert (choice.threshold, choice.precision, choice.recall) == (0.2, 0.6, 0.6)
+    assert choice.note("owl") == (
+        "owl: target precision 0.9 is unreachable; the best cross-validated precision is "
+        "0.600 (recall 0.600) at threshold 0.200, which is used"
+    )
+    [ok] = choose_thresholds(back, precision=0.55)
+    assert ok.reached and ok.note("owl") is None and ok.threshold == 0.2
+    assert choose_thresholds(back, threshold=0.3)[0].reached

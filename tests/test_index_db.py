@@ -267,6 +267,24 @@ def test_info_summary(db, tmp_path):
     assert db.info()["models"]["m"]["index"] == "Flat over 7 windows, stale (+1 new, -0 deleted)"
 
 
+def test_undated_recordings_are_counted_not_hidden_behind_a_range(tmp_path):
+    from index.summary import describe_dates, recording_counts
+
+    db = index.connect(tmp_path / "undated.chorus")
+
+    db.upsert_recording(tmp_path / "audio", "a.wav", start_time="2025-02-22 06:00:00")
+    for name in ("b.wav", "c.wav"):
+        db.upsert_recording(tmp_path / "audio", name)
+    db.mark_failed(tmp_path / "audio", "bad.wav", "cannot decode")
+    counts = recording_counts(db.recordings())
+    assert (counts["n_recordings"], counts["n_failed"], counts["n_dated"]) == (3, 1, 1)
+    assert describe_dates(counts) == "1 of 3 recordings dated: 2025-02-22 06:00:00"
+    info = db.info()
+    assert {k: info[k] for k in counts} == counts  # `chorus info` uses the same definition
+    assert describe_dates({**counts, "n_dated": 0}).startswith("no recording dated")
+    assert describe_dates({**counts, "n_recordings": 1}).endswith("(all 1 recordings dated)")
+
+
 def test_index_package_does_not_import_torch():
     code = "import sys, index; assert 'torch' not in sys.modules and 'embedder' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,32 +32,35 @@ def table_version(db, model: str) -> str:
 
 @dataclass
 class ArchiveSummary:
-    recordings: pd.DataFrame  # one row per recording
-    n_recordings: int
+    recordings: pd.DataFrame  # one row per recording, failed ones included
+    n_recordings: int  # readable recordings (index.summary.recording_counts, as `chorus info`)
     n_failed: int
-    hours: float  # total duration of decodable recordings (h)
+    hours: float  # total duration of readable recordings (h)
     sites: list[str]
-    first: pd.Timestamp | None
+    first: pd.Timestamp | None  # earliest start time among the dated recordings
     last: pd.Timestamp | None
     windows: dict[str, int]  # model -> committed windows
+    n_dated: int = 0  # readable recordings with a start time
+    dates: str = ""  # e.g. "1 of 98 recordings dated: 2025-02-22 06:00:00"
 
 
 def archive_summary(db) -> ArchiveSummary:
     """Counts shown on the Archive page (cheap: one scan of the recordings table)."""
+    from index.summary import describe_dates, recording_counts
+
     rec = db.recordings()
-    ok = rec[rec["status"] != "failed"] if "status" in rec else rec
-    times = pd.to_datetime(rec["start_time"], errors="coerce") if "start_time" in rec else None
-    sites = sorted(str(s) for s in rec["site"].dropna().unique()) if "site" in rec else []
-    windows = {m: int(db.windows(m).count_rows()) for m in model_names(db)}
+    counts = recording_counts(rec)
     return ArchiveSummary(
         recordings=rec,
-        n_recordings=len(rec),
-        n_failed=int(len(rec) - len(ok)),
-        hours=float(ok["duration_s"].fillna(0).sum() / 3600.0) if "duration_s" in ok else 0.0,
-        sites=sites,
-        first=None if times is None or times.isna().all() else times.min(),
-        last=None if times is None or times.isna().all() else times.max(),
-        windows=windows,
+        n_recordings=counts["n_recordings"],
+        n_failed=counts["n_failed"],
+        hours=counts["hours"],
+        sites=counts["sites"],
+        first=pd.Timestamp(counts["date_min"]) if counts["date_min"] else None,
+        last=pd.Timestamp(counts["date_max"]) if counts["date_max"] else None,
+        windows={m: int(db.windows(m).count_rows()) for m in model_names(db)},
+        n_dated=counts["n_dated"],
+        dates=describe_dates(counts),
     )
 
 
@@ -154,6 +157,7 @@ class Query:
     kind: str  # "positive" | "negative"
     source: str  # e.g. "upload: call.wav" or "rec.wav @ 12.0-17.0 s"
     vector: np.ndarray  # (dim,)
+    span: tuple[int, float, float] | None = None  # (recording_id, start_s, end_s) if archived
 
 
 def embed_query(db, model: str, path, start_s: float | None = None, end_s: float | None = None):
@@ -170,8 +174,14 @@ def run_search(
     k: int = 20,
     where: str | None = None,
     per_recording: int | None = None,
+    include_query: bool = False,
 ) -> pd.DataFrame:
-    """Search with the positive queries (and negatives); hits best first, with hour and date."""
+    """Search with the positive queries (and negatives); hits best first, with hour and date.
+
+    Windows overlapping a query's span of an archived recording are left out unless
+    ``include_query`` (they would top the results with scores near 1)."""
+    from index.search import outside_spans
+
     pos = [q.vector for q in queries if q.kind == "positive"]
     neg = [q.vector for q in queries if q.kind == "negative"]
     if not pos:
@@ -179,6 +189,8 @@ def run_search(
     builder = db.search(model, np.stack(pos).astype(np.float32))  # (P, dim)
     if neg:
         builder = builder.negatives(np.stack(neg).astype(np.float32))  # (N, dim)
+    own = None if include_query else outside_spans([q.span for q in queries if q.span])
+    where = " AND ".join(f"({w})" for w in (where, own) if w)
     if where:
         builder = builder.where(where)
     if per_recording:
@@ -246,6 +258,27 @@ def train_probe(db, model: str, label: str, weak_weight: float, precision: float
     from index.probe import train_probe as train
 
     return train(db, model, label, weak_weight=weak_weight, precision=precision).probe_id
+
+
+def metric_notes(label: str, metrics: dict) -> list[str]:
+    """Warnings for the Classify page: an unreachable target precision, folds too uncertain to
+    trust (the same lines ``chorus train`` prints)."""
+    from index.probe_eval import target_note
+
+    notes = [target_note(label, metrics)]
+    if metrics.get("uncertain"):
+        notes.append(
+            f"These cross-validated figures are too uncertain to trust "
+            f"({metrics.get('why_uncertain')}): label windows in more recordings."
+        )
+    return [n for n in notes if n]
+
+
+def cv_line(metrics: dict) -> str | None:
+    """The scheme and each fold's recordings/positives (None for probes stored without them)."""
+    from index.probe_eval import describe_cv
+
+    return describe_cv(metrics)
 
 
 def probe_info(db, probe_id: int) -> dict:

@@ -140,8 +140,8 @@ def queries() -> list[backend.Query]:
     return st.session_state.setdefault("queries", [])
 
 
-def add_query(kind: str, source: str, vector: np.ndarray) -> None:
-    queries().append(backend.Query(kind, source, np.asarray(vector, np.float32)))
+def add_query(kind: str, source: str, vector: np.ndarray, span=None) -> None:
+    queries().append(backend.Query(kind, source, np.asarray(vector, np.float32), span))
     st.session_state.pop("hits", None)
 
 
@@ -176,7 +176,10 @@ def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, k
     """Embed a span of a registered recording and add it to the queries."""
     p = audio_access.safe_path(abs_path, roots())
     vec = backend.embed_query(db(), require_model(), p, start_s, end_s)
-    add_query(kind, f"{rel_path} @ {start_s:.1f}–{end_s:.1f} s", vec)
+    recs = db().recordings()
+    rid = recs.loc[recs["abs_path"] == abs_path, "recording_id"]
+    span = (int(rid.iloc[0]), float(start_s), float(end_s)) if len(rid) else None
+    add_query(kind, f"{rel_path} @ {start_s:.1f}–{end_s:.1f} s", vec, span)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

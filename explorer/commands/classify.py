@@ -27,6 +27,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def threshold_notes(db, probe_id: int, threshold, precision) -> list[str]:
+    """Lines saying which target precisions no threshold reaches, and what is used instead."""
+    from index.classify import choose_thresholds
+    from index.probe import load_probe
+
+    rec = load_probe(db, probe_id)
+    choices = choose_thresholds(rec, threshold, precision)
+    return [c.note(name) for name, c in zip(rec.labels, choices, strict=True) if not c.reached]
+
+
 def torch_scorer(device: str):
     """A GPU matmul scorer if torch with CUDA is importable (and wanted), else None (NumPy)."""
     if device == "cpu":
@@ -80,6 +90,8 @@ def run(args) -> int:
         else:
             table = det.assign(file=det["path"].str.rsplit("/", n=1).str[-1], path=det["abs_path"])
             write_selection_table(table, out, extra=("score",))
+    for line in threshold_notes(db, args.probe, args.threshold, args.precision):
+        print(line)
     thresholds = ", ".join(f"{t:.3f}" for t in det["threshold"].unique()) if len(det) else "-"
     print(
         f"{len(det)} detections in {det['recording_id'].nunique()} recordings "

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
 
 def format_info(info: dict) -> str:
     """Human-readable lines for :meth:`index.Database.info`'s summary."""
+    from index.summary import describe_dates
+
     lines = [
         f"database    {info['path']}",
         f"recordings  {info['n_recordings']} ({info['hours']:.2f} h), {info['n_failed']} failed"
@@ -28,7 +30,7 @@ def format_info(info: dict) -> str:
             else ""
         ),
         f"sites       {', '.join(map(str, info['sites'])) or '-'}",
-        f"dates       {info['date_min'] or '-'} … {info['date_max'] or '-'}",
+        f"dates       {describe_dates(info)}",
     ]
     for name, m in info["models"].items():
         lines.append(

@@ -30,16 +30,34 @@ def add_parser(sub) -> None:
         "--import", dest="import_", metavar="TABLE", help="Raven selection table or CSV"
     )
     action.add_argument("--list", action="store_true", help="print labels")
-    action.add_argument("--remove", type=int, metavar="ID", help="delete the label with this id")
+    action.add_argument(
+        "--remove",
+        type=int,
+        nargs="*",
+        metavar="ID",
+        help="delete labels: these ids, or (with no ids) those matching --label/--kind/--source/"
+        "--file",
+    )
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--negative", action="store_true", help="the span does NOT hold LABEL")
     kind.add_argument("--unsure", action="store_true", help="the span may hold LABEL")
     p.add_argument("--low-hz", type=float, default=None, help="lower frequency bound (--add)")
     p.add_argument("--high-hz", type=float, default=None, help="upper frequency bound (--add)")
-    p.add_argument("--label", default=None, help="only this label (--list)")
+    p.add_argument("--label", default=None, help="only this label (--list, --remove)")
+    p.add_argument(
+        "--kind",
+        default=None,
+        choices=["positive", "negative", "unsure"],
+        help="only this kind (--list, --remove)",
+    )
+    p.add_argument("--file", default=None, help="only this recording (--list, --remove)")
     p.add_argument("--label-column", default=None, help="annotation column name (--import)")
     p.add_argument("--default-label", default=None, help="label for rows without one (--import)")
-    p.add_argument("--source", default=None, help='who labels, default "user:<login>"')
+    p.add_argument(
+        "--source",
+        default=None,
+        help='who labels, default "user:<login>" (--add, --import); a filter with --remove',
+    )
     p.add_argument("--format", default="table", choices=["table", "csv"], help="--list output")
     p.set_defaults(func=run)
 
@@ -80,10 +98,14 @@ def run(args) -> int:
             )
             print(f"imported {len(ids)} labels from {args.import_}")
         elif args.remove is not None:
-            L.remove_label(db, args.remove)
-            print(f"removed label {args.remove}")
+            rec = L.resolve_recording(db, args.file) if args.file else None
+            ids = L.remove_labels(db, args.remove, args.label, args.kind, args.source, rec)
+            shown = ", ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else "")
+            print(f"removed {len(ids)} label(s)" + (f": {shown}" if ids else ""))
         else:
-            df = L.list_labels(db, label=args.label)[LIST_COLUMNS]
+            rec = L.resolve_recording(db, args.file) if args.file else None
+            df = L.list_labels(db, label=args.label, kind=args.kind, recording_id=rec)
+            df = df[LIST_COLUMNS]
             if args.format == "csv":
                 df.to_csv(sys.stdout, index=False)
             elif df.empty:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,11 @@ def add_parser(sub) -> None:
         help="keep the best N hits per recording",
     )
     p.add_argument("--exact", action="store_true", help="bypass the ANN index")
+    p.add_argument(
+        "--include-query",
+        action="store_true",
+        help="keep windows that overlap a query span (left out by default: they score ~1.0)",
+    )
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.set_defaults(func=run)
 
@@ -61,16 +67,34 @@ def pick_model(db, name: str | None) -> str:
     return name
 
 
-def embed_spans(db, model: str, texts: list[str]) -> np.ndarray:
-    """Embed ``FILE[@S-E]`` arguments → (n, dim)."""
+def resolve_span(db, text: str):
+    """``FILE[@S-E]`` as (Span with an absolute path, recording_id or None).
+
+    FILE may be any path ``chorus label --add`` takes: absolute, relative to the current folder
+    or to an audio root (the form ``chorus search`` prints), or a unique file name.
+    """
+    from index.labels import resolve_recording
+
+    span = parse_span(text)
+    try:
+        rid = resolve_recording(db, span.path)
+    except KeyError:
+        rid = None
+    if not span.path.is_file() and rid is not None:
+        abs_path = db.recordings().set_index("recording_id").loc[rid, "abs_path"]
+        span = type(span)(Path(abs_path), span.start_s, span.end_s)
+    if not span.path.is_file():
+        raise CLIError(f"query file not found: {span.path}")
+    return span, rid
+
+
+def embed_spans(db, model: str, spans) -> np.ndarray:
+    """Embed resolved spans (see ``resolve_span``) → (n, dim)."""
     from embedder.audio import AudioError
     from explorer.ingest import IngestError, embed_span
 
     out = []
-    for text in texts:
-        span = parse_span(text)
-        if not span.path.is_file():
-            raise CLIError(f"query file not found: {span.path}")
+    for span in spans:
         try:
             out.append(embed_span(db, model, span.path, span.start_s, span.end_s))
         except (AudioError, IngestError) as err:
@@ -80,6 +104,7 @@ def embed_spans(db, model: str, texts: list[str]) -> np.ndarray:
 
 def run(args) -> int:
     import index
+    from index.search import outside_spans
 
     if args.k < 1:
         raise CLIError("-k must be >= 1")
@@ -87,11 +112,16 @@ def run(args) -> int:
         raise CLIError("--per-recording must be >= 1")
     db = index.connect(require_db(args.db))
     model = pick_model(db, args.model)
-    builder = db.search(model, embed_spans(db, model, args.query))
+    queries = [resolve_span(db, q) for q in args.query]
+    builder = db.search(model, embed_spans(db, model, [span for span, _ in queries]))
     if args.negative:
-        builder = builder.negatives(embed_spans(db, model, args.negative))
-    if args.where:
-        builder = builder.where(args.where)
+        negatives = [resolve_span(db, q)[0] for q in args.negative]
+        builder = builder.negatives(embed_spans(db, model, negatives))
+    own = [(rid, span.start_s, span.end_s) for span, rid in queries if rid is not None]
+    skip = None if args.include_query else outside_spans(own)
+    where = " AND ".join(f"({w})" for w in (args.where, skip) if w)
+    if where:
+        builder = builder.where(where)
     if args.per_recording is not None:
         builder = builder.per_recording(args.per_recording)
     if args.exact:

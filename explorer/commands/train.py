@@ -64,7 +64,10 @@ def run(args) -> int:
 
 
 def format_metrics(rec) -> str:
-    """One line per label: counts and cross-validated metrics."""
+    """Per label: counts and cross-validated metrics, then how the folds looked and whether the
+    figures (and the target precision) hold."""
+    from index.probe_eval import describe_cv, target_note
+
     lines = []
     for name, m in zip(rec.labels, rec.metrics, strict=True):
         t = rec.training.get(name, {})
@@ -84,4 +87,5 @@ def format_metrics(rec) -> str:
             f"ROC-AUC {fmt(m['roc_auc'])}, at threshold {m['threshold']:.3f}: precision "
             f"{fmt(m['precision'])}, recall {fmt(m['recall'])}"
         )
+        lines += [f"  {x}" for x in (describe_cv(m), target_note(name, m)) if x]
     return "\n".join(lines)

@@ -8,14 +8,11 @@ st.title("Archive")
 s = state.archive_summary(state.db_path())
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Recordings", f"{s.n_recordings:,}")
+c1.metric("Recordings", f"{s.n_recordings:,}", help="readable recordings, as `chorus info`")
 c2.metric("Hours", f"{s.hours:,.1f}")
 c3.metric("Sites", len(s.sites))
 c4.metric("Failed files", s.n_failed)
-if s.first is not None:
-    st.write(f"Recorded from **{s.first:%Y-%m-%d %H:%M}** to **{s.last:%Y-%m-%d %H:%M}**.")
-else:
-    st.write("No recording start times (none could be parsed from file names).")
+st.write(f"Dates: {s.dates}.")
 if s.sites:
     st.write("Sites: " + ", ".join(f"`{x}`" for x in s.sites))
 

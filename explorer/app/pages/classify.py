@@ -32,7 +32,10 @@ with st.form("train_form"):
         try:
             st.session_state["probe_id"] = state.train_probe(model, label, weak, target)
         except ValueError as err:
+            # the message instead of a probe: an older probe below would read as this one's
+            st.session_state.pop("probe_id", None)
             st.error(f"Cannot train a probe for '{label}': {err}")
+            st.stop()
 
 probe_id = state.current_probe(model)
 if probe_id is None:
@@ -49,10 +52,13 @@ k3.metric("Precision @ threshold", backend.fmt_metric(m.get("precision")))
 k4.metric("Recall @ threshold", backend.fmt_metric(m.get("recall")))
 st.caption(
     f"{m.get('n_pos', 0)} positive and {m.get('n_neg', 0)} negative windows; threshold "
-    f"{info['threshold']:.3f}. Cross-validation is grouped by recording."
+    f"{info['threshold']:.3f}. Cross-validation is grouped by recording"
+    + (f": {backend.cv_line(m)}." if backend.cv_line(m) else ".")
 )
 if m.get("cv_error"):
     st.warning(f"No cross-validated metrics: {m['cv_error']}. Label windows in more recordings.")
+for note in backend.metric_notes(info["label"], m):
+    st.warning(note)
 curve = m.get("pr_curve")
 if curve:
     st.plotly_chart(

@@ -96,13 +96,19 @@ with st.form("search_form"):
     g1, g2 = st.columns(2)
     k = g1.number_input("Results", 1, 200, 12, key="f_k")
     per_rec = g2.number_input("At most per recording (0 = no limit)", 0, 50, 0, key="f_per_rec")
+    keep_own = st.checkbox(
+        "Keep the query's own windows",
+        False,
+        key="f_keep_own",
+        help="Windows overlapping a query span score ~1.0 and are left out by default.",
+    )
     go = st.form_submit_button("Search", type="primary", disabled=not queries)
 
 if go:
     where = backend.time_filter(sites, dates, hours, all_dates)
     try:
         st.session_state["hits"] = backend.run_search(
-            db, model, queries, int(k), where, int(per_rec) or None
+            db, model, queries, int(k), where, int(per_rec) or None, keep_own
         )
     except ValueError as err:
         st.error(str(err))
