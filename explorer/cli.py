@@ -24,6 +24,8 @@ COMMANDS = (
     "cluster",
     "export",
     "info",
+    "check",
+    "roots",
     "models",
     "explore",
     "demo",
@@ -71,9 +73,26 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"chorus {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except (RuntimeError, ValueError) as err:
+        line = _damage_line(err)
+        if line is None:
+            raise
+        print(f"chorus {args.command}: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"chorus {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _damage_line(err: Exception) -> str | None:
+    """One line for a damaged database (None: not that kind of error, let it surface)."""
+    db_errors = sys.modules.get("index.db")  # loaded whenever one of its errors was raised
+    if db_errors is not None and isinstance(err, db_errors.DatabaseError):
+        return str(err)
+    text = str(err).splitlines()[0] if str(err) else ""
+    if text.startswith("lance error") or "was not found" in text and "Table" in text:
+        return f"the database is damaged ({text[:160]}): see `chorus check --db DB`"
+    return None
 
 
 if __name__ == "__main__":

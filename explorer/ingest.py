@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from explorer.recordings import check_site_rule, discover, parse_site, recording_start
+from index.compaction import compact_if_due
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call on a CPU
 MAX_AUTO_WORKERS = 16  # decode processes chosen for a GPU run when --workers is not given
 DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
 MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
+LOCK_WAIT_S = 5.0  # s a second writer waits for the first before it gives up
 
 
 class IngestError(ValueError):
@@ -152,6 +154,7 @@ def embed_archive(
     progress: bool = True,
     model_options: dict | None = None,
     store_logits: bool = False,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -192,6 +195,9 @@ def embed_archive(
     store_logits : bool
         Also store the weights' classification-head logits of every window (column ``logits``,
         (C,) per window, from the same forward pass); needs weights that carry a head.
+    lock_wait_s : float
+        Seconds to wait for another run writing the same database (one writer at a time);
+        then :class:`IngestError` names that run.
 
     Returns
     -------
@@ -199,7 +205,7 @@ def embed_archive(
     """
     import embedder
     import index
-    from embedder.batching import WindowSpec, iter_batches
+    from embedder.batching import WindowSpec
     from index.faiss_index import check_factory
 
     t0 = time.perf_counter()
@@ -237,41 +243,101 @@ def embed_archive(
         check_factory(index_factory, m.dim)
     except ValueError as err:
         raise IngestError(str(err)) from None
+    run = dict(
+        site=site,
+        retry_failed=retry_failed,
+        chunk_windows=chunk_windows,
+        progress=progress,
+        batch_size=batch_size,
+        workers=workers,
+        on_cuda=on_cuda,
+        store_logits=store_logits,
+    )
     db = index.connect(db_path)
-    _check_same_settings(db, model, settings)
-    db.register_model(model, settings)
-    audio_root = db.add_audio_root(root)
+    with _writer(db, lock_wait_s):
+        summary = IngestSummary(Path(db_path), model, n_found=len(files))
+        _check_same_settings(db, model, settings)
+        _check_not_moved(db, root)
+        db.register_model(model, settings)
+        audio_root = db.add_audio_root(root)
+        spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
+        _embed_files(db, m, spec, root, audio_root, files, summary, **run)
+        # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
+        if _has_windows(db, model):
+            try:
+                summary.index = db.build_index(
+                    model, factory=index_factory, rebuild=rebuild_index
+                ).factory
+            except ValueError as err:  # e.g. more IVF cells than windows: the windows stay
+                raise IngestError(f"windows committed, but no index built: {err}") from None
+        else:  # every file failed (or turned bad): no index over windows that are gone
+            db.drop_index(model)
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
-    summary = IngestSummary(Path(db_path), model, n_found=len(files))
-    tasks, durations = _plan(db, model, audio_root, root, files, site, retry_failed, summary)
-    spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
+
+def _check_not_moved(db, root: Path) -> None:
+    """A new root holding the files of a root that is gone is a moved archive, not a new one:
+    embedding it would double every recording."""
+    from index.roots import moved_from
+
+    if str(root.resolve()) in db.meta.get("audio_roots", []):
+        return
+    old = moved_from(db, root)
+    if old is not None:
+        raise IngestError(
+            f"{root} holds the recordings of {old}, which is gone: if the archive moved, run "
+            f"`chorus roots --db {db.path} --move {old} {root.resolve()}` and embed again"
+        )
+
+
+def _writer(db, wait_s: float):
+    """The database's writer lock, or one clear line naming the run that holds it."""
+    from index.lock import DatabaseBusy
+
+    lock = db.writer_lock(wait_s)
+    try:
+        return lock.acquire()
+    except DatabaseBusy as err:
+        raise IngestError(str(err)) from None
+
+
+def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
+    """Plan, decode, embed and commit every file that needs it (the writer lock is held)."""
+    from embedder.batching import iter_batches
+
+    model = summary.model
+    tasks, durations = _plan(
+        db, model, audio_root, root, files, run["site"], run["retry_failed"], summary
+    )
     expected = sum(_expected_windows(d, spec) for d in durations.values())
-    writer = _ChunkWriter(db, model, chunk_windows, summary)
-    bar = _progress(expected, model, progress)
+    writer = _ChunkWriter(db, model, run["chunk_windows"], summary)
+    bar = _progress(expected, model, run["progress"])
     # the loop is done with a batch before it asks for the next: the workers may reuse its memory;
     # closing() stops the workers at once if a batch fails, not when the traceback is freed
-    batches = iter_batches(tasks, spec, batch_size, workers, pin_memory=on_cuda, reuse_memory=True)
+    batches = iter_batches(
+        tasks,
+        spec,
+        run["batch_size"],
+        run["workers"],
+        pin_memory=run["on_cuda"],
+        reuse_memory=True,
+    )
     try:
         with contextlib.closing(batches):
             for batch in batches:
                 if len(batch):
-                    if store_logits:  # (B, dim), (B, C) from one pass
+                    if run["store_logits"]:  # (B, dim), (B, C) from one pass
                         writer.add(batch, *m.embed_with_logits(batch.audio))
                     else:
                         writer.add(batch, m.embed(batch.audio))  # (B, dim)
                     bar.update(len(batch))
                 for done in batch.done:
                     writer.file_done(done, durations[done.key])
+                writer.end_batch()
         writer.flush()
     finally:
         bar.close()
-    # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
-    if _has_windows(db, model):
-        summary.index = db.build_index(model, factory=index_factory, rebuild=rebuild_index).factory
-    else:  # every file failed (or turned bad): no index over windows that are gone
-        db.drop_index(model)
-    summary.seconds = time.perf_counter() - t0
-    return summary
 
 
 def _check_request(root: Path, db_path: Path, channels: str, hop_s, site) -> None:
@@ -309,10 +375,12 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s})."""
     from embedder import audio
     from embedder.batching import FileTask
+    from index.repair import settle_windows
 
     recs = db.recordings()
     known = {r["path"]: r for r in recs.to_dict("records") if r["audio_root"] == audio_root}
-    done = db.done_recordings(model)
+    # duplicates, lost or stray windows: their recordings lose the done-marker and are redone
+    done, _ = settle_windows(db, model)
     done_ids = {int(r.recording_id): (int(r.size), float(r.mtime)) for r in done.itertuples()}
     records, settled = [], []
     for path in files:
@@ -322,7 +390,12 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
             summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
             continue
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError as err:  # gone (or unreadable) since discovery: record it and go on
+            summary.n_failed += 1
+            summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
+            continue
         size, mtime = int(st.st_size), float(st.st_mtime)
         old = known.get(rel)
         if old is not None:
@@ -429,7 +502,11 @@ class _ChunkWriter:
             self.summary.failed.append((rec["path"], done.error))
             return
         self.waiting.append((done.key, done.n_windows, duration_s))
-        if self.held == 0:
+
+    def end_batch(self) -> None:
+        """Finish the files of a batch once none of their windows is still buffered: one
+        commit for all of them (per-file commits made every later commit slower)."""
+        if self.held == 0 and self.waiting:
             self._finish_waiting()
 
     def flush(self) -> None:
@@ -444,12 +521,14 @@ class _ChunkWriter:
         self._finish_waiting()
 
     def _finish_waiting(self) -> None:
-        for key, n, duration in self.waiting:
-            self.db.finish_recording(self.model, key, n)
+        for _, _, duration in self.waiting:
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
-        self.db.set_status([key for key, _, _ in self.waiting], "ok")  # one commit per chunk
+        # one commit per chunk for each table: per-file commits slow every later one down
+        self.db.finish_recordings(self.model, [(key, n) for key, n, _ in self.waiting])
+        self.db.set_status([key for key, _, _ in self.waiting], "ok")
         self.waiting = []
+        compact_if_due(self.db, self.model)
 
 
 def _progress(total: int, model: str, enabled: bool):

@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +48,10 @@ from .schema import (
     extra_columns,
 )
 from .snapshot import Snapshot
+
+
+class DatabaseError(RuntimeError):
+    """A database that cannot be used as it is (e.g. a damaged chorus.json): one clear line."""
 
 
 def _now() -> str:
@@ -130,6 +135,7 @@ class Database:
                     "models": {},
                     "embeddings": {},
                     "next_window_id": {},
+                    "database_id": uuid.uuid4().hex,
                     "created": now,
                     "updated": now,
                 },
@@ -160,9 +166,17 @@ class Database:
     # ------------------------------------------------------------------ metadata
     @property
     def meta(self) -> dict:
-        """Contents of chorus.json (read fresh each time)."""
-        with open(self.path / META_FILE) as f:
-            return json.load(f)
+        """Contents of chorus.json (read fresh each time); :class:`DatabaseError` if damaged."""
+        from .check import meta_problem, meta_shape_ok
+
+        try:
+            with open(self.path / META_FILE) as f:
+                meta = json.load(f)
+        except (UnicodeDecodeError, ValueError):
+            meta = None
+        if not meta_shape_ok(meta):
+            raise DatabaseError(f"{self.path}: {meta_problem(self.path)}: restore it from a backup")
+        return meta
 
     def _update_meta(self, change: Callable[[dict], None]) -> dict:
         # locked read-modify-write: two writers must never hand out the same ids
@@ -172,6 +186,17 @@ class Database:
             meta["updated"] = _now()
             _atomic_write_json(self.path / META_FILE, meta)
         return meta
+
+    @property
+    def database_id(self) -> str:
+        """Random id of this database (kept in chorus.json; given to older ones on first use):
+        what its FAISS indexes are tied to."""
+        found = self.meta.get("database_id")
+        if not found:
+            found = self._update_meta(
+                lambda meta: meta.setdefault("database_id", uuid.uuid4().hex)
+            )["database_id"]
+        return found
 
     @property
     def cache_dir(self) -> Path:
@@ -220,6 +245,13 @@ class Database:
         if root not in self.meta.get("audio_roots", []):
             self._update_meta(change)
         return root
+
+    def writer_lock(self, wait_s: float = 0.0, what: str | None = None):
+        """The database's exclusive writer lock (:class:`index.lock.WriterLock`), not yet taken:
+        ``with db.writer_lock(5): ...`` or ``acquire()`` / ``release()``."""
+        from .lock import WriterLock
+
+        return WriterLock(self.path, wait_s=wait_s, what=what)
 
     # ------------------------------------------------------------------ generic tables
     def table_names(self) -> list[str]:
@@ -526,26 +558,48 @@ class Database:
 
     def finish_recording(self, model: str, recording_id: int, n_windows: int) -> None:
         """Mark a recording fully embedded, after checking that ``n_windows`` windows are committed."""
-        rid = int(recording_id)
-        have = 0
+        self.finish_recordings(model, [(recording_id, n_windows)])
+
+    def finish_recordings(self, model: str, done: list[tuple[int, int]]) -> None:
+        """:meth:`finish_recording` for many ``(recording_id, n_windows)`` in one count query and
+        one commit: per-file commits would leave a data file per recording in ``progress``."""
+        if not done:
+            return
+        rids = np.array([int(r) for r, _ in done], np.int64)
+        want = np.array([int(n) for _, n in done], np.int64)
+        have = np.zeros(len(rids), np.int64)
+        where = f"recording_id IN ({', '.join(map(str, rids.tolist()))})"
         if self._has_table(embeddings_table_name(model)):
-            have = self._embeddings_table(model).count_rows(f"recording_id = {rid}")
-        if have != int(n_windows):
+            col = self._embeddings_table(model).search().where(where).select(["recording_id"])
+            ids = col.limit(None).to_arrow()["recording_id"].to_numpy()
+            got, n = np.unique(ids, return_counts=True)
+            have = pd.Series(n, index=got).reindex(rids, fill_value=0).to_numpy()
+        bad = np.flatnonzero(have != want)
+        if len(bad):
+            i = bad[0]
             raise RuntimeError(
-                f"recording {rid}: {have} windows committed for model {model!r}, expected {n_windows}"
+                f"recording {rids[i]}: {have[i]} windows committed for model {model!r}, "
+                f"expected {want[i]}"
             )
-        try:
-            rec = self.recording(rid)
-        except KeyError:
-            rec = {}
+        # only the rows and columns needed: the whole frame would be re-read every chunk
+        recs = (
+            self._recordings_table()
+            .search()
+            .where(where)
+            .select(["recording_id", "size", "mtime"])
+            .limit(None)
+            .to_pandas()
+            .set_index("recording_id")
+            .reindex(rids)
+        )
         row = pa.table(
             {
-                "recording_id": [rid],
-                "model": [model],
-                "n_windows": [int(n_windows)],
-                "size": [None if _is_missing(rec.get("size")) else int(rec["size"])],
-                "mtime": [None if _is_missing(rec.get("mtime")) else float(rec["mtime"])],
-                "done_at": [_dt.datetime.now()],
+                "recording_id": rids,
+                "model": [model] * len(rids),
+                "n_windows": want,
+                "size": pa.array(recs["size"].to_numpy(), pa.int64(), from_pandas=True),
+                "mtime": pa.array(recs["mtime"].to_numpy(), pa.float64(), from_pandas=True),
+                "done_at": [_dt.datetime.now()] * len(rids),
             },
             schema=PROGRESS_SCHEMA,
         )
@@ -638,13 +692,16 @@ class Database:
     def _load_ann(self, model: str):
         """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
         from .faiss_index import AnnIndex
+        from .index_check import verified_index, warn_damaged
 
         json_path = AnnIndex.settings_path(self.faiss_dir, model)
         stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
         cached = self._indexes.get(model)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        ann = AnnIndex.load(self.faiss_dir, model) if stamp is not None else None
+        ann, problem = verified_index(self, model) if stamp is not None else (None, None)
+        if problem:  # once per index generation: the result is cached below
+            warn_damaged(model, problem)
         self._indexes[model] = (stamp, ann)
         self._ann_maps.pop(model, None)
         return ann

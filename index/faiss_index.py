@@ -21,8 +21,10 @@ more than ``REBUILD_DELETED_FRACTION`` of the indexed windows were deleted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -76,6 +78,8 @@ class IndexSettings:
     faiss_version: str = faiss.__version__
     action: str = "built"  # "built" | "updated" | "unchanged" (this call)
     token: str = ""  # generation of the data files <model>.<token>.index / .ids.npy
+    checksums: dict = dataclasses.field(default_factory=dict)  # file kind -> sha256 hex
+    database_id: str = ""  # chorus.json's database_id: another database's index is refused
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -160,17 +164,47 @@ class AnnIndex:
 
     @classmethod
     def load(cls, folder: Path, model: str) -> AnnIndex | None:
-        """Load the saved index, or None if absent or inconsistent (then search is exact)."""
-        json_path = cls.settings_path(folder, model)
+        """Load the saved index, or None if absent or damaged (then search is exact)."""
         try:
-            settings = IndexSettings.from_json(json_path.read_text())
-            index_path, ids_path = cls.data_paths(folder, model, settings.token)
-            ids = np.load(ids_path)
-            index = faiss.read_index(str(index_path))
-        except (FileNotFoundError, ValueError, RuntimeError, TypeError):
-            return None  # missing, or replaced while we read: search exactly instead
-        if index.ntotal != len(ids) or len(ids) != settings.n_vectors:
+            return cls.load_checked(folder, model)
+        except (FileNotFoundError, IndexDamaged):
             return None
+
+    @classmethod
+    def load_checked(cls, folder: Path, model: str) -> AnnIndex:
+        """Load the saved index after checking its files against the checksums saved with it.
+
+        Raises FileNotFoundError when there is no index, :class:`IndexDamaged` (saying what is
+        wrong) when its files do not match what was saved.
+        """
+        json_path = cls.settings_path(folder, model)
+        text = json_path.read_text()  # FileNotFoundError: no index
+        try:
+            settings = IndexSettings.from_json(text)
+            paths = dict(
+                zip(("index", "ids"), cls.data_paths(folder, model, settings.token), strict=True)
+            )
+        except (ValueError, TypeError) as err:
+            raise IndexDamaged(f"{json_path.name} is unreadable ({err})") from None
+        if sorted(settings.checksums) != sorted(paths):
+            raise IndexDamaged("it has no checksums (made by an older Chorus)")
+        for kind, path in paths.items():
+            try:
+                digest = file_sha256(path)
+            except FileNotFoundError:
+                raise IndexDamaged(f"{path.name} is missing") from None
+            if digest != settings.checksums[kind]:
+                raise IndexDamaged(f"{path.name} does not match its checksum")
+        try:
+            ids = np.load(paths["ids"])
+            index = faiss.read_index(str(paths["index"]))
+        except (ValueError, RuntimeError, OSError) as err:  # replaced while we read
+            raise IndexDamaged(f"it could not be read ({str(err).splitlines()[0]})") from None
+        if index.ntotal != len(ids) or len(ids) != settings.n_vectors:
+            raise IndexDamaged(
+                f"it holds {index.ntotal} vectors and {len(ids)} ids, "
+                f"its settings say {settings.n_vectors}"
+            )
         return cls(index, ids, settings)
 
     def save(self, folder: Path) -> None:
@@ -186,6 +220,8 @@ class AnnIndex:
         index_path, ids_path = self.data_paths(folder, model, self.settings.token)
         atomic_write(index_path, lambda p: faiss.write_index(self.index, str(p)))
         atomic_write(ids_path, lambda p: _save_npy(p, self.ids))
+        self.settings.checksums = {"index": file_sha256(index_path), "ids": file_sha256(ids_path)}
+        text = self.settings.to_json()
         atomic_write(self.settings_path(folder, model), lambda p: Path(p).write_text(text))
         # the stable names <model>.index / <model>.ids.npy (position -> window_id) for tools that
         # open the index directly: hard links to this generation, so no copy of a large index
@@ -193,6 +229,7 @@ class AnnIndex:
             (index_path, ids_path), self.stable_paths(folder, model), strict=True
         ):
             atomic_write(stable, lambda p, data=data: _link_or_copy(data, Path(p)))
+        _remove_stale_tmp(folder, model)
         keep = {index_path.name, ids_path.name}
         for old in _data_files(folder, model):
             if (
@@ -265,9 +302,38 @@ def _has_exact_vectors(index) -> bool:
     return False
 
 
+class IndexDamaged(ValueError):
+    """A saved index whose files do not match what was saved with it (the message says how)."""
+
+
+HASH_BLOCK = 1 << 20  # bytes read per hash update
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _save_npy(path, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
         np.save(f, array, allow_pickle=False)
+
+
+STALE_TMP_S = 3600  # s: a temporary index file this old was left by a killed writer
+
+
+def _remove_stale_tmp(folder: Path, model: str) -> None:
+    """Remove ``atomic_write`` leftovers of a writer killed mid-write (full-size files);
+    only old ones, so that another process's write in progress is left alone."""
+    now = time.time()
+    for path in folder.glob(f".{model}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > STALE_TMP_S:
+                path.unlink()
 
 
 def remove_index(folder: Path, model: str) -> None:
@@ -429,7 +495,11 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         params = {**chosen, **explicit}
     else:
         params = {**default_params(factory), **explicit}
-    old = None if rebuild else AnnIndex.load(db.faiss_dir, model)
+    old = None
+    if not rebuild:  # a damaged index, or another table's, is rebuilt
+        from .index_check import verified_index
+
+        old = verified_index(db, model)[0]
     if old is not None and old.settings.dim != snap.dim:
         old = None
     if old is not None:
@@ -437,6 +507,7 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         if not _needs_rebuild(old, factory, auto, n, int((~present).sum())):
             return _update(db, old, snap, explicit)
     ann = _full_build(snap, model, factory, params, auto)
+    ann.settings.database_id = db.database_id
     ann.save(db.faiss_dir)
     return ann.settings
 
@@ -474,9 +545,19 @@ def _update(db, old: AnnIndex, snap, explicit: dict) -> IndexSettings:
 
 
 def index_state(db, model: str) -> dict:
-    """{"state": "none"|"current"|"stale", factory, n_vectors, table_version, new, deleted}."""
-    ann = AnnIndex.load(db.faiss_dir, model)
+    """{"state": "none"|"current"|"stale"|"damaged", factory, n_vectors, table_version, new,
+    deleted} (``problem``: what is wrong with a damaged index)."""
+    from .index_check import verified_index
+
+    ann, problem = verified_index(db, model)
     snap = db.snapshot(model)
+    if problem:
+        return {
+            "state": "damaged",
+            "problem": problem,
+            "windows": len(snap),
+            "table_version": snap.version,
+        }
     if ann is None:
         return {"state": "none", "windows": len(snap), "table_version": snap.version}
     present = snap.contains(ann.ids)

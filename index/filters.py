@@ -7,6 +7,7 @@ predicate is parsed and run by LanceDB's SQL engine (DataFusion) without extra d
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 
@@ -70,6 +71,8 @@ def _view(db, snap) -> pa.Table:
 
 def filter_offsets(db, snap, sql: str) -> np.ndarray:
     """Snapshot offsets (m,) of windows satisfying ``sql``; ValueError with the columns if bad."""
+    if ";" in re.sub(r"'(?:[^']|'')*'", "", sql):  # LanceDB would ignore all after the first
+        raise ValueError(f"bad search filter {sql!r}: one expression, no ';' (use AND / OR)")
     # the explorer shares one Database between sessions (threads): a view being rebuilt under
     # a query would be dropped while read
     with _VIEW_LOCK:

@@ -68,6 +68,8 @@ def _model_info(db, model: str, config: dict) -> dict:
 
 
 def _describe(state: dict) -> str:
+    if state["state"] == "damaged":
+        return f"damaged: {state['problem']} (exact search; the next `chorus embed` rebuilds it)"
     if state["state"] == "none":
         return "none (exact search; build with db.build_index)"
     text = f"{state['factory']} over {state['n_vectors']} windows, {state['state']}"

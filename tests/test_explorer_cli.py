@@ -254,3 +254,43 @@ def test_two_models_in_one_database(tmp_path, capsys):
         )
         hits = json.loads(capsys.readouterr().out)
         assert len(hits) == 2 and hits[0]["start_s"] == 0.0
+
+
+@pytest.mark.parametrize("text", ["", "garbage{", '["a list"]', '{"audio_roots": 5}'])
+def test_a_damaged_chorus_json_gives_one_line_from_every_verb(tmp_path, archive, db, text, capsys):
+    import shutil
+
+    broken = tmp_path / "broken.chorus"
+    shutil.copytree(db, broken)
+    (broken / "chorus.json").write_text(text)
+    verbs = [
+        ["info", "--db", str(broken)],
+        ["search", "--db", str(broken), "--model", "spectral", "--query", str(archive / "A" / "A_20240610_050000.wav")],
+        ["embed", str(archive), "--db", str(broken), "--no-progress"],
+        ["label", "--db", str(broken), "--list"],
+    ]  # fmt: skip
+    for argv in verbs:
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code in (1, 2) and "\n" not in err and "chorus.json" in err, (argv, err)
+    assert main(["check", "--db", str(broken)]) == 1
+    assert capsys.readouterr().out.startswith("DAMAGED chorus.json")
+
+
+def test_check_says_the_database_is_sound_then_finds_a_damaged_index(db, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy.chorus"
+    shutil.copytree(db, copy)
+    assert main(["check", "--db", str(copy)]) == 0
+    assert "0 damaged" in capsys.readouterr().out
+    # the generation file (a copy unlinks it from the stable name spectral.index)
+    (index_file,) = (copy / "faiss").glob("spectral.*[0-9a-f].index")
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    assert main(["check", "--db", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "DAMAGED index spectral" in out and "rebuilds it" in out
+    assert main(["check", "--db", str(copy), "--repair"]) == 0
+    assert main(["check", "--db", str(copy)]) == 0

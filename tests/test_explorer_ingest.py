@@ -341,3 +341,178 @@ def test_an_index_over_windows_that_are_all_gone_is_removed(tmp_path):
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_failed, s.index) == (1, "none")
     assert db.index_state("spectral")["state"] == "none" and not list(db.faiss_dir.iterdir())
+
+
+def _embed_cmd(archive, db_path, *extra):
+    return [sys.executable, "-m", "explorer.cli", "embed", str(archive), "--db", str(db_path),
+            "--hop", "1", "--no-progress", "--chunk-windows", "16", "--batch-size", "8", *extra]  # fmt: skip
+
+
+def test_two_embeds_on_one_database_leave_no_duplicate_window(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=8, seconds=20.0)
+    db_path = tmp_path / "db.chorus"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            _embed_cmd(archive, db_path, "--wait", "300"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = _windows(db_path)
+    assert not got.duplicated(["path", "channel", "start_s"]).any()
+    assert len(got) == 8 * 16  # 5 s windows at a 1 s hop in 20 s
+    assert (index.connect(db_path).recordings()["status"] == "ok").all()
+    # the one that waited found everything done
+    assert sorted(o[0].count("8 already done") for o in outs) == [0, 1]
+
+
+def test_a_second_embed_exits_2_naming_the_running_one(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    holder = index.connect(db_path).writer_lock(what="chorus embed (the first)").acquire()
+    try:
+        proc = subprocess.run(
+            _embed_cmd(archive, db_path, "--wait", "0"), capture_output=True, text=True
+        )
+    finally:
+        holder.release()
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and f"pid {os.getpid()}" in line and "the first" in line
+
+
+def test_a_rerun_removes_duplicate_and_stray_windows(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=3)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    before = _windows(db_path)
+    db = index.connect(db_path)
+    dup = db.windows("spectral").to_pandas().query("recording_id == 0")
+    db.add_embeddings("spectral", dup[["recording_id", "channel", "start_s", "end_s", "vector"]])
+    stray = dup.assign(recording_id=99)  # a recording that does not exist
+    db.add_embeddings("spectral", stray[["recording_id", "channel", "start_s", "end_s", "vector"]])
+    s = embed_archive(archive, db_path, progress=False)
+    assert (s.n_embedded, s.n_skipped) == (1, 2)
+    after = _windows(db_path)
+    keys = ["path", "channel", "start_s", "end_s"]
+    assert after[keys].equals(before[keys])
+    assert set(index.connect(db_path).windows("spectral").to_pandas().recording_id) == {0, 1, 2}
+
+
+def test_a_lost_embeddings_table_is_re_embedded_by_a_rerun(tmp_path):
+    import shutil
+
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    n = len(_windows(db_path))
+    shutil.rmtree(db_path / "lance" / "embeddings_spectral.lance")
+    s = embed_archive(archive, db_path, progress=False)
+    assert (s.n_embedded, s.n_skipped) == (2, 0)
+    assert len(_windows(db_path)) == n
+
+
+def test_many_small_commits_are_compacted_as_ingest_goes(tmp_path, monkeypatch):
+    import index.compaction
+
+    monkeypatch.setattr(index.compaction, "COMPACT_EVERY", 8)
+    archive = _make_archive(tmp_path / "archive", n_files=30, seconds=1.0)
+    db_path = tmp_path / "db.chorus"
+    s = embed_archive(archive, db_path, chunk_windows=1, progress=False)
+    assert s.n_embedded == 30
+    db = index.connect(db_path)
+    for name in ("progress", "recordings", "embeddings_spectral"):
+        frags = db.open_table(name).stats()["fragment_stats"]["num_fragments"]
+        assert frags <= 9, (name, frags)  # one per commit (30) without compaction
+    assert len(_windows(db_path)) == 30
+    assert (db.recordings()["status"] == "ok").all()
+
+
+def test_a_file_that_vanishes_before_planning_is_recorded_and_the_rest_embedded(
+    tmp_path, monkeypatch
+):
+    import explorer.ingest
+
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    found = explorer.ingest.discover(archive)
+    monkeypatch.setattr(explorer.ingest, "discover", lambda root: [*found, archive / "gone.wav"])
+    s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (s.n_embedded, s.n_failed) == (2, 1) and s.failed[0][0] == "gone.wav"
+
+
+def test_cli_exit_codes_for_all_failed_and_an_index_that_cannot_be_built(tmp_path, capsys):
+    from explorer.cli import main
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"not audio at all" * 50)
+    assert (
+        main(["embed", str(tmp_path / "bad"), "--db", str(tmp_path / "a.chorus"), "--no-progress"])
+        == 1
+    )
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    argv = ["embed", str(archive), "--db", str(tmp_path / "b.chorus"), "--no-progress",
+            "--index", "IVF99999999,Flat"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no index built" in err
+    assert (
+        main(["embed", str(archive), "--db", str(tmp_path / "c.chorus"), "--device", "banana"]) == 2
+    )
+    for port in ("-1", "99999"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["explore", "--db", str(tmp_path / "b.chorus"), "--port", port])
+        assert exit_.value.code == 2
+
+
+def test_a_filter_with_a_semicolon_is_refused(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=2)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    db = index.connect(tmp_path / "db.chorus")
+    q = db.vectors("spectral", [0])[1][0]
+    with pytest.raises(ValueError, match="no ';'"):
+        db.search("spectral", q).where("site = 'A'; site = 'x'").limit(5).to_pandas()
+    hits = db.search("spectral", q).where("site = 'A;B' OR site = 'A'").limit(5).to_pandas()
+    assert len(hits) > 0  # a ';' inside a quoted value is fine
+
+
+def test_a_stale_temporary_index_file_is_removed_by_the_next_save(tmp_path):
+    archive = _make_archive(tmp_path / "archive", n_files=1)
+    embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    faiss_dir = tmp_path / "db.chorus" / "faiss"
+    stale = faiss_dir / ".spectral.0123456789ab.index.k1ll3d.tmp"
+    fresh = faiss_dir / ".spectral.ba9876543210.index.wr1t1ng.tmp"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    index.connect(tmp_path / "db.chorus").build_index("spectral", rebuild=True)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_a_moved_archive_is_recognised_and_moved_not_embedded_twice(tmp_path, capsys):
+    from explorer.cli import main
+
+    archive = _make_archive(tmp_path / "archive", n_files=3)
+    db_path = tmp_path / "db.chorus"
+    embed_archive(archive, db_path, progress=False)
+    before = _windows(db_path)
+    moved = archive.rename(tmp_path / "drive2")
+    with pytest.raises(IngestError, match="roots .*--move"):
+        embed_archive(moved, db_path, progress=False)
+    assert main(["roots", "--db", str(db_path)]) == 0
+    assert "missing" in capsys.readouterr().out
+    assert main(["roots", "--db", str(db_path), "--move", str(archive), str(moved)]) == 0
+    s = embed_archive(moved, db_path, progress=False)
+    assert (s.n_skipped, s.n_embedded) == (3, 0)
+    db = index.connect(db_path)
+    assert set(db.recordings()["audio_root"]) == {str(moved.resolve())}
+    assert db.meta["audio_roots"] == [str(moved.resolve())]
+    assert _windows(db_path).window_id.tolist() == before.window_id.tolist()
+    assert main(["roots", "--db", str(db_path), "--move", str(moved), str(tmp_path)]) == 2

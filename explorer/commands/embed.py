@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from explorer.commands import CLIError
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 def add_parser(sub) -> None:
@@ -75,6 +78,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--rebuild-index", action="store_true", help="rebuild the FAISS index from scratch"
     )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for another run writing the same --db (default 5), then exit 2",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -107,6 +117,10 @@ def run(args) -> int:
     options = {"precision": args.precision} if args.precision else {}
     if args.compile:
         options["compile"] = True
+    if not _DEVICE.fullmatch(args.device):
+        raise CLIError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {args.device!r}")
+    if args.wait is not None and not args.wait >= 0:
+        raise CLIError("--wait must be a number of seconds >= 0")
     if options and model == "spectral":
         raise CLIError("--precision and --compile apply to neural models, not spectral")
     if model == "birdnet" and weights is not None:
@@ -133,6 +147,7 @@ def run(args) -> int:
             model_options=options,
             store_logits=args.store_logits,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
+            **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )
     except (IngestError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
@@ -141,4 +156,5 @@ def run(args) -> int:
         print(f"  failed: {path}: {error}", file=sys.stderr)
     if len(summary.failed) > 10:
         print(f"  … and {len(summary.failed) - 10} more", file=sys.stderr)
-    return 0
+    nothing_read = summary.n_failed and not (summary.n_embedded or summary.n_skipped)
+    return 1 if nothing_read else 0

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
         description="Start the Streamlit explorer (maps, search, probes, clusters) on a database.",
     )
     p.add_argument("--db", required=True, help="database folder (e.g. survey.chorus)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (default %(default)s)")
     p.add_argument(
         "--host",
         default=DEFAULT_HOST,
@@ -36,6 +36,17 @@ def add_parser(sub) -> None:
         help="largest query clip upload in MB (default %(default)s)",
     )
     p.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    """A TCP port number 1-65535 (argparse type: a bad one is a one-line usage error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, got {text!r}")
+    return port
 
 
 def streamlit_command(

@@ -1,0 +1,86 @@
+"""Audio roots that move: an external drive mounted under a new name, an archive copied elsewhere.
+
+Recordings are stored relative to their audio root, so a moved archive needs only its root
+re-pointed (``chorus roots --move OLD NEW``); its windows, labels and probes stay as they are.
+:func:`moved_from` recognises a moved archive by its files (same relative paths and sizes under
+a root that is gone), so that ``chorus embed`` says so instead of embedding it a second time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+SAMPLE_FILES = 50  # files compared when deciding whether a folder holds a root's recordings
+SAME_SHARE = 0.8  # share of compared files that must match (path and size)
+
+
+def root_summary(db) -> pd.DataFrame:
+    """One row per audio root: root, recordings, present (the folder exists)."""
+    recs = db.recordings()
+    roots = list(dict.fromkeys([*db.meta.get("audio_roots", []), *recs["audio_root"].unique()]))
+    counts = recs.groupby("audio_root").size()
+    return pd.DataFrame(
+        {
+            "root": roots,
+            "recordings": [int(counts.get(r, 0)) for r in roots],
+            "present": [Path(r).is_dir() for r in roots],
+        }
+    )
+
+
+def holds_recordings_of(db, folder: str | os.PathLike, root: str) -> bool:
+    """Does ``folder`` hold ``root``'s recordings (a sample: same relative paths and sizes)?"""
+    recs = db.recordings()
+    recs = recs[recs["audio_root"] == root]
+    if recs.empty:
+        return False
+    sample = recs.iloc[:: max(1, len(recs) // SAMPLE_FILES)].head(SAMPLE_FILES)
+    same = 0
+    for rel, size in zip(sample["path"], sample["size"], strict=True):
+        path = Path(folder) / rel
+        same += path.is_file() and (pd.isna(size) or path.stat().st_size == int(size))
+    return same >= SAME_SHARE * len(sample)
+
+
+def moved_from(db, folder: str | os.PathLike) -> str | None:
+    """The registered root that is gone and whose recordings ``folder`` holds, else None."""
+    new = str(Path(folder).expanduser().resolve())
+    for row in root_summary(db).itertuples():
+        if row.root != new and not row.present and row.recordings:
+            if holds_recordings_of(db, new, row.root):
+                return row.root
+    return None
+
+
+def move_root(db, old: str, new: str | os.PathLike) -> int:
+    """Point the recordings of root ``old`` at folder ``new``; return how many moved.
+
+    Raises ValueError when ``old`` is not a root, ``new`` is not a folder holding its files, or
+    ``new`` already is a root with recordings (merging two roots is not a move).
+    """
+    new = str(Path(new).expanduser().resolve())
+    roots = root_summary(db).set_index("root")
+    old = old if old in roots.index else str(Path(old).expanduser().resolve())
+    if old not in roots.index:
+        raise ValueError(f"{old} is not an audio root of this database ({', '.join(roots.index)})")
+    if not Path(new).is_dir():
+        raise ValueError(f"{new} is not a folder")
+    if new in roots.index and roots.loc[new, "recordings"]:
+        raise ValueError(f"{new} already is an audio root with recordings")
+    if not holds_recordings_of(db, new, old):
+        raise ValueError(f"{new} does not hold the recordings of {old} (paths and sizes differ)")
+    quoted = old.replace("'", "''")
+    n = int(roots.loc[old, "recordings"])
+    db._recordings_table().update(where=f"audio_root = '{quoted}'", values={"audio_root": new})
+
+    def change(meta: dict) -> None:
+        listed = meta.setdefault("audio_roots", [])
+        meta["audio_roots"] = list(dict.fromkeys(new if r == old else r for r in listed))
+        if new not in meta["audio_roots"]:
+            meta["audio_roots"].append(new)
+
+    db._update_meta(change)
+    return n
