@@ -699,7 +699,9 @@ class Database:
         cached = self._indexes.get(model)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        ann, problem = verified_index(self, model) if stamp is not None else (None, None)
+        ann, problem = (None, None)
+        if stamp is not None:  # mapped, read-only: build_index loads its own writable copy
+            ann, problem = verified_index(self, model, mmap=True)
         if problem:  # once per index generation: the result is cached below
             warn_damaged(model, problem)
         self._indexes[model] = (stamp, ann)

@@ -7,10 +7,17 @@ FAISS so that filtered searches can use a cheap position bitmap) and ``<model>.j
 
 Choice by archive size (``factory="auto"``), all on L2-normalised vectors with inner product:
 
-* n < ``FLAT_MAX``           ``Flat``                 exact, 4*d bytes/vector
-* n < ``HNSW_MAX``           ``HNSW32,Flat``          graph search, exact vectors kept
-* otherwise                  ``IVF<nlist>,PQ<d/8>x4fs,RFlat``  4-bit fast-scan PQ shortlist
-                             (``k_factor`` x k) re-ranked exactly with the stored vectors
+* n < ``FLAT_MAX``           ``SQfp16``                exact, 2*d bytes/vector
+* n < ``HNSW_MAX``           ``HNSW32,SQfp16``         graph search, float16 vectors kept
+* otherwise                  ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
+                             shortlist (``k_factor`` x k, growing with n) re-ranked exactly
+                             with the stored float16 vectors
+
+Float16 storage is the default (``float16=False`` keeps float32: ``Flat`` / ``RFlat``): it rounds
+a unit vector's components by <= 2**-11 relative, scores by ~1e-5, which leaves recall@10
+unchanged, and it halves the bytes every exact scan reads. The float16 copy is also the exact
+kernel: ``.exact()`` searches run a FAISS exhaustive scan over it (:meth:`AnnIndex.exact_search`)
+instead of streaming the table from LanceDB.
 
 Thresholds come from ``benchmarks/index_bench.py`` (see benchmarks/RESULTS.md, "## Index").
 The index records the table version and window ids it covers. Search adds windows committed
@@ -46,8 +53,11 @@ HNSW_EF_CONSTRUCTION = 64  # build beam width
 HNSW_EF_SEARCH = 128  # search beam width (recall@10 >= 0.95 on the benchmark)
 IVF_CELLS_PER_SQRT_N = 4  # nlist ~ 4 sqrt(n), rounded to a power of two
 IVF_NPROBE = 32  # cells visited per query
-# shortlist / k for the exact re-rank: at 1M, 32 gives recall 0.80, 64 0.96, 128 1.0
-REFINE_K_FACTOR = 128
+# shortlist / k for the exact re-rank, by size (refine_k_factor): at 100k 16 gives recall@10
+# 1.0 (8: 0.96); at 1M 32 gives 0.80, 64 0.96, 128 1.0 (benchmarks/RESULTS.md, "## Index")
+REFINE_K_FACTOR = 128  # the 1M value, and the default of an explicit factory string
+REFINE_K_FACTOR_MIN = 16
+REFINE_K_FACTOR_BASE_N = 150_000  # k_factor doubles for each doubling of n beyond this
 TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell (FAISS warns below 39)
 IVF_KMEANS_ITERS = 10  # k-means iterations for the IVF quantizer (FAISS default 25)
 TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)
@@ -101,7 +111,14 @@ def family(factory: str) -> str:
     return "flat"
 
 
-def choose_factory(n: int, dim: int, float16: bool = False) -> tuple[str, dict]:
+def refine_k_factor(n: int) -> float:
+    """Re-rank shortlist multiple for an IVF-PQ index over ``n`` vectors: 16 up to 150k,
+    doubling with each doubling of n (128 at 1M), capped at ``REFINE_K_FACTOR`` x 4."""
+    steps = max(0, math.ceil(math.log2(max(n, 1) / REFINE_K_FACTOR_BASE_N)))
+    return float(min(REFINE_K_FACTOR_MIN * 2**steps, 4 * REFINE_K_FACTOR))
+
+
+def choose_factory(n: int, dim: int, float16: bool = True) -> tuple[str, dict]:
     """Factory string and search parameters for ``n`` vectors of ``dim`` (see module docstring)."""
     storage = "SQfp16" if float16 else "Flat"
     if n < FLAT_MAX:
@@ -114,7 +131,7 @@ def choose_factory(n: int, dim: int, float16: bool = False) -> tuple[str, dict]:
         coarse = f"IVF{nlist},PQ{dim // 8}x4fs"
     else:  # fast-scan PQ needs d divisible by the sub-quantizer count
         coarse = f"IVF{nlist},SQ8"
-    return f"{coarse},{refine}", {"nprobe": IVF_NPROBE, "k_factor": REFINE_K_FACTOR}
+    return f"{coarse},{refine}", {"nprobe": IVF_NPROBE, "k_factor": refine_k_factor(n)}
 
 
 def default_params(factory: str) -> dict:
@@ -140,6 +157,7 @@ class AnnIndex:
             raise ValueError(f"index holds {index.ntotal} vectors but {len(self.ids)} ids")
         self._top = faiss.downcast_index(index)
         self.exact_storage = _has_exact_vectors(self._top)
+        self._kernel = _exact_kernel(self._top) if self.exact_storage else None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -171,11 +189,17 @@ class AnnIndex:
             return None
 
     @classmethod
-    def load_checked(cls, folder: Path, model: str) -> AnnIndex:
+    def load_checked(cls, folder: Path, model: str, mmap: bool = False) -> AnnIndex:
         """Load the saved index after checking its files against the checksums saved with it.
 
         Raises FileNotFoundError when there is no index, :class:`IndexDamaged` (saying what is
         wrong) when its files do not match what was saved.
+
+        ``mmap``: map the stored vectors instead of reading them (read-only use: searches), so
+        a cold process answers in milliseconds and pages in only what a search touches; such
+        an index cannot be added to. A file whose checksum was verified before and whose
+        size, inode and change time are what they were then is not hashed again
+        (``chorus check`` always hashes).
         """
         json_path = cls.settings_path(folder, model)
         text = json_path.read_text()  # FileNotFoundError: no index
@@ -189,15 +213,20 @@ class AnnIndex:
         if sorted(settings.checksums) != sorted(paths):
             raise IndexDamaged("it has no checksums (made by an older Chorus)")
         for kind, path in paths.items():
+            if mmap and _stamp(path) == _verified_stamps(folder, model, settings).get(kind):
+                continue
             try:
                 digest = file_sha256(path)
             except FileNotFoundError:
                 raise IndexDamaged(f"{path.name} is missing") from None
             if digest != settings.checksums[kind]:
                 raise IndexDamaged(f"{path.name} does not match its checksum")
+            if mmap:
+                _remember_verified(folder, model, settings, kind, path)
         try:
             ids = np.load(paths["ids"])
-            index = faiss.read_index(str(paths["index"]))
+            flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+            index = faiss.read_index(str(paths["index"]), flags)
         except (ValueError, RuntimeError, OSError) as err:  # replaced while we read
             raise IndexDamaged(f"it could not be read ({str(err).splitlines()[0]})") from None
         if index.ntotal != len(ids) or len(ids) != settings.n_vectors:
@@ -260,6 +289,27 @@ class AnnIndex:
         del keep
         return scores, pos
 
+    def exact_search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` like :meth:`search`, scoring every (allowed) stored vector.
+
+        A FAISS exhaustive scan over the index's own full-precision copy (float32 or float16):
+        ~17 ms per query at 100k x 1536 float16 on 2 cores, against ~0.8 s for streaming the
+        table out of LanceDB. Only when ``exact_storage``.
+        """
+        if self._kernel is None:
+            raise ValueError(f"index {self.settings.factory!r} keeps no exact vectors")
+        q = np.ascontiguousarray(q, np.float32).reshape(-1, self.settings.dim)  # (m, dim)
+        k = int(min(k, len(self)))
+        if allowed is None:
+            return self._kernel.search(q, k)
+        bits = np.packbits(np.asarray(allowed, bool), bitorder="little")  # (ceil(n/8),)
+        sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bits))
+        scores, pos = self._kernel.search(q, k, params=faiss.SearchParameters(sel=sel))
+        del bits  # the selector read this memory during the search
+        return scores, pos
+
     def _params(self, sel, k: int, frac: float):
         p = self.settings.params
         top = self._top
@@ -277,6 +327,42 @@ class AnnIndex:
         if not len(positions):
             return np.empty((0, self.settings.dim), np.float32)
         return self.index.reconstruct_batch(positions)
+
+
+VERIFIED_MIN_AGE_S = 2.0  # a file changed this recently is always hashed (coarse ctime ticks)
+
+
+def _stamp(path: Path) -> list | None:
+    """(size, inode, change time ns) of a file: any write to it changes the change time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_ino, st.st_ctime_ns]
+
+
+def _verified_path(folder: Path, model: str) -> Path:
+    return folder / f".{model}.verified.json"
+
+
+def _verified_stamps(folder: Path, model: str, settings: IndexSettings) -> dict:
+    """File kind -> stamp of the files of this generation whose checksums matched before."""
+    try:
+        data = json.loads(_verified_path(folder, model).read_text())
+    except (OSError, ValueError):
+        return {}
+    same = isinstance(data, dict) and data.get("checksums") == settings.checksums
+    return data.get("stamps", {}) if same and data.get("token") == settings.token else {}
+
+
+def _remember_verified(folder: Path, model: str, settings: IndexSettings, kind: str, path) -> None:
+    stamp = _stamp(path)
+    if stamp is None or time.time_ns() - stamp[2] < VERIFIED_MIN_AGE_S * 1e9:
+        return
+    stamps = {**_verified_stamps(folder, model, settings), kind: stamp}
+    text = json.dumps({"token": settings.token, "checksums": settings.checksums, "stamps": stamps})
+    with contextlib.suppress(OSError):  # a read-only database is simply hashed every time
+        atomic_write(_verified_path(folder, model), lambda p: Path(p).write_text(text))
 
 
 def _base_params(index, p: dict, sel, k: int, frac: float):
@@ -300,6 +386,15 @@ def _has_exact_vectors(index) -> bool:
     if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)):
         return isinstance(index, faiss.IndexFlat) or index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
     return False
+
+
+def _exact_kernel(index) -> faiss.Index:
+    """The flat (float32 or float16) index inside ``index`` that holds every vector exactly."""
+    if isinstance(index, faiss.IndexRefine):
+        return faiss.downcast_index(index.refine_index)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.downcast_index(index.storage)
+    return index
 
 
 class IndexDamaged(ValueError):
@@ -339,6 +434,7 @@ def _remove_stale_tmp(folder: Path, model: str) -> None:
 def remove_index(folder: Path, model: str) -> None:
     """Delete an index: its settings first (readers then see none), then every data file."""
     AnnIndex.settings_path(folder, model).unlink(missing_ok=True)
+    _verified_path(folder, model).unlink(missing_ok=True)
     for path in _data_files(folder, model):
         path.unlink(missing_ok=True)
 
@@ -481,14 +577,14 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         such as ``"HNSW32"``, ``"IVF1024,SQ8"`` or ``"IVF4096,PQ192x4fs,RFlat"``.
     rebuild : force a full rebuild.
     params : search/build parameters (``efSearch``, ``efConstruction``, ``nprobe``, ``k_factor``)
-        and ``float16=True`` to store float16 vectors in the auto choice.
+        and ``float16=False`` to store float32 vectors in the auto choice (default float16).
     """
     snap = db.snapshot(model)
     n = len(snap)
     if n == 0:
         raise ValueError(f"model {model!r} has no windows to index")
     explicit = _check_params(params)
-    float16 = bool(explicit.pop("float16", False))
+    float16 = bool(explicit.pop("float16", True))
     auto = factory == "auto"
     if auto:
         factory, chosen = choose_factory(n, snap.dim, float16)
@@ -505,6 +601,10 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
     if old is not None:
         present = snap.contains(old.ids)
         if not _needs_rebuild(old, factory, auto, n, int((~present).sum())):
+            if auto and "k_factor" in old.settings.params and "k_factor" not in explicit:
+                # a grown archive needs a longer re-rank shortlist; never shorten a stored one
+                grown = max(old.settings.params["k_factor"], refine_k_factor(n))
+                old.settings.params["k_factor"] = grown
             return _update(db, old, snap, explicit)
     ann = _full_build(snap, model, factory, params, auto)
     ann.settings.database_id = db.database_id

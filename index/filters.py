@@ -30,6 +30,7 @@ _VIEW_TYPES = {
     "site": pa.string(),
 }
 _VIEW_LOCK = threading.Lock()  # guards the views and their queries (see filter_offsets)
+MEMO_FILTERS = 32  # answers kept per view: the explorer re-runs one filter for every click
 
 
 def _conn():
@@ -89,8 +90,11 @@ def _filter_offsets(db, snap, sql: str) -> np.ndarray:
         table = conn.create_table(name, _view(db, snap))
         if cached is None:  # free the in-memory view with its database handle
             weakref.finalize(db, conn.drop_table, name, ignore_missing=True)
-        cached = (key, table)
+        cached = (key, table, {})
         db._filter_views[snap.model] = cached
+    memo = cached[2]  # sql -> offsets, for this view (these table versions) only
+    if sql in memo:
+        return memo[sql]
     try:
         got = cached[1].search().where(sql).select([_OFFSET]).limit(None).to_arrow()
     except Exception as e:  # LanceDB raises ValueError/RuntimeError with a parser message
@@ -98,4 +102,9 @@ def _filter_offsets(db, snap, sql: str) -> np.ndarray:
         raise ValueError(
             f"bad search filter {sql!r}: {msg}. Columns: {', '.join(FILTER_COLUMNS)}"
         ) from None
-    return np.sort(got[_OFFSET].to_numpy().astype(np.int64))
+    offsets = np.sort(got[_OFFSET].to_numpy().astype(np.int64))
+    offsets.flags.writeable = False  # shared by later calls with the same filter
+    if len(memo) >= MEMO_FILTERS:
+        memo.pop(next(iter(memo)))
+    memo[sql] = offsets
+    return offsets

@@ -20,11 +20,12 @@ SAMPLE_VECTORS = 16  # index vectors compared with the table's on load
 VECTOR_ATOL = 2e-3  # float16 storage rounds unit vectors by up to ~5e-4 per component
 
 
-def verified_index(db, model: str) -> tuple[AnnIndex | None, str | None]:
+def verified_index(db, model: str, mmap: bool = False) -> tuple[AnnIndex | None, str | None]:
     """(index, None) when the saved index checks out, (None, None) when there is none,
-    (None, what is wrong) when it is damaged or not this table's."""
+    (None, what is wrong) when it is damaged or not this table's. ``mmap``: for searches only
+    (see :meth:`AnnIndex.load_checked`)."""
     try:
-        ann = AnnIndex.load_checked(db.faiss_dir, model)
+        ann = AnnIndex.load_checked(db.faiss_dir, model, mmap=mmap)
     except FileNotFoundError:
         return None, None
     except IndexDamaged as err:

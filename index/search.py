@@ -279,9 +279,12 @@ class _Engine:
     def __init__(self, db, snap, q: np.ndarray, allowed, n_allowed: int, exact: bool):
         self.db, self.snap, self.q = db, snap, q
         self.allowed, self.n_allowed = allowed, n_allowed
-        self.ann = None if exact else db._load_ann(snap.model)
-        if self.ann is not None and self.ann.settings.dim != snap.dim:
-            self.ann = None
+        ann = db._load_ann(snap.model)
+        if ann is not None and ann.settings.dim != snap.dim:
+            ann = None
+        self.ann = None if exact else ann
+        # the index's own copy of the vectors is the exact kernel (no scan through LanceDB)
+        self.kernel = ann if ann is not None and ann.exact_storage else None
         self._all_scores = None
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -302,6 +305,8 @@ class _Engine:
         return self.n_allowed <= EXACT_SUBSET_MAX or self.n_allowed < small
 
     def _exact_top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.kernel is not None:
+            return self._kernel_top(k)
         if self._all_scores is None:
             self._all_scores = self._exact_scores()
         scores = self._all_scores
@@ -325,22 +330,35 @@ class _Engine:
             scores[snap.offsets(ids)] = vec @ self.q  # (b,)
         return scores
 
+    def _kernel_top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k``: FAISS scan of the index's stored vectors, plus the windows committed
+        since it was built (read from LanceDB and scored here)."""
+        return self._merged_top(k, self.kernel.exact_search)
+
     def _ann_top(self, k: int):
-        mapping = self.db._ann_mapping(self.snap, self.ann)  # off_of_pos (N,), new_offsets
+        return self._merged_top(k, self.ann.search, check=True)
+
+    def _merged_top(self, k: int, search, check: bool = False):
+        """Top ``k`` of ``search`` over the index's allowed positions and of exact scores of the
+        windows not in it; None when ``check`` and the index returned too few hits."""
+        ann = self.ann if check else self.kernel
+        mapping = self.db._ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
         off_of_pos, new_offsets = mapping
         pos_allowed = off_of_pos >= 0
         if self.allowed is not None:
             pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
         n_in_ann = int(np.count_nonzero(pos_allowed))
-        mask = None if n_in_ann == len(self.ann) else pos_allowed
+        mask = None if n_in_ann == len(ann) else pos_allowed
         scores = np.empty(0, np.float32)
         offsets = np.empty(0, np.int64)
         if n_in_ann:
-            s, pos = self.ann.search(self.q[None, :], min(k, n_in_ann), mask)
+            s, pos = search(self.q[None, :], min(k, n_in_ann), mask)
             s, pos = s[0], pos[0]
             valid = pos >= 0
             if int(valid.sum()) < min(k, n_in_ann):
-                return None
+                if check:
+                    return None
+                raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets

@@ -246,8 +246,8 @@ def test_embed_keeps_the_faiss_index_current(db, archive, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out.strip().endswith("index HNSW32,Flat")
     assert index.connect(db).index_state("spectral")["factory"] == "HNSW32,Flat"
-    assert main(argv[:-2] + ["--rebuild-index"]) == 0  # auto again: Flat at this size
-    assert index.connect(db).index_state("spectral")["factory"] == "Flat"
+    assert main(argv[:-2] + ["--rebuild-index"]) == 0  # auto again: float16 Flat at this size
+    assert index.connect(db).index_state("spectral")["factory"] == "SQfp16"
 
 
 def test_two_models_in_one_database(tmp_path, capsys):

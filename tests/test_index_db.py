@@ -264,7 +264,7 @@ def test_info_summary(db, tmp_path):
     db.add_embeddings("m", _rows(1, 2))
     db.build_index("m")
     db.add_embeddings("m", _rows(1, 1))
-    assert db.info()["models"]["m"]["index"] == "Flat over 7 windows, stale (+1 new, -0 deleted)"
+    assert db.info()["models"]["m"]["index"] == "SQfp16 over 7 windows, stale (+1 new, -0 deleted)"
 
 
 def test_undated_recordings_are_counted_not_hidden_behind_a_range(tmp_path):

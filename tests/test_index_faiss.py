@@ -49,23 +49,53 @@ def _add(db, vec, rid=10_000):
 
 
 def test_choose_factory_thresholds():
-    assert fi.choose_factory(10, 1536) == ("Flat", {})
-    assert fi.choose_factory(fi.FLAT_MAX - 1, 1536)[0] == "Flat"
-    fac, params = fi.choose_factory(fi.FLAT_MAX, 1536)
+    # float16 storage by default; float16=False keeps float32 vectors
+    assert fi.choose_factory(10, 1536) == ("SQfp16", {})
+    assert fi.choose_factory(10, 1536, float16=False) == ("Flat", {})
+    assert fi.choose_factory(fi.FLAT_MAX - 1, 1536, float16=False)[0] == "Flat"
+    fac, params = fi.choose_factory(fi.FLAT_MAX, 1536, float16=False)
     assert fac == f"HNSW{fi.HNSW_M},Flat" and params == {"efSearch": fi.HNSW_EF_SEARCH}
-    fac, params = fi.choose_factory(1_000_000, 1536)
+    assert fi.choose_factory(fi.FLAT_MAX, 1536)[0] == f"HNSW{fi.HNSW_M},SQfp16"
+    fac, params = fi.choose_factory(1_000_000, 1536, float16=False)
     assert fac == "IVF4096,PQ192x4fs,RFlat"
     assert params == {"nprobe": fi.IVF_NPROBE, "k_factor": fi.REFINE_K_FACTOR}
     assert fi.choose_factory(1_000_000, 100)[0].startswith("IVF4096,SQ8")  # d not divisible by 8
-    assert fi.choose_factory(10, 1536, float16=True)[0] == "SQfp16"
-    assert fi.choose_factory(1_000_000, 1536, float16=True)[0].endswith("Refine(SQfp16)")
+    assert fi.choose_factory(1_000_000, 1536)[0] == "IVF4096,PQ192x4fs,Refine(SQfp16)"
+
+
+def test_refine_k_factor_grows_with_the_archive():
+    assert fi.refine_k_factor(100_000) == fi.REFINE_K_FACTOR_MIN
+    assert fi.refine_k_factor(1_000_000) == fi.REFINE_K_FACTOR
+    ks = [fi.refine_k_factor(n) for n in (10**5, 3 * 10**5, 10**6, 10**7, 10**9)]
+    assert ks == sorted(ks) and ks[-1] == 4 * fi.REFINE_K_FACTOR
+
+
+def test_exact_search_scans_the_index_copy_not_lancedb(tmp_path, monkeypatch):
+    vec = _clustered(600)
+    db = _db(tmp_path, vec)
+    db.build_index("m", factory="IVF8,PQ16x4fs,Refine(SQfp16)")
+    new = _clustered(5, seed=4)
+    _add(db, new)  # committed after the build: scored from LanceDB
+    allv = np.concatenate([vec, new])
+    allv /= np.linalg.norm(allv, axis=1, keepdims=True)
+    q = allv[7] + 0.1 * allv[602]
+    q /= np.linalg.norm(q)
+    truth = np.argsort(-(allv @ q))[:10]
+    monkeypatch.setattr(
+        type(db.snapshot("m")), "iter_vectors", lambda *a, **k: pytest.fail("table scan")
+    )
+    hits = db.search("m", q).exact().limit(10).to_pandas()
+    assert hits["window_id"].tolist() == truth.tolist()
+    np.testing.assert_allclose(hits["score"], (allv @ q)[truth], atol=1e-3)
+    sub = db.search("m", q).where("window_id >= 300").exact().limit(5).to_pandas()
+    assert (sub["window_id"] >= 300).all() and len(sub) == 5
 
 
 def test_settings_files_and_reload(tmp_path):
     vec = _clustered(500)
     db = _db(tmp_path, vec)
     s = db.build_index("m")
-    assert (s.factory, s.n_vectors, s.dim, s.action) == ("Flat", 500, DIM, "built")
+    assert (s.factory, s.n_vectors, s.dim, s.action) == ("SQfp16", 500, DIM, "built")
     saved = json.loads((db.faiss_dir / "m.json").read_text())
     assert saved["table_version"] == db.windows("m").version and saved["metric"] == "inner_product"
     files = sorted(p.name for p in db.faiss_dir.iterdir())
@@ -110,10 +140,10 @@ def test_incremental_update_and_rebuild_rules(tmp_path):
 def test_auto_crosses_size_tier(tmp_path, monkeypatch):
     monkeypatch.setattr(fi, "FLAT_MAX", 400)
     db = _db(tmp_path, _clustered(300))
-    assert db.build_index("m").factory == "Flat"
+    assert db.build_index("m").factory == "SQfp16"
     _add(db, _clustered(200, seed=3))
     s = db.build_index("m")
-    assert (s.factory, s.action, s.n_vectors) == ("HNSW32,Flat", "built", 500)
+    assert (s.factory, s.action, s.n_vectors) == ("HNSW32,SQfp16", "built", 500)
 
 
 @pytest.mark.parametrize(
