@@ -283,25 +283,32 @@ def import_annotations(
     label_column: str | None = None,
     default_label: str | None = None,
     kind: str | None = None,
+    min_confidence: float | None = None,
 ) -> np.ndarray:
     """Import a Raven selection table or CSV as labels (source ``import:<file name>``).
 
-    Each row's ``Begin Path`` (or ``Begin File`` / file column) is resolved to a recording;
-    ``kind`` overrides the table's kinds (default: the ``kind`` column, else positive).
+    Each row's ``Begin Path`` (or ``Begin File`` / file column) is resolved to a recording; a table
+    without one names its recording itself, as BirdNET-Analyzer's per-file outputs do
+    (``<recording>.BirdNET.selection.table.txt``, ``<recording>.BirdNET.results.csv``).
+    ``kind`` overrides the table's kinds (default: the ``kind`` column, else positive);
+    ``min_confidence`` leaves out rows of a ``Confidence`` column below it.
     Raises ValueError naming the line of a row that is malformed or points to an unknown file;
     nothing is imported then.
     """
-    table = read_annotations(path, label_column=label_column, default_label=default_label)
+    table = read_annotations(
+        path, label_column=label_column, default_label=default_label, min_confidence=min_confidence
+    )
     recs = db.recordings()
+    own = _recording_named_by_table(Path(path).name, recs)
     ids = []
     for row in table.itertuples(index=False):
         ref = row.path or row.file
-        if not ref:
+        if not ref and own is None:
             raise ValueError(
                 f"{Path(path).name}: line {row.line}: no file column to say which recording"
             )
         try:
-            rid = _resolve_cached(db, ref, row.file, recs)
+            rid = _resolve_cached(db, ref, row.file, recs) if ref else own
         except KeyError as err:
             raise ValueError(f"{Path(path).name}: line {row.line}: {err.args[0]}") from None
         ids.append(rid)
@@ -317,7 +324,9 @@ def import_annotations(
     if kind is not None:
         table = table.assign(kind=kind)
     return add_labels(
-        db, table.drop(columns=["file", "path", "line"]), source=f"import:{Path(path).name}"
+        db,
+        table.drop(columns=["file", "path", "line", "confidence"]),
+        source=f"import:{Path(path).name}",
     )
 
 
@@ -329,6 +338,15 @@ def _first_late(recs: pd.DataFrame, rids, starts) -> tuple[int, float] | None:
     end = pd.Series(rids).map(known).fillna(np.inf).to_numpy(dtype=float)
     late = np.flatnonzero(starts >= end)
     return (int(late[0]), float(end[late[0]])) if len(late) else None
+
+
+def _recording_named_by_table(table_name: str, recs: pd.DataFrame) -> int | None:
+    """The one recording whose file stem begins a BirdNET-Analyzer output's name, or None."""
+    if ".BirdNET." not in table_name:
+        return None
+    stem = table_name.split(".BirdNET.")[0]
+    hit = recs[recs["path"].map(lambda p: Path(p).stem) == stem]
+    return int(hit["recording_id"].iloc[0]) if len(hit) == 1 else None
 
 
 def _resolve_cached(db, ref: str, file: str | None, recs: pd.DataFrame) -> int:

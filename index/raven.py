@@ -46,6 +46,7 @@ LABEL_COLUMNS = (
 _ALIASES = {
     "start_s": (
         "begin time (s)",
+        "start (s)",  # BirdNET-Analyzer's CSV
         "start_s",
         "start",
         "begin",
@@ -53,7 +54,7 @@ _ALIASES = {
         "begin_s",
         "onset",
     ),
-    "end_s": ("end time (s)", "end_s", "end", "stop", "end time", "offset"),
+    "end_s": ("end time (s)", "end (s)", "end_s", "end", "stop", "end time", "offset"),
     "low_hz": ("low freq (hz)", "low_hz", "low frequency (hz)", "low_freq", "fmin"),
     "high_hz": ("high freq (hz)", "high_hz", "high frequency (hz)", "high_freq", "fmax"),
     "file": ("begin file", "file", "filename", "file name", "recording", "audio file", "path"),
@@ -62,7 +63,11 @@ _ALIASES = {
     "selection": ("selection",),
     "view": ("view",),
     "kind": ("kind",),
+    "confidence": ("confidence",),
 }
+# BirdNET-Analyzer's tables (its CSV and its Raven tables) carry these; for them the common name is
+# the default label (its Raven tables also hold a "Species Code", which would win otherwise).
+BIRDNET_COLUMNS = ("common name", "confidence")
 
 # Raven column order used when writing.
 _RAVEN_HEADER = (
@@ -91,6 +96,7 @@ def read_annotations(
     label_column: str | None = None,
     default_label: str | None = None,
     name: str | None = None,
+    min_confidence: float | None = None,
 ) -> pd.DataFrame:
     """Read a Raven selection table or a CSV of annotations into one row per selection.
 
@@ -104,11 +110,15 @@ def read_annotations(
         Label for every row when the table has no annotation column (or an empty cell).
     name : str, optional
         Name used in error messages (defaults to the file name).
+    min_confidence : float, optional
+        Leave out rows whose ``Confidence`` is below this; tables without that
+        column are unaffected. BirdNET-Analyzer's tables (``Common Name`` + ``Confidence``) are
+        labelled by the common name unless ``label_column`` says otherwise.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``TIDY_COLUMNS``: file (base name or relative path as written), path (absolute path
+        Columns ``TIDY_COLUMNS`` and ``confidence`` (NaN where the table has none): file (base name or relative path as written), path (absolute path
         from ``Begin Path`` or None), start_s, end_s (float, seconds in that file), low_hz, high_hz
         (float or NaN), label (str), kind ("positive" unless a ``kind`` column says otherwise;
         rows of kind "skip" are left out), line
@@ -147,8 +157,12 @@ def read_annotations(
         if not any(cell.strip() for cell in row):
             continue  # blank line, common at the end of hand-edited tables
         records.append(_parse_row(row, len(header), cols, lineno, name, default_label))
-    df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "selection", "view"])
+    df = pd.DataFrame.from_records(
+        records, columns=[*TIDY_COLUMNS, "selection", "view", "confidence"]
+    )
     df = df[df["kind"] != SKIP].reset_index(drop=True)  # undecided rows are not labels
+    if min_confidence is not None:
+        df = df[~(df["confidence"] < min_confidence)].reset_index(drop=True)  # NaN stays
     return _dedupe_views(df)
 
 
@@ -196,6 +210,8 @@ def _find_columns(header: list[str], label_column: str | None, name: str) -> dic
         if label_column.lower() not in lower:
             raise AnnotationError(f"{name}: line 1: no column {label_column!r} in {header}")
         cols["label"] = lower.index(label_column.lower())
+    elif all(c in lower for c in BIRDNET_COLUMNS):
+        cols["label"] = lower.index("common name")
     else:
         for alias in LABEL_COLUMNS:
             if alias in lower:
@@ -243,13 +259,17 @@ def _parse_row(row, width, cols, lineno, name, default_label) -> tuple:
         raise AnnotationError(f"{name}: line {lineno}: kind {kind!r} not in {(*KINDS, SKIP)}")
     path = cell("path") or None
     file = cell("file") or (PureWindowsPath(path).name if path else None)
-    return (file, path, start, end, low, high, label, kind, lineno, cell("selection"), cell("view"))
+    confidence = number("confidence", False)
+    return (
+        file, path, start, end, low, high, label, kind, lineno, cell("selection"), cell("view"),
+        confidence,
+    )  # fmt: skip
 
 
 def _dedupe_views(df: pd.DataFrame) -> pd.DataFrame:
     """Keep one row per selection: Raven repeats a selection once per view (spectrogram, waveform)."""
     if df.empty:
-        return df[list(TIDY_COLUMNS)]
+        return df[[*TIDY_COLUMNS, "confidence"]]
     # Prefer the spectrogram row: only it carries meaningful frequency bounds.
     order = (~df["view"].str.lower().str.startswith("spectrogram")).astype(int)
     df = df.assign(_order=order).sort_values(["_order", "line"], kind="stable")
@@ -260,7 +280,7 @@ def _dedupe_views(df: pd.DataFrame) -> pd.DataFrame:
     no_sel = ~has_sel.to_numpy()
     dup[no_sel] = df[~has_sel].duplicated([*key_cols, "low_hz", "high_hz"]).to_numpy()
     out = df[~dup].sort_values("line")
-    return out[list(TIDY_COLUMNS)].reset_index(drop=True)
+    return out[[*TIDY_COLUMNS, "confidence"]].reset_index(drop=True)
 
 
 def write_selection_table(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] = ()) -> Path:

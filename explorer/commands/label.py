@@ -54,6 +54,13 @@ def add_parser(sub) -> None:
     p.add_argument("--label-column", default=None, help="annotation column name (--import)")
     p.add_argument("--default-label", default=None, help="label for rows without one (--import)")
     p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.25,
+        help="--import: leave out rows whose Confidence column is below this (BirdNET-Analyzer's "
+        "tables; default 0.25, its own); tables without that column are unaffected",
+    )
+    p.add_argument(
         "--source",
         default=None,
         help='who labels, default "user:<login>" (--add, --import); a filter with --remove',
@@ -89,12 +96,15 @@ def run(args) -> int:
                 f"label {lid}: {args.add[1]} ({kind}) {span.path} {span.start_s:g}-{span.end_s:g} s"
             )
         elif args.import_:
+            if not 0.0 <= args.min_confidence <= 1.0:
+                raise CLIError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
             ids = L.import_annotations(
                 db,
                 args.import_,
                 args.label_column,
                 args.default_label,
                 kind if (args.negative or args.unsure) else None,
+                min_confidence=args.min_confidence,
             )
             print(f"imported {len(ids)} labels from {args.import_}")
         elif args.remove is not None:
