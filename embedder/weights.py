@@ -14,7 +14,6 @@ import json
 import math
 import os
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from embedder.installed import (  # where imports are installed (torch-free); kept importable here
+    CHECKPOINT_FILE,
+    MANIFEST_FILE,
+    models_dir,
+)
+from embedder.installed import data_dir as data_dir
+from embedder.installed import installed_weights as installed_weights
+from embedder.installed import list_installed as list_installed
 
 TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB table magic number (little-endian fixed64)
 FOOTER_SIZE = 48  # bytes: two padded block handles (40) + magic (8)
@@ -355,8 +363,6 @@ def read_bundle(path: str | Path, verify: bool = True) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------- generic containers
 CHECKPOINT_FORMAT = "chorus"
 CHECKPOINT_VERSION = 1
-CHECKPOINT_FILE = "weights.pt"  # file name of an installed import inside models/<name>/
-MANIFEST_FILE = "manifest.json"
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 
 
@@ -506,24 +512,6 @@ def _resolve_importer(name: str) -> Callable[[str | Path], tuple[dict, dict]]:
     return fn
 
 
-def data_dir() -> Path:
-    """Chorus's per-user data folder: ``$CHORUS_HOME`` or the platform default."""
-    if os.environ.get("CHORUS_HOME"):
-        return Path(os.environ["CHORUS_HOME"]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "chorus"
-
-
-def models_dir() -> Path:
-    """Folder holding one sub-folder per installed model."""
-    return data_dir() / "models"
-
-
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file (or of all files under a folder, in sorted relative-path order)."""
     p = Path(path)
@@ -604,26 +592,3 @@ def _naming(src: Path, err: Exception) -> str:
     """The error's message, with the file it concerns named once."""
     msg = str(err)
     return msg if str(src) in msg else f"{src}: {msg}"
-
-
-def installed_weights(name: str, models_root: str | Path | None = None) -> Path | None:
-    """Path of the installed checkpoint of model ``name``, or None when nothing is installed."""
-    root = Path(models_root) if models_root is not None else models_dir()
-    p = root / name / CHECKPOINT_FILE
-    return p if p.is_file() else None
-
-
-def list_installed(models_root: str | Path | None = None) -> list[dict]:
-    """One manifest dict per installed model (name, path, source, sha256, imported_at, ...)."""
-    root = Path(models_root) if models_root is not None else models_dir()
-    out = []
-    for d in sorted(root.glob("*")) if root.is_dir() else []:
-        if not (d / CHECKPOINT_FILE).is_file():
-            continue
-        try:
-            manifest = json.loads((d / MANIFEST_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            manifest = {"name": d.name, "path": str(d / CHECKPOINT_FILE)}
-        manifest.pop("config", None)
-        out.append(manifest)
-    return out

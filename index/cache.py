@@ -2,7 +2,7 @@
 
 A cached result is named by what it was computed from (``key``): the kind, the model, the versions
 of the embeddings *and* recordings tables (a result carries recording columns such as site and
-hour), and a hash of the parameters. Files are written with ``db.atomic_write`` (a temporary name,
+hour), and a hash of the parameters. Files are written with ``files.atomic_write`` (a temporary name,
 then a rename), so a reader in another process never opens a half-written one; when a new version is written, the
 files of older versions of the same computation are removed, so the folder does not grow with
 every ingest commit. Nothing here is unpickled: a database folder may come from someone else.

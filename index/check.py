@@ -169,7 +169,7 @@ def _check_windows(db, model: str, repair: bool) -> list[Finding]:
 
 
 def _check_index(db, model: str, repair: bool) -> list[Finding]:
-    from .index_check import verified_index
+    from .ann import verified_index
 
     _, problem = verified_index(db, model)
     if not problem:

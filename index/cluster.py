@@ -18,7 +18,7 @@ import pandas as pd
 
 from index import cache
 from index.cache import cache_dir
-from index.db import atomic_write
+from index.files import atomic_write
 from index.projection import PCA_FIT_ROWS, fit_pca, window_meta
 
 PCA_DIM = 64  # dimensions kept before k-means

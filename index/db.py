@@ -17,7 +17,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import rows as _rows
+from .files import atomic_write_json
 from .schema import (
     CACHE_DIR,
     FAISS_DIR,
@@ -56,34 +56,6 @@ class DatabaseError(RuntimeError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write(path: Path, save: Callable[[Path], None]) -> None:
-    """``save(tmp)`` then rename onto ``path``: readers see the old file, the new one, or none.
-
-    The temporary name starts with a dot, so no pattern matching the files of a folder (index
-    generations, cached results) ever takes it for one of them.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    """Write JSON durably (fsync) and atomically, so a reader never sees a half-written file."""
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, save)
 
 
 @contextlib.contextmanager
@@ -127,7 +99,7 @@ class Database:
             for sub in (LANCE_DIR, FAISS_DIR, CACHE_DIR):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             now = _now()
-            _atomic_write_json(
+            atomic_write_json(
                 meta_path,
                 {
                     "schema_version": SCHEMA_VERSION,
@@ -184,7 +156,7 @@ class Database:
             meta = self.meta
             change(meta)
             meta["updated"] = _now()
-            _atomic_write_json(self.path / META_FILE, meta)
+            atomic_write_json(self.path / META_FILE, meta)
         return meta
 
     @property
@@ -658,7 +630,7 @@ class Database:
 
         See :func:`index.faiss_index.build_or_update` for the rules and thresholds.
         """
-        from .faiss_index import build_or_update
+        from .ann import build_or_update
 
         settings = build_or_update(self, model, factory=factory, rebuild=rebuild, **params)
         self._indexes.pop(model, None)
@@ -678,7 +650,7 @@ class Database:
 
     def index_state(self, model: str) -> dict:
         """State of the FAISS index: factory, covered version, new/deleted windows since."""
-        from .faiss_index import index_state
+        from .ann import index_state
 
         return index_state(self, model)
 
@@ -691,8 +663,8 @@ class Database:
     # ------------------------------------------------------------------ search internals
     def _load_ann(self, model: str):
         """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
+        from .ann import verified_index, warn_damaged
         from .faiss_index import AnnIndex
-        from .index_check import verified_index, warn_damaged
 
         json_path = AnnIndex.settings_path(self.faiss_dir, model)
         stamp = json_path.stat().st_mtime_ns if json_path.exists() else None

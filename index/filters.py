@@ -16,7 +16,28 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .search import FILTER_COLUMNS
+# Columns a search filter can name: the window, its recording, and times derived from them.
+FILTER_COLUMNS = (
+    "window_id",
+    "recording_id",
+    "channel",
+    "start_s",
+    "end_s",
+    "audio_root",
+    "path",
+    "site",
+    "start_time",  # recording start (timestamp, may be null)
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "size",  # bytes of the file when it was embedded
+    "mtime",  # its modification time (s since the epoch)
+    "status",
+    "error",
+    "time",  # window start time = start_time + start_s (timestamp)
+    "hour",  # hour of day of the window start, 0..23 (int)
+    "date",  # calendar date of the window start
+)
 
 _OFFSET = "_offset"  # snapshot offset of each view row
 _memory = None  # one in-memory LanceDB connection per process

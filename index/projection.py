@@ -36,7 +36,7 @@ import pandas as pd
 
 from . import cache
 from .cache import cache_dir
-from .db import atomic_write
+from .files import atomic_write
 
 SAMPLE_CAP = 50_000  # windows in a map by default
 PCA_DIM = 50  # PCA dimensions fed to UMAP (removes noise dimensions, speeds up neighbours)

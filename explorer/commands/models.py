@@ -34,8 +34,8 @@ def add_parser(sub) -> None:
 
 def _describe(name: str) -> str:
     """One line on where model ``name``'s weights come from."""
+    from embedder.installed import installed_weights
     from embedder.registry import default_weights, weights_hint
-    from embedder.weights import installed_weights
 
     if name == "spectral":
         return "training-free (no weights needed)"
