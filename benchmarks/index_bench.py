@@ -87,7 +87,7 @@ def bench_faiss(db, queries, truth, factory: str, params: dict, sweeps: list[dic
     t0 = time.perf_counter()
     s = db.build_index("bench", factory=factory, rebuild=True, **params)
     build_s = time.perf_counter() - t0
-    ann = db._load_ann("bench")
+    ann = db.search_state.load_ann("bench")
     size = sum(p.stat().st_size for p in db.faiss_dir.glob(f"bench.{s.token}.*"))
     rows = []
     for sweep in sweeps or [{}]:

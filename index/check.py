@@ -97,14 +97,14 @@ def _table_folders(db) -> list[str]:
 def _read_table(db, name: str) -> tuple[int, str | None]:
     """Read every row of every column once; (rows, None) or (0, the first error line)."""
     try:
-        table = db._conn.open_table(name)
+        table = db.open_table(name)
         n = 0
         for batch in table.search().limit(None).to_batches(READ_BATCH_ROWS):
             n += batch.num_rows
         if n != table.count_rows():
             return 0, f"{n} rows read, the table says {table.count_rows()}"
         return n, None
-    except (RuntimeError, OSError, ValueError) as err:
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
         return 0, str(err).splitlines()[0][:200]
 
 
@@ -119,7 +119,7 @@ def _unreadable(db, name: str, problem: str, repair: bool) -> Finding:
             import shutil
 
             shutil.rmtree(db.path / LANCE_DIR / f"{name}.lance")
-            db._tables.pop(name, None)
+            db.forget_table(name)
             finding.repaired = True
         return finding
     return Finding(f"table {name}", f"cannot be read ({problem})", "restore it from a backup")

@@ -39,7 +39,7 @@ def compact_if_due(db, model: str, every: int | None = None) -> list[str]:
     names = (RECORDINGS_TABLE, PROGRESS_TABLE, embeddings_table_name(model))
     done = []
     for name in names:
-        if not db._has_table(name):
+        if not db.has_table(name):
             continue
         table = db.open_table(name)
         if name in marks and table.version - marks[name] < every:

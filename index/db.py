@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import uuid
@@ -128,9 +129,6 @@ class Database:
         self._next_id: dict[str, int] = {}  # per-model in-process id high-water mark
         self._snapshots: dict[str, Snapshot] = {}
         self._recordings_cache: tuple[int, pd.DataFrame] | None = None
-        self._indexes: dict = {}  # model -> (settings mtime, AnnIndex | None)
-        self._ann_maps: dict = {}  # model -> index position <-> snapshot offset maps
-        self._filter_views: dict = {}  # model -> (key, memory table) used by search().where
 
     def __repr__(self) -> str:
         return f"chorus.Database({str(self.path)!r})"
@@ -150,7 +148,8 @@ class Database:
             raise DatabaseError(f"{self.path}: {meta_problem(self.path)}: restore it from a backup")
         return meta
 
-    def _update_meta(self, change: Callable[[dict], None]) -> dict:
+    def update_meta(self, change: Callable[[dict], None]) -> dict:
+        """Apply ``change(meta)`` to chorus.json under a lock and write it atomically; returns it."""
         # locked read-modify-write: two writers must never hand out the same ids
         with _locked(self.path / (META_FILE + ".lock")):
             meta = self.meta
@@ -165,9 +164,9 @@ class Database:
         what its FAISS indexes are tied to."""
         found = self.meta.get("database_id")
         if not found:
-            found = self._update_meta(
-                lambda meta: meta.setdefault("database_id", uuid.uuid4().hex)
-            )["database_id"]
+            found = self.update_meta(lambda meta: meta.setdefault("database_id", uuid.uuid4().hex))[
+                "database_id"
+            ]
         return found
 
     @property
@@ -192,10 +191,10 @@ class Database:
         def change(meta: dict) -> None:
             meta.setdefault("models", {})[name] = config
             emb = meta.setdefault("embeddings", {})
-            if name not in emb or not self._has_table(embeddings_table_name(name)):
+            if name not in emb or not self.has_table(embeddings_table_name(name)):
                 emb[name] = {"vector_dtype": vector_dtype}
 
-        self._update_meta(change)
+        self.update_meta(change)
 
     def models(self) -> list[str]:
         """Names of models that have a config or an embeddings table."""
@@ -215,7 +214,7 @@ class Database:
                 roots.append(root)
 
         if root not in self.meta.get("audio_roots", []):
-            self._update_meta(change)
+            self.update_meta(change)
         return root
 
     def writer_lock(self, wait_s: float = 0.0, what: str | None = None):
@@ -230,8 +229,13 @@ class Database:
         """Names of all LanceDB tables in this database."""
         return sorted(self._conn.list_tables().tables)
 
-    def _has_table(self, name: str) -> bool:
+    def has_table(self, name: str) -> bool:
+        """Whether LanceDB table ``name`` exists."""
         return self._cached_table(name) is not None
+
+    def forget_table(self, name: str) -> None:
+        """Drop the cached handle of table ``name`` (after its files were replaced or removed)."""
+        self._tables.pop(name, None)
 
     def _cached_table(self, name: str):
         """Open table handle, kept per name: with read consistency 0 a handle always reads
@@ -264,12 +268,13 @@ class Database:
             self._conn.open_table(name).optimize()
 
     # ------------------------------------------------------------------ recordings
-    def _recordings_table(self):
+    def recordings_table(self):
+        """The LanceDB ``recordings`` table (created empty if missing)."""
         return self.open_table(RECORDINGS_TABLE, RECORDINGS_SCHEMA)
 
-    def _recordings_frame(self) -> pd.DataFrame:
+    def recordings_frame(self) -> pd.DataFrame:
         """Cached recordings table (with ``abs_path``); do not modify the returned frame."""
-        tbl = self._recordings_table()
+        tbl = self.recordings_table()
         version = tbl.version
         if self._recordings_cache is None or self._recordings_cache[0] != version:
             df = tbl.to_arrow().to_pandas()
@@ -280,9 +285,9 @@ class Database:
             self._recordings_cache = (version, df)
         return self._recordings_cache[1]
 
-    def _recordings_lookup(self) -> dict:
+    def recordings_lookup(self) -> dict:
         """Recording columns as arrays sorted by recording_id (cached per table version)."""
-        df = self._recordings_frame()
+        df = self.recordings_frame()
         if getattr(self, "_lookup_for", None) is not df:
             self._lookup = {
                 c: df[c].to_numpy() for c in ("recording_id", "path", "abs_path", "site")
@@ -296,14 +301,14 @@ class Database:
 
         Columns: the recordings table columns plus ``abs_path`` (audio_root joined with path).
         """
-        df = self._recordings_frame().copy()
+        df = self.recordings_frame().copy()
         if status is not None:
             df = df[df["status"] == status].reset_index(drop=True)
         return df
 
     def recording(self, recording_id: int) -> dict:
         """One recording as a dict (incl. ``abs_path``); KeyError if unknown."""
-        df = self._recordings_frame()
+        df = self.recordings_frame()
         hit = df[df["recording_id"] == int(recording_id)]
         if hit.empty:
             raise KeyError(f"no recording with id {recording_id}")
@@ -316,7 +321,7 @@ class Database:
         """Id of the recording at (audio_root, path), or None."""
         root = str(Path(audio_root).expanduser().resolve())
         rel = _rows.relative_path(root, path)
-        df = self._recordings_frame()
+        df = self.recordings_frame()
         hit = df[(df["audio_root"] == root) & (df["path"] == rel)]
         return None if hit.empty else int(hit["recording_id"].iloc[0])
 
@@ -334,7 +339,7 @@ class Database:
         """Bulk :meth:`upsert_recording` in one commit; return recording ids (n,) int64."""
         if isinstance(records, pd.DataFrame):
             records = records.to_dict("records")
-        df = self._recordings_frame()
+        df = self.recordings_frame()
         key_to_id = {
             (r, p): int(i)
             for r, p, i in zip(df["audio_root"], df["path"], df["recording_id"], strict=True)
@@ -380,7 +385,7 @@ class Database:
         if merged:
             table = _rows.recording_table(merged)
             (
-                self._recordings_table()
+                self.recordings_table()
                 .merge_insert("recording_id")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
@@ -395,7 +400,7 @@ class Database:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         if ids:
             where = f"recording_id IN ({', '.join(map(str, ids))})"
-            self._recordings_table().update(where=where, values={"status": status})
+            self.recordings_table().update(where=where, values={"status": status})
 
     def mark_failed(
         self, audio_root: str | os.PathLike, path: str | os.PathLike, error: str
@@ -413,9 +418,9 @@ class Database:
         for model in self.models():
             self.delete_windows(model, rid)
         for name in (PROGRESS_TABLE, LABELS_TABLE, DETECTIONS_TABLE):
-            if self._has_table(name):
+            if self.has_table(name):
                 self.open_table(name).delete(f"recording_id = {rid}")
-        self._recordings_table().delete(f"recording_id = {rid}")
+        self.recordings_table().delete(f"recording_id = {rid}")
 
     # ------------------------------------------------------------------ embeddings
     def _embeddings_table(self, model: str, dim: int | None = None, extras: dict | None = None):
@@ -464,7 +469,7 @@ class Database:
             first.append(max(int(floor), int(marks.get(key, 0))))
             marks[key] = first[0] + n
 
-        self._update_meta(change)
+        self.update_meta(change)
         return first[0]
 
     def add_embeddings(self, model: str, rows) -> np.ndarray:
@@ -484,7 +489,7 @@ class Database:
         """
         check_model_name(model)
         name = embeddings_table_name(model)
-        dim = self.model_dim(model) if self._has_table(name) else None
+        dim = self.model_dim(model) if self.has_table(name) else None
         cols = _rows.window_rows(rows, dim)
         n = len(cols["vector"])
         if n == 0:
@@ -525,7 +530,7 @@ class Database:
         rid = int(recording_id)
         check_model_name(model)
         self._progress_table().delete(f"recording_id = {rid} AND model = '{model}'")
-        if self._has_table(embeddings_table_name(model)):
+        if self.has_table(embeddings_table_name(model)):
             self.delete_windows(model, rid)
 
     def finish_recording(self, model: str, recording_id: int, n_windows: int) -> None:
@@ -541,7 +546,7 @@ class Database:
         want = np.array([int(n) for _, n in done], np.int64)
         have = np.zeros(len(rids), np.int64)
         where = f"recording_id IN ({', '.join(map(str, rids.tolist()))})"
-        if self._has_table(embeddings_table_name(model)):
+        if self.has_table(embeddings_table_name(model)):
             col = self._embeddings_table(model).search().where(where).select(["recording_id"])
             ids = col.limit(None).to_arrow()["recording_id"].to_numpy()
             got, n = np.unique(ids, return_counts=True)
@@ -555,7 +560,7 @@ class Database:
             )
         # only the rows and columns needed: the whole frame would be re-read every chunk
         recs = (
-            self._recordings_table()
+            self.recordings_table()
             .search()
             .where(where)
             .select(["recording_id", "size", "mtime"])
@@ -598,7 +603,7 @@ class Database:
 
     def delete_windows(self, model: str, recording_id: int) -> None:
         """Delete all windows of one recording for ``model`` (one commit)."""
-        if self._has_table(embeddings_table_name(model)):
+        if self.has_table(embeddings_table_name(model)):
             self._embeddings_table(model).delete(f"recording_id = {int(recording_id)}")
 
     def snapshot(self, model: str) -> Snapshot:
@@ -628,25 +633,25 @@ class Database:
     def build_index(self, model: str, factory: str = "auto", rebuild: bool = False, **params):
         """Build or update the FAISS index of ``model``; return its :class:`IndexSettings`.
 
-        See :func:`index.faiss_index.build_or_update` for the rules and thresholds.
+        See :func:`index.ann.build_or_update` for the rules and thresholds.
         """
         from .ann import build_or_update
 
         settings = build_or_update(self, model, factory=factory, rebuild=rebuild, **params)
-        self._indexes.pop(model, None)
+        self.search_state.forget(model)
         return settings
 
     def data_versions(self, model: str) -> tuple[int, int]:
         """Versions of ``model``'s windows table and of the recordings table: what every result
         derived from windows with their recording columns (site, time) is keyed by."""
-        return int(self.windows(model).version), int(self._recordings_table().version)
+        return int(self.windows(model).version), int(self.recordings_table().version)
 
     def drop_index(self, model: str) -> None:
         """Remove the FAISS index files of ``model`` (search is then exact until the next build)."""
         from .faiss_index import remove_index
 
         remove_index(self.faiss_dir, model)
-        self._indexes.pop(model, None)
+        self.search_state.forget(model)
 
     def index_state(self, model: str) -> dict:
         """State of the FAISS index: factory, covered version, new/deleted windows since."""
@@ -660,67 +665,12 @@ class Database:
 
         return SearchBuilder(self, model, query)
 
-    # ------------------------------------------------------------------ search internals
-    def _load_ann(self, model: str):
-        """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
-        from .ann import verified_index, warn_damaged
-        from .faiss_index import AnnIndex
+    @functools.cached_property
+    def search_state(self):
+        """What searches of this database keep between calls (:class:`index.search.SearchState`)."""
+        from .search import SearchState
 
-        json_path = AnnIndex.settings_path(self.faiss_dir, model)
-        stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
-        cached = self._indexes.get(model)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        ann, problem = (None, None)
-        if stamp is not None:  # mapped, read-only: build_index loads its own writable copy
-            ann, problem = verified_index(self, model, mmap=True)
-        if problem:  # once per index generation: the result is cached below
-            warn_damaged(model, problem)
-        self._indexes[model] = (stamp, ann)
-        self._ann_maps.pop(model, None)
-        return ann
-
-    def _ann_mapping(self, snap: Snapshot, ann) -> tuple[np.ndarray, np.ndarray]:
-        """(snapshot offset of each index position or -1 if deleted (N,), offsets not indexed)."""
-        entry = self._ann_entry(snap, ann)
-        return entry[1], entry[2]
-
-    def _ann_entry(self, snap: Snapshot, ann) -> tuple:
-        """(key, off_of_pos, new_offsets, pos_of_off, delta vectors) for this snapshot and index;
-        callers use the tuple they got, never the shared slot another thread may replace."""
-        key = (snap.version, id(ann))
-        cached = self._ann_maps.get(snap.model)
-        if cached is None or cached[0] != key:
-            present = snap.contains(ann.ids)
-            off_of_pos = np.full(len(ann), -1, np.int64)
-            off_of_pos[present] = snap.offsets(ann.ids[present])
-            pos_of_off = np.full(len(snap), -1, np.int64)
-            pos_of_off[off_of_pos[present]] = np.flatnonzero(present)
-            new_offsets = np.flatnonzero(pos_of_off < 0)
-            cached = (key, off_of_pos, new_offsets, pos_of_off, {})
-            self._ann_maps[snap.model] = cached
-        return cached
-
-    def _vectors_for(self, snap: Snapshot, offsets: np.ndarray) -> np.ndarray:
-        """Unit vectors (m, dim) at snapshot ``offsets``: from the in-memory index when it stores
-        them exactly, else from LanceDB (windows not in the index are cached per version)."""
-        offsets = np.asarray(offsets, np.int64)
-        ann = self._indexes.get(snap.model, (None, None))[1]
-        if ann is None or not ann.exact_storage:
-            return snap.vectors_at(offsets)
-        _, _, _, pos_of_off, delta = self._ann_entry(snap, ann)
-        pos = pos_of_off[offsets]
-        out = np.empty((len(offsets), snap.dim), np.float32)
-        inside = pos >= 0
-        out[inside] = ann.reconstruct(pos[inside])
-        rest = offsets[~inside]
-        todo = [int(o) for o in rest if int(o) not in delta]
-        if todo:
-            for o, v in zip(todo, snap.vectors_at(np.asarray(todo)), strict=True):
-                delta[o] = v
-        if len(rest):
-            out[~inside] = np.stack([delta[int(o)] for o in rest])
-        return out
+        return SearchState(self)
 
     # ------------------------------------------------------------------ summary
     def info(self) -> dict:

@@ -63,7 +63,7 @@ def _conn():
 
 def _view(db, snap) -> pa.Table:
     """Window + recording columns of ``snap`` (one row per window, in offset order)."""
-    recs = db._recordings_frame()
+    recs = db.recordings_frame()
     win = pd.DataFrame(
         {
             _OFFSET: np.arange(len(snap), dtype=np.int64),
@@ -102,8 +102,8 @@ def filter_offsets(db, snap, sql: str) -> np.ndarray:
 
 
 def _filter_offsets(db, snap, sql: str) -> np.ndarray:
-    key = (snap.version, db._recordings_table().version, len(snap))
-    cached = db._filter_views.get(snap.model)
+    key = (snap.version, db.recordings_table().version, len(snap))
+    cached = db.search_state.filter_views.get(snap.model)
     if cached is None or cached[0] != key:
         name = f"view_{id(db)}_{snap.model}"
         conn = _conn()
@@ -112,7 +112,7 @@ def _filter_offsets(db, snap, sql: str) -> np.ndarray:
         if cached is None:  # free the in-memory view with its database handle
             weakref.finalize(db, conn.drop_table, name, ignore_missing=True)
         cached = (key, table, {})
-        db._filter_views[snap.model] = cached
+        db.search_state.filter_views[snap.model] = cached
     memo = cached[2]  # sql -> offsets, for this view (these table versions) only
     if sql in memo:
         return memo[sql]

@@ -21,7 +21,7 @@ def window_counts(db, model: str) -> pd.Series:
 
     Reads only the ``recording_id`` column (8 bytes a window).
     """
-    if not db._has_table(embeddings_table_name(model)):
+    if not db.has_table(embeddings_table_name(model)):
         return pd.Series(dtype=np.int64)
     col = db.windows(model).search().select(["recording_id"]).limit(None).to_arrow()
     ids = col["recording_id"].to_numpy()

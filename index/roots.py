@@ -74,7 +74,7 @@ def move_root(db, old: str, new: str | os.PathLike) -> int:
         raise ValueError(f"{new} does not hold the recordings of {old} (paths and sizes differ)")
     quoted = old.replace("'", "''")
     n = int(roots.loc[old, "recordings"])
-    db._recordings_table().update(where=f"audio_root = '{quoted}'", values={"audio_root": new})
+    db.recordings_table().update(where=f"audio_root = '{quoted}'", values={"audio_root": new})
 
     def change(meta: dict) -> None:
         listed = meta.setdefault("audio_roots", [])
@@ -82,5 +82,5 @@ def move_root(db, old: str, new: str | os.PathLike) -> int:
         if new not in meta["audio_roots"]:
             meta["audio_roots"].append(new)
 
-    db._update_meta(change)
+    db.update_meta(change)
     return n

@@ -19,6 +19,8 @@ Rules
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 
@@ -222,7 +224,7 @@ class SearchBuilder:
 
     def _frame(self, snap, scores: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
         rid = snap.recording_id[offsets]
-        rec = self._db._recordings_lookup()
+        rec = self._db.recordings_lookup()
         at = np.minimum(
             np.searchsorted(rec["recording_id"], rid), max(len(rec["recording_id"]) - 1, 0)
         )
@@ -257,7 +259,7 @@ class _Engine:
     def __init__(self, db, snap, q: np.ndarray, allowed, n_allowed: int, exact: bool):
         self.db, self.snap, self.q = db, snap, q
         self.allowed, self.n_allowed = allowed, n_allowed
-        ann = db._load_ann(snap.model)
+        ann = db.search_state.load_ann(snap.model)
         if ann is not None and ann.settings.dim != snap.dim:
             ann = None
         self.ann = None if exact else ann
@@ -302,7 +304,7 @@ class _Engine:
         scores = np.full(len(snap), np.nan, np.float32)
         if self.allowed is not None and self.n_allowed <= EXACT_SUBSET_MAX:
             offs = np.flatnonzero(self.allowed)
-            scores[offs] = self.db._vectors_for(snap, offs) @ self.q
+            scores[offs] = self.db.search_state.vectors_for(snap, offs) @ self.q
             return scores
         for ids, vec in snap.iter_vectors():
             scores[snap.offsets(ids)] = vec @ self.q  # (b,)
@@ -320,7 +322,7 @@ class _Engine:
         """Top ``k`` of ``search`` over the index's allowed positions and of exact scores of the
         windows not in it; None when ``check`` and the index returned too few hits."""
         ann = self.ann if check else self.kernel
-        mapping = self.db._ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
+        mapping = self.db.search_state.ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
         off_of_pos, new_offsets = mapping
         pos_allowed = off_of_pos >= 0
         if self.allowed is not None:
@@ -343,8 +345,94 @@ class _Engine:
             if self.allowed is not None:
                 extra = extra[self.allowed[extra]]
             if len(extra):
-                es = self.db._vectors_for(self.snap, extra) @ self.q
+                es = self.db.search_state.vectors_for(self.snap, extra) @ self.q
                 scores = np.concatenate([scores, es])
                 offsets = np.concatenate([offsets, extra])
         order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
         return scores[order], offsets[order]
+
+
+class SearchState:
+    """What the searches of one database keep between calls: each model's loaded FAISS index
+    (until its settings file changes), the maps between index positions and snapshot offsets
+    (per table version), vectors of windows committed after the index was built, and the joined
+    views that ``.where()`` filters run on."""
+
+    def __init__(self, db) -> None:
+        # a weak reference: a cycle would leave the Database to the cyclic garbage collector,
+        # which may run in LanceDB's event-loop thread, where the filter views' finalizer
+        # (a blocking drop_table on that same loop) would deadlock
+        self._db = weakref.ref(db)
+        self.indexes: dict = {}  # model -> (settings mtime, AnnIndex | None)
+        self.ann_maps: dict = {}  # model -> index position <-> snapshot offset maps
+        self.filter_views: dict = {}  # model -> (key, memory table) used by .where()
+
+    @property
+    def db(self):
+        return self._db()
+
+    def forget(self, model: str) -> None:
+        """Drop what is kept for ``model`` (its index was removed or replaced)."""
+        self.indexes.pop(model, None)
+        self.ann_maps.pop(model, None)
+
+    def load_ann(self, model: str):
+        """The saved FAISS index of ``model`` (cached until its settings file changes) or None."""
+        from .ann import verified_index, warn_damaged
+        from .faiss_index import AnnIndex
+
+        json_path = AnnIndex.settings_path(self.db.faiss_dir, model)
+        stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
+        cached = self.indexes.get(model)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ann, problem = (None, None)
+        if stamp is not None:  # mapped, read-only: build_index loads its own writable copy
+            ann, problem = verified_index(self.db, model, mmap=True)
+        if problem:  # once per index generation: the result is cached below
+            warn_damaged(model, problem)
+        self.indexes[model] = (stamp, ann)
+        self.ann_maps.pop(model, None)
+        return ann
+
+    def ann_mapping(self, snap, ann) -> tuple[np.ndarray, np.ndarray]:
+        """(snapshot offset of each index position or -1 if deleted (N,), offsets not indexed)."""
+        entry = self.ann_entry(snap, ann)
+        return entry[1], entry[2]
+
+    def ann_entry(self, snap, ann) -> tuple:
+        """(key, off_of_pos, new_offsets, pos_of_off, delta vectors) for this snapshot and index;
+        callers use the tuple they got, never the shared slot another thread may replace."""
+        key = (snap.version, id(ann))
+        cached = self.ann_maps.get(snap.model)
+        if cached is None or cached[0] != key:
+            present = snap.contains(ann.ids)
+            off_of_pos = np.full(len(ann), -1, np.int64)
+            off_of_pos[present] = snap.offsets(ann.ids[present])
+            pos_of_off = np.full(len(snap), -1, np.int64)
+            pos_of_off[off_of_pos[present]] = np.flatnonzero(present)
+            new_offsets = np.flatnonzero(pos_of_off < 0)
+            cached = (key, off_of_pos, new_offsets, pos_of_off, {})
+            self.ann_maps[snap.model] = cached
+        return cached
+
+    def vectors_for(self, snap, offsets: np.ndarray) -> np.ndarray:
+        """Unit vectors (m, dim) at snapshot ``offsets``: from the in-memory index when it stores
+        them exactly, else from LanceDB (windows not in the index are cached per version)."""
+        offsets = np.asarray(offsets, np.int64)
+        ann = self.indexes.get(snap.model, (None, None))[1]
+        if ann is None or not ann.exact_storage:
+            return snap.vectors_at(offsets)
+        _, _, _, pos_of_off, delta = self.ann_entry(snap, ann)
+        pos = pos_of_off[offsets]
+        out = np.empty((len(offsets), snap.dim), np.float32)
+        inside = pos >= 0
+        out[inside] = ann.reconstruct(pos[inside])
+        rest = offsets[~inside]
+        todo = [int(o) for o in rest if int(o) not in delta]
+        if todo:
+            for o, v in zip(todo, snap.vectors_at(np.asarray(todo)), strict=True):
+                delta[o] = v
+        if len(rest):
+            out[~inside] = np.stack([delta[int(o)] for o in rest])
+        return out

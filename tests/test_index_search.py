@@ -281,8 +281,8 @@ def test_vectors_of_a_snapshot_stay_its_own_when_another_thread_maps_a_newer_one
     db.delete_windows("m", rids[0])  # recording 0 re-embedded meanwhile
     db.add_embeddings("m", rows(rids[0]))
     new = db.snapshot("m")
-    ann = db._load_ann("m")
-    real = db._ann_entry
+    ann = db.search_state.load_ann("m")
+    real = db.search_state.ann_entry
 
     def interleaved(snap, a):
         entry = real(snap, a)
@@ -290,7 +290,9 @@ def test_vectors_of_a_snapshot_stay_its_own_when_another_thread_maps_a_newer_one
             real(new, a)  # the other thread's search runs here
         return entry
 
-    db._ann_entry = interleaved
+    db.search_state.ann_entry = interleaved
     offsets = np.arange(len(old))
     assert ann.exact_storage
-    np.testing.assert_allclose(db._vectors_for(old, offsets), old.vectors_at(offsets), atol=1e-5)
+    np.testing.assert_allclose(
+        db.search_state.vectors_for(old, offsets), old.vectors_at(offsets), atol=1e-5
+    )
