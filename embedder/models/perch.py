@@ -414,59 +414,71 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     batch_size = run_opts.get("batch_size", DEFAULT_BATCH_SIZE)
     precision = check_run_options(dev, batch_size, run_opts.get("precision"))
     backend = choose_backend(run_opts.pop("backend", "auto"), dev, precision, run_opts)
-    fuse_bn, compile_ = run_opts.get("fuse_bn", True), run_opts.get("compile", False)
-    if (compile_ or dev.type != "cpu") and run_opts.get("cpu_workers", 1) != 1:
+    split = run_opts.get("cpu_workers", 1) != 1
+    if split and (run_opts.get("compile", False) or dev.type != "cpu"):
         raise ValueError("perch: cpu_workers needs device cpu and no compile")
-    if weights is None:
-        config = PerchConfig(**overrides)
-        net = random_net(config)
-        description = None
-    else:
-        path = Path(weights).expanduser()
-        base_config, state = read_perch_weights(path, PerchConfig(**overrides))
-        config = PerchConfig.from_dict({**base_config.to_dict(), **overrides})
-        net = PerchNet(config)
-        load_strict(net, state, str(path))
-        description = _describe(path)
-    net.eval()
-    if fuse_bn:
+    net, description = _read_net(weights, overrides)
+    if run_opts.get("fuse_bn", True):
         net.backbone.fuse()
-    # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
-    # size, and with the batch split across threads its slices already fit (they cost ~20 %).
-    fp32_cpu = dev.type == "cpu" and precision == "fp32"
     if backend == "onnxruntime":
         use_onnxruntime(net)
         net.frontend.micro_batch = CPU_MICRO_BATCH[0]
     else:
-        net.to(dev)
-        if run_opts.get("channels_last", True):
-            net.to(memory_format=torch.channels_last)
-        if dev.type == "cpu" and precision == "bf16" and not compile_:
-            # Weights stored in bf16 once, instead of autocast re-casting them on every call;
-            # the frontend keeps float32 buffers (it runs with autocast off).
-            net.backbone.to(torch.bfloat16)
-        if dev.type == "cpu" and not compile_:
-            net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
-        default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
-        micro = run_opts.get("micro_batch", default_micro)
-        if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
-            micro = (micro, CPU_MICRO_BATCH[1])
-        net.backbone.set_micro_batch(*micro)
-        net.frontend.micro_batch = micro[0]
-        if compile_:
-            # Freezing lets inductor constant-fold weights and fuse conv + activation on CPU.
-            net.backbone = torch.compile(net.backbone, options={"freezing": True})
-    names = None
-    if run_opts.get("labels"):
-        if config.n_classes == 0:
-            raise ValueError("perch: a labels file was given but the weights carry no head")
-        names = read_labels(run_opts["labels"], config.n_classes)
+        _prepare_torch(net, dev, precision, run_opts)
     return PerchEmbedder(
         net,
         description,
         dev,
         batch_size=batch_size,
         precision=precision,
-        class_names=names,
+        class_names=_class_names(run_opts.get("labels"), net.config),
         backend=backend,
     )
+
+
+def _read_net(weights: str | None, overrides: dict) -> tuple[PerchNet, str | None]:
+    """The network in eval mode (read from ``weights``, or seeded-random), and how to name them."""
+    if weights is None:
+        net, description = random_net(PerchConfig(**overrides)), None
+    else:
+        path = Path(weights).expanduser()
+        base_config, state = read_perch_weights(path, PerchConfig(**overrides))
+        net = PerchNet(PerchConfig.from_dict({**base_config.to_dict(), **overrides}))
+        load_strict(net, state, str(path))
+        description = _describe(path)
+    return net.eval(), description
+
+
+def _prepare_torch(net: PerchNet, dev: torch.device, precision: str, run_opts: dict) -> None:
+    """Place the network for the torch backend: memory layout, weight dtype, CPU threads,
+    micro-batches and compilation."""
+    compile_ = run_opts.get("compile", False)
+    net.to(dev)
+    if run_opts.get("channels_last", True):
+        net.to(memory_format=torch.channels_last)
+    if dev.type == "cpu" and precision == "bf16" and not compile_:
+        # Weights stored in bf16 once, instead of autocast re-casting them on every call;
+        # the frontend keeps float32 buffers (it runs with autocast off).
+        net.backbone.to(torch.bfloat16)
+    if dev.type == "cpu" and not compile_:
+        net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
+    # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
+    # size, and with the batch split across threads its slices already fit (they cost ~20 %).
+    fp32_cpu = dev.type == "cpu" and precision == "fp32"
+    default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
+    micro = run_opts.get("micro_batch", default_micro)
+    if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
+        micro = (micro, CPU_MICRO_BATCH[1])
+    net.backbone.set_micro_batch(*micro)
+    net.frontend.micro_batch = micro[0]
+    if compile_:
+        # Freezing lets inductor constant-fold weights and fuse conv + activation on CPU.
+        net.backbone = torch.compile(net.backbone, options={"freezing": True})
+
+
+def _class_names(labels: str | None, config: PerchConfig) -> list[str] | None:
+    if not labels:
+        return None
+    if config.n_classes == 0:
+        raise ValueError("perch: a labels file was given but the weights carry no head")
+    return read_labels(labels, config.n_classes)
