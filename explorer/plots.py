@@ -270,8 +270,8 @@ def scatter_map(
         "cluster" or non-numeric.
     hover : tuple of str
         Columns joined into each point's hover text. Off by default: strings are not typed
-        arrays, and 50 k hover strings cost about a second per map draw (benchmarks/app_bench.py);
-        the table of selected windows shows their recordings.
+        arrays and slow every map draw (benchmarks/app_bench.py); the table of selected windows
+        shows their recordings.
 
     Every point carries numeric ``customdata = [window_id, start_s]`` so a selection maps back to
     windows with :func:`selected_window_ids`, whatever trace the point is in. Hover strings go in

@@ -64,7 +64,7 @@ LOAD_OPTIONS = (
 BACKENDS = ("auto", "torch", "onnxruntime")
 TORCH_ONLY_OPTIONS = ("channels_last", "compile", "micro_batch", "cpu_workers")
 # CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
-# down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
+# down to 63x16); chosen by measurement (benchmarks/RESULTS.md, "Perch CPU").
 CPU_MICRO_BATCH = (2, 8)
 
 
@@ -346,7 +346,7 @@ def _describe(path: Path) -> str:
 def choose_backend(backend: str, device: torch.device, precision: str, options: dict) -> str:
     """Resolve the ``backend`` load option to ``"torch"`` or ``"onnxruntime"``.
 
-    ``"auto"`` takes onnxruntime (the fastest path measured on CPU, benchmarks/RESULTS.md) for
+    ``"auto"`` takes onnxruntime (the fastest CPU path, benchmarks/RESULTS.md) for
     fp32 on the CPU when it is installed and no torch-only option (:data:`TORCH_ONLY_OPTIONS`)
     was given, torch otherwise. An explicit choice that cannot run is a one-line ValueError.
     """
@@ -384,24 +384,26 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     ----------
     weights : str or None
         Our checkpoint (``.pt``), Flax-path ``.npz`` / ``.safetensors``, a SavedModel folder, or
-        ``perch_v2.onnx`` (weights read by topology; BatchNorm folded). ``None``: random initialisation with a fixed seed (``.weights`` is None).
+        ``perch_v2.onnx`` (read by topology). ``None``: seeded random weights (``.weights`` None).
     device : str
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
+    batch_size : int, default 16
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Default bf16 autocast on CUDA, fp32 elsewhere; see
+        :func:`embedder.runtime.cpu_bf16_problem`.
+    backend : {"auto", "torch", "onnxruntime"}, default "auto"
+        See :func:`choose_backend`; onnxruntime runs the backbone's cached ONNX export.
+    labels : path, optional
+        Class names of the prototype head, one per line.
+    fuse_bn : bool, default True
+        Fold BatchNorm into the convolutions.
+    channels_last, compile, micro_batch, cpu_workers
+        Torch backend only: memory layout (default True); ``torch.compile`` the backbone;
+        ``(windows, blocks)`` run in slices for cache locality (``0`` off; default ``(2, 8)`` on
+        a CPU for fp32 or with ``cpu_workers=1``); threads each batch is split across on a CPU
+        (default ``torch.get_num_threads()``, 1 off, not with ``compile``).
     **options
-        ``batch_size`` (16), ``precision`` ("fp32" | "bf16" | "fp16"; default bf16 autocast on CUDA,
-        fp32 elsewhere; bf16 on a CPU without native bf16 is an error, see
-        :func:`embedder.runtime.cpu_bf16_problem`), ``backend`` ("auto" | "torch" |
-        "onnxruntime", see :func:`choose_backend`; onnxruntime runs the backbone exported with
-        ``torch.onnx``, cached by weights hash), ``labels`` (class-name file for the prototype
-        head), ``fuse_bn`` (fold BatchNorm, default True); for the torch backend only:
-        ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
-        ``micro_batch`` (``(windows, blocks)``: run the frontend and the first blocks in slices
-        for cache locality, ``0`` = off; default ``(2, 8)`` on CPU for fp32 or with
-        ``cpu_workers=1``, off otherwise), ``cpu_workers`` (CPU: split each batch across this
-        many threads, each with a share of the intra-op threads; default
-        ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``); and any
-        :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
-        ``activation="relu"``, ``logit_rescale=True``).
+        The run options above, and any :class:`PerchConfig` field (e.g. ``logit_rescale=True``).
     """
     run_opts = {k: options.pop(k) for k in LOAD_OPTIONS if k in options}
     overrides = dict(options)
@@ -462,8 +464,8 @@ def _prepare_torch(net: PerchNet, dev: torch.device, precision: str, run_opts: d
         net.backbone.to(torch.bfloat16)
     if dev.type == "cpu" and not compile_:
         net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
-    # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
-    # size, and with the batch split across threads its slices already fit (they cost ~20 %).
+    # Micro-batches pay for fp32 only: bf16 activations are half the size, and with the batch
+    # split across threads its slices already fit in cache.
     fp32_cpu = dev.type == "cpu" and precision == "fp32"
     default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
     micro = run_opts.get("micro_batch", default_micro)
