@@ -1,7 +1,7 @@
 """Fast FLAC decoding for the archive reader (compiled ``flac_decode.cpp``, used when it builds).
 
 FLAC decoding bounds a GPU ingest, and libsndfile spends much of it in its own per-sample copy
-loop around libFLAC (``benchmarks/RESULTS.md``, "Decoding"). This decoder covers
+loop around libFLAC (``benchmarks/RESULTS.md``, "Decoding FLAC"). This decoder covers
 native FLAC streams with 8/16/24-bit samples and 1-8 channels, and returns float32 identical to
 libsndfile's (sample / 2^(bits-1); checked bit for bit in the tests). It checks what libFLAC checks
 (CRCs, frame order from frame 0 on, sample range, a stream ending before its STREAMINFO length) and
