@@ -151,8 +151,8 @@ def iter_batches(
     """Decode ``tasks`` and pack their windows into batches of ``batch_size`` across files.
 
     With ``workers`` processes, each worker packs the batches of its own files, so the main process
-    receives finished batches through shared memory and never copies a window itself: re-packing
-    chunks in the main process capped a 16-worker run at ~2300 windows/s (measured on an H200 host).
+    receives finished batches through shared memory and never copies a window itself (re-packing
+    in the main process capped GPU runs, benchmarks/RESULTS.md).
     Each worker's last batch may be short. Markers keep the rule of :func:`batch_windows`: a file's
     :class:`FileDone` travels with the batch that holds its last window, never earlier.
 
@@ -201,7 +201,7 @@ def _empty(shape: tuple[int, int]) -> np.ndarray:
 
 def _to_tensor(a: np.ndarray):
     """A worker's array as a torch tensor, which crosses to the main process through shared memory;
-    a numpy array is pickled through a pipe instead (~3x slower, measured)."""
+    a numpy array would be pickled through a pipe instead, several times slower."""
     return torch.from_numpy(a)
 
 

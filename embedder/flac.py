@@ -1,7 +1,7 @@
 """Fast FLAC decoding for the archive reader (compiled ``flac_decode.cpp``, used when it builds).
 
-libsndfile spends ~30 % of a FLAC read in its own per-sample copy loop around libFLAC, and FLAC
-decoding is what bounds a GPU ingest (``benchmarks/RESULTS.md``, "Perch GPU"). This decoder covers
+FLAC decoding bounds a GPU ingest, and libsndfile spends much of it in its own per-sample copy
+loop around libFLAC (``benchmarks/RESULTS.md``, "Decoding FLAC"). This decoder covers
 native FLAC streams with 8/16/24-bit samples and 1-8 channels, and returns float32 identical to
 libsndfile's (sample / 2^(bits-1); checked bit for bit in the tests). It checks what libFLAC checks
 (CRCs, frame order from frame 0 on, sample range, a stream ending before its STREAMINFO length) and
@@ -33,8 +33,8 @@ class FlacError(Exception):
 
 
 def _flags() -> tuple[str, ...]:
-    # BMI2 shifts and LZCNT made decoding 10-20 % faster in our A/B runs, carry-less multiplies
-    # the frame CRC; only where the CPU has them, and the flags are part of the cache key, so a
+    # BMI2 shifts and LZCNT speed up decoding, carry-less multiplies the frame CRC; only
+    # where the CPU has them, and the flags are part of the cache key, so a
     # shared home directory stays safe.
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return ()

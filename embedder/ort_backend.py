@@ -2,11 +2,11 @@
 
 The export is cached under ``embedder.native.cache_dir() / "onnx"``, keyed by a hash of the
 module's weights, its input shape, the torch version and the opset, so a network is exported once
-per machine and every later load only opens an onnxruntime session (well under a second).
-``onnxruntime`` (and ``onnx``, which the exporter needs) are an optional dependency
-(``pip install chorus[onnxruntime]``); :func:`available` says whether they are installed. Only the convolutional part is exported: torch's log-mel frontend
-(``torch.fft.rfft``) has no export through the TorchScript-based exporter, costs ~4 % of a
-batch and stays in torch.
+per machine and every later load only opens an onnxruntime session. ``onnxruntime`` (and
+``onnx``, which the exporter needs) are optional (``pip install chorus[onnxruntime]``);
+:func:`available` says whether they are installed. Only the convolutional part is exported:
+torch's log-mel frontend (``torch.fft.rfft``) has no export through the TorchScript-based
+exporter, is a small share of a batch and stays in torch.
 """
 
 from __future__ import annotations

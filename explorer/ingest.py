@@ -204,10 +204,8 @@ def embed_archive(
     -------
     IngestSummary
     """
-    import embedder
     import index
     from embedder.batching import WindowSpec
-    from index.faiss_index import check_factory
 
     t0 = time.perf_counter()
     root = Path(archive_dir)
@@ -215,35 +213,15 @@ def embed_archive(
     files = discover(root)
     if not files:
         raise IngestError(f"no audio files found under {root}")
-    try:  # bad weights, device or options: one line, before the database is touched
-        m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
-    except (ValueError, OSError) as err:
-        raise IngestError(str(err)) from None
+    m = _load_model(model, weights, device, model_options)
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
-    if batch_size is None:
-        batch_size = DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH
-    if batch_size < 1:
-        raise IngestError("--batch-size must be >= 1")
-    if workers is None:
-        workers = default_workers(on_cuda, os.cpu_count() or 1)
-    if hasattr(m, "device"):  # torch models: one forward pass per batch, not the default's slices
-        m.batch_size = batch_size
-    if not m.trained and not allow_untrained:
-        raise IngestError(
-            f"model {model!r} has no trained weights: pass --weights PATH or "
-            f"{embedder.registry.weights_hint(model)} "
-            "(or --allow-untrained to build a database of random-weight vectors on purpose)"
-        )
-    if store_logits and not m.n_logits:
-        raise IngestError(f"--store-logits: these {model} weights carry no classification head")
+    batch_size, workers = _batching(m, on_cuda, batch_size, workers)
+    _check_model(m, model, allow_untrained, store_logits)
     hop = float(hop_s) if hop_s is not None else float(m.window_s)
     if hop * m.sample_rate < 1:
         raise IngestError(f"--hop must be at least one sample ({1 / m.sample_rate:.2g} s)")
     settings = model_settings(m, hop, channels, weights, store_logits)
-    try:
-        check_factory(index_factory, m.dim)
-    except ValueError as err:
-        raise IngestError(str(err)) from None
+    _check_factory(index_factory, m.dim)
     run = dict(
         site=site,
         retry_failed=retry_failed,
@@ -263,18 +241,68 @@ def embed_archive(
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         _embed_files(db, m, spec, root, audio_root, files, summary, **run)
-        # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
-        if _has_windows(db, model):
-            try:
-                summary.index = db.build_index(
-                    model, factory=index_factory, rebuild=rebuild_index
-                ).factory
-            except ValueError as err:  # e.g. more IVF cells than windows: the windows stay
-                raise IngestError(f"windows committed, but no index built: {err}") from None
-        else:  # every file failed (or turned bad): no index over windows that are gone
-            db.drop_index(model)
+        summary.index = _update_index(db, model, index_factory, rebuild_index)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _load_model(model: str, weights, device: str, options: dict | None):
+    """The model, or one IngestError line for bad weights, device or options, before the
+    database is touched."""
+    import embedder
+
+    try:
+        return embedder.load_model(model, weights=weights, device=device, **(options or {}))
+    except (ValueError, OSError) as err:
+        raise IngestError(str(err)) from None
+
+
+def _batching(m, on_cuda: bool, batch_size: int | None, workers: int | None) -> tuple[int, int]:
+    """Windows per model call and decode processes: the defaults for the device, checked."""
+    if batch_size is None:
+        batch_size = DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH
+    if batch_size < 1:
+        raise IngestError("--batch-size must be >= 1")
+    if workers is None:
+        workers = default_workers(on_cuda, os.cpu_count() or 1)
+    if hasattr(m, "device"):  # torch models: one forward pass per batch, not the default's slices
+        m.batch_size = batch_size
+    return batch_size, workers
+
+
+def _check_model(m, model: str, allow_untrained: bool, store_logits: bool) -> None:
+    """Random weights only on purpose; logits only from weights with a classification head."""
+    import embedder
+
+    if not m.trained and not allow_untrained:
+        raise IngestError(
+            f"model {model!r} has no trained weights: pass --weights PATH or "
+            f"{embedder.registry.weights_hint(model)} "
+            "(or --allow-untrained to build a database of random-weight vectors on purpose)"
+        )
+    if store_logits and not m.n_logits:
+        raise IngestError(f"--store-logits: these {model} weights carry no classification head")
+
+
+def _check_factory(factory: str, dim: int) -> None:
+    from index.faiss_index import check_factory
+
+    try:
+        check_factory(factory, dim)
+    except ValueError as err:
+        raise IngestError(str(err)) from None
+
+
+def _update_index(db, model: str, factory: str, rebuild: bool) -> str:
+    """The FAISS index beside the table, brought up to date: its factory, or "none"."""
+    # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
+    if not _has_windows(db, model):  # every file failed (or turned bad): no index over windows gone
+        db.drop_index(model)
+        return "none"
+    try:
+        return db.build_index(model, factory=factory, rebuild=rebuild).factory
+    except ValueError as err:  # e.g. more IVF cells than windows: the windows stay
+        raise IngestError(f"windows committed, but no index built: {err}") from None
 
 
 def _check_not_moved(db, root: Path) -> None:
@@ -374,8 +402,6 @@ def default_workers(on_cuda: bool, cpus: int) -> int:
 
 def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s})."""
-    from embedder import audio
-    from embedder.batching import FileTask
     from index.repair import settle_windows
 
     recs = db.recordings()
@@ -386,59 +412,86 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     records, settled = [], []
     for path in files:
         rel = path.relative_to(root).as_posix()
-        if not _utf8(rel):  # the database stores UTF-8 text: such a name cannot be recorded
-            summary.n_failed += 1
-            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-            summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
+        stamp = _stamp(path, rel, summary)
+        if stamp is None:
             continue
-        try:
-            st = path.stat()
-        except OSError as err:  # gone (or unreadable) since discovery: record it and go on
-            summary.n_failed += 1
-            summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
-            continue
-        size, mtime = int(st.st_size), float(st.st_mtime)
         old = known.get(rel)
-        if old is not None:
-            rid = int(old["recording_id"])
-            unchanged = int(old["size"]) == size and float(old["mtime"]) == mtime
-            if unchanged and done_ids.get(rid) == (size, mtime):
-                summary.n_skipped += 1
-                if old["status"] == "pending":  # a run stopped between its last two commits
-                    settled.append(rid)
-                continue
-            if unchanged and old["status"] == "failed" and not retry_failed:
-                if rid in done_ids:  # windows of a version that read, before it turned bad
-                    db.begin_recording(model, rid)
-                summary.n_failed += 1
-                summary.failed.append((rel, str(old["error"])))
-                continue
-        rec = dict(
-            audio_root=audio_root,
-            path=rel,
-            size=size,
-            mtime=mtime,
-            site=parse_site(rel, site),
-            start_time=recording_start(path),
-            status="pending",  # "ok" once all its windows are committed
-            error=None,
-        )
-        try:
-            info = audio.probe(path)
-            if info.duration_s < MIN_RECORDING_S:
-                raise audio.AudioError(
-                    f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
-                )
-            rec.update(
-                duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels
-            )
-        except audio.AudioError as err:
-            rec.update(status="failed", error=str(err))
-            summary.n_failed += 1
-            summary.failed.append((rel, str(err)))
-        records.append(rec)
+        if old is not None and _still_good(db, model, old, stamp, done_ids, retry_failed, summary):
+            if old["status"] == "pending":  # a run stopped between its last two commits
+                settled.append(int(old["recording_id"]))
+            continue
+        records.append(_new_record(path, rel, stamp, audio_root, site, summary))
     db.set_status(settled, "ok")
     ids = db.upsert_recordings(records) if records else []
+    return _tasks(db, model, root, known, ids, records)
+
+
+def _stamp(path: Path, rel: str, summary) -> tuple[int, float] | None:
+    """(size, mtime) of a file, or None after recording why it cannot be embedded."""
+    if not _utf8(rel):  # the database stores UTF-8 text: such a name cannot be recorded
+        summary.n_failed += 1
+        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
+        return None
+    try:
+        st = path.stat()
+    except OSError as err:  # gone (or unreadable) since discovery: record it and go on
+        summary.n_failed += 1
+        summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
+        return None
+    return int(st.st_size), float(st.st_mtime)
+
+
+def _still_good(db, model, old: dict, stamp, done_ids, retry_failed, summary) -> bool:
+    """Whether a known, unchanged file needs no new run: it is embedded already, or it failed
+    before and is not retried (counted in ``summary`` either way)."""
+    rid = int(old["recording_id"])
+    if (int(old["size"]), float(old["mtime"])) != stamp:
+        return False
+    if done_ids.get(rid) == stamp:
+        summary.n_skipped += 1
+        return True
+    if old["status"] == "failed" and not retry_failed:
+        if rid in done_ids:  # windows of a version that read, before it turned bad
+            db.begin_recording(model, rid)
+        summary.n_failed += 1
+        summary.failed.append((old["path"], str(old["error"])))
+        return True
+    return False
+
+
+def _new_record(path: Path, rel: str, stamp, audio_root, site, summary) -> dict:
+    """The recordings row of a file to embed, probed (or marked failed if it cannot be read)."""
+    from embedder import audio
+
+    rec = dict(
+        audio_root=audio_root,
+        path=rel,
+        size=stamp[0],
+        mtime=stamp[1],
+        site=parse_site(rel, site),
+        start_time=recording_start(path),
+        status="pending",  # "ok" once all its windows are committed
+        error=None,
+    )
+    try:
+        info = audio.probe(path)
+        if info.duration_s < MIN_RECORDING_S:
+            raise audio.AudioError(
+                f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
+            )
+        rec.update(duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels)
+    except audio.AudioError as err:
+        rec.update(status="failed", error=str(err))
+        summary.n_failed += 1
+        summary.failed.append((rel, str(err)))
+    return rec
+
+
+def _tasks(db, model, root, known, ids, records):
+    """Files to decode, and their durations, once their rows are stored."""
+    from embedder.batching import FileTask
+
     tasks, durations = [], {}
     for rid, rec in zip(ids, records, strict=True):
         if rec["path"] in known:  # drop windows an interrupted or older run left (failed too)

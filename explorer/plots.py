@@ -270,8 +270,8 @@ def scatter_map(
         "cluster" or non-numeric.
     hover : tuple of str
         Columns joined into each point's hover text. Off by default: strings are not typed
-        arrays, and 50 k hover strings cost about a second per map draw (benchmarks/app_bench.py);
-        the table of selected windows shows their recordings.
+        arrays and slow every map draw (benchmarks/app_bench.py); the table of selected windows
+        shows their recordings.
 
     Every point carries numeric ``customdata = [window_id, start_s]`` so a selection maps back to
     windows with :func:`selected_window_ids`, whatever trace the point is in. Hover strings go in
@@ -286,51 +286,11 @@ def scatter_map(
         raise ValueError(f"no column {color!r} to colour by; got {list(points.columns)}")
     if continuous is None and color is not None:
         continuous = color != "cluster" and pd.api.types.is_numeric_dtype(points[color])
-    hovertemplate = "window %{customdata[0]:d} @ %{customdata[1]:.1f} s"
-    if hover:
-        hovertemplate += "<br>%{text}"
-    if color is not None:
-        hovertemplate += f"<br>{color}: " + (
-            "%{marker.color:.2f}" if continuous else "%{fullData.name}"
-        )
-    hovertemplate += "<extra></extra>"
+    template = _hovertemplate(color, continuous, hover)
     size = SPARSE_MARKER_SIZE if len(points) < SPARSE_POINTS else MAP_MARKER_SIZE
-
-    def trace(df: pd.DataFrame, name: str, marker: dict) -> go.Scattergl:
-        start = df["start_s"].to_numpy(float) if "start_s" in df else np.zeros(len(df))
-        text = None
-        if hover:
-            joined = df[hover[0]].astype(str)
-            for h in hover[1:]:
-                joined = joined + " · " + df[h].astype(str)
-            text = joined.to_numpy()
-        return go.Scattergl(
-            x=df["x"].to_numpy(np.float32),
-            y=df["y"].to_numpy(np.float32),
-            mode="markers",
-            name=name,
-            customdata=np.column_stack([df["window_id"].to_numpy(float), start]),  # (n, 2)
-            text=text,
-            hovertemplate=hovertemplate,
-            marker={"size": size, **marker},
-        )
-
     fig = go.Figure()
-    if color is None:
-        fig.add_trace(trace(points, "windows", {"color": CATEGORICAL_COLOURS[0]}))
-    elif continuous:
-        scale = "Twilight" if color == "hour" else "Viridis"
-        marker = {"color": points[color].to_numpy(), "colorscale": scale, "showscale": True}
-        marker["colorbar"] = {"title": {"text": color}}
-        if color == "hour":
-            marker.update(cmin=0, cmax=24)
-        fig.add_trace(trace(points, color, marker))
-    else:
-        cats = _fold_categories(points[color], max_categories)
-        order = sorted(cats.unique(), key=lambda c: (c in ("other", "(none)"), _natural_key(c)))
-        for i, cat in enumerate(order):
-            colour = "#c7c7c7" if cat in ("other", "(none)") else CATEGORICAL_COLOURS[i % 21]
-            fig.add_trace(trace(points[cats == cat], str(cat), {"color": colour}))
+    for df, name, marker in _colour_groups(points, color, continuous, max_categories):
+        fig.add_trace(_map_trace(df, name, {"size": size, **marker}, hover, template))
     # No empty properties (title=None -> {}): they vanish when a cached figure is pickled, and a
     # spec that changes between reruns resets Streamlit's selection state.
     fig.update_layout(
@@ -345,6 +305,56 @@ def scatter_map(
     if title:
         fig.update_layout(title=title)
     return fig
+
+
+def _hovertemplate(color: str | None, continuous: bool | None, hover: tuple[str, ...]) -> str:
+    template = "window %{customdata[0]:d} @ %{customdata[1]:.1f} s"
+    if hover:
+        template += "<br>%{text}"
+    if color is not None:
+        template += f"<br>{color}: " + ("%{marker.color:.2f}" if continuous else "%{fullData.name}")
+    return template + "<extra></extra>"
+
+
+def _colour_groups(points: pd.DataFrame, color, continuous, max_categories: int):
+    """(rows, trace name, marker) per trace: one for no or numeric colouring, one per category."""
+    if color is None:
+        yield points, "windows", {"color": CATEGORICAL_COLOURS[0]}
+    elif continuous:
+        scale = "Twilight" if color == "hour" else "Viridis"
+        marker = {"color": points[color].to_numpy(), "colorscale": scale, "showscale": True}
+        marker["colorbar"] = {"title": {"text": color}}
+        if color == "hour":
+            marker.update(cmin=0, cmax=24)
+        yield points, color, marker
+    else:
+        cats = _fold_categories(points[color], max_categories)
+        order = sorted(cats.unique(), key=lambda c: (c in ("other", "(none)"), _natural_key(c)))
+        for i, cat in enumerate(order):
+            colour = "#c7c7c7" if cat in ("other", "(none)") else CATEGORICAL_COLOURS[i % 21]
+            yield points[cats == cat], str(cat), {"color": colour}
+
+
+def _map_trace(
+    df: pd.DataFrame, name: str, marker: dict, hover: tuple[str, ...], hovertemplate: str
+) -> go.Scattergl:
+    start = df["start_s"].to_numpy(float) if "start_s" in df else np.zeros(len(df))
+    text = None
+    if hover:
+        joined = df[hover[0]].astype(str)
+        for h in hover[1:]:
+            joined = joined + " · " + df[h].astype(str)
+        text = joined.to_numpy()
+    return go.Scattergl(
+        x=df["x"].to_numpy(np.float32),
+        y=df["y"].to_numpy(np.float32),
+        mode="markers",
+        name=name,
+        customdata=np.column_stack([df["window_id"].to_numpy(float), start]),  # (n, 2)
+        text=text,
+        hovertemplate=hovertemplate,
+        marker=marker,
+    )
 
 
 def _natural_key(value: str):

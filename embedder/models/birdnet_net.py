@@ -134,7 +134,7 @@ class Frontend(nn.Module):
     """(B, N) raw audio -> (B, 2, n_mels, T): per-window [-1, 1] scaling, two mel branches.
 
     ``micro_batch`` windows at a time (0: all at once): on a CPU one window's float64 frames stay
-    in cache, which made the frontend 3-4x faster than whole batches (benchmarks/RESULTS.md).
+    in cache, which makes the frontend several times faster than whole batches.
     """
 
     def __init__(self, config: BirdNetConfig) -> None:

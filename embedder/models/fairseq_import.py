@@ -258,7 +258,33 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
 
     arch = _architecture_cfg(cfg)
     width = state["proj.weight"].shape[0]
-    conv_idx = idx("features.layers.")
+    layers = _conv_layers(state, arch, idx("features.layers."))
+    pos_idx = idx("pos_conv.")
+    pos_w = state["pos_conv.0.conv.weight"] if pos_idx else None
+    heads = _heads(state, arch)
+    sample_rate = int(_find(cfg, "sample_rate") or DEFAULT_SAMPLE_RATE)
+    # animal2vec's SincConv (nn/sinc.py) sets its narrowest band to the bank's frequency resolution,
+    # ceil(sample_rate / kernel): 127 Hz for the published 8 kHz, 63-tap bank; other rates or kernels differ.
+    min_band_hz = math.ceil(sample_rate / layers[0][1])
+    return {
+        "sample_rate": sample_rate,
+        "conv_layers": [list(t) for t in layers],
+        "sinc_min_band_hz": float(min_band_hz),
+        "width": int(width),
+        "prenet_depth": len(idx("prenet.")),
+        "depth": len(idx("blocks.")),
+        "heads": heads,
+        "ffn_dim": int(state["blocks.0.mlp.fc1.weight"].shape[0]),
+        "pos_conv_layers": len(pos_idx),
+        "pos_conv_kernel": int(pos_w.shape[-1]) if pos_w is not None else 19,
+        "pos_conv_groups": int(width // pos_w.shape[1]) if pos_w is not None else 16,
+        "num_classes": int(head_classes),
+    }
+
+
+def _conv_layers(state: dict, arch: dict, conv_idx: list[int]) -> list[tuple[int, int, int]]:
+    """(channels, kernel, stride) of each feature-encoder layer, sinc layer first: the cfg's
+    spec (or the published strides) checked against the tensors' sizes."""
     shapes = [tuple(state[f"features.layers.{i}.conv.weight"].shape) for i in conv_idx if i > 0]
     n_filters = state["features.layers.0.sinc.low_hz_"].shape[0]
     spec = _find(arch, "conv_feature_layers", "feature_encoder_spec")
@@ -285,8 +311,11 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
                 f"conv layer {i}: weights are ({c_out} ch, kernel {k}), spec says ({sc}, {sk})"
             )
     layers[0] = (n_filters, layers[0][1], layers[0][2])
-    pos_idx = idx("pos_conv.")
-    pos_w = state["pos_conv.0.conv.weight"] if pos_idx else None
+    return layers
+
+
+def _heads(state: dict, arch: dict) -> int:
+    """Attention heads, from the ALiBi scales' shape or (for a scalar scale) the cfg."""
     alibi = state["alibi_scale"]  # (layers or 1, 1, heads or 1, 1, 1) in data2vec 2.0
     if alibi.dim() == 5 and alibi.shape[0] != 1:
         raise CheckpointError("per-layer ALiBi scales are not supported (one scale for all blocks)")
@@ -294,24 +323,7 @@ def infer_config(state: dict, cfg: dict, head_classes: int = 0) -> dict:
     heads = per_head if per_head > 1 else _find(arch, "num_heads")
     if heads is None:
         raise CheckpointError("cannot infer the number of heads (scalar alibi_scale, no cfg)")
-    sample_rate = int(_find(cfg, "sample_rate") or DEFAULT_SAMPLE_RATE)
-    # animal2vec's SincConv (nn/sinc.py) sets its narrowest band to the bank's frequency resolution,
-    # ceil(sample_rate / kernel): 127 Hz for the published 8 kHz, 63-tap bank; other rates or kernels differ.
-    min_band_hz = math.ceil(sample_rate / layers[0][1])
-    return {
-        "sample_rate": sample_rate,
-        "conv_layers": [list(t) for t in layers],
-        "sinc_min_band_hz": float(min_band_hz),
-        "width": int(width),
-        "prenet_depth": len(idx("prenet.")),
-        "depth": len(idx("blocks.")),
-        "heads": int(heads),
-        "ffn_dim": int(state["blocks.0.mlp.fc1.weight"].shape[0]),
-        "pos_conv_layers": len(pos_idx),
-        "pos_conv_kernel": int(pos_w.shape[-1]) if pos_w is not None else 19,
-        "pos_conv_groups": int(width // pos_w.shape[1]) if pos_w is not None else 16,
-        "num_classes": int(head_classes),
-    }
+    return int(heads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ LOAD_OPTIONS = (
 BACKENDS = ("auto", "torch", "onnxruntime")
 TORCH_ONLY_OPTIONS = ("channels_last", "compile", "micro_batch", "cpu_workers")
 # CPU cache blocking: windows per slice, and how many blocks run sliced (the first 8 = stages 1-3,
-# down to 63x16). Chosen by measurement on a 2-core AVX-512 machine (benchmarks/RESULTS.md).
+# down to 63x16); chosen by measurement (benchmarks/RESULTS.md, "Perch CPU").
 CPU_MICRO_BATCH = (2, 8)
 
 
@@ -346,7 +346,7 @@ def _describe(path: Path) -> str:
 def choose_backend(backend: str, device: torch.device, precision: str, options: dict) -> str:
     """Resolve the ``backend`` load option to ``"torch"`` or ``"onnxruntime"``.
 
-    ``"auto"`` takes onnxruntime (the fastest path measured on CPU, benchmarks/RESULTS.md) for
+    ``"auto"`` takes onnxruntime (the fastest CPU path, benchmarks/RESULTS.md) for
     fp32 on the CPU when it is installed and no torch-only option (:data:`TORCH_ONLY_OPTIONS`)
     was given, torch otherwise. An explicit choice that cannot run is a one-line ValueError.
     """
@@ -384,24 +384,26 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     ----------
     weights : str or None
         Our checkpoint (``.pt``), Flax-path ``.npz`` / ``.safetensors``, a SavedModel folder, or
-        ``perch_v2.onnx`` (weights read by topology; BatchNorm folded). ``None``: random initialisation with a fixed seed (``.weights`` is None).
+        ``perch_v2.onnx`` (read by topology). ``None``: seeded random weights (``.weights`` None).
     device : str
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
+    batch_size : int, default 16
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Default bf16 autocast on CUDA, fp32 elsewhere; see
+        :func:`embedder.runtime.cpu_bf16_problem`.
+    backend : {"auto", "torch", "onnxruntime"}, default "auto"
+        See :func:`choose_backend`; onnxruntime runs the backbone's cached ONNX export.
+    labels : path, optional
+        Class names of the prototype head, one per line.
+    fuse_bn : bool, default True
+        Fold BatchNorm into the convolutions.
+    channels_last, compile, micro_batch, cpu_workers
+        Torch backend only: memory layout (default True); ``torch.compile`` the backbone;
+        ``(windows, blocks)`` run in slices for cache locality (``0`` off; default ``(2, 8)`` on
+        a CPU for fp32 or with ``cpu_workers=1``); threads each batch is split across on a CPU
+        (default ``torch.get_num_threads()``, 1 off, not with ``compile``).
     **options
-        ``batch_size`` (16), ``precision`` ("fp32" | "bf16" | "fp16"; default bf16 autocast on CUDA,
-        fp32 elsewhere; bf16 on a CPU without native bf16 is an error, see
-        :func:`embedder.runtime.cpu_bf16_problem`), ``backend`` ("auto" | "torch" |
-        "onnxruntime", see :func:`choose_backend`; onnxruntime runs the backbone exported with
-        ``torch.onnx``, cached by weights hash), ``labels`` (class-name file for the prototype
-        head), ``fuse_bn`` (fold BatchNorm, default True); for the torch backend only:
-        ``channels_last`` (default True), ``compile`` (torch.compile the backbone),
-        ``micro_batch`` (``(windows, blocks)``: run the frontend and the first blocks in slices
-        for cache locality, ``0`` = off; default ``(2, 8)`` on CPU for fp32 or with
-        ``cpu_workers=1``, off otherwise), ``cpu_workers`` (CPU: split each batch across this
-        many threads, each with a share of the intra-op threads; default
-        ``torch.get_num_threads()`` at load, 1 = off; not with ``compile``); and any
-        :class:`PerchConfig` field (e.g. ``window_type="periodic"``, ``log_floor=1e-2``,
-        ``activation="relu"``, ``logit_rescale=True``).
+        The run options above, and any :class:`PerchConfig` field (e.g. ``logit_rescale=True``).
     """
     run_opts = {k: options.pop(k) for k in LOAD_OPTIONS if k in options}
     overrides = dict(options)
@@ -414,59 +416,71 @@ def load(weights: str | None = None, device: str = "auto", **options) -> PerchEm
     batch_size = run_opts.get("batch_size", DEFAULT_BATCH_SIZE)
     precision = check_run_options(dev, batch_size, run_opts.get("precision"))
     backend = choose_backend(run_opts.pop("backend", "auto"), dev, precision, run_opts)
-    fuse_bn, compile_ = run_opts.get("fuse_bn", True), run_opts.get("compile", False)
-    if (compile_ or dev.type != "cpu") and run_opts.get("cpu_workers", 1) != 1:
+    split = run_opts.get("cpu_workers", 1) != 1
+    if split and (run_opts.get("compile", False) or dev.type != "cpu"):
         raise ValueError("perch: cpu_workers needs device cpu and no compile")
-    if weights is None:
-        config = PerchConfig(**overrides)
-        net = random_net(config)
-        description = None
-    else:
-        path = Path(weights).expanduser()
-        base_config, state = read_perch_weights(path, PerchConfig(**overrides))
-        config = PerchConfig.from_dict({**base_config.to_dict(), **overrides})
-        net = PerchNet(config)
-        load_strict(net, state, str(path))
-        description = _describe(path)
-    net.eval()
-    if fuse_bn:
+    net, description = _read_net(weights, overrides)
+    if run_opts.get("fuse_bn", True):
         net.backbone.fuse()
-    # Measured (benchmarks/RESULTS.md): micro-batches pay for fp32; bf16 activations are half the
-    # size, and with the batch split across threads its slices already fit (they cost ~20 %).
-    fp32_cpu = dev.type == "cpu" and precision == "fp32"
     if backend == "onnxruntime":
         use_onnxruntime(net)
         net.frontend.micro_batch = CPU_MICRO_BATCH[0]
     else:
-        net.to(dev)
-        if run_opts.get("channels_last", True):
-            net.to(memory_format=torch.channels_last)
-        if dev.type == "cpu" and precision == "bf16" and not compile_:
-            # Weights stored in bf16 once, instead of autocast re-casting them on every call;
-            # the frontend keeps float32 buffers (it runs with autocast off).
-            net.backbone.to(torch.bfloat16)
-        if dev.type == "cpu" and not compile_:
-            net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
-        default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
-        micro = run_opts.get("micro_batch", default_micro)
-        if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
-            micro = (micro, CPU_MICRO_BATCH[1])
-        net.backbone.set_micro_batch(*micro)
-        net.frontend.micro_batch = micro[0]
-        if compile_:
-            # Freezing lets inductor constant-fold weights and fuse conv + activation on CPU.
-            net.backbone = torch.compile(net.backbone, options={"freezing": True})
-    names = None
-    if run_opts.get("labels"):
-        if config.n_classes == 0:
-            raise ValueError("perch: a labels file was given but the weights carry no head")
-        names = read_labels(run_opts["labels"], config.n_classes)
+        _prepare_torch(net, dev, precision, run_opts)
     return PerchEmbedder(
         net,
         description,
         dev,
         batch_size=batch_size,
         precision=precision,
-        class_names=names,
+        class_names=_class_names(run_opts.get("labels"), net.config),
         backend=backend,
     )
+
+
+def _read_net(weights: str | None, overrides: dict) -> tuple[PerchNet, str | None]:
+    """The network in eval mode (read from ``weights``, or seeded-random), and how to name them."""
+    if weights is None:
+        net, description = random_net(PerchConfig(**overrides)), None
+    else:
+        path = Path(weights).expanduser()
+        base_config, state = read_perch_weights(path, PerchConfig(**overrides))
+        net = PerchNet(PerchConfig.from_dict({**base_config.to_dict(), **overrides}))
+        load_strict(net, state, str(path))
+        description = _describe(path)
+    return net.eval(), description
+
+
+def _prepare_torch(net: PerchNet, dev: torch.device, precision: str, run_opts: dict) -> None:
+    """Place the network for the torch backend: memory layout, weight dtype, CPU threads,
+    micro-batches and compilation."""
+    compile_ = run_opts.get("compile", False)
+    net.to(dev)
+    if run_opts.get("channels_last", True):
+        net.to(memory_format=torch.channels_last)
+    if dev.type == "cpu" and precision == "bf16" and not compile_:
+        # Weights stored in bf16 once, instead of autocast re-casting them on every call;
+        # the frontend keeps float32 buffers (it runs with autocast off).
+        net.backbone.to(torch.bfloat16)
+    if dev.type == "cpu" and not compile_:
+        net.cpu_workers = int(run_opts.get("cpu_workers", torch.get_num_threads()))
+    # Micro-batches pay for fp32 only: bf16 activations are half the size, and with the batch
+    # split across threads its slices already fit in cache.
+    fp32_cpu = dev.type == "cpu" and precision == "fp32"
+    default_micro = CPU_MICRO_BATCH if fp32_cpu or net.cpu_workers == 1 else 0
+    micro = run_opts.get("micro_batch", default_micro)
+    if isinstance(micro, int):  # a slice size alone: slice the default number of blocks
+        micro = (micro, CPU_MICRO_BATCH[1])
+    net.backbone.set_micro_batch(*micro)
+    net.frontend.micro_batch = micro[0]
+    if compile_:
+        # Freezing lets inductor constant-fold weights and fuse conv + activation on CPU.
+        net.backbone = torch.compile(net.backbone, options={"freezing": True})
+
+
+def _class_names(labels: str | None, config: PerchConfig) -> list[str] | None:
+    if not labels:
+        return None
+    if config.n_classes == 0:
+        raise ValueError("perch: a labels file was given but the weights carry no head")
+    return read_labels(labels, config.n_classes)

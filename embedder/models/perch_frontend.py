@@ -118,10 +118,9 @@ class LogMelFrontend(nn.Module):
         self.padding_mode = padding_mode
         self.log_floor = float(log_floor)
         self.normalize = normalize
-        # Windows per slice (0 = whole batch at once). On CPU, slices of 2 keep the ~16 MB
-        # per-batch intermediates in cache and out of the page-faulting large-block allocator:
-        # about 2x faster at batch 8 on a 2-core machine. Each window is independent, so the
-        # output does not change.
+        # Windows per slice (0 = whole batch at once). On CPU, small slices keep the per-batch
+        # intermediates in cache and out of the page-faulting large-block allocator. Each window
+        # is independent, so the output does not change.
         self.micro_batch = 0
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +150,7 @@ class LogMelFrontend(nn.Module):
             framed = self.frames(x) * self.window  # (B, T, 640), window already divided by its sum
             spectrum = torch.view_as_real(torch.fft.rfft(framed, n=FFT_SIZE, dim=-1))  # (B,T,513,2)
             re, im = spectrum[..., 0], spectrum[..., 1]
-            # |z| as sqrt(re^2 + im^2): 3x faster than complex abs() (hypot) on CPU; magnitudes
+            # |z| as sqrt(re^2 + im^2), faster than complex abs() (hypot) on CPU; magnitudes
             # of normalised audio are far from the float32 overflow/underflow range hypot guards.
             magnitude = torch.addcmul(re * re, im, im).sqrt_()  # (B, T, 513)
             mel = magnitude @ self.mel  # (B, T, 128)

@@ -186,7 +186,7 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.bfloat16:
-            # ~5x faster than adaptive_avg_pool2d / mean for bf16 channels_last on CPU (those
+            # faster than adaptive_avg_pool2d / mean for bf16 channels_last on CPU (those
             # upcast through a copy); not used for fp32, where the map-sized kernel would make
             # the ONNX export shape-dependent for no gain.
             s = F.avg_pool2d(x, x.shape[-2:]).flatten(1)  # (B, C)
@@ -339,10 +339,10 @@ def run_split(
     """``fn(x)`` computed as ``workers`` slices of the batch in parallel threads (CPU inference).
 
     Each thread runs its slice with ``torch.get_num_threads() // workers`` intra-op threads
-    (the process-wide setting is lowered for the duration of the call, then restored). On a
-    2-core machine this data parallelism beats intra-op parallelism by 15-30 %: no thread
-    barrier per operator (with ``OMP_WAIT_POLICY=PASSIVE`` each one is a sleep and a wake-up),
-    and each core keeps its own slice in its cache. The caller's autocast and inference-mode
+    (the process-wide setting is lowered for the duration of the call, then restored). On few
+    cores this data parallelism beats intra-op parallelism: no thread barrier per operator (with
+    ``OMP_WAIT_POLICY=PASSIVE`` each one is a sleep and a wake-up), and each core keeps its own
+    slice in its cache. The caller's autocast and inference-mode
     state is thread-local, so it is re-entered in every worker.
     """
     parts = x.tensor_split(min(workers, len(x)))

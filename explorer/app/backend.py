@@ -160,13 +160,6 @@ class Query:
     span: tuple[int, float, float] | None = None  # (recording_id, start_s, end_s) if archived
 
 
-def embed_query(db, model: str, path, start_s: float | None = None, end_s: float | None = None):
-    """Embed a file span the way the database's windows were embedded (``(dim,)`` float32)."""
-    from explorer.ingest import embed_span
-
-    return embed_span(db, model, path, start_s, end_s)
-
-
 def run_search(
     db,
     model: str,
@@ -201,13 +194,6 @@ def run_search(
 
 # --------------------------------------------------------------------------------------------------
 # Labels
-
-
-def labels_version(db) -> int:
-    """Version of the labels table: the cache key of everything derived from labels."""
-    from index.labels import labels_table
-
-    return int(labels_table(db).version)
 
 
 def label_names(db) -> list[str]:
@@ -274,13 +260,6 @@ def metric_notes(label: str, metrics: dict) -> list[str]:
     return [n for n in notes if n]
 
 
-def cv_line(metrics: dict) -> str | None:
-    """The scheme and each fold's recordings/positives (None for probes stored without them)."""
-    from index.probe_eval import describe_cv
-
-    return describe_cv(metrics)
-
-
 def probe_info(db, probe_id: int) -> dict:
     """label, model, threshold and cross-validated metrics of a stored probe (first label)."""
     from index.probe import load_probe
@@ -329,13 +308,6 @@ def review_queue(db, model: str, probe_id: int, strategy: str, n: int) -> pd.Dat
     q = queue(db, probe_id, strategy=strategy, n=n)
     rows = windows_by_id(db, model, q["window_id"].tolist())
     return rows.merge(q[["window_id", "score"]], on="window_id", how="left")
-
-
-def detections(db, probe_id: int, threshold: float) -> pd.DataFrame:
-    """Merged detections at ``threshold`` (not stored: the app only offers them for download)."""
-    from index.classify import classify
-
-    return classify(db, probe_id, threshold=threshold, store=False)
 
 
 def detections_csv(det: pd.DataFrame) -> bytes:

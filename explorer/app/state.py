@@ -1,8 +1,10 @@
 """Streamlit glue: where the database path lives, cached resources (database, models) and cached
 results (summaries, map points, audio clips, spectrograms). Pages call these and draw.
 
-Cache keys carry the table versions they derive from, so a new label or new windows invalidate only
-what depends on them: a label click refreshes the label colouring, never the projection.
+Cached functions take the database path and the table versions they derive from as arguments
+(pages pass ``backend.table_version``), so a new label or new windows invalidate only what depends
+on them: a label click refreshes the label colouring, never the projection. Pages call
+``backend`` or ``index`` directly where there is nothing to cache.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ def add_upload_query(upload, kind: str) -> None:
     from pathlib import Path
 
     from embedder.audio import probe
+    from explorer.ingest import embed_span
 
     data = upload.getvalue()
     limit = min(backend.MAX_UPLOAD_BYTES, int(st.get_option("server.maxUploadSize")) * 2**20)
@@ -168,14 +171,16 @@ def add_upload_query(upload, kind: str) -> None:
                 f"{upload.name} lasts {info.duration_s:.0f} s; upload at most "
                 f"{audio_access.MAX_UPLOAD_S:.0f} s (cut the call you want to find)"
             )
-        vec = backend.embed_query(db(), require_model(), path)
+        vec = embed_span(db(), require_model(), path)
     add_query(kind, f"upload: {upload.name}", vec)
 
 
 def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, kind: str) -> None:
     """Embed a span of a registered recording and add it to the queries."""
+    from explorer.ingest import embed_span
+
     p = audio_access.safe_path(abs_path, roots())
-    vec = backend.embed_query(db(), require_model(), p, start_s, end_s)
+    vec = embed_span(db(), require_model(), p, start_s, end_s)
     recs = db().recordings()
     rid = recs.loc[recs["abs_path"] == abs_path, "recording_id"]
     span = (int(rid.iloc[0]), float(start_s), float(end_s)) if len(rid) else None
@@ -209,7 +214,9 @@ def current_clusters():
 
 def labels_version() -> int:
     """Version of the labels table: label overlays and review queues are keyed by it."""
-    return backend.labels_version(db())
+    from index.labels import labels_table
+
+    return int(labels_table(db()).version)
 
 
 def _overlay_key(colour: str):
@@ -260,13 +267,9 @@ def map_figure(model: str, version: str, method: str, n: int, colour: str):
     return _map_figure(db_path(), model, version, method, n, colour, _overlay_key(colour))
 
 
-def selected_rows(model: str, ids: tuple) -> pd.DataFrame:
-    """Windows picked on the map, with their recordings (read once per selection and version)."""
-    return _selected_rows(db_path(), model, backend.table_version(db(), model), ids)
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
-def _selected_rows(path: str, model: str, version: str, ids: tuple) -> pd.DataFrame:
+def selected_rows(path: str, model: str, version: str, ids: tuple) -> pd.DataFrame:
+    """Windows picked on the map, with their recordings (read once per selection and version)."""
     return backend.windows_by_id(_connect(path), model, list(ids))
 
 
@@ -274,60 +277,40 @@ def _selected_rows(path: str, model: str, version: str, ids: tuple) -> pd.DataFr
 # Probes
 
 
-def train_probe(model: str, label: str, weak_weight: float, precision: float) -> int:
-    return backend.train_probe(db(), model, label, weak_weight, precision)
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
-def _probe_info(path: str, probe_id: int) -> dict:
+def probe_info(path: str, probe_id: int) -> dict:
     return backend.probe_info(_connect(path), probe_id)
-
-
-def probe_info(probe_id: int) -> dict:
-    return _probe_info(db_path(), int(probe_id))
 
 
 def current_probe(model: str | None) -> int | None:
     """The session's probe if it was trained on ``model``: another model's windows do not fit it."""
     probe_id = st.session_state.get("probe_id")
-    if probe_id is None or model is None or probe_info(probe_id)["model"] != model:
+    if probe_id is None or model is None or probe_info(db_path(), int(probe_id))["model"] != model:
         return None
     return int(probe_id)
 
 
 @st.cache_data(show_spinner="Scoring the archive…", max_entries=8)
-def _archive_scores(path: str, model: str, version: str, probe_id: int) -> pd.DataFrame:
+def archive_scores(path: str, model: str, version: str, probe_id: int) -> pd.DataFrame:
     return backend.archive_scores(_connect(path), model, probe_id)
 
 
-def archive_scores(model: str, probe_id: int) -> pd.DataFrame:
-    version = backend.table_version(db(), model)
-    return _archive_scores(db_path(), model, version, int(probe_id))
-
-
 @st.cache_data(show_spinner="Choosing windows to review…", max_entries=32)
-def _review_queue(path, model, version, labels_version, probe_id, strategy, n) -> pd.DataFrame:
+def review_queue(path, model, version, labels_version, probe_id, strategy, n) -> pd.DataFrame:
+    """Review queue; keyed by the labels version too, so labelled windows leave it."""
     return backend.review_queue(_connect(path), model, probe_id, strategy, n)
-
-
-def review_queue(model: str, probe_id: int, strategy: str, n: int) -> pd.DataFrame:
-    """Review queue; a label written from it refreshes it (labelled windows leave the queue)."""
-    version = backend.table_version(db(), model)
-    return _review_queue(db_path(), model, version, labels_version(), int(probe_id), strategy, n)
 
 
 @st.cache_data(show_spinner="Collecting detections…", max_entries=16)
 def _detections(path: str, version: str, probe_id: int, threshold: float) -> pd.DataFrame:
-    return backend.detections(_connect(path), probe_id, threshold)
+    from index.classify import classify
+
+    # not stored: the app only offers them for download
+    return classify(_connect(path), probe_id, threshold=threshold, store=False)
 
 
 @st.cache_data(show_spinner="Packing the Raven tables…", max_entries=8)
-def _detection_files(path: str, version: str, probe_id: int, threshold: float, fmt: str) -> bytes:
+def detection_files(path: str, version: str, probe_id: int, threshold: float, fmt: str) -> bytes:
+    """Download bytes ("csv" or "raven" zip), built once per threshold, not on every rerun."""
     det = _detections(path, version, probe_id, threshold)
     return backend.detections_csv(det) if fmt == "csv" else backend.detections_raven(det)
-
-
-def detection_files(model: str, probe_id: int, threshold: float, fmt: str) -> bytes:
-    """Download bytes ("csv" or "raven" zip), built once per threshold, not on every rerun."""
-    version = backend.table_version(db(), model)
-    return _detection_files(db_path(), version, int(probe_id), float(threshold), fmt)

@@ -29,6 +29,22 @@ def add_parser(sub) -> None:
         default=None,
         help="hop between windows in seconds (default: the window length)",
     )
+    _add_runtime_args(p)
+    _add_storage_args(p)
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for another run writing the same --db (default 5), then exit 2",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _add_runtime_args(p) -> None:
+    """How the model runs: device, batching, decoding processes, arithmetic, engine."""
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument(
         "--batch-size",
@@ -62,6 +78,10 @@ def add_parser(sub) -> None:
         action="store_true",
         help="neural models: torch.compile the network (slow start, faster run; 2x on an H200)",
     )
+
+
+def _add_storage_args(p) -> None:
+    """What is stored and how: logits, channels, sites, retries, the FAISS index."""
     p.add_argument(
         "--store-logits",
         action="store_true",
@@ -86,16 +106,6 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--rebuild-index", action="store_true", help="rebuild the FAISS index from scratch"
     )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="wait this long for another run writing the same --db (default 5), then exit 2",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
 
 
 def resolve_model(name: str | None, weights: str | None) -> tuple[str, str | None]:

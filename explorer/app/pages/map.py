@@ -41,7 +41,7 @@ if len(ids) > MAX_SELECTED:
     st.warning(f"{len(ids):,} points selected; using the first {MAX_SELECTED:,}.")
     ids = ids[:MAX_SELECTED]
 if ids:
-    rows = state.selected_rows(model, tuple(ids))
+    rows = state.selected_rows(state.db_path(), model, version, tuple(ids))
     st.subheader(f"{len(rows)} selected windows")
     label = widgets.label_picker("map_label")
     st.write("Label all selected windows:")
