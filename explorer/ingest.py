@@ -155,6 +155,8 @@ def embed_archive(
     model_options: dict | None = None,
     store_logits: bool = False,
     lock_wait_s: float = LOCK_WAIT_S,
+    ray_address: str | None = None,
+    ray_options: dict | None = None,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -199,6 +201,13 @@ def embed_archive(
     lock_wait_s : float
         Seconds to wait for another run writing the same database (one writer at a time);
         then :class:`IngestError` names that run.
+    ray_address : str, optional
+        Run the decode and the model on a Ray cluster (:mod:`explorer.distributed`): ``"auto"``
+        joins the running cluster or starts a local one, anything else is a cluster address.
+        The result is the database this function writes without it; needs ``chorus[distributed]``.
+    ray_options : dict, optional
+        Settings of the Ray run (see :func:`explorer.distributed.embed_files_ray`), e.g.
+        ``{"shard_windows": 512, "commit_shards": 8}``.
 
     Returns
     -------
@@ -215,11 +224,20 @@ def embed_archive(
     files = discover(root)
     if not files:
         raise IngestError(f"no audio files found under {root}")
+    if ray_address is not None:
+        from explorer.distributed import check_ray
+
+        check_ray()  # installed? one line before anything is loaded
+    # on Ray the driver's model only describes the settings: the actors load their own, on their GPU
+    local_device = "cpu" if ray_address is not None and device == "auto" else device
     try:  # bad weights, device or options: one line, before the database is touched
-        m = embedder.load_model(model, weights=weights, device=device, **(model_options or {}))
+        m = embedder.load_model(
+            model, weights=weights, device=local_device, **(model_options or {})
+        )
     except (ValueError, OSError) as err:
         raise IngestError(str(err)) from None
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
+    batch_given = batch_size
     if batch_size is None:
         batch_size = DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH
     if batch_size < 1:
@@ -254,6 +272,16 @@ def embed_archive(
         on_cuda=on_cuda,
         store_logits=store_logits,
     )
+    if ray_address is not None:  # what the actors need to load the same model
+        loader = dict(
+            model=model, weights=weights, device=device, options=dict(model_options or {})
+        )
+        run.update(
+            ray_address=ray_address,
+            ray_options=dict(ray_options or {}),
+            loader=loader,
+            batch_size=batch_given,
+        )
     db = index.connect(db_path)
     with _writer(db, lock_wait_s):
         summary = IngestSummary(Path(db_path), model, n_found=len(files))
@@ -262,7 +290,12 @@ def embed_archive(
         db.register_model(model, settings)
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
-        _embed_files(db, m, spec, root, audio_root, files, summary, **run)
+        if ray_address is not None:
+            from explorer.distributed import embed_files_ray
+
+            embed_files_ray(db, m, spec, root, audio_root, files, summary, **run)
+        else:
+            _embed_files(db, m, spec, root, audio_root, files, summary, **run)
         # incremental: adds new windows, drops removed ones, rebuilds when the size tier changes
         if _has_windows(db, model):
             try:
