@@ -40,7 +40,8 @@ from index.compaction import compact_if_due
 SHARD_WINDOWS = 1024  # windows a shard aims at: ~0.6 GB of 5 s audio at 32 kHz, float32
 COMMIT_SHARDS = 16  # finished shards per commit: each commit costs ~4 table versions
 COMMIT_WAIT_S = 30.0  # s a finished shard waits at most for the others of its commit
-TASK_RETRIES = 3  # tries of a decode task (and of an actor call) beyond the first
+TASK_RETRIES = 3  # tries of a decode task beyond the first, after its worker or node died
+SHARD_TRIES = 3  # times a shard is sent again after its actor was lost (a node went)
 INSTALL_HINT = "pip install 'chorus[distributed]'"
 
 
@@ -63,6 +64,7 @@ class Shard:
     keys: list[int]
     paths: list[str]
     expected: int  # windows the files' probed durations promise
+    need: int = 0  # windows it turned out to have, when more than expected
 
 
 @dataclass
@@ -93,120 +95,6 @@ def plan_shards(tasks, durations: dict, spec, shard_windows: int, run_id: str) -
     if keys:
         shards.append(Shard(f"{run_id}-{len(shards):06d}", keys, paths, n))
     return shards
-
-
-def decode_shard(keys: list[int], paths: list[str], spec) -> dict:
-    """Decode a shard's files into windows (a Ray task). A file that fails keeps its error and
-    loses its windows; the shard goes on.
-
-    Returns
-    -------
-    dict with ``audio`` (n, window_samples) float32, ``recording_id``/``channel``/``start_s``/
-    ``end_s`` (n,), ``files`` [(key, n_windows, error or None)], ``seconds``.
-    """
-    from embedder.batching import FileDone, FileTask, iter_file
-
-    t0 = time.perf_counter()
-    win = int(round(spec.sample_rate * spec.window_s))
-    parts, files = [], []
-    for key, path in zip(keys, paths, strict=True):
-        mine = []
-        for item in iter_file(FileTask(int(key), path), spec):
-            if isinstance(item, FileDone):
-                files.append((int(key), int(item.n_windows), item.error))
-                if item.error is None:
-                    parts.extend(mine)
-            else:
-                mine.append(item)
-    n = sum(len(c.start_s) for c in parts)
-    out = {
-        "audio": np.concatenate([c.audio for c in parts])
-        if parts
-        else np.zeros((0, win), np.float32),
-        "recording_id": np.concatenate([np.full(len(c.start_s), c.key, np.int64) for c in parts])
-        if parts
-        else np.zeros(0, np.int64),
-        "channel": np.concatenate([np.full(len(c.start_s), c.channel, np.int32) for c in parts])
-        if parts
-        else np.zeros(0, np.int32),
-        "start_s": np.concatenate([c.start_s for c in parts]) if parts else np.zeros(0),
-        "end_s": np.concatenate([c.end_s for c in parts]) if parts else np.zeros(0),
-        "files": files,
-    }
-    assert len(out["audio"]) == n
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-class ShardEmbedder:
-    """Model actor body: embeds decoded shards and writes them as uncommitted fragments."""
-
-    def __init__(
-        self, loader: dict, batch_size: int | None, store_logits: bool, uri: str, schema, ids
-    ):
-        import embedder
-        from explorer.ingest import DEFAULT_BATCH, DEFAULT_GPU_BATCH
-
-        # "auto" finds the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES), else the CPU
-        self.m = embedder.load_model(
-            loader["model"], weights=loader["weights"], device=loader["device"], **loader["options"]
-        )
-        on_cuda = getattr(getattr(self.m, "device", None), "type", None) == "cuda"
-        self.batch_size = batch_size or (DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH)
-        if hasattr(self.m, "device"):
-            self.m.batch_size = self.batch_size
-        self.store_logits, self.uri, self.schema, self.ids = store_logits, uri, schema, ids
-
-    def run(self, shard_id: str, decoded: dict) -> dict:
-        """Embed ``decoded`` (from :func:`decode_shard`), write its fragments; return the receipt."""
-        import ray
-
-        from index.shards import write_fragments
-
-        t0 = time.perf_counter()
-        audio = decoded["audio"]  # (n, window_samples), read-only view of the object store
-        vecs, logits = [], []
-        for i in range(0, len(audio), self.batch_size):
-            part = np.array(audio[i : i + self.batch_size])  # (B, window_samples)
-            if self.store_logits:
-                v, lg = self.m.embed_with_logits(part)
-                logits.append(lg)
-            else:
-                v = self.m.embed(part)
-            vecs.append(np.asarray(v, np.float32))
-        t1 = time.perf_counter()
-        n = len(audio)
-        rows = {k: decoded[k] for k in ("recording_id", "channel", "start_s", "end_s")}
-        rows["vector"] = np.concatenate(vecs) if vecs else np.zeros((0, self.m.dim), np.float32)
-        if self.store_logits:
-            rows["logits"] = np.concatenate(logits) if logits else np.zeros((0, self.m.n_logits))
-        fragments = []
-        if n:
-            first = ray.get(self.ids.reserve.remote(n))
-            fragments = write_fragments(self.uri, self.schema, rows, np.arange(first, first + n))
-        t2 = time.perf_counter()
-        return {
-            "shard_id": shard_id,
-            "fragments": fragments,
-            "files": decoded["files"],
-            "n_windows": n,
-            "decode_s": decoded["seconds"],
-            "model_s": t1 - t0,
-            "write_s": t2 - t1,
-        }
-
-
-class WindowIds:
-    """Actor on the driver's node that reserves window ids in ``chorus.json`` (the only process
-    besides the driver that writes it: workers on other machines never lock files there)."""
-
-    def __init__(self, db_path: str, model: str):
-        import index
-
-        self.db, self.model = index.connect(db_path, create=False), model
-
-    def reserve(self, n: int) -> int:
-        return int(self.db._reserve_window_ids(self.model, int(n))[0])
 
 
 class _Committer:
@@ -266,6 +154,7 @@ class _Committer:
         t0 = time.perf_counter()
         held, self.held, self.oldest = self.held, [], None
         ids = [r["shard_id"] for r in held]
+        # an empty shard (all its files failed) has no fragments: its failures are still recorded
         commit_shards(self.uri, [f for r in held for f in r["fragments"]], ids, self.run_id)
         self.committed.update(ids)  # from here a crash is repaired by the next run's settle
         good = [(k, n) for r in held for k, n, err in r["files"] if err is None]
@@ -356,23 +245,19 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     uri, schema = prepare_table(db, model, m.dim, extras)
     bar = _progress(sum(s.expected for s in shards), model, run["progress"])
     with ray_session(run["ray_address"], opts.get("num_cpus")) as ray, contextlib.closing(bar):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from explorer.ray_tasks import ShardEmbedder, decode_shard
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        ids = (
-            ray.remote(WindowIds)
-            .options(num_cpus=0, scheduling_strategy=here)
-            .remote(str(db.path), model)
-        )
         n_actors, gpus = _n_actors(ray, opts.get("actors"))
         actor = ray.remote(ShardEmbedder).options(
             num_cpus=0 if gpus else 1,
             num_gpus=gpus,
             max_restarts=-1,
-            max_task_retries=TASK_RETRIES,
+            # system failures only (a lost node, a restarting actor): retried until it is back;
+            # an exception of the model itself is not retried and ends the run
+            max_task_retries=-1,
         )
         actors = [
-            actor.remote(run["loader"], run["batch_size"], run["store_logits"], uri, schema, ids)
+            actor.remote(run["loader"], run["batch_size"], run["store_logits"], uri, schema)
             for _ in range(n_actors)
         ]
         decode = ray.remote(decode_shard).options(num_cpus=1, max_retries=TASK_RETRIES)
@@ -389,43 +274,58 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
             times,
             bar,
         )
+        in_flight = int(opts.get("in_flight", 2 * n_actors + 2))
         try:
-            _drive(
-                ray,
-                shards,
-                actors,
-                decode,
-                spec,
-                committer,
-                int(opts.get("in_flight", 2 * n_actors + 2)),
-            )
+            _drive(ray, db, model, shards, actors, decode, spec, committer, in_flight)
         finally:
-            for a in [*actors, ids]:
+            for a in actors:
                 ray.kill(a)
     return times
 
 
-def _drive(ray, shards, actors, decode, spec, committer, in_flight: int) -> None:
-    """Keep ``in_flight`` shards going, least-busy actor first; commit receipts as they come."""
+def _drive(ray, db, model, shards, actors, decode, spec, committer, in_flight: int) -> None:
+    """Keep ``in_flight`` shards going, least-busy actor first; commit receipts as they come.
+
+    Window ids are reserved here, on the driver, as each shard is sent (its probed window
+    count): only the driver writes ``chorus.json``. A shard that decodes to more windows comes
+    back unwritten and is sent again with as many ids as it needs.
+    """
+    from ray.exceptions import RayActorError
+
     todo = list(reversed(shards))
     running: dict = {}  # receipt ref -> (shard, actor index)
     load = [0] * len(actors)
+    tries: dict[str, int] = {}
     while todo or running:
         while todo and len(running) < in_flight:
             shard = todo.pop()
+            n_ids = max(shard.expected, shard.need)
+            first = int(db._reserve_window_ids(model, n_ids)[0]) if n_ids else 0
             decoded = decode.remote(shard.keys, shard.paths, spec)
             i = int(np.argmin(load))
             load[i] += 1
-            running[actors[i].run.remote(shard.shard_id, decoded)] = (shard, i)
+            ref = actors[i].run.remote(shard.shard_id, decoded, first, n_ids)
+            running[ref] = (shard, i)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=committer.wait_s)
         for ref in ready:
             shard, i = running.pop(ref)
             load[i] -= 1
             try:
                 receipt = ray.get(ref)
+            except RayActorError:  # its actor went with its node: decode and embed it again
+                tries[shard.shard_id] = tries.get(shard.shard_id, 0) + 1
+                if tries[shard.shard_id] > SHARD_TRIES:
+                    committer.flush()
+                    raise
+                todo.append(shard)
+                continue
             except Exception:  # a shard that failed all its tries ends the run: keep the rest
                 committer.flush()
                 raise
+            if receipt["need"]:  # more windows than its probed durations promised
+                shard.need = receipt["need"]
+                todo.append(shard)
+                continue
             committer.add(receipt)
         if committer.due() or not (todo or running):
             committer.flush()

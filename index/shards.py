@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import rows as _rows
-from .schema import embeddings_table_name, extra_columns
+from .schema import extra_columns
 
 SHARDS_PROPERTY = "chorus.shards"  # transaction property: the shard ids an Append carries
 RUN_PROPERTY = "chorus.run"  # transaction property: the run that committed it
@@ -117,8 +117,3 @@ def committed_shards(uri: str, recent: int = 1000) -> list[tuple[str, list[str]]
         if SHARDS_PROPERTY in props:
             out.append((props.get(RUN_PROPERTY, ""), props[SHARDS_PROPERTY].split(",")))
     return out
-
-
-def table_name(model: str) -> str:
-    """Name of the table the shards of ``model`` are appended to."""
-    return embeddings_table_name(model)
