@@ -55,7 +55,10 @@ def reference(archive, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster():
     """A head and one worker node, two logical CPUs each (the model actors take one a node)."""
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    # a lost node is noticed after ~1 s of missed health checks, not Ray's default ~15 s
+    fast = {"health_check_period_ms": 200, "health_check_failure_threshold": 5}
+    head = {"num_cpus": 2, "include_dashboard": False, "_system_config": fast}
+    c = Cluster(initialize_head=True, head_node_args=head)
     c.add_node(num_cpus=2)
     ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
     yield c
