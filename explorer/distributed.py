@@ -227,7 +227,7 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     """
     opts = dict(run["ray_options"])
     model = summary.model
-    times = StageTimes()
+    times = summary.stages = StageTimes()
     t0 = time.perf_counter()
     tasks, durations = _plan(
         db, model, audio_root, root, files, run["site"], run["retry_failed"], summary

@@ -53,6 +53,7 @@ class IngestSummary:
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
     index: str = "none"  # the FAISS factory kept beside the table
+    stages: object = None  # a --ray run's explorer.distributed.StageTimes (per-stage seconds)
 
     def line(self) -> str:
         """The one-line summary printed at the end of ``chorus embed``."""
