@@ -63,11 +63,8 @@ def main() -> None:
 
     out: dict = {"files": args.files, "seconds_each": args.seconds}
     with tempfile.TemporaryDirectory() as tmp:
-        root = (
-            make_archive(Path(tmp) / "archive", args.files, args.seconds)
-            if (Path(tmp) / "archive").mkdir() is None
-            else None
-        )
+        (Path(tmp) / "archive").mkdir()
+        root = make_archive(Path(tmp) / "archive", args.files, args.seconds)
         t0 = time.perf_counter()
         s = embed_archive(root, Path(tmp) / "single.chorus", progress=False)
         out["single_machine"] = {"windows": s.n_windows, "seconds": time.perf_counter() - t0}
