@@ -53,6 +53,7 @@ class IngestSummary:
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
     index: str = "none"  # the FAISS factory kept beside the table
+    stages: object = None  # a --ray run's explorer.distributed.StageTimes (per-stage seconds)
 
     def line(self) -> str:
         """The one-line summary printed at the end of ``chorus embed``."""
@@ -155,6 +156,8 @@ def embed_archive(
     model_options: dict | None = None,
     store_logits: bool = False,
     lock_wait_s: float = LOCK_WAIT_S,
+    ray_address: str | None = None,
+    ray_options: dict | None = None,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -199,6 +202,13 @@ def embed_archive(
     lock_wait_s : float
         Seconds to wait for another run writing the same database (one writer at a time);
         then :class:`IngestError` names that run.
+    ray_address : str, optional
+        Run the decode and the model on a Ray cluster (:mod:`explorer.distributed`): ``"auto"``
+        joins the running cluster or starts a local one, anything else is a cluster address.
+        The result is the database this function writes without it; needs ``chorus[distributed]``.
+    ray_options : dict, optional
+        Settings of the Ray run (see :func:`explorer.distributed.embed_files_ray`), e.g.
+        ``{"shard_windows": 512, "commit_shards": 8}``.
 
     Returns
     -------
@@ -213,8 +223,15 @@ def embed_archive(
     files = discover(root)
     if not files:
         raise IngestError(f"no audio files found under {root}")
-    m = _load_model(model, weights, device, model_options)
+    if ray_address is not None:
+        from explorer.distributed import check_ray
+
+        check_ray()  # installed? one line before anything is loaded
+    # on Ray the driver's model only describes the settings: the actors load their own, on their GPU
+    local_device = "cpu" if ray_address is not None and device == "auto" else device
+    m = _load_model(model, weights, local_device, model_options)
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
+    batch_given = batch_size
     batch_size, workers = _batching(m, on_cuda, batch_size, workers)
     _check_model(m, model, allow_untrained, store_logits)
     hop = float(hop_s) if hop_s is not None else float(m.window_s)
@@ -232,6 +249,16 @@ def embed_archive(
         on_cuda=on_cuda,
         store_logits=store_logits,
     )
+    if ray_address is not None:  # what the actors need to load the same model
+        loader = dict(
+            model=model, weights=weights, device=device, options=dict(model_options or {})
+        )
+        run.update(
+            ray_address=ray_address,
+            ray_options=dict(ray_options or {}),
+            loader=loader,
+            batch_size=batch_given,
+        )
     db = index.connect(db_path)
     with _writer(db, lock_wait_s):
         summary = IngestSummary(Path(db_path), model, n_found=len(files))
@@ -240,7 +267,12 @@ def embed_archive(
         db.register_model(model, settings)
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
-        _embed_files(db, m, spec, root, audio_root, files, summary, **run)
+        if ray_address is not None:
+            from explorer.distributed import embed_files_ray
+
+            embed_files_ray(db, m, spec, root, audio_root, files, summary, **run)
+        else:
+            _embed_files(db, m, spec, root, audio_root, files, summary, **run)
         summary.index = _update_index(db, model, index_factory, rebuild_index)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -502,23 +502,8 @@ class Database:
                 f"model {model!r} stores extra columns {extra_columns(tbl.schema)} "
                 f"(name: width), these rows give {widths}"
             )
-        vtype = tbl.schema.field("vector").type
-        unit, norms = _rows.normalise(cols["vector"], allow_zero=True)  # (n, dim), (n,)
         ids = self._reserve_window_ids(model, n)
-        flat = pa.array(unit.astype(vtype.value_type.to_pandas_dtype()).ravel(), vtype.value_type)
-        table = pa.table(
-            {
-                "window_id": ids,
-                "recording_id": cols["recording_id"],
-                "channel": cols["channel"],
-                "start_s": cols["start_s"],
-                "end_s": cols["end_s"],
-                "norm": norms,
-                "vector": pa.FixedSizeListArray.from_arrays(flat, vtype.list_size),
-                **{k: _rows.float_column(v) for k, v in extras.items()},
-            },
-            schema=tbl.schema,
-        )
+        table = _rows.window_table(cols, ids, tbl.schema)
         tbl.add(table)
         return ids
 

@@ -145,6 +145,31 @@ def window_rows(rows, dim: int | None) -> dict[str, np.ndarray]:
     return out
 
 
+def window_table(cols: dict, ids: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """The Arrow rows of an embeddings table: validated ``cols`` (from :func:`window_rows`) with
+    their window ``ids``, vectors L2-normalised (norm kept) in the table's vector dtype.
+
+    The one place both writers build rows: the database's ``add_embeddings`` and the fragment
+    writers of a distributed run (:mod:`index.shards`), so the two give the same table.
+    """
+    vtype = schema.field("vector").type
+    unit, norms = normalise(cols["vector"], allow_zero=True)  # (n, dim), (n,)
+    flat = pa.array(unit.astype(vtype.value_type.to_pandas_dtype()).ravel(), vtype.value_type)
+    return pa.table(
+        {
+            "window_id": np.asarray(ids, np.int64),
+            "recording_id": cols["recording_id"],
+            "channel": cols["channel"],
+            "start_s": cols["start_s"],
+            "end_s": cols["end_s"],
+            "norm": norms,
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vtype.list_size),
+            **{k: float_column(v) for k, v in cols["extras"].items()},
+        },
+        schema=schema,
+    )
+
+
 def _extra(col, name: str, n: int) -> np.ndarray:
     """A per-model extra column (e.g. logits) as float32 (n,) or (n, k)."""
     if not name.isidentifier():

@@ -38,8 +38,19 @@ def add_parser(sub) -> None:
         metavar="SECONDS",
         help="wait this long for another run writing the same --db (default 5), then exit 2",
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (needs chorus[distributed]): the one at ADDRESS, or without "
+        "it the running one, else a local one; the database is the one a plain run writes",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--shard-windows", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--commit-shards", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -139,6 +150,13 @@ def run(args) -> int:
         raise CLIError(f"unknown device {args.device!r}: use auto, cpu, cuda, cuda:N or mps")
     if args.wait is not None and not args.wait >= 0:
         raise CLIError("--wait must be a number of seconds >= 0")
+    ray_options = {}
+    for name in ("shard_windows", "commit_shards"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1 or args.ray is None:
+                raise CLIError(f"--{name.replace('_', '-')} must be >= 1 and needs --ray")
+            ray_options[name] = value
     if options and model == "spectral":
         raise CLIError("--precision and --compile apply to neural models, not spectral")
     if args.backend not in (None, "auto"):
@@ -169,6 +187,8 @@ def run(args) -> int:
             progress=not args.no_progress,
             model_options=options,
             store_logits=args.store_logits,
+            ray_address=args.ray,
+            ray_options=ray_options,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
             **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )
