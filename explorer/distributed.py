@@ -300,7 +300,7 @@ def _drive(ray, db, model, shards, actors, decode, spec, committer, in_flight: i
         while todo and len(running) < in_flight:
             shard = todo.pop()
             n_ids = max(shard.expected, shard.need)
-            first = int(db._reserve_window_ids(model, n_ids)[0]) if n_ids else 0
+            first = int(db.reserve_window_ids(model, n_ids)[0]) if n_ids else 0
             decoded = decode.remote(shard.keys, shard.paths, spec)
             i = int(np.argmin(load))
             load[i] += 1

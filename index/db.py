@@ -423,7 +423,7 @@ class Database:
         self.recordings_table().delete(f"recording_id = {rid}")
 
     # ------------------------------------------------------------------ embeddings
-    def _embeddings_table(self, model: str, dim: int | None = None, extras: dict | None = None):
+    def embeddings_table(self, model: str, dim: int | None = None, extras: dict | None = None):
         """Open ``embeddings_<model>``; create it (with ``extras`` columns: name -> width) if
         ``dim`` is given, else KeyError if missing."""
         name = embeddings_table_name(model)
@@ -441,17 +441,17 @@ class Database:
 
     def model_dim(self, model: str) -> int:
         """Vector dimension stored for ``model``."""
-        return int(self._embeddings_table(model).schema.field("vector").type.list_size)
+        return int(self.embeddings_table(model).schema.field("vector").type.list_size)
 
     def windows(self, model: str):
         """The LanceDB table ``embeddings_<model>`` (latest version) for direct queries."""
-        return self._embeddings_table(model)
+        return self.embeddings_table(model)
 
-    def _reserve_window_ids(self, model: str, n: int) -> np.ndarray:
+    def reserve_window_ids(self, model: str, n: int) -> np.ndarray:
         """Reserve ``n`` fresh window ids, persisting the high-water mark before any commit."""
         if model not in self._next_id:
             col = (
-                self._embeddings_table(model).search().select(["window_id"]).limit(None).to_arrow()
+                self.embeddings_table(model).search().select(["window_id"]).limit(None).to_arrow()
             )
             ids = col["window_id"].to_numpy()
             self._next_id[model] = int(ids.max()) + 1 if len(ids) else 0
@@ -496,13 +496,13 @@ class Database:
             return np.empty(0, np.int64)
         extras = cols["extras"]
         widths = {k: (v.shape[1] if v.ndim == 2 else 0) for k, v in extras.items()}
-        tbl = self._embeddings_table(model, dim=cols["vector"].shape[1], extras=widths)
+        tbl = self.embeddings_table(model, dim=cols["vector"].shape[1], extras=widths)
         if extra_columns(tbl.schema) != widths:  # fixed by the first write of the model
             raise ValueError(
                 f"model {model!r} stores extra columns {extra_columns(tbl.schema)} "
                 f"(name: width), these rows give {widths}"
             )
-        ids = self._reserve_window_ids(model, n)
+        ids = self.reserve_window_ids(model, n)
         table = _rows.window_table(cols, ids, tbl.schema)
         tbl.add(table)
         return ids
@@ -532,7 +532,7 @@ class Database:
         have = np.zeros(len(rids), np.int64)
         where = f"recording_id IN ({', '.join(map(str, rids.tolist()))})"
         if self.has_table(embeddings_table_name(model)):
-            col = self._embeddings_table(model).search().where(where).select(["recording_id"])
+            col = self.embeddings_table(model).search().where(where).select(["recording_id"])
             ids = col.limit(None).to_arrow()["recording_id"].to_numpy()
             got, n = np.unique(ids, return_counts=True)
             have = pd.Series(n, index=got).reindex(rids, fill_value=0).to_numpy()
@@ -589,11 +589,11 @@ class Database:
     def delete_windows(self, model: str, recording_id: int) -> None:
         """Delete all windows of one recording for ``model`` (one commit)."""
         if self.has_table(embeddings_table_name(model)):
-            self._embeddings_table(model).delete(f"recording_id = {int(recording_id)}")
+            self.embeddings_table(model).delete(f"recording_id = {int(recording_id)}")
 
     def snapshot(self, model: str) -> Snapshot:
         """A consistent view of ``embeddings_<model>`` at its latest version (cached per version)."""
-        version = self._embeddings_table(model).version
+        version = self.embeddings_table(model).version
         snap = self._snapshots.get(model)
         if snap is None or snap.version != version:
             pinned = self._conn.open_table(embeddings_table_name(model), version=version)

@@ -48,7 +48,7 @@ def prepare_table(
     schema, and a table created by two workers at once would be two tables.
     """
     widths = dict(extras or {})
-    tbl = db._embeddings_table(model, dim=int(dim), extras=widths)
+    tbl = db.embeddings_table(model, dim=int(dim), extras=widths)
     if extra_columns(tbl.schema) != widths:
         raise ValueError(
             f"model {model!r} stores extra columns {extra_columns(tbl.schema)}, this run gives {widths}"
