@@ -450,9 +450,7 @@ class Database:
     def reserve_window_ids(self, model: str, n: int) -> np.ndarray:
         """Reserve ``n`` fresh window ids, persisting the high-water mark before any commit."""
         if model not in self._next_id:
-            col = (
-                self.embeddings_table(model).search().select(["window_id"]).limit(None).to_arrow()
-            )
+            col = self.embeddings_table(model).search().select(["window_id"]).limit(None).to_arrow()
             ids = col["window_id"].to_numpy()
             self._next_id[model] = int(ids.max()) + 1 if len(ids) else 0
         start = self.reserve_ids("next_window_id", model, self._next_id[model], n)

@@ -112,9 +112,9 @@ class BirdNetEmbedder(TorchEmbedder):
             raise RuntimeError("birdnet: this network has no classification head (no logits)")
 
 
-def _cached_conversion(path: Path) -> Path:
-    """Our checkpoint of a ``.tflite`` file, converted on first use and kept by its SHA-256."""
-    digest = sha256_file(path)
+def _cached_conversion(path: Path, digest: str) -> Path:
+    """Our checkpoint of a ``.tflite`` file (SHA-256 ``digest``), converted on first use and kept
+    by that hash."""
     target = cache_dir() / "birdnet" / f"{digest[:32]}.pt"
     if target.is_file():
         return target
@@ -201,12 +201,13 @@ def load(weights: str | None = None, device: str = "auto", **options) -> BirdNet
     if path is None:
         net, description = random_net(BirdNetConfig()), None
     else:
-        checkpoint = path if is_checkpoint(path) else _cached_conversion(path)
+        digest = sha256_file(path)  # hashed once: names the cache entry and the weights
+        checkpoint = path if is_checkpoint(path) else _cached_conversion(path, digest)
         config, state = load_checkpoint(checkpoint)
         names = config.get(CLASS_NAMES_KEY)
         net = BirdNetNet(_config(config))
         load_strict(net, state, str(path))
-        description = f"{path.resolve()} (sha256 {sha256_file(path)[:16]})"
+        description = f"{path.resolve()} (sha256 {digest[:16]})"
     net.eval().to(dev)
     if options.get("channels_last", True):
         net.to(memory_format=torch.channels_last)

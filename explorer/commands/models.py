@@ -39,8 +39,9 @@ def _describe(name: str) -> str:
 
     if name == "spectral":
         return "training-free (no weights needed)"
-    if installed_weights(name) is not None:
-        return str(installed_weights(name))
+    installed = installed_weights(name)
+    if installed is not None:
+        return str(installed)
     found = default_weights(name)
     if found is None:
         return f"not installed ({weights_hint(name)})"
