@@ -20,6 +20,7 @@ from index import cache
 from index.cache import cache_dir
 from index.files import atomic_write
 from index.projection import PCA_FIT_ROWS, fit_pca, window_meta
+from index.timeline import window_times
 
 PCA_DIM = 64  # dimensions kept before k-means
 HDBSCAN_PCA_DIM = 16  # density estimates need fewer dimensions still
@@ -271,6 +272,5 @@ def _with_hour(db, meta: pd.DataFrame) -> pd.DataFrame:
     recs = db.recordings()
     if "start_time" not in recs.columns:
         return meta.assign(hour=np.nan)
-    start = pd.to_datetime(recs.set_index("recording_id")["start_time"], errors="coerce", utc=False)
-    t = meta["recording_id"].map(start) + pd.to_timedelta(meta["start_s"], unit="s")
-    return meta.assign(hour=t.dt.hour.astype("float64"))
+    start = meta["recording_id"].map(recs.set_index("recording_id")["start_time"])
+    return meta.assign(hour=window_times(start, meta["start_s"])["hour"])

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from index.timeline import window_times
+
 # Columns a search filter can name: the window, its recording, and times derived from them.
 FILTER_COLUMNS = (
     "window_id",
@@ -35,7 +37,7 @@ FILTER_COLUMNS = (
     "status",
     "error",
     "time",  # window start time = start_time + start_s (timestamp)
-    "hour",  # hour of day of the window start, 0..23 (int)
+    "hour",  # whole hour of day of the window start, 0..23 (index.timeline)
     "date",  # calendar date of the window start
 )
 
@@ -43,6 +45,7 @@ _OFFSET = "_offset"  # snapshot offset of each view row
 _memory = None  # one in-memory LanceDB connection per process
 _VIEW_TYPES = {
     "time": pa.timestamp("us"),
+    "hour": pa.int32(),
     "date": pa.date32(),
     "size": pa.int64(),
     "mtime": pa.float64(),
@@ -77,11 +80,7 @@ def _view(db, snap) -> pa.Table:
     cols = ["recording_id", "audio_root", "path", "site", "start_time", "duration_s"]
     cols += ["sample_rate", "channels", "size", "mtime", "status", "error"]
     df = win.merge(recs[cols], on="recording_id", how="left")
-    start = pd.to_datetime(df["start_time"]).astype("datetime64[us]")
-    time = start + pd.to_timedelta(df["start_s"], unit="s")
-    df["time"] = time
-    df["hour"] = time.dt.hour.astype("Int32")
-    df["date"] = time.dt.date
+    df[["time", "hour", "date"]] = window_times(df["start_time"], df["start_s"])
     df = df.sort_values(_OFFSET, kind="stable")
     table = pa.Table.from_pandas(df[[_OFFSET, *FILTER_COLUMNS]], preserve_index=False)
     schema = table.schema

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from index.timeline import window_times
+
 MAP_POINTS = 50_000  # windows sampled for the map
 RECORDING_COLUMNS = ["recording_id", "path", "abs_path", "site", "start_time", "sample_rate"]
 
@@ -90,17 +92,12 @@ def windows_by_id(db, model: str, window_ids) -> pd.DataFrame:
 
 
 def with_recordings(windows: pd.DataFrame, recordings: pd.DataFrame) -> pd.DataFrame:
-    """Add path, abs_path, site, start_time, ``hour`` (of day, float) and ``date`` to window rows."""
+    """Add path, abs_path, site, start_time, ``hour`` and ``date`` (``index.timeline``) to window rows."""
     cols = [c for c in RECORDING_COLUMNS if c in recordings.columns]
     stale = [c for c in cols if c != "recording_id" and c in windows.columns]
     out = windows.drop(columns=stale).merge(recordings[cols], on="recording_id", how="left")
-    if "start_time" in out:
-        start = pd.to_datetime(out["start_time"], errors="coerce")
-    else:
-        start = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]")
-    when = start + pd.to_timedelta(out["start_s"].astype(float), unit="s")
-    out["hour"] = when.dt.hour + when.dt.minute / 60.0 + when.dt.second / 3600.0
-    out["date"] = when.dt.date
+    start = out["start_time"] if "start_time" in out else pd.Series(pd.NaT, index=out.index)
+    out[["hour", "date"]] = window_times(start, out["start_s"])[["hour", "date"]]
     return out
 
 
