@@ -13,13 +13,12 @@ Crash safety (one writer, any number of readers):
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import functools
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import lancedb
@@ -29,6 +28,7 @@ import pyarrow as pa
 
 from . import rows as _rows
 from .files import atomic_write_json
+from .lock import file_lock
 from .schema import (
     CACHE_DIR,
     FAISS_DIR,
@@ -57,22 +57,6 @@ class DatabaseError(RuntimeError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path`` across processes (POSIX; elsewhere a no-op)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: one writer per database is the documented rule there
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def connect(path: str | os.PathLike, create: bool = True) -> Database:
@@ -151,7 +135,7 @@ class Database:
     def update_meta(self, change: Callable[[dict], None]) -> dict:
         """Apply ``change(meta)`` to chorus.json under a lock and write it atomically; returns it."""
         # locked read-modify-write: two writers must never hand out the same ids
-        with _locked(self.path / (META_FILE + ".lock")):
+        with file_lock(self.path / (META_FILE + ".lock")):
             meta = self.meta
             change(meta)
             meta["updated"] = _now()

@@ -13,12 +13,14 @@ on a local disk (or run one writer by hand).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 LOCK_FILE = "writer.lock"
@@ -91,6 +93,21 @@ class WriterLock:
         self.release()
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive lock on ``path`` across processes for a short critical section; waits for it.
+
+    The same OS lock as :class:`WriterLock` (dropped by the OS when its process dies), without the
+    holder's name: for writes of a few milliseconds where waiting is always right.
+    """
+    with open(path, "a+") as fh:
+        _lock(fh)
+        try:
+            yield
+        finally:
+            _unlock(fh)
+
+
 def _holder_record(what: str) -> dict:
     return {
         "pid": os.getpid(),
@@ -125,6 +142,10 @@ if os.name == "nt":  # pragma: no cover (no Windows runner)
             return False
         return True
 
+    def _lock(fh) -> None:
+        while not _try_lock(fh):
+            time.sleep(0.01)
+
     def _unlock(fh) -> None:
         fh.seek(0)
         msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
@@ -138,6 +159,9 @@ else:
         except BlockingIOError:
             return False
         return True
+
+    def _lock(fh) -> None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
 
     def _unlock(fh) -> None:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

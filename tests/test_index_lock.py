@@ -63,3 +63,24 @@ def test_waiting_writer_gets_the_lock_when_the_first_releases(tmp_path):
     first.release()
     with WriterLock(tmp_path, wait_s=0):
         pass
+
+
+COUNT = """
+import sys
+from pathlib import Path
+from index.lock import file_lock
+lock, counter = Path(sys.argv[1]), Path(sys.argv[2])
+for _ in range(200):
+    with file_lock(lock):  # read-modify-write: lost updates if two processes interleave
+        counter.write_text(str(int(counter.read_text()) + 1))
+"""
+
+
+def test_file_lock_serialises_read_modify_write_across_processes(tmp_path):
+    counter = tmp_path / "n.txt"
+    counter.write_text("0")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    args = [sys.executable, "-c", COUNT, str(tmp_path / "x.lock"), str(counter)]
+    procs = [subprocess.Popen(args, env=env) for _ in range(3)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    assert counter.read_text() == "600"
