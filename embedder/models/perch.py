@@ -28,6 +28,7 @@ from embedder.weights import (
     is_checkpoint,
     load_checkpoint,
     load_strict,
+    read_labels,
     read_tensors,
     sha256_file,
 )
@@ -255,16 +256,6 @@ def import_perch(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 # ------------------------------------------------------------------------------------- embedder
-def read_labels(path: str | Path, n_classes: int) -> list[str]:
-    """Class names, one per line (a CSV's first column); a header line is dropped if present."""
-    lines = [ln.split(",")[0].strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    if len(lines) == n_classes + 1:
-        lines = lines[1:]
-    if len(lines) != n_classes:
-        raise ValueError(f"{path}: {len(lines)} labels for a head with {n_classes} classes")
-    return lines
-
-
 class PerchEmbedder(TorchEmbedder):
     """Perch-2.0-style embedder; see :func:`load`.
 
