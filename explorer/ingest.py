@@ -118,6 +118,25 @@ def model_settings(
     return settings
 
 
+def model_key(db, model: str, settings: dict) -> str:
+    """The database's name for this run's windows, after checking they can go there.
+
+    A model's windows are stored under its own name; a run of the same model with another hop
+    (and every other setting the same) goes beside them under ``<model>-hop<h>`` (e.g.
+    ``spectral-hop2.5``): labels are time spans, so they apply to both. Any other difference is
+    one IngestError line.
+    """
+    stored = db.meta.get("models", {})
+    base = stored.get(model)
+    if base is None or base.get("hop_s") == settings.get("hop_s"):
+        _check_same_settings(db, model, settings)
+        return model
+    _check_same_settings(db, model, {**settings, "hop_s": base.get("hop_s")})
+    key = f"{model}-hop{float(settings['hop_s']):g}"
+    _check_same_settings(db, key, settings)
+    return key
+
+
 def _check_same_settings(db, name: str, settings: dict) -> None:
     old = db.meta.get("models", {}).get(name)
     if not old:
@@ -261,10 +280,10 @@ def embed_archive(
         )
     db = index.connect(db_path)
     with _writer(db, lock_wait_s):
-        summary = IngestSummary(Path(db_path), model, n_found=len(files))
-        _check_same_settings(db, model, settings)
+        key = model_key(db, model, settings)
+        summary = IngestSummary(Path(db_path), key, n_found=len(files))
         _check_not_moved(db, root)
-        db.register_model(model, settings)
+        db.register_model(key, settings)
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         if ray_address is not None:
@@ -273,7 +292,7 @@ def embed_archive(
             embed_files_ray(db, m, spec, root, audio_root, files, summary, **run)
         else:
             _embed_files(db, m, spec, root, audio_root, files, summary, **run)
-        summary.index = _update_index(db, model, index_factory, rebuild_index)
+        summary.index = _update_index(db, key, index_factory, rebuild_index)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -644,7 +663,7 @@ def embed_span(
     if settings is None:
         raise IngestError(f"the database has no {model!r} embeddings")
     _check_weights(model, settings.get("weights_path"), settings.get("weights_sha256"))
-    m = cached_model(model, settings.get("weights_path"))
+    m = cached_model(settings.get("name", model), settings.get("weights_path"))
     info = audio.probe(path)
     start = 0.0 if start_s is None else float(start_s)
     end = info.duration_s if end_s is None else min(float(end_s), info.duration_s)

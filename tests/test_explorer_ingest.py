@@ -164,8 +164,8 @@ def test_usage_errors(tmp_path):
         embed_archive(tmp_path / "empty", tmp_path / "db.chorus", progress=False)
     archive = _make_archive(tmp_path / "archive", n_files=1)
     embed_archive(archive, tmp_path / "db.chorus", progress=False)
-    with pytest.raises(IngestError, match="hop_s"):
-        embed_archive(archive, tmp_path / "db.chorus", hop_s=2.5, progress=False)
+    with pytest.raises(IngestError, match="--hop must be a positive"):
+        embed_archive(archive, tmp_path / "db.chorus", hop_s=-2.5, progress=False)
 
 
 def test_channels_all_and_workers(tmp_path, write_audio):
