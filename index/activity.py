@@ -77,9 +77,12 @@ def _time_labels(t: np.ndarray, key: str) -> np.ndarray:
     """Labels of datetime64[us] times (n,) for one time key; formats each distinct day once."""
     day = t.astype("datetime64[D]")
     if key == "hour":
-        hours = ((t - day.astype("datetime64[us]")) // np.timedelta64(1, "h")).astype(np.int64)
+        undated = np.isnat(t)
+        hours = np.full(len(t), 24, np.int64)  # the last entry of the table: undated
+        since = t[~undated] - day[~undated].astype("datetime64[us]")
+        hours[~undated] = since // np.timedelta64(1, "h")
         table = np.array([f"{h:02d}" for h in range(24)] + [UNDATED], dtype=object)
-        return table[np.where(np.isnat(t), 24, hours % 24)]
+        return table[hours]
     uniq, inv = np.unique(day, return_inverse=True)  # few distinct days even for millions of rows
     names = pd.DatetimeIndex(uniq).strftime(_FORMATS[key]).to_numpy(dtype=object)
     names[np.isnat(uniq)] = UNDATED
