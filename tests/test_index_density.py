@@ -76,7 +76,7 @@ def test_true_density_lies_in_the_90_percent_interval_in_90_percent_of_seeds():
 def test_coverage_holds_across_rates_separations_and_sample_sizes():
     for sep in (0.5, 2.0, 4.0):
         for per in (3, 10):
-            hits = _coverage(range(200), per, rates=(0.0, 0.005, 0.05, 0.2, 0.6, 0.95), sep=sep)
+            hits = _coverage(range(60), per, rates=(0.0, 0.005, 0.05, 0.2, 0.6, 0.95), sep=sep)
             assert hits.mean(axis=0).min() >= 0.9, (sep, per, hits.mean(axis=0))
 
 
