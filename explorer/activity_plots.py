@@ -71,4 +71,3 @@ def activity_heatmap(
         margin={"l": 60, "r": 10, "t": 20, "b": 40},
     )
     return fig
-

@@ -8,9 +8,7 @@ from explorer.commands import CLIError, check_out_file, require_db
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "activity", help="detections per site and date/hour (CSV or Parquet table)"
-    )
+    p = sub.add_parser("activity", help="detections per site and date/hour (CSV or Parquet table)")
     p.add_argument("--db", required=True, help="database folder")
     p.add_argument("--probe", type=int, required=True, metavar="ID", help="probe id (chorus train)")
     p.add_argument(
@@ -54,7 +52,5 @@ def run(args) -> int:
     thr = table["threshold"].iloc[0] if len(table) else float("nan")
     what = "stored detections" if args.stored else f"windows scoring >= {thr:.3f}"
     where = f"; wrote {out}" if out is not None else ""
-    print(
-        f"{int(table['detections'].sum())} {what} in {len(table)} groups{where}", file=sys.stderr
-    )
+    print(f"{int(table['detections'].sum())} {what} in {len(table)} groups{where}", file=sys.stderr)
     return 0
