@@ -42,7 +42,8 @@ def test_labels_as_audacity_label_tracks_one_per_recording(synth, tmp_path):
     assert files[0].name == "site0__rec00.labels.audacity.txt"
     rows, bands = _audacity(files[0])
     rid = synth.db.recording_id(synth.root, "site0/rec00.wav")
-    want = synth.truth.query("recording_id == @rid and call_type == 'owl'")
+    want = synth.truth.query("call_type == 'owl'")
+    want = want[want["recording_id"] == rid]
     assert rows[0] == (0.0, 5.0, "owl (negative)") and bands == [(300.0, 2000.0)]
     assert [r[:2] for r in rows[1:]] == list(zip(want["start_s"], want["end_s"], strict=True))
     assert {r[2] for r in rows[1:]} == {"owl"}
