@@ -22,6 +22,8 @@ COMMANDS = (
     "train",
     "classify",
     "review",
+    "density",
+    "activity",
     "cluster",
     "export",
     "info",

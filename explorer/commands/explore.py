@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
@@ -82,9 +83,28 @@ def streamlit_command(
     ]
 
 
+def host_warning(host: str) -> str | None:
+    """A warning line when ``host`` lets other machines in (the explorer has no login), else None."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(name).is_loopback:
+            return None
+    except ValueError:  # a host name other than localhost: it may resolve to any interface
+        pass
+    return (
+        f"warning: --host {host} serves the explorer beyond this machine, and it has no "
+        "authentication: anyone who reaches the port can listen to the audio and change labels"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     db = require_db(args.db)
     cmd = streamlit_command(db, args.port, args.host, args.max_upload_mb)
+    warning = host_warning(args.host)
+    if warning is not None:
+        print(f"chorus explore: {warning}", file=sys.stderr)
     print(f"Chorus explorer on http://{args.host}:{args.port}  (database {db}; Ctrl-C to stop)")
     sys.stdout.flush()
     if os.name == "posix":
