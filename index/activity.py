@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from index.timeline import window_times
+
 TIME_KEYS = ("date", "week", "month", "hour")
 GROUP_KEYS = ("site", *TIME_KEYS)
 UNDATED = "undated"  # the time bin of windows whose recording has no start time
@@ -65,9 +67,8 @@ def group_keys(
         site = recs["site"].fillna("").astype(str).to_numpy()
         out["site"] = np.where(site == "", NO_SITE, site)[rid]
     if any(k in TIME_KEYS for k in by):
-        start = recs["start_time"].to_numpy(dtype="datetime64[us]")[rid]
-        offset = (np.asarray(start_s, float) * 1e6).astype("timedelta64[us]")
-        t = start + offset  # NaT stays NaT
+        start = pd.Series(recs["start_time"].to_numpy()[rid])
+        t = window_times(start, pd.Series(np.asarray(start_s, float)))["time"].to_numpy()
         for key in (k for k in by if k in TIME_KEYS):
             out[key] = _time_labels(t, key)
     return pd.DataFrame({k: out[k] for k in by})
