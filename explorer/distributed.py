@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from explorer.ingest import IngestError, _expected_windows, _plan, _progress
+from explorer.ingest import IngestError, _expected_windows, _plan, _progress, end_bar
 from index.compaction import compact_if_due
 
 SHARD_WINDOWS = 1024  # windows a shard aims at: ~0.6 GB of 5 s audio at 32 kHz, float32
@@ -277,6 +277,7 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
         in_flight = int(opts.get("in_flight", 2 * n_actors + 2))
         try:
             _drive(ray, db, model, shards, actors, decode, spec, committer, in_flight)
+            end_bar(bar)
         finally:
             for a in actors:
                 ray.kill(a)

@@ -416,6 +416,7 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
                     writer.file_done(done, durations[done.key])
                 writer.end_batch()
         writer.flush()
+        end_bar(bar)
     finally:
         bar.close()
 
@@ -634,6 +635,13 @@ class _ChunkWriter:
         self.db.set_status([key for key, _, _ in self.waiting], "ok")
         self.waiting = []
         compact_if_due(self.db, self.model)
+
+
+def end_bar(bar) -> None:
+    """A finished run's bar ends at its total: the estimate counted windows of files that then
+    failed or decoded shorter than their header said."""
+    bar.total = bar.n
+    bar.refresh()
 
 
 def _progress(total: int, model: str, enabled: bool):
