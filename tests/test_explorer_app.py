@@ -412,3 +412,73 @@ def test_windows_by_id_keeps_order_and_joins_recordings(fixture_db):
     assert rows["abs_path"].map(lambda p: Path(p).is_file()).all()
     assert rows["sample_rate"].eq(SR).all() and rows["hour"].between(5, 8).all()
     assert backend.windows_by_id(db, "spectral", []).empty
+
+
+def _select_on_map(at, window_ids) -> None:
+    """What a box/lasso over these points sends back (Streamlit's plotly selection state)."""
+    points = [{"x": 0.0, "y": 0.0, "customdata": [int(w)]} for w in window_ids]
+    at.session_state["map_chart"] = {
+        "selection": {"points": points, "point_indices": [], "box": [], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_map_bulk_label_is_empty_asks_above_a_count_and_undoes_in_one_click(app, fixture_db):
+    from explorer.app import widgets
+
+    db_path, _ = fixture_db
+    from index.labels import add_label
+
+    add_label(index.connect(db_path), 1, 0.0, 1.0, "owl", source="test")
+    before = len(_labels(db_path))
+    ids, _ = index.connect(db_path).vectors("spectral")
+    at = _page(app, "map")
+    _select_on_map(at, ids[: widgets.CONFIRM_ABOVE + 4])
+    box = at.text_input(key="map_label")
+    assert box.value == ""  # never pre-filled with a label in use ("owl")
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    assert any("Type a label first" in e.value for e in at.error)
+    assert len(_labels(db_path)) == before
+    at.text_input(key="map_label").set_value("wind")
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    assert len(_labels(db_path)) == before  # above the count: nothing yet, a question instead
+    assert any(f"on {widgets.CONFIRM_ABOVE + 4} windows?" in w.value for w in at.warning)
+    _button(at, "Cancel").click().run()
+    assert not at.warning and len(_labels(db_path)) == before
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    _button(at, f"Yes, label {widgets.CONFIRM_ABOVE + 4} windows").click().run()
+    assert not at.exception
+    assert len(_labels(db_path)) == before + widgets.CONFIRM_ABOVE + 4
+    undo = _button(at, f"Undo: Stored {widgets.CONFIRM_ABOVE + 4} × positive 'wind'")
+    undo.click().run()
+    assert len(_labels(db_path)) == before
+    assert any("Undone" in s.value for s in at.success)
+    # a small selection is written at once
+    _select_on_map(at, ids[:3])
+    at.text_input(key="map_label").set_value("wind")
+    _button(at, "negative (3)").click().run()
+    assert len(_labels(db_path)) == before + 3
+    _button(at, "Undo: Stored 3 × negative 'wind'").click().run()
+    assert len(_labels(db_path)) == before
+
+
+def test_clusters_bulk_label_asks_first_and_undoes(app, fixture_db, monkeypatch):
+    from explorer.app import widgets
+
+    monkeypatch.setattr(widgets, "CONFIRM_ABOVE", 2)
+    db_path, _ = fixture_db
+    before = len(_labels(db_path))
+    at = _page(app, "clusters")
+    at.number_input(key="cl_k").set_value(3)
+    at.button(key="FormSubmitter:cluster_form-Run clustering").click().run()
+    assert at.text_input(key="cl_label").value == ""
+    at.text_input(key="cl_label").set_value("rain")
+    bulk = next(b for b in at.button if b.key and b.key.endswith("-unsure") and "cl_bulk" in b.key)
+    n = int(bulk.label.split("(")[1].rstrip(")"))
+    bulk.click().run()
+    assert len(_labels(db_path)) == before
+    _button(at, f"Yes, label {n} windows").click().run()
+    assert len(_labels(db_path)) == before + n
+    _button(at, f"Undo: Stored {n} × unsure 'rain'").click().run()
+    assert len(_labels(db_path)) == before
