@@ -482,3 +482,62 @@ def test_clusters_bulk_label_asks_first_and_undoes(app, fixture_db, monkeypatch)
     assert len(_labels(db_path)) == before + n
     _button(at, f"Undo: Stored {n} × unsure 'rain'").click().run()
     assert len(_labels(db_path)) == before
+
+
+def _select_rows(at, rows: list[int]) -> None:
+    key = f"lab_table_{at.session_state['lab_gen'] if 'lab_gen' in at.session_state else 0}"
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_labels_page_filters_edits_deletes_several_and_undoes(app, fixture_db):
+    from index.labels import add_label
+
+    db_path, _ = fixture_db
+    db = index.connect(db_path)
+    rec = db.recordings()
+    ridge = rec[rec["path"].str.startswith("ridge/") & (rec["status"] != "failed")]
+    ids = [
+        add_label(db, int(r), 0.0, 2.0, "frog", source="user:lab") for r in ridge["recording_id"]
+    ]
+    add_label(db, int(ridge["recording_id"].iloc[0]), 10.0, 12.0, "frog", "negative", source="x")
+    total = len(_labels(db_path))
+    at = _page(app, "labels")
+    table = at.dataframe[0].value
+    assert len(table) == total
+    at.multiselect(key="lab_f_label").set_value(["frog"]).run()
+    at.multiselect(key="lab_f_kind").set_value(["positive"]).run()
+    at.multiselect(key="lab_f_source").set_value(["user:lab"]).run()
+    path = ridge["path"].iloc[1]
+    at.multiselect(key="lab_f_rec").set_value([path]).run()
+    shown = at.dataframe[0].value
+    assert shown["label_id"].tolist() == [ids[1]]
+    at.multiselect(key="lab_f_rec").set_value([]).run()
+    assert sorted(at.dataframe[0].value["label_id"]) == sorted(ids)
+    # edit two at once: kind -> unsure
+    _select_rows(at, [0, 1])
+    at.selectbox(key="lab_new_kind").set_value("unsure").run()
+    _button(at, "Apply to 2 selected").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    labs = _labels(db_path)
+    frogs = labs[(labs["label"] == "frog") & (labs["start_s"] == 0.0)]
+    assert len(ids) == 2 and frogs["kind"].tolist() == ["unsure", "unsure"]
+    _button(at, "Undo: Edited 2 label(s) → unsure").click().run()
+    labs = _labels(db_path)
+    assert sorted(labs[labs["label"] == "frog"]["label_id"])[: len(ids)] == sorted(ids)
+    # delete every shown label at once, then undo
+    at.multiselect(key="lab_f_kind").set_value([]).run()
+    at.multiselect(key="lab_f_source").set_value([]).run()
+    at.checkbox(key="lab_all").check().run()
+    _button(at, f"Delete {len(ids) + 1} selected").click().run()
+    assert len(_labels(db_path)) == total - len(ids) - 1
+    assert any(f"Deleted {len(ids) + 1} label(s)" in s.value for s in at.success)
+    _button(at, f"Undo: Deleted {len(ids) + 1} label(s)").click().run()
+    assert len(_labels(db_path)) == total
+    # rename one
+    at.multiselect(key="lab_f_label").set_value(["frog"]).run()
+    _select_rows(at, [0])
+    at.text_input(key="lab_new_name").set_value("toad").run()
+    _button(at, "Apply to 1 selected").click().run()
+    assert "toad" in set(_labels(db_path)["label"])

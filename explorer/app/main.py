@@ -39,6 +39,7 @@ nav = st.navigation(
         st.Page(PAGES / "search.py", title="Search", icon=":material/search:"),
         st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
         st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+        st.Page(PAGES / "labels.py", title="Labels", icon=":material/label:"),
     ]
 )
 st.sidebar.caption(f"Database: `{db_path}`")

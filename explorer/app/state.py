@@ -219,6 +219,14 @@ def labels_version() -> int:
     return int(labels_table(db()).version)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def all_labels(path: str, labels_version: int) -> pd.DataFrame:
+    """Every label with its recording's path (the Labels page); keyed by the labels version."""
+    from index.labels import list_labels
+
+    return list_labels(_connect(path))
+
+
 def _overlay_key(colour: str):
     """What the colouring depends on besides the windows: labels, clustering or probe."""
     if colour == "label":

@@ -108,6 +108,7 @@ def _undo(note_key: str) -> None:
     stack = st.session_state.get(UNDO_KEY) or []
     if stack:
         st.session_state[note_key] = ("success", label_ops.undo(state.db(), stack.pop()))
+        st.session_state["lab_gen"] = st.session_state.get("lab_gen", 0) + 1  # stale selection
 
 
 def undo_button(key: str) -> None:
@@ -207,3 +208,41 @@ def card_grid(
             extra = f" · score {row[score_col]:.3f}" if score_col and score_col in row else ""
             with col:
                 window_card(row, label, f"{key}-{int(row['window_id'])}", extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels page actions (button callbacks: they run before the page is drawn again)
+
+
+def _after_table_change(note_key: str, change: label_ops.LabelChange) -> None:
+    record(change, note_key)
+    st.session_state["lab_gen"] = st.session_state.get("lab_gen", 0) + 1  # drop the selection
+    st.session_state["lab_all"] = False
+
+
+def edit_labels(label_ids: list[int], name_key: str, kind_key: str, key: str) -> None:
+    """Rename and/or change the kind of the selected labels."""
+    try:
+        change = label_ops.edit(
+            state.db(),
+            label_ids,
+            label=st.session_state.get(name_key) or None,
+            kind=st.session_state.get(kind_key),
+            source=USER_SOURCE,
+        )
+    except (KeyError, ValueError) as err:
+        st.session_state[f"{key}-note"] = ("error", f"Not changed: {err}")
+        return
+    _after_table_change(f"{key}-note", change)
+    st.session_state[name_key] = ""
+    st.session_state[kind_key] = None
+
+
+def delete_labels(label_ids: list[int], key: str) -> None:
+    """Delete the selected labels (one commit)."""
+    try:
+        change = label_ops.remove(state.db(), label_ids)
+    except (KeyError, ValueError) as err:
+        st.session_state[f"{key}-note"] = ("error", f"Not deleted: {err}")
+        return
+    _after_table_change(f"{key}-note", change)
