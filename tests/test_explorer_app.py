@@ -541,3 +541,58 @@ def test_labels_page_filters_edits_deletes_several_and_undoes(app, fixture_db):
     at.text_input(key="lab_new_name").set_value("toad").run()
     _button(at, "Apply to 1 selected").click().run()
     assert "toad" in set(_labels(db_path)["label"])
+
+
+def _holds(truth: pd.DataFrame, call: str, path: str, start_s: float, end_s: float) -> bool:
+    rows = truth[(truth["call"] == call) & (truth["file"] == path)]
+    return bool(((rows["start_s"] >= start_s) & (rows["end_s"] <= end_s)).any())
+
+
+def test_agile_page_search_label_retrain_next_batch(app, fixture_db):
+    db_path, truth = fixture_db
+    at = _page(app, "agile")
+    assert any("Name the sound" in i.value for i in at.info)
+    at.text_input(key="ag_label").set_value("hootagile").run()
+    call = truth[truth["call"] == "hoot"].iloc[0]
+    at.selectbox(key="ag_rec").set_value(call["file"]).run()
+    db = index.connect(db_path)
+    rid = int(db.recordings().set_index("path").loc[call["file"], "recording_id"])
+    snap = db.snapshot("spectral")
+    wid = int(snap.window_id[(snap.recording_id == rid) & (snap.start_s == 10.0)][0])
+    at.selectbox(key="ag_window").set_value(wid).run()
+    _button(at, "Find similar windows").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    batch = at.session_state["ag_batch"]
+    assert len(batch) == 9 and wid not in batch["window_id"].tolist()
+    assert any("Batch: 0 of 9 windows marked" in s.value for s in at.subheader)
+    before = len(_labels(db_path))
+    for row in batch.iloc[:-1].itertuples():
+        holds = _holds(truth, "hoot", row.path, row.start_s, row.end_s)
+        at.button(key=f"ag-{row.window_id}-{'positive' if holds else 'negative'}").click().run()
+    last = batch.iloc[-1]
+    at.button(key=f"ag-{int(last.window_id)}-skip").click().run()  # a skip writes nothing
+    assert not at.exception, [e.value for e in at.exception]
+    labs = _labels(db_path)
+    assert len(labs) == before + 8
+    mine = labs[labs["label"] == "hootagile"]
+    assert (mine["kind"] == "positive").sum() >= 2 and (mine["kind"] == "negative").sum() >= 2
+    assert {m.label: m.value for m in at.metric}["Positive labels"] == str(
+        (mine["kind"] == "positive").sum()
+    )
+    _button(at, "Retrain").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["CV average precision"] != "–"
+    assert any("Round 1:" in s.value for s in at.success)
+    assert at.get("plotly_chart") and any("Rounds" in s.value for s in at.subheader)
+    second = at.session_state["ag_batch"]
+    assert not set(second["window_id"]) & set(batch["window_id"].iloc[:-1])  # labelled: gone
+    assert at.session_state["ag_probe"] == at.session_state["probe_id"]
+    at.radio(key="ag_strategy").set_value("diverse").run()
+    _button(at, "Next batch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.session_state["ag_batch"]) > 0
+    # a stored probe is a start too
+    at.radio(key="ag_start").set_value("a stored probe").run()
+    _button(at, "Review with this probe").click().run()
+    assert not at.exception and at.session_state["ag_probe"] is not None

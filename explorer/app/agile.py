@@ -122,3 +122,34 @@ def rounds_table(rounds: list[Round]) -> pd.DataFrame:
     cols = ["number", "probe_id", "positive", "negative", "unsure", "average_precision"]
     cols += ["ap_low", "ap_high", "uncertain"]
     return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in rounds], columns=cols)
+
+
+def recording_windows(db, model: str, recording_id: int) -> pd.DataFrame:
+    """window_id, start_s, end_s of one recording's windows, in time order (query pickers)."""
+    snap = db.snapshot(model)
+    mine = snap.recording_id == int(recording_id)
+    df = pd.DataFrame(
+        {
+            "window_id": snap.window_id[mine],
+            "start_s": snap.start_s[mine],
+            "end_s": snap.end_s[mine],
+        }
+    )
+    return df.sort_values(["start_s", "window_id"], ignore_index=True)
+
+
+def hits_batch(db, model: str, hits: pd.DataFrame, label: str, n: int = 12) -> pd.DataFrame:
+    """The first ``n`` search hits not yet labelled ``label`` (a batch from the Search page's
+    query: ``backend.run_search`` has already left out the query's own windows)."""
+    ids = hits["window_id"].to_numpy(np.int64)
+    return hits[_unlabelled(db, model, label, ids)].head(n).reset_index(drop=True)
+
+
+def probes_for(db, model: str, label: str) -> list[int]:
+    """Stored probes of ``model`` whose first label is ``label``, newest first."""
+    from index.probe import list_probes
+
+    probes = list_probes(db)
+    first = probes["labels"].str.split(",").str[0]
+    mine = probes[(probes["model"] == model) & (first == label)]
+    return [int(i) for i in mine["probe_id"][::-1]]

@@ -39,9 +39,11 @@ nav = st.navigation(
         st.Page(PAGES / "search.py", title="Search", icon=":material/search:"),
         st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
         st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+        st.Page(PAGES / "agile.py", title="Agile", icon=":material/autorenew:"),
         st.Page(PAGES / "labels.py", title="Labels", icon=":material/label:"),
     ]
 )
 st.sidebar.caption(f"Database: `{db_path}`")
 state.sidebar_model_picker()
+state.sidebar_card_band()
 nav.run()

@@ -128,10 +128,42 @@ def clip(
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def card_png(
-    path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int, stamp=None
+    path: str,
+    abs_path: str,
+    start_s: float,
+    end_s: float,
+    channel,
+    sr: int,
+    stamp=None,
+    band_khz: tuple[float, float] | None = None,
 ) -> bytes:
+    """A card's spectrogram with time and frequency axes, drawn over ``band_khz`` (kHz)."""
     audio = clip(path, abs_path, start_s, end_s, channel, sr, stamp)
-    return plots.spectrogram_png(audio, sr, size=CARD_SIZE)
+    band = None if band_khz is None else (band_khz[0] * 1000.0, band_khz[1] * 1000.0)
+    return plots.spectrogram_card_png(audio, sr, float(start_s), band, size=CARD_SIZE)
+
+
+def sidebar_card_band() -> None:
+    """Frequency range of every card's spectrogram (kHz), chosen once in the sidebar."""
+    rates = archive_summary(db_path()).recordings.get("sample_rate")
+    top = MAX_PLAYBACK_SR / 2000.0
+    if rates is not None and rates.notna().any():
+        top = min(top, float(rates.max()) / 2000.0)
+    st.sidebar.slider(
+        "Card frequency range (kHz)",
+        0.0,
+        top,
+        (0.0, top),
+        step=0.5,
+        key="card_khz",
+        help="The band drawn on the window cards' spectrograms.",
+    )
+
+
+def card_band() -> tuple[float, float] | None:
+    """The sidebar's card frequency range (kHz), or None before the sidebar is drawn."""
+    band = st.session_state.get("card_khz")
+    return (float(band[0]), float(band[1])) if band and band[1] > band[0] else None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and the selected-windows table with bulk labelling."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,8 +172,15 @@ def _confirmation(rows: pd.DataFrame, key: str) -> None:
         )
 
 
-def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra: str = "") -> None:
-    """Spectrogram, player, recording + time, and label buttons for one window."""
+def window_card(
+    row: pd.Series,
+    label: TypedLabel | str,
+    key: str,
+    caption_extra: str = "",
+    actions: Callable[[pd.DataFrame, str], None] | None = None,
+) -> None:
+    """Spectrogram (time and frequency axes, the sidebar's band), player, recording + time, and
+    label buttons for one window; ``actions(rows, key)`` draws other buttons instead."""
     sr = state.playback_rate(row.get("sample_rate"))
     path, channel, stamp = (
         row["abs_path"],
@@ -182,7 +190,7 @@ def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra
     span = (state.db_path(), path, row["start_s"], row["end_s"], channel, sr, stamp)
     with st.container(border=True):
         try:
-            st.image(state.card_png(*span), width="stretch")
+            st.image(state.card_png(*span, state.card_band()), width="stretch")
             audio = state.clip(*span)
             if len(audio) and np.abs(audio).max() > 0:
                 st.audio(audio, sample_rate=sr)
@@ -194,11 +202,18 @@ def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra
             f"**{row['path']}** @ {row['start_s']:.1f}–{row['end_s']:.1f} s"
             f"{' · site ' + str(row['site']) if pd.notna(row.get('site')) else ''}{caption_extra}"
         )
-        label_buttons(row.to_frame().T, label, key)
+        if actions is None:
+            label_buttons(row.to_frame().T, label, key)
+        else:
+            actions(row.to_frame().T, key)
 
 
 def card_grid(
-    rows: pd.DataFrame, label: TypedLabel | str, key: str, score_col: str | None = "score"
+    rows: pd.DataFrame,
+    label: TypedLabel | str,
+    key: str,
+    score_col: str | None = "score",
+    actions: Callable[[pd.DataFrame, str], None] | None = None,
 ) -> None:
     """Window cards, ``CARDS_PER_ROW`` per row."""
     for start in range(0, len(rows), CARDS_PER_ROW):
@@ -207,7 +222,7 @@ def card_grid(
         for col, (_, row) in zip(cols[: len(chunk)], chunk.iterrows(), strict=True):
             extra = f" · score {row[score_col]:.3f}" if score_col and score_col in row else ""
             with col:
-                window_card(row, label, f"{key}-{int(row['window_id'])}", extra)
+                window_card(row, label, f"{key}-{int(row['window_id'])}", extra, actions)
 
 
 # --------------------------------------------------------------------------------------------------
