@@ -596,3 +596,46 @@ def test_agile_page_search_label_retrain_next_batch(app, fixture_db):
     at.radio(key="ag_start").set_value("a stored probe").run()
     _button(at, "Review with this probe").click().run()
     assert not at.exception and at.session_state["ag_probe"] is not None
+
+
+def test_a_box_dragged_on_the_spectrogram_is_the_span_shown_and_used(app):
+    import json
+
+    at = _page(app, "search")
+    rec = at.selectbox(key="span_rec").value
+    at.session_state["span_fig"] = {
+        "selection": {"points": [], "point_indices": [], "box": [{"x": [2.06, 8.25]}], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="span").value == pytest.approx((2.05, 8.25))
+    assert any("Span used: 2.05–8.25 s" in c.value for c in at.caption)
+    shapes = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"]
+    assert (shapes[0]["x0"], shapes[0]["x1"]) == pytest.approx((2.05, 8.25))  # the shading
+    _button(at, "Add span as positive").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    query = at.session_state["queries"][-1]
+    assert query.span[1:] == pytest.approx((2.05, 8.25)) and rec in query.source
+    # the slider still moves on its own afterwards (the old box is not applied again)
+    at.slider(key="span").set_value((1.0, 3.0)).run()
+    assert at.slider(key="span").value == pytest.approx((1.0, 3.0))
+
+
+def test_the_favicon_is_local_so_the_app_needs_no_other_host(fixture_db, monkeypatch):
+    """Without a page icon, Streamlit's browser code shows each page's Material icon as the
+    favicon, fetched from fonts.gstatic.com: an offline app must set its own."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    seen = {}
+    real = st.set_page_config
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st, "set_page_config", spy)
+    monkeypatch.setenv("CHORUS_DB", str(fixture_db[0]))
+    AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    icon = seen.get("page_icon")
+    assert isinstance(icon, str) and icon and not icon.startswith((":material", "http"))

@@ -19,8 +19,11 @@ if str(_REPO) not in sys.path:
 from explorer.app import state  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
+FAVICON = "🐦"
 
-st.set_page_config(page_title="Chorus explorer", layout="wide")
+# An emoji favicon is drawn in the page itself; without one the browser tab shows each page's
+# Material icon, which Streamlit fetches from fonts.gstatic.com (the app must work offline).
+st.set_page_config(page_title="Chorus explorer", page_icon=FAVICON, layout="wide")
 state.init_db_path(sys.argv[1:])
 db_path = state.db_path()
 if db_path is None:

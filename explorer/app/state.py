@@ -219,6 +219,34 @@ def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, k
     add_query(kind, f"{rel_path} @ {start_s:.1f}–{end_s:.1f} s", vec, span)
 
 
+SPAN_STEP = 0.05  # s: the span slider's step; a dragged box is rounded to it
+
+
+def pick_span(selection: dict | None, lo: float, hi: float) -> bool:
+    """Take a box dragged on the span picker's spectrogram as the span slider's next value.
+
+    The slider exists by now, so its value is set at the start of the next run
+    (``pending_span``): the caller reruns when this returns True. What is shaded and shown on the
+    slider is then exactly the span the query uses.
+    """
+    picked = plots.selected_span(selection)
+    if picked is None or picked == st.session_state.get("span_picked"):
+        return False
+    st.session_state["span_picked"] = picked  # the chart keeps reporting it: apply it once
+    a, b = (round(min(max(x, lo), hi) / SPAN_STEP) * SPAN_STEP for x in picked)
+    if b - a < SPAN_STEP:
+        return False
+    st.session_state["span_pending"] = (round(a, 3), round(b, 3))
+    return True
+
+
+def pending_span() -> None:
+    """Move a dragged span into the slider's state (before the slider is drawn)."""
+    span = st.session_state.pop("span_pending", None)
+    if span is not None:
+        st.session_state["span"] = span
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def recording_view(path: str, abs_path: str, start_s: float, end_s: float, sr: int) -> np.ndarray:
     """Audio of a stretch of a recording for the span picker (mono, at ``sr``)."""
