@@ -585,7 +585,7 @@ def agile_rounds(rounds: pd.DataFrame, height: int = 300) -> go.Figure:
     fig = go.Figure()
     for kind, colour in (("positive", "#2ca02c"), ("negative", "#d62728")):
         fig.add_trace(
-            go.Bar(x=x, y=rounds[kind], name=f"{kind} labels", marker_color=colour, yaxis="y2")
+            go.Bar(x=x, y=rounds[kind], name=f"{kind} labels", marker_color=colour, opacity=0.35)
         )
     fig.add_trace(
         go.Scatter(
@@ -594,6 +594,8 @@ def agile_rounds(rounds: pd.DataFrame, height: int = 300) -> go.Figure:
             mode="lines+markers",
             name="CV average precision",
             line={"color": "#1f77b4", "width": 3},
+            marker={"size": 10},
+            yaxis="y2",  # the overlaying axis is drawn above the bars
             error_y={
                 "type": "data",
                 "symmetric": False,
@@ -608,8 +610,13 @@ def agile_rounds(rounds: pd.DataFrame, height: int = 300) -> go.Figure:
         barmode="stack",
         margin={"l": 50, "r": 50, "t": 10, "b": 40},
         xaxis={"title": "round", "tickmode": "array", "tickvals": x},
-        yaxis={"title": "average precision (CV)", "range": [0, 1.05]},
-        yaxis2={"title": "labels", "overlaying": "y", "side": "right", "showgrid": False},
+        yaxis={"title": "labels", "side": "right", "showgrid": False},
+        yaxis2={
+            "title": "average precision (CV)",
+            "range": [0, 1.05],
+            "overlaying": "y",
+            "side": "left",
+        },
         legend={"orientation": "h", "y": -0.25},
     )
     return fig
