@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 N_FFT = 512  # samples per STFT frame
 HOP = 128  # samples between STFT frames
@@ -26,6 +26,8 @@ MAX_CATEGORIES = 20  # categorical colourings beyond this fold the rarest into "
 MAP_MARKER_SIZE = 4  # px, for dense maps
 SPARSE_MARKER_SIZE = 8  # px, when fewer than SPARSE_POINTS points are shown
 SPARSE_POINTS = 2000
+CARD_MARGIN = (34, 18)  # px left (kHz labels) and below (time labels) a card's spectrogram
+CARD_FONT_PX = 10
 UNDATED = "undated"  # hour-of-day bucket of windows whose recording has no start time
 CATEGORICAL_COLOURS = (
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
@@ -63,6 +65,7 @@ def spectrogram_db(
     n_fft: int = N_FFT,
     hop: int = HOP,
     f_max: float | None = None,
+    f_min: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power spectrogram in dB (Hann-windowed STFT).
 
@@ -74,8 +77,8 @@ def spectrogram_db(
         Hz.
     n_fft, hop : int
         Frame length and hop in samples. Audio shorter than ``n_fft`` is zero-padded.
-    f_max : float, optional
-        Drop bins above this frequency (Hz).
+    f_max, f_min : float, optional
+        Drop bins above / below these frequencies (Hz).
 
     Returns
     -------
@@ -99,9 +102,14 @@ def spectrogram_db(
     power = spec.real**2 + spec.imag**2
     db = 10.0 * np.log10(np.maximum(power, 1e-12)).T.astype(np.float32)  # (F, T)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    keep = np.ones(len(freqs), bool)
     if f_max is not None:
-        keep = freqs <= f_max
-        db, freqs = db[keep], freqs[keep]
+        keep &= freqs <= f_max
+    if f_min is not None:
+        keep &= freqs >= f_min
+    if not keep.any():  # a band narrower than one bin: the nearest bin
+        keep[np.argmin(np.abs(freqs - (f_min or 0.0)))] = True
+    db, freqs = db[keep], freqs[keep]
     times = (np.arange(n_frames) * hop + n_fft / 2) / sample_rate
     return db, freqs, times
 
@@ -115,6 +123,7 @@ def spectrogram_image(
     f_max: float | None = None,
     n_fft: int = N_FFT,
     hop: int = HOP,
+    f_min: float | None = None,
 ) -> np.ndarray:
     """Render a spectrogram as an RGB image, low frequencies at the bottom.
 
@@ -129,7 +138,7 @@ def spectrogram_image(
     -------
     np.ndarray, uint8, shape (height, width, 3)
     """
-    db, _, _ = spectrogram_db(audio, sample_rate, n_fft=n_fft, hop=hop, f_max=f_max)
+    db, _, _ = spectrogram_db(audio, sample_rate, n_fft=n_fft, hop=hop, f_max=f_max, f_min=f_min)
     lo, hi = display_range(db, top_db)
     norm = np.clip((db - lo) / (hi - lo), 0.0, 1.0)  # (F, T) in [0, 1]
     idx = np.round(norm[::-1] * 255).astype(np.uint8)  # flip: high frequencies on top
@@ -154,6 +163,75 @@ def spectrogram_png(audio: np.ndarray, sample_rate: int, **kwargs) -> bytes:
     img = spectrogram_image(audio, sample_rate, **kwargs)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def axis_ticks(lo: float, hi: float, max_ticks: int = 5) -> np.ndarray:
+    """Round tick values within [lo, hi]: steps of 1, 2 or 5 times a power of ten, at most
+    ``max_ticks`` of them (at least the two ends when the range is tiny)."""
+    span = float(hi) - float(lo)
+    if not np.isfinite(span) or span <= 0:
+        return np.array([float(lo)])
+    for step in (m * 10.0**e for e in range(-3, 7) for m in (1, 2, 5)):
+        ticks = np.arange(np.ceil(lo / step - 1e-9), np.floor(hi / step + 1e-9) + 1) * step
+        if len(ticks) <= max_ticks:
+            break
+    return np.round(ticks, 6) + 0.0  # + 0.0: no "-0" label
+
+
+def spectrogram_card_png(
+    audio: np.ndarray,
+    sample_rate: int,
+    start_s: float = 0.0,
+    band_hz: tuple[float, float] | None = None,
+    size: tuple[int, int] = IMAGE_SIZE,
+    cmap: str = "magma",
+) -> bytes:
+    """PNG of a window's spectrogram with a time axis (s from the file start) and a frequency
+    axis (kHz), for the cards of the Search, Map, Clusters, Classify and Agile pages.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape (n,) or (C, n)
+    start_s : float
+        Where ``audio`` starts in its recording (s): the time labels.
+    band_hz : (low, high), optional
+        Frequency range drawn (Hz); default 0 to Nyquist. Clipped to [0, Nyquist].
+    size : (width, height)
+        The spectrogram's own pixels; the axes add ``CARD_MARGIN`` around it.
+
+    Returns
+    -------
+    bytes
+        PNG of the spectrogram with margins: ``CARD_MARGIN`` left and below, a few pixels
+        above and to the right.
+    """
+    nyquist = sample_rate / 2.0
+    lo, hi = band_hz if band_hz is not None else (0.0, nyquist)
+    lo, hi = max(0.0, float(lo)), min(nyquist, float(hi))
+    if hi <= lo:
+        raise ValueError(f"frequency range {lo:g}-{hi:g} Hz is empty (Nyquist {nyquist:g} Hz)")
+    img = spectrogram_image(audio, sample_rate, size=size, cmap=cmap, f_max=hi, f_min=lo)
+    left, bottom = CARD_MARGIN
+    top = CARD_FONT_PX // 2 + 1  # room for the top frequency label
+    canvas = Image.new("RGB", (size[0] + left + 4, top + size[1] + bottom), "white")
+    canvas.paste(Image.fromarray(img), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=CARD_FONT_PX)  # Pillow's own font: no files, no network
+    duration = np.asarray(audio).shape[-1] / sample_rate
+    y0 = top + size[1]  # the time axis
+    for t in axis_ticks(start_s, start_s + duration):
+        x = left + (t - start_s) / max(duration, 1e-9) * (size[0] - 1)
+        draw.line([(x, y0), (x, y0 + 3)], fill="black")
+        draw.text((x, y0 + 4), f"{t:g}", fill="black", font=font, anchor="ma")
+    for f in axis_ticks(lo / 1000.0, hi / 1000.0, max_ticks=4):
+        y = top + (1.0 - (f * 1000.0 - lo) / (hi - lo)) * (size[1] - 1)
+        draw.line([(left - 4, y), (left - 1, y)], fill="black")
+        draw.text((left - 5, y), f"{f:g}", fill="black", font=font, anchor="rm")
+    draw.text((left + size[0], y0 + 4), "s", fill="black", font=font, anchor="ra")
+    draw.text((2, y0 + 4), "kHz", fill="black", font=font, anchor="la")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -486,5 +564,59 @@ def score_histogram(
         yaxis_title="windows",
         yaxis_type="log",
         margin={"l": 50, "r": 10, "t": 10, "b": 40},
+    )
+    return fig
+
+
+def agile_rounds(rounds: pd.DataFrame, height: int = 300) -> go.Figure:
+    """Cross-validated average precision per round of the agile loop (with its bootstrap
+    interval where there is one) over bars of the labels it was trained on.
+
+    Parameters
+    ----------
+    rounds : pandas.DataFrame
+        One row per round: number, positive, negative, average_precision (NaN/None when CV was
+        impossible), ap_low, ap_high (None without an interval).
+    """
+    x = rounds["number"].astype(int).to_numpy()
+    ap = pd.to_numeric(rounds["average_precision"], errors="coerce").to_numpy(float)
+    low = pd.to_numeric(rounds["ap_low"], errors="coerce").to_numpy(float)
+    high = pd.to_numeric(rounds["ap_high"], errors="coerce").to_numpy(float)
+    fig = go.Figure()
+    for kind, colour in (("positive", "#2ca02c"), ("negative", "#d62728")):
+        fig.add_trace(
+            go.Bar(x=x, y=rounds[kind], name=f"{kind} labels", marker_color=colour, opacity=0.35)
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=ap,
+            mode="lines+markers",
+            name="CV average precision",
+            line={"color": "#1f77b4", "width": 3},
+            marker={"size": 10},
+            yaxis="y2",  # the overlaying axis is drawn above the bars
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": np.nan_to_num(high - ap),
+                "arrayminus": np.nan_to_num(ap - low),
+            },
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        barmode="stack",
+        margin={"l": 50, "r": 50, "t": 10, "b": 40},
+        xaxis={"title": "round", "tickmode": "array", "tickvals": x},
+        yaxis={"title": "labels", "side": "right", "showgrid": False},
+        yaxis2={
+            "title": "average precision (CV)",
+            "range": [0, 1.05],
+            "overlaying": "y",
+            "side": "left",
+        },
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig

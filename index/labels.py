@@ -243,6 +243,35 @@ def remove_labels(
     return ids
 
 
+def restore_labels(db, rows: pd.DataFrame) -> int:
+    """Put removed labels back exactly as they were (ids, source, created_at): the undo of a
+    removal or of a relabel that replaced them.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows of ``list_labels`` (at least the ``LABELS_SCHEMA`` columns). Ids still in the table
+        are skipped, so undoing twice restores once.
+
+    Returns
+    -------
+    int
+        How many labels were put back.
+    """
+    if rows is None or rows.empty:
+        return 0
+    table = labels_table(db)
+    ids = ", ".join(str(int(i)) for i in rows["label_id"])
+    present = table.search().where(f"label_id IN ({ids})").select(["label_id"]).limit(None)
+    taken = set(present.to_arrow()["label_id"].to_pylist())
+    back = rows[~rows["label_id"].astype(int).isin(taken)]
+    if back.empty:
+        return 0
+    cols = {f.name: back[f.name] if f.name in back else None for f in LABELS_SCHEMA}
+    table.add(pa.Table.from_pandas(pd.DataFrame(cols), schema=LABELS_SCHEMA, preserve_index=False))
+    return len(back)
+
+
 def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 

@@ -412,3 +412,230 @@ def test_windows_by_id_keeps_order_and_joins_recordings(fixture_db):
     assert rows["abs_path"].map(lambda p: Path(p).is_file()).all()
     assert rows["sample_rate"].eq(SR).all() and rows["hour"].between(5, 8).all()
     assert backend.windows_by_id(db, "spectral", []).empty
+
+
+def _select_on_map(at, window_ids) -> None:
+    """What a box/lasso over these points sends back (Streamlit's plotly selection state)."""
+    points = [{"x": 0.0, "y": 0.0, "customdata": [int(w)]} for w in window_ids]
+    at.session_state["map_chart"] = {
+        "selection": {"points": points, "point_indices": [], "box": [], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_map_bulk_label_is_empty_asks_above_a_count_and_undoes_in_one_click(app, fixture_db):
+    from explorer.app import widgets
+
+    db_path, _ = fixture_db
+    from index.labels import add_label
+
+    add_label(index.connect(db_path), 1, 0.0, 1.0, "owl", source="test")
+    before = len(_labels(db_path))
+    ids, _ = index.connect(db_path).vectors("spectral")
+    at = _page(app, "map")
+    _select_on_map(at, ids[: widgets.CONFIRM_ABOVE + 4])
+    box = at.text_input(key="map_label")
+    assert box.value == ""  # never pre-filled with a label in use ("owl")
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    assert any("Type a label first" in e.value for e in at.error)
+    assert len(_labels(db_path)) == before
+    at.text_input(key="map_label").set_value("wind")
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    assert len(_labels(db_path)) == before  # above the count: nothing yet, a question instead
+    assert any(f"on {widgets.CONFIRM_ABOVE + 4} windows?" in w.value for w in at.warning)
+    _button(at, "Cancel").click().run()
+    assert not at.warning and len(_labels(db_path)) == before
+    _button(at, f"positive ({widgets.CONFIRM_ABOVE + 4})").click().run()
+    _button(at, f"Yes, label {widgets.CONFIRM_ABOVE + 4} windows").click().run()
+    assert not at.exception
+    assert len(_labels(db_path)) == before + widgets.CONFIRM_ABOVE + 4
+    undo = _button(at, f"Undo: Stored {widgets.CONFIRM_ABOVE + 4} × positive 'wind'")
+    undo.click().run()
+    assert len(_labels(db_path)) == before
+    assert any("Undone" in s.value for s in at.success)
+    # a small selection is written at once
+    _select_on_map(at, ids[:3])
+    at.text_input(key="map_label").set_value("wind")
+    _button(at, "negative (3)").click().run()
+    assert len(_labels(db_path)) == before + 3
+    _button(at, "Undo: Stored 3 × negative 'wind'").click().run()
+    assert len(_labels(db_path)) == before
+
+
+def test_clusters_bulk_label_asks_first_and_undoes(app, fixture_db, monkeypatch):
+    from explorer.app import widgets
+
+    monkeypatch.setattr(widgets, "CONFIRM_ABOVE", 2)
+    db_path, _ = fixture_db
+    before = len(_labels(db_path))
+    at = _page(app, "clusters")
+    at.number_input(key="cl_k").set_value(3)
+    at.button(key="FormSubmitter:cluster_form-Run clustering").click().run()
+    assert at.text_input(key="cl_label").value == ""
+    at.text_input(key="cl_label").set_value("rain")
+    bulk = next(b for b in at.button if b.key and b.key.endswith("-unsure") and "cl_bulk" in b.key)
+    n = int(bulk.label.split("(")[1].rstrip(")"))
+    bulk.click().run()
+    assert len(_labels(db_path)) == before
+    _button(at, f"Yes, label {n} windows").click().run()
+    assert len(_labels(db_path)) == before + n
+    _button(at, f"Undo: Stored {n} × unsure 'rain'").click().run()
+    assert len(_labels(db_path)) == before
+
+
+def _select_rows(at, rows: list[int]) -> None:
+    key = f"lab_table_{at.session_state['lab_gen'] if 'lab_gen' in at.session_state else 0}"
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_labels_page_filters_edits_deletes_several_and_undoes(app, fixture_db):
+    from index.labels import add_label
+
+    db_path, _ = fixture_db
+    db = index.connect(db_path)
+    rec = db.recordings()
+    ridge = rec[rec["path"].str.startswith("ridge/") & (rec["status"] != "failed")]
+    ids = [
+        add_label(db, int(r), 0.0, 2.0, "frog", source="user:lab") for r in ridge["recording_id"]
+    ]
+    add_label(db, int(ridge["recording_id"].iloc[0]), 10.0, 12.0, "frog", "negative", source="x")
+    total = len(_labels(db_path))
+    at = _page(app, "labels")
+    table = at.dataframe[0].value
+    assert len(table) == total
+    at.multiselect(key="lab_f_label").set_value(["frog"]).run()
+    at.multiselect(key="lab_f_kind").set_value(["positive"]).run()
+    at.multiselect(key="lab_f_source").set_value(["user:lab"]).run()
+    path = ridge["path"].iloc[1]
+    at.multiselect(key="lab_f_rec").set_value([path]).run()
+    shown = at.dataframe[0].value
+    assert shown["label_id"].tolist() == [ids[1]]
+    at.multiselect(key="lab_f_rec").set_value([]).run()
+    assert sorted(at.dataframe[0].value["label_id"]) == sorted(ids)
+    # edit two at once: kind -> unsure
+    _select_rows(at, [0, 1])
+    at.selectbox(key="lab_new_kind").set_value("unsure").run()
+    _button(at, "Apply to 2 selected").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    labs = _labels(db_path)
+    frogs = labs[(labs["label"] == "frog") & (labs["start_s"] == 0.0)]
+    assert len(ids) == 2 and frogs["kind"].tolist() == ["unsure", "unsure"]
+    _button(at, "Undo: Edited 2 label(s) → unsure").click().run()
+    labs = _labels(db_path)
+    assert sorted(labs[labs["label"] == "frog"]["label_id"])[: len(ids)] == sorted(ids)
+    # delete every shown label at once, then undo
+    at.multiselect(key="lab_f_kind").set_value([]).run()
+    at.multiselect(key="lab_f_source").set_value([]).run()
+    at.checkbox(key="lab_all").check().run()
+    _button(at, f"Delete {len(ids) + 1} selected").click().run()
+    assert len(_labels(db_path)) == total - len(ids) - 1
+    assert any(f"Deleted {len(ids) + 1} label(s)" in s.value for s in at.success)
+    _button(at, f"Undo: Deleted {len(ids) + 1} label(s)").click().run()
+    assert len(_labels(db_path)) == total
+    # rename one
+    at.multiselect(key="lab_f_label").set_value(["frog"]).run()
+    _select_rows(at, [0])
+    at.text_input(key="lab_new_name").set_value("toad").run()
+    _button(at, "Apply to 1 selected").click().run()
+    assert "toad" in set(_labels(db_path)["label"])
+
+
+def _holds(truth: pd.DataFrame, call: str, path: str, start_s: float, end_s: float) -> bool:
+    rows = truth[(truth["call"] == call) & (truth["file"] == path)]
+    return bool(((rows["start_s"] >= start_s) & (rows["end_s"] <= end_s)).any())
+
+
+def test_agile_page_search_label_retrain_next_batch(app, fixture_db):
+    db_path, truth = fixture_db
+    at = _page(app, "agile")
+    assert any("Name the sound" in i.value for i in at.info)
+    at.text_input(key="ag_label").set_value("hootagile").run()
+    call = truth[truth["call"] == "hoot"].iloc[0]
+    at.selectbox(key="ag_rec").set_value(call["file"]).run()
+    db = index.connect(db_path)
+    rid = int(db.recordings().set_index("path").loc[call["file"], "recording_id"])
+    snap = db.snapshot("spectral")
+    wid = int(snap.window_id[(snap.recording_id == rid) & (snap.start_s == 10.0)][0])
+    at.selectbox(key="ag_window").set_value(wid).run()
+    _button(at, "Find similar windows").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    batch = at.session_state["ag_batch"]
+    assert len(batch) == 9 and wid not in batch["window_id"].tolist()
+    assert any("Batch: 0 of 9 windows marked" in s.value for s in at.subheader)
+    before = len(_labels(db_path))
+    for row in batch.iloc[:-1].itertuples():
+        holds = _holds(truth, "hoot", row.path, row.start_s, row.end_s)
+        at.button(key=f"ag-{row.window_id}-{'positive' if holds else 'negative'}").click().run()
+    last = batch.iloc[-1]
+    at.button(key=f"ag-{int(last.window_id)}-skip").click().run()  # a skip writes nothing
+    assert not at.exception, [e.value for e in at.exception]
+    labs = _labels(db_path)
+    assert len(labs) == before + 8
+    mine = labs[labs["label"] == "hootagile"]
+    assert (mine["kind"] == "positive").sum() >= 2 and (mine["kind"] == "negative").sum() >= 2
+    assert {m.label: m.value for m in at.metric}["Positive labels"] == str(
+        (mine["kind"] == "positive").sum()
+    )
+    _button(at, "Retrain").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["CV average precision"] != "–"
+    assert any("Round 1:" in s.value for s in at.success)
+    assert at.get("plotly_chart") and any("Rounds" in s.value for s in at.subheader)
+    second = at.session_state["ag_batch"]
+    assert not set(second["window_id"]) & set(batch["window_id"].iloc[:-1])  # labelled: gone
+    assert at.session_state["ag_probe"] == at.session_state["probe_id"]
+    at.radio(key="ag_strategy").set_value("diverse").run()
+    _button(at, "Next batch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.session_state["ag_batch"]) > 0
+    # a stored probe is a start too
+    at.radio(key="ag_start").set_value("a stored probe").run()
+    _button(at, "Review with this probe").click().run()
+    assert not at.exception and at.session_state["ag_probe"] is not None
+
+
+def test_a_box_dragged_on_the_spectrogram_is_the_span_shown_and_used(app):
+    import json
+
+    at = _page(app, "search")
+    rec = at.selectbox(key="span_rec").value
+    at.session_state["span_fig"] = {
+        "selection": {"points": [], "point_indices": [], "box": [{"x": [2.06, 8.25]}], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="span").value == pytest.approx((2.05, 8.25))
+    assert any("Span used: 2.05–8.25 s" in c.value for c in at.caption)
+    shapes = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"]
+    assert (shapes[0]["x0"], shapes[0]["x1"]) == pytest.approx((2.05, 8.25))  # the shading
+    _button(at, "Add span as positive").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    query = at.session_state["queries"][-1]
+    assert query.span[1:] == pytest.approx((2.05, 8.25)) and rec in query.source
+    # the slider still moves on its own afterwards (the old box is not applied again)
+    at.slider(key="span").set_value((1.0, 3.0)).run()
+    assert at.slider(key="span").value == pytest.approx((1.0, 3.0))
+
+
+def test_the_favicon_is_local_so_the_app_needs_no_other_host(fixture_db, monkeypatch):
+    """Without a page icon, Streamlit's browser code shows each page's Material icon as the
+    favicon, fetched from fonts.gstatic.com: an offline app must set its own."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    seen = {}
+    real = st.set_page_config
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st, "set_page_config", spy)
+    monkeypatch.setenv("CHORUS_DB", str(fixture_db[0]))
+    AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    icon = seen.get("page_icon")
+    assert isinstance(icon, str) and icon and not icon.startswith((":material", "http"))

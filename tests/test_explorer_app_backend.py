@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from explorer.app import audio_access, backend
+from explorer.app import audio_access, backend, label_ops
 from explorer.commands.explore import streamlit_command
 
 SR = 16000  # Hz
@@ -146,9 +146,9 @@ def test_map_labels_show_the_most_recent_name(tmp_path):
 
     synth = make_synth_db(tmp_path, n_recordings=1, windows_per_recording=4)
     rows = backend.windows_by_id(synth.db, MODEL, synth.windows["window_id"].tolist())
-    backend.add_labels(synth.db, rows.iloc[[0]], "owl", "positive", "user:me")
-    backend.add_labels(synth.db, rows.iloc[[1]], "wren", "positive", "user:me")
-    backend.add_labels(synth.db, rows.iloc[[1]], "owl", "positive", "user:me")  # later: shown
+    label_ops.write_labels(synth.db, rows.iloc[[0]], "owl", "positive", "user:me")
+    label_ops.write_labels(synth.db, rows.iloc[[1]], "wren", "positive", "user:me")
+    label_ops.write_labels(synth.db, rows.iloc[[1]], "owl", "positive", "user:me")  # later: shown
     got = backend.window_labels(synth.db, MODEL, rows)
     assert got["label"].tolist() == ["owl", "owl", None, None]
 

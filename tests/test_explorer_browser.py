@@ -1,6 +1,8 @@
 """Real-browser test: ``chorus explore`` on a fixture database, driven by Playwright + Debian's
-Chromium. Visits every page, runs a search, clicks a label button, trains a probe, clusters, and
-saves screenshots under tests/artifacts/ (gitignored) for a person to look at."""
+Chromium. Visits every page, runs a search, clicks a label button, trains a probe, clusters, bulk
+labels and undoes, edits on the Labels page, runs an Agile round, checks that the page asks no
+host but the app's own, and saves screenshots under tests/artifacts/ (gitignored; or
+``$CHORUS_SCREENSHOTS``) for a person to look at."""
 
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~40 s: starts a server and Chromium
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(
+    os.environ.get("CHORUS_SCREENSHOTS") or Path(__file__).resolve().parent / "artifacts"
+)
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90  # Streamlit start on a busy 2-core machine
 STEP_TIMEOUT_MS = 120_000  # one page action (first map / probe training) on a busy machine
@@ -129,11 +134,21 @@ def page(server):
         pg = browser.new_page(viewport={"width": VIEWPORT[0], "height": VIEWPORT[1]})
         pg.set_default_timeout(STEP_TIMEOUT_MS)
         errors: list[str] = []
+        outside: list[str] = []  # requests to any other host (the app must work offline)
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("request", lambda r: None if _is_local(r.url) else outside.append(r.url))
         pg.goto(server[0])
         yield pg
         browser.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+    assert not outside, f"requests to other hosts: {outside[:5]}"
+
+
+def _is_local(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return parsed.scheme in ("data", "blob", "about") or parsed.hostname in LOCAL_HOSTS
 
 
 def _settle(pg) -> None:
@@ -156,6 +171,14 @@ def _no_exception(pg) -> None:
     assert pg.get_by_test_id("stException").count() == 0, pg.get_by_test_id(
         "stException"
     ).first.inner_text()
+
+
+def _fill(pg, box: str, text: str) -> None:
+    """Type into a labelled text box and commit it (Enter), as a user does."""
+    field = pg.get_by_role("textbox", name=box)
+    field.fill(text)
+    field.press("Enter")
+    _settle(pg)
 
 
 def _lasso_everything(pg) -> None:
@@ -214,7 +237,18 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_role("heading", name="36 selected windows").wait_for()
     pg.get_by_test_id("stImage").first.wait_for()
     _no_exception(pg)
+    assert pg.get_by_role("textbox", name="Label to write").input_value() == ""
+    _fill(pg, "Label to write", "wind")
+    pg.get_by_role("button", name="positive (36)").click()
+    _settle(pg)
+    pg.get_by_text("Write 'wind' as positive on 36 windows?").wait_for()
     _shot(pg, "2b_map_selection")
+    pg.get_by_role("button", name="Yes, label 36 windows").click()
+    _settle(pg)
+    pg.get_by_text("Stored 36 × positive 'wind'.").wait_for()
+    pg.get_by_role("button", name="Undo: Stored 36 × positive 'wind'").click()
+    _settle(pg)
+    pg.get_by_text(re.compile("Undone: Stored 36")).wait_for()
 
     _goto(pg, "Search")
     pg.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(server[2])
@@ -224,8 +258,12 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_text("positive: upload: hoot_query.wav").wait_for()
     pg.get_by_role("tab", name="Pick a span of a recording").click()
     _drag_box(pg, 0.02, 0.14)  # about 0.6-4.2 s of the first recording: background only
-    sel = pg.get_by_text(re.compile(r"Selected on the spectrogram: \d+\.\d+–\d+\.\d+ s"))
+    sel = pg.get_by_text(re.compile(r"Span used: \d+\.\d+–\d+\.\d+ s"))
     sel.wait_for()
+    for _ in range(60):  # the dragged span replaces the slider's default (0-5 s)
+        if sel.inner_text() != "Span used: 0.00–5.00 s":
+            break
+        pg.wait_for_timeout(500)
     start, end = map(float, re.findall(r"\d+\.\d+", sel.inner_text()))
     assert 0.0 <= start < 1.5 and 3.0 < end < 5.0
     pg.get_by_role("button", name="Add span as negative").click()
@@ -237,10 +275,7 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_test_id("stImage").first.wait_for()
     _no_exception(pg)
     _shot(pg, "3_search_results")
-    label_box = pg.get_by_role("textbox", name="Label to write")
-    label_box.fill("sweep")
-    label_box.press("Enter")
-    _settle(pg)
+    _fill(pg, "Label to write", "sweep")
     # the first result card's "positive" button (its key is hit-<window_id>-positive)
     pg.locator("[class*='st-key-hit-'][class*='-positive'] button").first.click()
     _settle(pg)
@@ -264,4 +299,36 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_test_id("stImage").first.wait_for()
     _no_exception(pg)
     _shot(pg, "6_clusters")
+
+    _goto(pg, "Agile")
+    _fill(pg, "Sound to model", "hoot")
+    pg.get_by_role("button", name="Find similar windows").click()
+    _settle(pg)
+    pg.get_by_text("Batch: 0 of 9 windows marked").wait_for()
+    for i, kind in enumerate(("positive", "positive", "negative", "negative")):
+        pg.locator(f"[class*='st-key-ag-'][class*='-{kind}'] button").nth(
+            i % 2 + 2 * (kind == "negative")
+        ).click()
+        _settle(pg)
+    pg.get_by_text("Batch: 4 of 9 windows marked").wait_for()
+    pg.get_by_role("button", name="Retrain").click()
+    _settle(pg)
+    pg.get_by_text(re.compile("Round 1: hoot")).wait_for()
+    pg.locator(".js-plotly-plot").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "7_agile")
+
+    _goto(pg, "Labels")
+    pg.get_by_test_id("stDataFrame").first.wait_for()
+    _no_exception(pg)
+    pg.get_by_text("Select all").click()
+    _settle(pg)
+    pg.get_by_role("button", name=re.compile(r"Delete \d+ selected")).click()
+    _settle(pg)
+    pg.get_by_text(re.compile(r"Deleted \d+ label\(s\)")).first.wait_for()
+    pg.get_by_role("button", name=re.compile(r"Undo: Deleted")).click()
+    _settle(pg)
+    pg.get_by_test_id("stDataFrame").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "8_labels")
     assert shutil.disk_usage(ARTIFACTS).free > 0

@@ -209,3 +209,59 @@ def test_score_histogram_marks_threshold():
     fig = plots.score_histogram(np.linspace(0, 1, 100), threshold=0.7)
     assert fig.layout.shapes[0].x0 == 0.7
     assert len(fig.data[0].x) == plots.SCORE_BINS and sum(fig.data[0].y) == 100  # binned here
+
+
+def test_axis_ticks_are_round_and_inside_the_range():
+    assert plots.axis_ticks(12.5, 17.5).tolist() == [13, 14, 15, 16, 17]
+    assert plots.axis_ticks(0, 8).tolist() == [0, 2, 4, 6, 8]
+    assert plots.axis_ticks(0.5, 4.0, max_ticks=4).tolist() == [1, 2, 3, 4]
+    assert plots.axis_ticks(3.0, 3.0).tolist() == [3.0]
+
+
+def test_card_spectrogram_has_axes_and_draws_only_the_chosen_band():
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    tone = np.sin(2 * np.pi * 1000.0 * t)  # 1 kHz
+    size = (200, 80)
+    left = plots.CARD_MARGIN[0]
+
+    def image(band):
+        png = plots.spectrogram_card_png(tone, sr, 10.0, band, size)
+        return np.asarray(Image.open(io.BytesIO(png)).convert("L"), float)
+
+    def tone_height(img) -> float:
+        """Where the brightest row of the spectrogram lies: 0 at the bottom, 1 at the top."""
+        top = img.shape[0] - size[1] - plots.CARD_MARGIN[1]
+        spec = img[top : top + size[1], left : left + size[0]]
+        return 1.0 - spec.mean(axis=1).argmax() / (size[1] - 1)
+
+    full = image(None)
+    assert full.shape[0] > size[1] and full.shape[1] > size[0]  # margins for the axes
+    assert (full[:, : left - 6] < 128).any()  # kHz labels left of the spectrogram
+    assert (full[-plots.CARD_MARGIN[1] + 4 :, left:] < 128).any()  # time labels below it
+    assert tone_height(full) == pytest.approx(1000 / 8000, abs=0.05)
+    assert tone_height(image((500.0, 1500.0))) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="empty"):
+        plots.spectrogram_card_png(tone, sr, 0.0, (9000.0, 12000.0), size)
+
+
+def test_agile_rounds_figure_has_ap_with_intervals_and_label_bars():
+    rounds = pd.DataFrame(
+        {
+            "number": [1, 2],
+            "positive": [3, 6],
+            "negative": [5, 9],
+            "average_precision": [0.6, None],
+            "ap_low": [0.4, None],
+            "ap_high": [0.8, None],
+        }
+    )
+    fig = plots.agile_rounds(rounds)
+    kinds = [t.type for t in fig.data]
+    assert kinds == ["bar", "bar", "scatter"]
+    ap = fig.data[2]
+    assert ap.y[0] == pytest.approx(0.6) and np.isnan(ap.y[1])
+    assert ap.error_y.array[0] == pytest.approx(0.2) and ap.error_y.arrayminus[0] == pytest.approx(
+        0.2
+    )
+    assert list(fig.data[0].y) == [3, 6]

@@ -203,16 +203,6 @@ def label_names(db) -> list[str]:
     return labs.sort_values("label_id", ascending=False)["label"].drop_duplicates().tolist()
 
 
-def add_labels(db, rows: pd.DataFrame, label: str, kind: str, source: str) -> int:
-    """Store ``label`` (``kind``) on the time span of each window in ``rows``; return how many."""
-    from index.labels import add_labels as store
-
-    spans = rows[["recording_id", "start_s", "end_s"]].astype(
-        {"recording_id": "int64", "start_s": float, "end_s": float}
-    )
-    return len(store(db, spans.assign(label=label, kind=kind), source=source))
-
-
 def window_labels(db, model: str, windows: pd.DataFrame) -> pd.DataFrame:
     """``label`` column for ``windows``: the name of a positive label covering it, else None.
 

@@ -19,8 +19,11 @@ if str(_REPO) not in sys.path:
 from explorer.app import state  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
+FAVICON = "🐦"
 
-st.set_page_config(page_title="Chorus explorer", layout="wide")
+# An emoji favicon is drawn in the page itself; without one the browser tab shows each page's
+# Material icon, which Streamlit fetches from fonts.gstatic.com (the app must work offline).
+st.set_page_config(page_title="Chorus explorer", page_icon=FAVICON, layout="wide")
 state.init_db_path(sys.argv[1:])
 db_path = state.db_path()
 if db_path is None:
@@ -39,8 +42,11 @@ nav = st.navigation(
         st.Page(PAGES / "search.py", title="Search", icon=":material/search:"),
         st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
         st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+        st.Page(PAGES / "agile.py", title="Agile", icon=":material/autorenew:"),
+        st.Page(PAGES / "labels.py", title="Labels", icon=":material/label:"),
     ]
 )
 st.sidebar.caption(f"Database: `{db_path}`")
 state.sidebar_model_picker()
+state.sidebar_card_band()
 nav.run()

@@ -128,10 +128,42 @@ def clip(
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def card_png(
-    path: str, abs_path: str, start_s: float, end_s: float, channel, sr: int, stamp=None
+    path: str,
+    abs_path: str,
+    start_s: float,
+    end_s: float,
+    channel,
+    sr: int,
+    stamp=None,
+    band_khz: tuple[float, float] | None = None,
 ) -> bytes:
+    """A card's spectrogram with time and frequency axes, drawn over ``band_khz`` (kHz)."""
     audio = clip(path, abs_path, start_s, end_s, channel, sr, stamp)
-    return plots.spectrogram_png(audio, sr, size=CARD_SIZE)
+    band = None if band_khz is None else (band_khz[0] * 1000.0, band_khz[1] * 1000.0)
+    return plots.spectrogram_card_png(audio, sr, float(start_s), band, size=CARD_SIZE)
+
+
+def sidebar_card_band() -> None:
+    """Frequency range of every card's spectrogram (kHz), chosen once in the sidebar."""
+    rates = archive_summary(db_path()).recordings.get("sample_rate")
+    top = MAX_PLAYBACK_SR / 2000.0
+    if rates is not None and rates.notna().any():
+        top = min(top, float(rates.max()) / 2000.0)
+    st.sidebar.slider(
+        "Card frequency range (kHz)",
+        0.0,
+        top,
+        (0.0, top),
+        step=0.5,
+        key="card_khz",
+        help="The band drawn on the window cards' spectrograms.",
+    )
+
+
+def card_band() -> tuple[float, float] | None:
+    """The sidebar's card frequency range (kHz), or None before the sidebar is drawn."""
+    band = st.session_state.get("card_khz")
+    return (float(band[0]), float(band[1])) if band and band[1] > band[0] else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,6 +219,34 @@ def add_span_query(abs_path: str, rel_path: str, start_s: float, end_s: float, k
     add_query(kind, f"{rel_path} @ {start_s:.1f}–{end_s:.1f} s", vec, span)
 
 
+SPAN_STEP = 0.05  # s: the span slider's step; a dragged box is rounded to it
+
+
+def pick_span(selection: dict | None, lo: float, hi: float) -> bool:
+    """Take a box dragged on the span picker's spectrogram as the span slider's next value.
+
+    The slider exists by now, so its value is set at the start of the next run
+    (``pending_span``): the caller reruns when this returns True. What is shaded and shown on the
+    slider is then exactly the span the query uses.
+    """
+    picked = plots.selected_span(selection)
+    if picked is None or picked == st.session_state.get("span_picked"):
+        return False
+    st.session_state["span_picked"] = picked  # the chart keeps reporting it: apply it once
+    a, b = (round(min(max(x, lo), hi) / SPAN_STEP) * SPAN_STEP for x in picked)
+    if b - a < SPAN_STEP:
+        return False
+    st.session_state["span_pending"] = (round(a, 3), round(b, 3))
+    return True
+
+
+def pending_span() -> None:
+    """Move a dragged span into the slider's state (before the slider is drawn)."""
+    span = st.session_state.pop("span_pending", None)
+    if span is not None:
+        st.session_state["span"] = span
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def recording_view(path: str, abs_path: str, start_s: float, end_s: float, sr: int) -> np.ndarray:
     """Audio of a stretch of a recording for the span picker (mono, at ``sr``)."""
@@ -217,6 +277,14 @@ def labels_version() -> int:
     from index.labels import labels_table
 
     return int(labels_table(db()).version)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def all_labels(path: str, labels_version: int) -> pd.DataFrame:
+    """Every label with its recording's path (the Labels page); keyed by the labels version."""
+    from index.labels import list_labels
+
+    return list_labels(_connect(path))
 
 
 def _overlay_key(colour: str):

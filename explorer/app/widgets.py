@@ -3,13 +3,14 @@ and the selected-windows table with bulk labelling."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.app import audio_access, backend, state
+from explorer.app import audio_access, backend, label_ops, state
 
 KINDS = ("positive", "negative", "unsure")
 KIND_ICONS = {
@@ -19,6 +20,9 @@ KIND_ICONS = {
 }
 CARDS_PER_ROW = 3
 USER_SOURCE = "user:app"
+CONFIRM_ABOVE = 20  # a bulk write to more windows than this asks first
+UNDO_KEY = "label_undo"  # session list of LabelChange, newest last
+UNDO_DEPTH = 20  # changes kept for undo
 
 
 @dataclass(frozen=True)
@@ -34,28 +38,64 @@ class TypedLabel:
 
 
 def label_picker(key: str) -> TypedLabel:
-    """Text box for the label that buttons write, pre-filled with the last one used."""
+    """Text box for the label that buttons write; empty at first, so a bulk click never writes a
+    name the user did not choose."""
     known = backend.label_names(state.db())
-    default = st.session_state.get("last_label") or (known[0] if known else "")
     value = st.text_input(
         "Label to write",
-        value=default,
+        value="",
         key=key,
-        help="Species or sound type; buttons store it as positive, negative or unsure.",
+        placeholder="species or sound type",
+        help="Buttons store it as positive, negative or unsure."
+        + (f" Names in use: {', '.join(known[:12])}." if known else ""),
     )
     return TypedLabel(key, value.strip())
 
 
-def _write_label(rows: pd.DataFrame, label, kind: str, note_key: str) -> None:
-    """Button callback: store labels at once (before the rerun draws the page again)."""
+def _typed(label) -> str:
     if isinstance(label, TypedLabel):
-        label = str(st.session_state.get(label.key, "")).strip()
-    if not label:
-        st.session_state[note_key] = ("error", "Type a label first.")
+        return str(st.session_state.get(label.key, "")).strip()
+    return str(label).strip()
+
+
+def _ids(rows: pd.DataFrame) -> tuple[int, ...]:
+    return tuple(int(i) for i in rows["window_id"])
+
+
+def _write_label(rows: pd.DataFrame, label, kind: str, key: str, bulk: bool = False) -> None:
+    """Button callback: store labels at once (before the rerun draws the page again); a bulk
+    write above ``CONFIRM_ABOVE`` windows waits for a confirmation instead."""
+    name = _typed(label)
+    if not name:
+        st.session_state[f"{key}-note"] = ("error", "Type a label first.")
         return
-    n = backend.add_labels(state.db(), rows, label, kind, USER_SOURCE)
-    st.session_state["last_label"] = label
-    st.session_state[note_key] = ("success", f"Stored {n} × {kind} '{label}'.")
+    if bulk and len(rows) > CONFIRM_ABOVE:
+        st.session_state[f"{key}-confirm"] = (_ids(rows), name, kind)
+        return
+    _store(rows, name, kind, f"{key}-note")
+
+
+def _store(rows: pd.DataFrame, name: str, kind: str, note_key: str) -> None:
+    try:
+        change = label_ops.write_labels(state.db(), rows, name, kind, USER_SOURCE)
+    except (KeyError, ValueError) as err:
+        st.session_state[note_key] = ("error", f"Not stored: {err}")
+        return
+    record(change, note_key)
+
+
+def record(change: label_ops.LabelChange, note_key: str) -> None:
+    """Keep ``change`` for the undo button and say what it did (once, at ``note_key``)."""
+    stack = st.session_state.setdefault(UNDO_KEY, [])
+    stack.append(change)
+    del stack[:-UNDO_DEPTH]
+    st.session_state[note_key] = ("success", f"{change.what}.")
+
+
+def _confirm(rows: pd.DataFrame, key: str) -> None:
+    pending = st.session_state.pop(f"{key}-confirm", None)
+    if pending is not None:
+        _store(rows, pending[1], pending[2], f"{key}-note")
 
 
 def feedback(note_key: str) -> None:
@@ -65,10 +105,34 @@ def feedback(note_key: str) -> None:
         getattr(st, note[0])(note[1])
 
 
+def _undo(note_key: str) -> None:
+    stack = st.session_state.get(UNDO_KEY) or []
+    if stack:
+        st.session_state[note_key] = ("success", label_ops.undo(state.db(), stack.pop()))
+        st.session_state["lab_gen"] = st.session_state.get("lab_gen", 0) + 1  # stale selection
+
+
+def undo_button(key: str) -> None:
+    """One click undoes the session's last label action (bulk write, edit or deletion)."""
+    stack = st.session_state.get(UNDO_KEY) or []
+    if stack:
+        st.button(
+            f"Undo: {stack[-1].what}",
+            key=f"{key}-undo",
+            icon=":material/undo:",
+            on_click=_undo,
+            args=(f"{key}-undo-note",),
+        )
+    feedback(f"{key}-undo-note")
+
+
 def label_buttons(
     rows: pd.DataFrame, label: TypedLabel | str, key: str, bulk: bool = False
 ) -> None:
-    """Positive / negative / unsure buttons writing ``label`` for ``rows`` to the labels table."""
+    """Positive / negative / unsure buttons writing ``label`` for ``rows`` to the labels table.
+
+    Bulk buttons ask before writing more than ``CONFIRM_ABOVE`` windows and come with an undo
+    button."""
     with st.container(horizontal=True, gap="small"):
         for kind in KINDS:
             st.button(
@@ -77,14 +141,46 @@ def label_buttons(
                 icon=KIND_ICONS[kind],
                 help=f"Store '{str(label) or '…'}' as {kind} for {'these windows' if bulk else 'this window'}",
                 on_click=_write_label,
-                args=(rows, label, kind, f"{key}-note"),
+                args=(rows, label, kind, key, bulk),
                 type="secondary" if bulk else "tertiary",
             )
+    if bulk:
+        _confirmation(rows, key)
     feedback(f"{key}-note")
+    if bulk:
+        undo_button(key)
 
 
-def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra: str = "") -> None:
-    """Spectrogram, player, recording + time, and label buttons for one window."""
+def _confirmation(rows: pd.DataFrame, key: str) -> None:
+    pending = st.session_state.get(f"{key}-confirm")
+    if pending is None:
+        return
+    if pending[0] != _ids(rows):  # the selection changed since the click: ask again
+        st.session_state.pop(f"{key}-confirm")
+        return
+    st.warning(f"Write '{pending[1]}' as {pending[2]} on {len(rows):,} windows?")
+    with st.container(horizontal=True, gap="small"):
+        st.button(
+            f"Yes, label {len(rows):,} windows",
+            key=f"{key}-yes",
+            type="primary",
+            on_click=_confirm,
+            args=(rows, key),
+        )
+        st.button(
+            "Cancel", key=f"{key}-no", on_click=st.session_state.pop, args=(f"{key}-confirm",)
+        )
+
+
+def window_card(
+    row: pd.Series,
+    label: TypedLabel | str,
+    key: str,
+    caption_extra: str = "",
+    actions: Callable[[pd.DataFrame, str], None] | None = None,
+) -> None:
+    """Spectrogram (time and frequency axes, the sidebar's band), player, recording + time, and
+    label buttons for one window; ``actions(rows, key)`` draws other buttons instead."""
     sr = state.playback_rate(row.get("sample_rate"))
     path, channel, stamp = (
         row["abs_path"],
@@ -94,7 +190,7 @@ def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra
     span = (state.db_path(), path, row["start_s"], row["end_s"], channel, sr, stamp)
     with st.container(border=True):
         try:
-            st.image(state.card_png(*span), width="stretch")
+            st.image(state.card_png(*span, state.card_band()), width="stretch")
             audio = state.clip(*span)
             if len(audio) and np.abs(audio).max() > 0:
                 st.audio(audio, sample_rate=sr)
@@ -106,11 +202,18 @@ def window_card(row: pd.Series, label: TypedLabel | str, key: str, caption_extra
             f"**{row['path']}** @ {row['start_s']:.1f}–{row['end_s']:.1f} s"
             f"{' · site ' + str(row['site']) if pd.notna(row.get('site')) else ''}{caption_extra}"
         )
-        label_buttons(row.to_frame().T, label, key)
+        if actions is None:
+            label_buttons(row.to_frame().T, label, key)
+        else:
+            actions(row.to_frame().T, key)
 
 
 def card_grid(
-    rows: pd.DataFrame, label: TypedLabel | str, key: str, score_col: str | None = "score"
+    rows: pd.DataFrame,
+    label: TypedLabel | str,
+    key: str,
+    score_col: str | None = "score",
+    actions: Callable[[pd.DataFrame, str], None] | None = None,
 ) -> None:
     """Window cards, ``CARDS_PER_ROW`` per row."""
     for start in range(0, len(rows), CARDS_PER_ROW):
@@ -119,4 +222,42 @@ def card_grid(
         for col, (_, row) in zip(cols[: len(chunk)], chunk.iterrows(), strict=True):
             extra = f" · score {row[score_col]:.3f}" if score_col and score_col in row else ""
             with col:
-                window_card(row, label, f"{key}-{int(row['window_id'])}", extra)
+                window_card(row, label, f"{key}-{int(row['window_id'])}", extra, actions)
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels page actions (button callbacks: they run before the page is drawn again)
+
+
+def _after_table_change(note_key: str, change: label_ops.LabelChange) -> None:
+    record(change, note_key)
+    st.session_state["lab_gen"] = st.session_state.get("lab_gen", 0) + 1  # drop the selection
+    st.session_state["lab_all"] = False
+
+
+def edit_labels(label_ids: list[int], name_key: str, kind_key: str, key: str) -> None:
+    """Rename and/or change the kind of the selected labels."""
+    try:
+        change = label_ops.edit(
+            state.db(),
+            label_ids,
+            label=st.session_state.get(name_key) or None,
+            kind=st.session_state.get(kind_key),
+            source=USER_SOURCE,
+        )
+    except (KeyError, ValueError) as err:
+        st.session_state[f"{key}-note"] = ("error", f"Not changed: {err}")
+        return
+    _after_table_change(f"{key}-note", change)
+    st.session_state[name_key] = ""
+    st.session_state[kind_key] = None
+
+
+def delete_labels(label_ids: list[int], key: str) -> None:
+    """Delete the selected labels (one commit)."""
+    try:
+        change = label_ops.remove(state.db(), label_ids)
+    except (KeyError, ValueError) as err:
+        st.session_state[f"{key}-note"] = ("error", f"Not deleted: {err}")
+        return
+    _after_table_change(f"{key}-note", change)

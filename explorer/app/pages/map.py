@@ -36,7 +36,7 @@ event = st.plotly_chart(
 )
 st.caption(f"{n_points:,} windows shown. Box- or lasso-select points to listen and label them.")
 
-ids = plots.selected_window_ids(event.selection if event else None)
+ids = plots.selected_window_ids(event["selection"] if event else None)
 if len(ids) > MAX_SELECTED:
     st.warning(f"{len(ids):,} points selected; using the first {MAX_SELECTED:,}.")
     ids = ids[:MAX_SELECTED]

@@ -37,12 +37,13 @@ with span_tab:
         view_start = 0.0
         if duration > view_len:
             view_start = st.slider("View from (s)", 0.0, duration - view_len, 0.0, key="view_start")
+        state.pending_span()
         span = st.slider(
             "Span (s) — or drag a box on the spectrogram",
             view_start,
             view_start + view_len,
             (view_start, min(view_start + 5.0, view_start + view_len)),
-            step=0.1,
+            step=state.SPAN_STEP,
             key="span",
         )
         try:
@@ -59,12 +60,11 @@ with span_tab:
                 width="stretch",
                 theme=None,
             )
-            picked = plots.selected_span(event.selection if event else None)
-            if picked is not None:
-                span = picked
-                st.caption(f"Selected on the spectrogram: {span[0]:.2f}–{span[1]:.2f} s")
+            if state.pick_span(event["selection"] if event else None, *fig.layout.xaxis.range):
+                st.rerun()  # draw the slider and the shading at the dragged span
         except audio_access.AudioAccessError as err:
             st.warning(str(err))
+        st.caption(f"Span used: {span[0]:.2f}–{span[1]:.2f} s")
         c1, c2 = st.columns(2)
         for col, kind in ((c1, "positive"), (c2, "negative")):
             if col.button(f"Add span as {kind}", key=f"add_span_{kind}", width="stretch"):
