@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from embedder.decode import AudioError, open_audio
+from embedder.decode import AudioError, Damage, PartialAudio, open_audio
 
 __all__ = [
     "AudioError",
     "AudioInfo",
+    "Damage",
+    "PartialAudio",
     "WindowBatch",
     "count_windows",
     "frame",
@@ -174,6 +176,9 @@ def read_blocks(
 
     Raises
     ------
+    PartialAudio
+        After the last block of a damaged file (cut short, or frames lost mid-file): every block
+        that decodes was yielded first, silence standing in for lost frames decoding went on after.
     AudioError
         Undecodable file, NaN/inf samples (raised when reached) or no samples at all.
     """
@@ -197,6 +202,8 @@ def read_blocks(
             yield np.ascontiguousarray(y.T)  # (C, m)
     if total == 0:
         raise AudioError(f"{path}: no audio samples")
+    if dec.damage is not None:
+        raise PartialAudio(str(path), dec.damage, total / sample_rate)
 
 
 def load(
@@ -414,6 +421,11 @@ def iter_windows(
     ------
     WindowBatch
         ``audio`` float32 ``(W, win)`` with ``W <= max_windows``, in time order per channel.
+
+    Raises
+    ------
+    PartialAudio
+        After the windows of what decodes of a damaged file (see :func:`read_blocks`).
     """
     _check_policy(channels)
     grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
@@ -424,7 +436,9 @@ def iter_windows(
     buf = np.zeros((0, 0), np.float32)  # (C, m) samples [off, n) not yet in a window
     off = n = k = 0  # buffer start, samples seen, next window index
     pend = _Pending(max_windows, grid.win)
-    for block in read_blocks(path, sample_rate, channels, block_s):  # (C, m)
+    partial: list[PartialAudio] = []  # raised once the windows of what decoded are out
+    blocks = read_blocks(path, sample_rate, channels, block_s)
+    for block in _until_partial(blocks, partial):  # (C, m)
         if not labels:
             labels = [-1] if channels == "mix" else list(range(block.shape[0]))
             buf = np.zeros((block.shape[0], 0), np.float32)
@@ -454,6 +468,16 @@ def iter_windows(
     if tail is not None:
         pend.add(tail, buf[:, tail - off :])  # zero-padded
     yield from pend.flush(labels, n, sample_rate)
+    if partial:
+        raise partial[0]
+
+
+def _until_partial(blocks: Iterator[np.ndarray], found: list) -> Iterator[np.ndarray]:
+    """``blocks``, ending quietly where they end with :class:`PartialAudio` (appended to ``found``)."""
+    try:
+        yield from blocks
+    except PartialAudio as err:
+        found.append(err)
 
 
 def _run(labels: list[int], x: np.ndarray, start: int, r: int, sample_rate: int):
