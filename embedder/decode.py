@@ -32,7 +32,7 @@ import soundfile as sf
 from embedder import flac
 
 SNIFF_BYTES = 64  # bytes read to recognise a container
-SALVAGE_FRAMES = 4096  # libsndfile reads this much at a time past damage (FLAC's usual frame)
+SALVAGE_FRAMES = 256  # libsndfile reads this much at a time past damage (it fails whole reads)
 # a stream this much shorter than its header's exact length ended early (codec delay and padding
 # are a few thousand samples; a truncated file loses whole seconds)
 SHORT_BY_S = 0.5
