@@ -139,10 +139,10 @@ def _sniff_head(head: bytes) -> str | None:
     return None
 
 
-def _open_error(path: Path, head: bytes, sniffed: str | None, reason: str) -> AudioError:
+def _open_error(path: Path, sniffed: str | None, reason: str) -> AudioError:
     if sniffed is None:
         return AudioError(
-            f"{path}: not a recognised audio format (first bytes {head[:8].hex(' ')}; {reason})"
+            f"{path}: not a recognised audio format ({reason})"  # never the file's bytes
         )
     return AudioError(f"{path}: corrupt or truncated {sniffed} data ({reason})")
 
@@ -522,8 +522,6 @@ def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
         stack.enter_context(fh)
         if os.fstat(fh.fileno()).st_size == 0:
             raise AudioError(f"{p}: empty file (0 bytes)")
-        head = fh.read(SNIFF_BYTES)
-        fh.seek(0)
         sniffed = _sniff(fh)
         fh.seek(0)
         reason = None
@@ -541,5 +539,5 @@ def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
         try:
             dec = _FFmpeg(fh, str(path))
         except (*_AV_ERRORS, _NoFrames) as err:
-            raise _open_error(p, head, sniffed, reason or _reason(err)) from None
+            raise _open_error(p, sniffed, reason or _reason(err)) from None
         yield dec
