@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from embedder.decode import AudioError, open_audio
+from embedder.decode import AudioError, Damage, PartialAudio, open_audio
 
 __all__ = [
     "AudioError",
     "AudioInfo",
+    "Damage",
+    "PartialAudio",
     "WindowBatch",
     "count_windows",
     "frame",
@@ -35,6 +37,9 @@ __all__ = [
 ]
 
 BLOCK_S = 60.0  # s of native-rate audio decoded per block (~11 MB per channel at 48 kHz)
+# samples (frames x channels) per decoded block, and per batch of windows of all channels: a
+# 64-channel 96 kHz file would need 1.5 GB for one 60 s block, so many channels get shorter ones
+MAX_BLOCK_SAMPLES = 1 << 24  # 64 MB of float32
 MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padded window
 BATCH_WINDOWS = 64  # windows per WindowBatch (64 x 5 s x 32 kHz float32 = 41 MB)
 CHANNEL_POLICIES = ("mix", "first", "all")
@@ -151,6 +156,12 @@ class _Resampler:
         return self.push(np.zeros((0, self.n_channels), np.float32), last=True)
 
 
+def block_frames(block_s: float, samplerate: int, channels: int) -> int:
+    """Frames per decoded block: ``block_s`` seconds, fewer where that many channels would take
+    more than :data:`MAX_BLOCK_SAMPLES` samples (peak memory stays bounded whatever the count)."""
+    return max(1, min(int(round(block_s * samplerate)), MAX_BLOCK_SAMPLES // max(1, channels)))
+
+
 def read_blocks(
     path: str | os.PathLike, sample_rate: int, channels: str = "mix", block_s: float = BLOCK_S
 ) -> Iterator[np.ndarray]:
@@ -164,7 +175,8 @@ def read_blocks(
     channels : {"mix", "first", "all"}
         Mean of the channels, the first one, or all of them.
     block_s : float
-        Seconds of native audio decoded per block.
+        Seconds of native audio decoded per block (fewer for many channels: see
+        :func:`block_frames`).
 
     Yields
     ------
@@ -174,6 +186,9 @@ def read_blocks(
 
     Raises
     ------
+    PartialAudio
+        After the last block of a damaged file (cut short, or frames lost mid-file): every block
+        that decodes was yielded first, silence standing in for lost frames decoding went on after.
     AudioError
         Undecodable file, NaN/inf samples (raised when reached) or no samples at all.
     """
@@ -184,7 +199,7 @@ def read_blocks(
     with open_audio(path) as dec:
         n_out = dec.channels if channels == "all" else 1
         rs = _Resampler(dec.samplerate, int(sample_rate), n_out)
-        block = max(1, int(round(block_s * dec.samplerate)))
+        block = block_frames(block_s, dec.samplerate, dec.channels)
         total = 0
         for x in dec.blocks(block):
             y = rs.push(_apply_policy(x, channels))  # (m, C)
@@ -197,6 +212,8 @@ def read_blocks(
             yield np.ascontiguousarray(y.T)  # (C, m)
     if total == 0:
         raise AudioError(f"{path}: no audio samples")
+    if dec.damage is not None:
+        raise PartialAudio(str(path), dec.damage, total / sample_rate)
 
 
 def load(
@@ -259,7 +276,7 @@ def load(
         b = b if math.isinf(b) else math.ceil(b) + ctx
         n_out = dec.channels if channels == "all" else 1
         rs = _Resampler(sr_in, sample_rate, n_out)
-        block = int(round(BLOCK_S * sr_in))
+        block = block_frames(BLOCK_S, sr_in, dec.channels)
         limit = None if math.isinf(b) else b - a
         blocks = dec.blocks(block, start=a, limit=limit)
         parts = [rs.push(_apply_policy(x, channels)) for x in blocks]
@@ -414,6 +431,11 @@ def iter_windows(
     ------
     WindowBatch
         ``audio`` float32 ``(W, win)`` with ``W <= max_windows``, in time order per channel.
+
+    Raises
+    ------
+    PartialAudio
+        After the windows of what decodes of a damaged file (see :func:`read_blocks`).
     """
     _check_policy(channels)
     grid = _Grid.make(sample_rate, window_s, hop_s, min_tail_s)
@@ -423,11 +445,17 @@ def iter_windows(
     labels: list[int] = []  # channel number of each row of a block
     buf = np.zeros((0, 0), np.float32)  # (C, m) samples [off, n) not yet in a window
     off = n = k = 0  # buffer start, samples seen, next window index
-    pend = _Pending(max_windows, grid.win)
-    for block in read_blocks(path, sample_rate, channels, block_s):  # (C, m)
+    pend = _Pending(max_windows, grid.win)  # sized for the channel count at the first block
+    partial: list[PartialAudio] = []  # raised once the windows of what decoded are out
+    blocks = read_blocks(path, sample_rate, channels, block_s)
+    for block in _until_partial(blocks, partial):  # (C, m)
         if not labels:
             labels = [-1] if channels == "mix" else list(range(block.shape[0]))
             buf = np.zeros((block.shape[0], 0), np.float32)
+            # a batch holds max_windows windows of every channel: fewer for many channels
+            room = MAX_BLOCK_SAMPLES // (block.shape[0] * grid.win)
+            max_windows = max(1, min(max_windows, room))
+            pend = _Pending(max_windows, grid.win)
         b0, n = n, n + block.shape[1]  # the block holds samples [b0, n)
         while grid.start(k) + grid.win <= n:
             s = grid.start(k)
@@ -454,6 +482,16 @@ def iter_windows(
     if tail is not None:
         pend.add(tail, buf[:, tail - off :])  # zero-padded
     yield from pend.flush(labels, n, sample_rate)
+    if partial:
+        raise partial[0]
+
+
+def _until_partial(blocks: Iterator[np.ndarray], found: list) -> Iterator[np.ndarray]:
+    """``blocks``, ending quietly where they end with :class:`PartialAudio` (appended to ``found``)."""
+    try:
+        yield from blocks
+    except PartialAudio as err:
+        found.append(err)
 
 
 def _run(labels: list[int], x: np.ndarray, start: int, r: int, sample_rate: int):

@@ -49,11 +49,17 @@ class WindowChunk:
 
 @dataclass(frozen=True)
 class FileDone:
-    """End of one file: ``n_windows`` yielded before the end, or ``error`` if decoding failed part-way."""
+    """End of one file: ``n_windows`` yielded before the end, or ``error`` if decoding failed part-way.
+
+    ``partial`` says where a damaged file's damage is (all that decodes of it was yielded), and
+    ``duration_s`` is then the length that decoded.
+    """
 
     key: int
     n_windows: int
     error: str | None = None
+    partial: str | None = None
+    duration_s: float | None = None
 
 
 @dataclass
@@ -107,6 +113,9 @@ def iter_file(task: FileTask, spec: WindowSpec) -> Iterator[WindowChunk | FileDo
         ):
             n += len(wb.start_s)
             yield WindowChunk(task.key, wb.channel, wb.start_s, wb.end_s, wb.audio)
+    except audio.PartialAudio as err:  # damaged: its windows are all out, and it says where
+        yield FileDone(task.key, n, partial=str(err), duration_s=err.duration_s)
+        return
     except audio.AudioError as err:
         yield FileDone(task.key, n, str(err))
         return

@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -31,6 +32,13 @@ import soundfile as sf
 from embedder import flac
 
 SNIFF_BYTES = 64  # bytes read to recognise a container
+SALVAGE_FRAMES = 256  # libsndfile reads this much at a time past damage (it fails whole reads)
+# a stream this much shorter than its header's exact length ended early (codec delay and padding
+# are a few thousand samples; a truncated file loses whole seconds)
+SHORT_BY_S = 0.5
+# FFmpeg containers whose header length is exact (sample tables, play durations), and an MP3's
+# when a Xing/Info/VBRI frame counts its frames; elsewhere FFmpeg guesses it from the bit rate
+EXACT_LENGTH_CONTAINERS = ("MP4", "ASF", "MATROSKA", "OGG")
 UNKNOWN_FRAMES = 2**62  # a frame count at least this large is libsndfile's "unknown" (SF_COUNT_MAX)
 # libsndfile opens these, but guesses MPEG lengths (from the file size) and its Opus seeks, also
 # the one SoundFile.read makes after every read, garble Ogg Opus files other muxers wrote (FFmpeg's)
@@ -43,6 +51,50 @@ _INT_SCALE = {"u8": 2.0**-7, "s16": 2.0**-15, "s32": 2.0**-31, "s64": 2.0**-63} 
 
 class AudioError(Exception):
     """A file cannot be used as audio: missing, empty, undecodable, or with NaN/inf samples."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Where a file's audio stops decoding: a recorder cut off mid-write, a bad sector.
+
+    Attributes
+    ----------
+    at_s : float
+        Seconds from the file start where the first damage begins (the first sample lost).
+    reason : str
+        What the decoder found there ("frame CRC mismatch", "truncated frame", ...).
+    lost_s : float
+        Seconds lost: silence stands in for them where decoding resumed after the damage.
+    resumed : bool
+        Whether decoding went on after the damage (False: nothing after it decodes).
+    """
+
+    at_s: float
+    reason: str
+    lost_s: float
+    resumed: bool
+
+    def describe(self) -> str:
+        """One line, e.g. ``damaged at 19.97 s (truncated frame); nothing decodes after it``."""
+        text = f"damaged at {self.at_s:.2f} s ({self.reason})"
+        if self.resumed:
+            return text + f"; {self.lost_s:.2f} s lost (silence), decoded on after it"
+        return text + "; nothing decodes after it"
+
+
+class PartialAudio(AudioError):
+    """Raised after the last block of a damaged file: every block that decodes was delivered.
+
+    Attributes
+    ----------
+    damage : Damage
+    duration_s : float
+        Seconds delivered (silence for lost spans included): the recording's real length.
+    """
+
+    def __init__(self, path: str, damage: Damage, duration_s: float) -> None:
+        super().__init__(f"{path}: partial: {damage.describe()}")
+        self.damage, self.duration_s = damage, duration_s
 
 
 # ----------------------------------------------------------------------------------------- sniffing
@@ -87,10 +139,10 @@ def _sniff_head(head: bytes) -> str | None:
     return None
 
 
-def _open_error(path: Path, head: bytes, sniffed: str | None, reason: str) -> AudioError:
+def _open_error(path: Path, sniffed: str | None, reason: str) -> AudioError:
     if sniffed is None:
         return AudioError(
-            f"{path}: not a recognised audio format (first bytes {head[:8].hex(' ')}; {reason})"
+            f"{path}: not a recognised audio format ({reason})"  # never the file's bytes
         )
     return AudioError(f"{path}: corrupt or truncated {sniffed} data ({reason})")
 
@@ -116,6 +168,9 @@ class Decoder:
     samplerate, channels : int
     frames : int or None
         Samples per channel when known without decoding (exact), else None.
+    damage : Damage or None
+        After :meth:`blocks` read the file from its start: the first damage met, if any. What
+        decodes around it was delivered (silence for frames lost in between).
     """
 
     path: str
@@ -124,6 +179,7 @@ class Decoder:
     samplerate: int
     channels: int
     frames: int | None
+    damage: Damage | None = None  # set once a whole read from the start met damage
 
     def blocks(self, block: int, start: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
         """float32 ``(n, C)`` blocks of native frames ``[start, start + limit)``, about ``block``
@@ -154,8 +210,8 @@ class Decoder:
 class _Sndfile(Decoder):
     """A file libsndfile reads: exact header lengths and exact seeks."""
 
-    def __init__(self, snd: sf.SoundFile, path: str) -> None:
-        self.snd, self.path = snd, path
+    def __init__(self, snd: sf.SoundFile, path: str, fh) -> None:
+        self.snd, self.path, self.fh = snd, path, fh
         self.container, self.subtype = snd.format, snd.subtype
         self.samplerate, self.channels = int(snd.samplerate), int(snd.channels)
         # libsndfile says SF_COUNT_MAX where the header leaves the length unknown (FLAC written
@@ -169,50 +225,148 @@ class _Sndfile(Decoder):
     def _blocks(self, block: int, start: int = 0, limit: int | None = None):
         """Whole FLAC files go through the fast decoder first; where it stops short (damage, or a
         frame it does not cover), libsndfile decodes the file from the start, reading exactly as
-        it would have on its own, and drops what was delivered already: so what a damaged file
-        decodes to, and which errors it raises, stay libsndfile's."""
+        it would have on its own, and drops what was delivered already: a file libsndfile reads
+        whole decodes to libsndfile's samples. Where libsndfile fails too, the rest is salvaged
+        (:meth:`_salvage`) and :attr:`damage` says where and why."""
         end = math.inf if limit is None else start + limit
-        pos = 0
+        pos, reader = 0, None
         if start == 0 and self.container == "FLAC":
-            start = yield from _fast_flac(self, block, end)
-            if start >= end:
-                return
-        elif start:
-            try:
-                pos = self.snd.seek(start)
-            except _SF_ERRORS as err:
-                raise self._fail(start, err) from err
-        while pos < end:
-            try:
-                x = self.snd.read(int(min(block, end - pos)), dtype="float32", always_2d=True)
-            except _SF_ERRORS as err:
-                raise self._fail(pos, err) from err
-            if len(x) == 0:
-                return
-            first, pos = pos, pos + len(x)
-            if pos > start:
-                yield x[max(0, start - first) :]
+            reader = _fast_reader(self)
+        try:
+            if reader is not None:
+                start = yield from _fast_flac(reader, block, end)
+                if start >= end:
+                    return
+            elif start:
+                try:
+                    pos = self.snd.seek(start)
+                except _SF_ERRORS as err:
+                    raise self._fail(start, err) from err
+            while pos < end:
+                try:
+                    x = self.snd.read(int(min(block, end - pos)), dtype="float32", always_2d=True)
+                except _SF_ERRORS as err:
+                    done = max(start, pos)
+                    if pos < start and reader is None:  # a seek was asked for: no salvage
+                        raise self._fail(pos, err) from err
+                    yield from self._salvage(reader, done, block, end, _reason(err))
+                    return
+                if len(x) == 0:
+                    break
+                first, pos = pos, pos + len(x)
+                if pos > start:
+                    yield x[max(0, start - first) :]
+            if limit is None and self.frames is not None and pos < min(self.frames, end):
+                lost = (self.frames - pos) / self.samplerate  # data shorter than its header says
+                self.damage = Damage(pos / self.samplerate, "the data ends early", lost, False)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _salvage(self, reader, done: int, block: int, end: float, reason: str):
+        """After libsndfile failed: what still decodes from frame ``done`` on. The fast decoder
+        goes on at the next frame that decodes; without it, libsndfile reads again from the
+        start in small steps and stops at the damage."""
+        if reader is None and self.container == "FLAC" and done == 0 and flac.available():
+            reader = _fast_reader(self)  # a read of a span cut short at its first frame
+        if reader is not None:
+            with reader:
+                yield from _resync_flac(self, reader, done, block, end, reason)
+            return
+        try:
+            self.fh.seek(0)
+            snd = sf.SoundFile(self.fh)
+        except (*_SF_ERRORS, OSError):
+            raise AudioError(
+                f"{self.path}: decoding failed near {done / self.samplerate:.2f} s ({reason})"
+            ) from None
+        pos = 0
+        with snd:
+            while pos < end:
+                try:
+                    x = snd.read(int(min(SALVAGE_FRAMES, end - pos)), "float32", always_2d=True)
+                except _SF_ERRORS:  # the damage again (the first reason says what it is)
+                    break
+                if len(x) == 0:
+                    break
+                first, pos = pos, pos + len(x)
+                if pos > done:
+                    yield x[max(0, done - first) :]
+        reason, pos = _flac_reason(reason), max(pos, done)
+        if pos == 0:
+            raise AudioError(f"{self.path}: decoding failed near 0.00 s ({reason})")
+        lost = max(0, (self.frames or pos) - pos) / self.samplerate
+        self.damage = Damage(pos / self.samplerate, reason, lost, False)
 
 
-def _fast_flac(dec: _Sndfile, block: int, end: float):
-    """Blocks from the fast decoder (integer samples: always finite). Returns the frames delivered:
-    ``end`` or more when done (inf at the end of the stream), fewer where libsndfile must go on."""
+def _fast_reader(dec: _Sndfile) -> flac.FlacReader | None:
+    """The fast decoder on this file, or None where it does not cover it (or is not built)."""
     try:
         reader = flac.FlacReader(dec.path)
     except flac.FlacError:
-        return 0  # not covered here (or not built): libsndfile reads the whole file
-    with reader:
-        if (reader.samplerate, reader.channels) != (dec.samplerate, dec.channels):
-            return 0
-        while reader.position < end:
-            try:
-                x = reader.read(int(min(block, end - reader.position)))  # (n, C)
-            except flac.FlacError:
-                return reader.position  # damage, or a frame it does not cover
-            if len(x) == 0:
-                return math.inf
-            yield x
-        return reader.position
+        return None
+    if (reader.samplerate, reader.channels) != (dec.samplerate, dec.channels):
+        reader.close()
+        return None
+    return reader
+
+
+def _fast_flac(reader: flac.FlacReader, block: int, end: float):
+    """Blocks from the fast decoder (integer samples: always finite). Returns the frames delivered:
+    ``end`` or more when done (inf at the end of the stream), fewer where libsndfile must go on."""
+    while reader.position < end:
+        try:
+            x = reader.read(int(min(block, end - reader.position)))  # (n, C)
+        except flac.FlacError:
+            return reader.position  # damage, or a frame it does not cover
+        if len(x) == 0:
+            return math.inf
+        yield x
+    return reader.position
+
+
+def _resync_flac(dec: _Sndfile, reader: flac.FlacReader, done: int, block: int, end, reason: str):
+    """Frames ``[done, end)`` of a damaged FLAC file, resynchronising after each damage at the
+    next frame that decodes (the frames lost in between become silence); sets ``dec.damage`` to
+    the first damage. ``reader`` may sit at a frame that failed already."""
+    sr, lost, at, resumed = dec.samplerate, 0, None, False
+    while reader.position < end:
+        first = reader.position
+        try:
+            x = reader.read(int(min(block, end - first)))  # (n, C)
+        except flac.FlacError as err:
+            if at is None:  # the first damage: where, and the fast decoder's precise reason
+                at, reason = max(first, done), str(err).rsplit(" at frame ", 1)[0]
+            gap = reader.resync()
+            if gap is None:
+                break
+            resumed, lost = True, lost + gap
+            yield from _silence(first, first + gap, done, end, dec.channels, block)
+            continue
+        if len(x) == 0:
+            break
+        if first + len(x) > done:
+            yield x[max(0, done - first) :]
+    if at is None:
+        at = reader.position
+    if max(reader.position, done) == 0:
+        raise AudioError(f"{dec.path}: decoding failed near 0.00 s ({_flac_reason(reason)})")
+    tail = max(0, (dec.frames or 0) - reader.position) if reader.position < end else 0
+    dec.damage = Damage(at / sr, _flac_reason(reason), (lost + tail) / sr, resumed)
+
+
+def _silence(a: int, b: int, done: int, end: float, channels: int, block: int):
+    """Zero blocks ``(n, C)`` for frames ``[a, b)`` clipped to ``[done, end)``."""
+    lo, hi = max(a, done), min(b, end)
+    while lo < hi:
+        n = int(min(block, hi - lo))
+        yield np.zeros((n, channels), np.float32)
+        lo += n
+
+
+def _flac_reason(reason: str) -> str:
+    # libsndfile's words come with an "Error : " prefix and a full stop
+    return reason.removeprefix("Error : ").rstrip(".")
 
 
 class _NoFrames(Exception):
@@ -245,6 +399,10 @@ class _FFmpeg(Decoder):
         self.samplerate, self.channels = first.sample_rate, first.layout.nb_channels
         self.frames = None
         self.guess = round(float(duration or 0) * self.samplerate)
+        # a header length that counts the frames (not one FFmpeg guessed from the bit rate)
+        self.exact_guess = self.container in EXACT_LENGTH_CONTAINERS or (
+            self.container == "MP3" and _mp3_counts_frames(fh)
+        )
 
     def estimate(self) -> int:
         return self.guess
@@ -301,9 +459,40 @@ class _FFmpeg(Decoder):
                 parts, held = [], 0
             if pos >= end:
                 break
+        else:
+            self._check_length(pos, start, end)
         frames.close()
         if parts:
             yield np.concatenate(parts)
+
+    def _check_length(self, pos: int, start: int, end: float) -> None:
+        """Set :attr:`damage` when a whole read ended well short of the header's exact length
+        (a truncated file: FFmpeg stops there without an error)."""
+        short = self.guess - pos
+        if (
+            start == 0
+            and math.isinf(end)
+            and self.exact_guess
+            and short > SHORT_BY_S * self.samplerate
+        ):
+            sr = self.samplerate
+            reason = f"the stream ends early: its header says {self.guess / sr:.2f} s"
+            self.damage = Damage(pos / sr, reason, short / sr, False)
+
+
+def _mp3_counts_frames(fh) -> bool:
+    """Whether an MP3's first frame is a Xing/Info/VBRI frame (it counts the stream's frames)."""
+    fh.seek(0)
+    _sniff(fh)  # past an ID3v2 tag
+    fh.seek(max(0, fh.tell() - SNIFF_BYTES))
+    data = fh.read(1 << 16)
+    sync = data.find(b"\xff")
+    while 0 <= sync < len(data) - 1 and data[sync + 1] & 0xE0 != 0xE0:
+        sync = data.find(b"\xff", sync + 1)
+    if not 0 <= sync < len(data) - 1:
+        return False
+    head = data[sync + 4 : sync + 48]
+    return b"Xing" in head or b"Info" in head or data[sync + 36 : sync + 40] == b"VBRI"
 
 
 def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
@@ -333,8 +522,6 @@ def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
         stack.enter_context(fh)
         if os.fstat(fh.fileno()).st_size == 0:
             raise AudioError(f"{p}: empty file (0 bytes)")
-        head = fh.read(SNIFF_BYTES)
-        fh.seek(0)
         sniffed = _sniff(fh)
         fh.seek(0)
         reason = None
@@ -346,11 +533,11 @@ def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
             if snd.samplerate <= 0 or snd.channels <= 0:
                 raise AudioError(f"{p}: invalid header ({snd.samplerate} Hz, {snd.channels} ch)")
             if snd.format != "MP3" and snd.subtype not in FFMPEG_SUBTYPES:
-                yield _Sndfile(snd, str(path))
+                yield _Sndfile(snd, str(path), fh)
                 return
             snd.close()
         try:
             dec = _FFmpeg(fh, str(path))
         except (*_AV_ERRORS, _NoFrames) as err:
-            raise _open_error(p, head, sniffed, reason or _reason(err)) from None
+            raise _open_error(p, sniffed, reason or _reason(err)) from None
         yield dec

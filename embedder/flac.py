@@ -7,8 +7,10 @@ libsndfile's (sample / 2^(bits-1); checked bit for bit in the tests). It checks 
 (CRCs, frame order from frame 0 on, sample range, a stream ending before its STREAMINFO length) and
 stops at the first frame it does not cover or finds damaged; :mod:`embedder.decode` uses it for
 whole-file reads and then lets libsndfile read that file from the start, dropping the samples
-already delivered, so what a damaged file decodes to (libFLAC fills gaps with silence) and which
-errors it raises stay libsndfile's (a fuzz test checks that both agree).
+already delivered, so a file libsndfile reads whole decodes to libsndfile's samples (a fuzz test
+checks that both agree). Where libsndfile fails too, the file is damaged: :meth:`FlacReader.resync`
+finds the next frame that decodes, and the frames lost in between become silence (as libFLAC
+fills gaps), so a recorder's file cut short or with a bad sector keeps what still decodes.
 
 Built by :mod:`embedder.native`; ``CHORUS_FAST_FLAC=0``, ``CHORUS_CPU_KERNELS=0`` or a missing
 compiler leave FLAC to libsndfile.
@@ -50,6 +52,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.chorus_flac_open.argtypes = [ctypes.c_char_p, ptr, ctypes.c_char_p, ctypes.c_int]
     lib.chorus_flac_read.restype = ctypes.c_int64
     lib.chorus_flac_read.argtypes = [ptr, ptr, ctypes.c_int64]
+    lib.chorus_flac_resync.restype = ctypes.c_int64
+    lib.chorus_flac_resync.argtypes = [ptr]
     lib.chorus_flac_error.restype = ctypes.c_char_p
     lib.chorus_flac_error.argtypes = [ptr]
     lib.chorus_flac_close.restype = None
@@ -131,6 +135,24 @@ class FlacReader:
             raise FlacError(f"{reason} at frame {self.position}")
         self.position += got
         return buf[:got]
+
+    def resync(self) -> int | None:
+        """After a :class:`FlacError` from :meth:`read`: move on to the next frame that decodes.
+
+        Returns
+        -------
+        int or None
+            Frames lost to the damage (:attr:`position` moves past them; the caller fills them
+            with silence, as libFLAC does), or None when nothing after the damage decodes (a
+            truncated file): the stream ends there.
+        """
+        if not self._handle:
+            raise ValueError("resync of a closed FlacReader")
+        lost = int(self._lib.chorus_flac_resync(self._handle))
+        if lost < 0:
+            return None
+        self.position += lost
+        return lost
 
     def close(self) -> None:
         if self._handle:

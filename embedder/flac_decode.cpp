@@ -374,6 +374,8 @@ struct Decoder {
     uint64_t expect = 0;             // next frame number (fixed) or sample number (variable)
     int block = 0;                   // the fixed block size; a shorter frame must be the last
     bool ended_short = false;
+    bool resyncing = false;          // looking for the next good frame after damage (resync())
+    int64_t gap = 0;                 // samples lost before the frame resync() found
     char error[160] = {0};
 
     bool fail(const char* msg) {
@@ -534,7 +536,14 @@ struct Decoder {
         if (strategy >= 0 && strat != strategy) return fail("blocking strategy changed"), -1;
         // libFLAC fills gaps with silence, and libsndfile's seeks fail around them (also one to
         // where it is: soundfile makes that after every read): let libsndfile decide such a file
-        if (number != (strategy >= 0 ? expect : 0)) return fail("frames out of sequence"), -1;
+        uint64_t want = strategy >= 0 ? expect : 0;
+        if (number != want && !(resyncing && number > want))
+            return fail("frames out of sequence"), -1;
+        if (resyncing) {  // the frames lost in between; a number past the stated length is junk
+            gap = (int64_t)(strat ? number - want : (number - want) * (uint64_t)(block ? block : n));
+            if (gap < 0 || (total && emitted + gap + n > total))
+                return fail("frames out of sequence"), -1;
+        }
         if (!strat && (ended_short || (block && n > block)))
             return fail("block size changed in a fixed-size stream"), -1;
         frame_cap = 2 * ((size_t)n * nch * (bits + 1) / 8) + 4096;
@@ -618,6 +627,51 @@ struct Decoder {
         return done;
     }
 
+    // After a frame that failed at `at`: scan on for the next frame that decodes whole (sync code,
+    // header CRC, frame CRC, a number after the one expected) and make it the current frame, as
+    // libFLAC does when it loses sync. Returns the samples lost before it (added to `emitted`),
+    // or -1 when nothing after the damage decodes (a truncated file: the stream ends there).
+    int64_t resync() {
+        frame_len = frame_pos = 0;
+        resyncing = true;
+        int64_t lost = -1;
+        // from the failed frame itself: a whole frame out of sequence (one lost before it) is
+        // taken as it is; damaged bytes fail again, and the scan moves on past them
+        while (fill(kMinAhead) && at < len) {
+            const uint8_t* p = buf + at;
+            const uint8_t* end = buf + len;  // kPad zero bytes follow: p[1] is readable
+            while (p < end && !(p[0] == 0xff && (p[1] & 0xfe) == 0xf8)) p++;
+            at = (size_t)(p - buf);
+            if (p >= end) {
+                if (eof) break;
+                at = len - 1;  // keep the last byte: a sync code may straddle the refill
+                continue;
+            }
+            int r = candidate();
+            if (r > 0) {
+                lost = gap;
+                emitted += gap;
+                break;
+            }
+            if (r < -1) break;  // a read error
+            at += 1;
+        }
+        resyncing = false;
+        return lost;
+    }
+
+    // Decodes a possible frame at `at` (resync): 1 decoded, -1 not a frame, -2 read error.
+    int candidate() {
+        for (;;) {
+            Bits b{buf + at, 0, (uint64_t)(len - at) * 8, false};
+            int r = decode(b);
+            if (r != 0) return r;
+            size_t have = len - at;
+            if (eof || have * 2 > kMaxBuffer || (frame_cap && have > frame_cap)) return -1;
+            if (!fill(have * 2)) return -2;
+        }
+    }
+
     ~Decoder() {
         if (f) fclose(f);
         free(buf);
@@ -651,6 +705,11 @@ void* chorus_flac_open(const char* path, int64_t* info, char* err, int errlen) {
 int64_t chorus_flac_read(void* h, float* out, int64_t frames) {
     return ((Decoder*)h)->read(out, frames);
 }
+
+// After chorus_flac_read reported damage: moves on to the next frame that decodes and returns
+// the samples per channel lost before it (the caller fills them with silence), or -1 when no
+// frame after the damage decodes.
+int64_t chorus_flac_resync(void* h) { return ((Decoder*)h)->resync(); }
 
 const char* chorus_flac_error(void* h) { return ((Decoder*)h)->error; }
 

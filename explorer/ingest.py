@@ -8,6 +8,9 @@ Rules that make a multi-day run safe (see DESIGN.md):
 - Windows are committed every ``chunk_windows`` windows, so a crash loses at most one chunk of work.
 - A file that cannot be decoded is recorded with status ``failed`` and its error, and the run goes on.
   It is retried only with ``retry_failed=True`` or when the file changed (size or mtime).
+- A damaged file (cut short, frames lost mid-file) has what decodes embedded and is recorded with
+  status ``partial``, the damage's position in ``error`` and the length that decodes: it is done,
+  and a rerun leaves it as it is until the file changes.
 - A file whose size or mtime changed since it was embedded is embedded again and its old windows removed.
 """
 
@@ -48,10 +51,12 @@ class IngestSummary:
     n_embedded: int = 0
     n_skipped: int = 0
     n_failed: int = 0
+    n_partial: int = 0  # damaged files embedded as far as they decode (counted in n_embedded)
     n_windows: int = 0
     hours: float = 0.0
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)  # (path, where the damage is)
     index: str = "none"  # the FAISS factory kept beside the table
     stages: object = None  # a --ray run's explorer.distributed.StageTimes (per-stage seconds)
 
@@ -63,7 +68,9 @@ class IngestSummary:
             f"{self.n_windows} windows, {rate:.0f} windows/s) in {self.seconds:.1f} s; "
             f"{self.n_skipped} already done; {self.n_failed} failed; index {self.index}"
         )
-        if self.n_failed:
+        if self.n_partial:
+            text += f"; {self.n_partial} damaged, embedded as far as they decode"
+        if self.n_failed or self.n_partial:
             text += f" (see `chorus info --db {self.db_path}`)"
         return text
 
@@ -578,9 +585,8 @@ class _ChunkWriter:
         self.db, self.model, self.chunk, self.summary = db, model, chunk_windows, summary
         self.rows: list[dict] = []
         self.held = 0
-        self.waiting: list[
-            tuple[int, int, float]
-        ] = []  # finished files with windows still buffered
+        # finished files with windows still buffered: (key, n_windows, duration_s, damage or None)
+        self.waiting: list[tuple[int, int, float, str | None]] = []
         self.failed: set[int] = set()
 
     def add(self, batch, vectors: np.ndarray, logits: np.ndarray | None = None) -> None:
@@ -607,7 +613,10 @@ class _ChunkWriter:
             self.summary.n_failed += 1
             self.summary.failed.append((rec["path"], done.error))
             return
-        self.waiting.append((done.key, done.n_windows, duration_s))
+        if done.partial is not None:  # damaged: the length that decodes, not the header's
+            self.waiting.append((done.key, done.n_windows, done.duration_s, done.partial))
+        else:
+            self.waiting.append((done.key, done.n_windows, duration_s, None))
 
     def end_batch(self) -> None:
         """Finish the files of a batch once none of their windows is still buffered: one
@@ -627,14 +636,38 @@ class _ChunkWriter:
         self._finish_waiting()
 
     def _finish_waiting(self) -> None:
-        for _, _, duration in self.waiting:
+        for _, _, duration, _ in self.waiting:
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
+        damaged = [w for w in self.waiting if w[3] is not None]
+        if damaged:  # status, position of the damage and decoded length before the done-marker
+            self._mark_partial(damaged)
         # one commit per chunk for each table: per-file commits slow every later one down
-        self.db.finish_recordings(self.model, [(key, n) for key, n, _ in self.waiting])
-        self.db.set_status([key for key, _, _ in self.waiting], "ok")
+        self.db.finish_recordings(self.model, [(key, n) for key, n, _, _ in self.waiting])
+        self.db.set_status([key for key, _, _, damage in self.waiting if damage is None], "ok")
         self.waiting = []
         compact_if_due(self.db, self.model)
+
+    def _mark_partial(self, damaged: list[tuple[int, int, float, str | None]]) -> None:
+        """Record damaged files as ``partial`` (one commit): the damage, the decoded length."""
+        from index.schema import STATUS_PARTIAL
+
+        recs = self.db.recordings().set_index("recording_id")
+        rows = []
+        for key, _, duration, damage in damaged:
+            rec = recs.loc[key]
+            rows.append(
+                dict(
+                    audio_root=rec["audio_root"],
+                    path=rec["path"],
+                    status=STATUS_PARTIAL,
+                    error=damage,
+                    duration_s=float(duration),
+                )
+            )
+            self.summary.n_partial += 1
+            self.summary.partial.append((rec["path"], damage))
+        self.db.upsert_recordings(rows)
 
 
 def end_bar(bar) -> None:

@@ -30,7 +30,10 @@ EMBEDDINGS_PREFIX = "embeddings_"
 STATUS_OK = "ok"  # readable, and all its windows committed by the last ingest that took it
 STATUS_PENDING = "pending"  # readable, being embedded (or an ingest stopped before its end)
 STATUS_FAILED = "failed"  # unreadable: ``error`` says why
-STATUSES = (STATUS_OK, STATUS_PENDING, STATUS_FAILED)
+# damaged (cut short, frames lost): what decodes is embedded and committed, ``error`` says where
+# the damage is and ``duration_s`` is the length that decodes
+STATUS_PARTIAL = "partial"
+STATUSES = (STATUS_OK, STATUS_PENDING, STATUS_FAILED, STATUS_PARTIAL)
 
 MIX_CHANNEL = -1  # channel number of a down-mixed window
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
@@ -50,7 +53,7 @@ RECORDINGS_SCHEMA = pa.schema(
         pa.field("start_time", pa.timestamp("us")),  # local wall-clock time of the recorder
         pa.field("size", pa.int64()),  # bytes
         pa.field("mtime", pa.float64()),  # seconds since the epoch
-        pa.field("status", pa.string()),  # "ok" | "pending" | "failed"
+        pa.field("status", pa.string()),  # "ok" | "pending" | "failed" | "partial"
         pa.field("error", pa.string()),
     ]
 )

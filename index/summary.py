@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from .schema import STATUS_FAILED, STATUS_PENDING
+from .schema import STATUS_FAILED, STATUS_PARTIAL, STATUS_PENDING
 
 
 def database_info(db) -> dict:
@@ -14,12 +14,14 @@ def database_info(db) -> dict:
     Returns
     -------
     dict with keys path, schema_version, created, updated, audio_roots, the counts of
-    ``recording_counts``, failed (list of {path, error}) and models: {name: {n_windows,
+    ``recording_counts``, failed (list of {path, error}), partial (damaged files embedded as far
+    as they decode: list of {path, damage}) and models: {name: {n_windows,
     n_recordings_done, dim, vector_dtype, config, index (one-line description), index_state}}.
     """
     meta = db.meta
     recs = db.recordings()
     failed = recs[recs["status"] == STATUS_FAILED]
+    partial = recs[recs["status"] == STATUS_PARTIAL]
     info = {
         "path": str(db.path),
         "schema_version": meta.get("schema_version"),
@@ -30,6 +32,10 @@ def database_info(db) -> dict:
         "failed": [
             {"path": p, "error": e}
             for p, e in zip(failed["abs_path"], failed["error"], strict=True)
+        ],
+        "partial": [
+            {"path": p, "damage": e}
+            for p, e in zip(partial["abs_path"], partial["error"], strict=True)
         ],
         "models": {},
     }
@@ -48,7 +54,7 @@ def recording_counts(recs: pd.DataFrame) -> dict:
     Returns
     -------
     dict with n_recordings (readable: every status but failed), n_failed, n_pending (readable,
-    not all windows committed yet), hours (of readable ones), sites (sorted, readable ones),
+    not all windows committed yet), n_partial (damaged, embedded as far as they decode), hours (of readable ones), sites (sorted, readable ones),
     n_dated (readable ones with a start time) and date_min, date_max (ISO strings over the dated
     ones, or None).
     """
@@ -60,6 +66,7 @@ def recording_counts(recs: pd.DataFrame) -> dict:
         "n_recordings": int(len(ok)),
         "n_failed": int((status == STATUS_FAILED).sum()),
         "n_pending": int((status == STATUS_PENDING).sum()),
+        "n_partial": int((status == STATUS_PARTIAL).sum()),
         "hours": float(ok["duration_s"].fillna(0).sum() / 3600.0) if "duration_s" in ok else 0.0,
         "sites": sorted(str(s) for s in ok["site"].dropna().unique()) if "site" in ok else [],
         "n_dated": int(len(starts)),

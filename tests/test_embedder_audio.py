@@ -353,3 +353,24 @@ def test_count_windows_matches_frame(seconds, hop_s):
     n = int(seconds * sr)
     starts, _ = audio.frame(np.ones(n, np.float32), sr, 5.0, hop_s)
     assert audio.count_windows(n, sr, 5.0, hop_s) == len(starts)
+
+
+def test_many_channels_get_blocks_bounded_in_samples_not_seconds(tmp_path, monkeypatch):
+    # a 64-channel 96 kHz hour would take 1.5 GB per 60 s block: blocks and batches are sized in
+    # samples x channels instead (here a small cap stands in for the real 64 MB one)
+    channels, sr, cap = 64, 8000, 64 * 1000
+    x = (0.1 * np.random.default_rng(3).standard_normal((2 * sr, channels))).astype(np.float32)
+    path = tmp_path / "many.wav"
+    sf.write(path, x, sr, subtype="FLOAT")
+    monkeypatch.setattr(audio, "MAX_BLOCK_SAMPLES", cap)
+    assert audio.block_frames(60.0, sr, channels) == 1000
+    assert audio.block_frames(60.0, sr, 1) == cap  # one channel: 8 s of 60
+    for policy in ("mix", "all"):
+        blocks = list(audio.read_blocks(path, sr, policy))  # (C', n) each
+        assert max(b.shape[1] for b in blocks) * channels <= cap
+        want = x.mean(axis=1, keepdims=True, dtype=np.float32) if policy == "mix" else x
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), want.T)
+    batches = list(audio.iter_windows(path, sr, 0.1, 0.1, channels="all"))  # 800-sample windows
+    assert max(len(b) for b in batches) * channels * 800 <= cap
+    got = [b for b in batches if b.channel == 5]
+    np.testing.assert_array_equal(np.concatenate([b.audio for b in got]), x[:, 5].reshape(20, 800))

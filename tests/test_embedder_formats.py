@@ -186,7 +186,13 @@ def test_headers_that_lie_about_the_length(tmp_path):
     wav.write_bytes(bytes(raw))
     for path in (mp3, wav):
         info = audio.probe(path)
-        y = decode(path, SR)
+        blocks = []
+        try:  # the MP3's exact header length (Xing) says the stream ended early: partial
+            blocks.extend(audio.read_blocks(path, SR, "all"))
+        except audio.PartialAudio as err:
+            assert path == mp3 and err.damage.at_s == err.duration_s == info.duration_s
+            assert "the stream ends early: its header says 6.02 s" in str(err)
+        y = np.concatenate(blocks, axis=1)
         assert info.frames == y.shape[1] and 3.0 <= info.duration_s < 3.1
 
 
@@ -229,3 +235,14 @@ def test_files_without_audio_are_refused_clearly(tmp_path):
     cut.write_bytes(make(tmp_path, "aac.m4a")[0].read_bytes()[:200])
     with pytest.raises(audio.AudioError, match="corrupt or truncated MP4"):
         audio.probe(cut)
+
+
+def test_an_unrecognised_file_is_named_without_echoing_its_bytes(tmp_path):
+    # a link to /etc/passwd named .wav once showed its first 8 bytes as hex in a warning
+    path = tmp_path / "secret.wav"
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 4)
+    with pytest.raises(audio.AudioError) as caught:
+        audio.probe(path)
+    message = str(caught.value)
+    assert "not a recognised audio format" in message
+    assert "72 6f 6f 74" not in message and "root:x" not in message

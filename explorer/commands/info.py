@@ -12,7 +12,11 @@ def add_parser(sub) -> None:
         "info", help="summarise a database: recordings, hours, sites, models, failures"
     )
     p.add_argument("--db", required=True, help="database folder")
-    p.add_argument("--failed", action="store_true", help="list every failed file with its error")
+    p.add_argument(
+        "--failed",
+        action="store_true",
+        help="list every failed file with its error, and every damaged one with its damage",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -27,6 +31,11 @@ def format_info(info: dict) -> str:
         + (
             f", {info.get('n_pending')} not fully embedded (rerun `chorus embed`)"
             if info.get("n_pending")
+            else ""
+        )
+        + (
+            f", {info['n_partial']} damaged (embedded as far as they decode)"
+            if info.get("n_partial")
             else ""
         ),
         f"sites       {', '.join(map(str, info['sites'])) or '-'}",
@@ -49,9 +58,15 @@ def run(args) -> int:
         print(json.dumps(info, indent=1, default=str))
         return 0
     print(format_info(info))
-    failed = info.get("failed", [])
-    for row in failed if args.failed else failed[:5]:
-        print(f"  failed: {row['path']}: {row['error']}")
-    if not args.failed and len(failed) > 5:
-        print(f"  … {len(failed) - 5} more (chorus info --failed)")
+    for kind, key in (("failed", "error"), ("partial", "damage")):
+        rows = info.get(kind, [])
+        for row in rows if args.failed else rows[:5]:
+            print(f"  {kind}: {row['path']}: {_short(row[key], row['path'])}")
+        if not args.failed and len(rows) > 5:
+            print(f"  … {len(rows) - 5} more {kind} (chorus info --failed)")
     return 0
+
+
+def _short(message: str, path: str) -> str:
+    """An error without the path and kind it starts with (the line names both already)."""
+    return str(message).removeprefix(f"{path}: ").removeprefix("partial: ")

@@ -27,6 +27,15 @@ if failed is not None:
     st.subheader("Files that could not be decoded")
     st.dataframe(failed[["path", "error"]], hide_index=True, width="stretch")
 
+partial = s.recordings[s.recordings["status"] == "partial"]
+if len(partial):
+    st.subheader("Damaged files, embedded as far as they decode")
+    st.dataframe(
+        partial[["path", "duration_s", "error"]].rename(columns={"error": "damage"}),
+        hide_index=True,
+        width="stretch",
+    )
+
 st.subheader("Recordings")
 cols = [
     c
