@@ -342,3 +342,31 @@ def test_search_sees_a_commit_made_through_another_handle(tmp_path, archive, mon
     other.delete_windows("m", int(win["recording_id"].iloc[0]))
     hits = db.search("m", unit[0]).limit(20).to_pandas()
     assert int(win["recording_id"].iloc[0]) not in hits["recording_id"].tolist()
+
+
+def test_a_search_process_imports_no_heavy_modules(tmp_path, archive):
+    """Searching with a stored window id or a vector needs neither torch, scikit-learn, UMAP,
+    Streamlit, plotly, the embedder, nor lancedb (whose import alone costs seconds)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="Flat")
+    code = (
+        "import json, sys, numpy as np, index\n"
+        f"db = index.connect({str(db.path)!r}, create=False)\n"
+        "db.search('m', [0]).limit(3).to_pandas()\n"
+        f"db.search('m', np.ones({DIM}, np.float32)).exclude_spans([(0, 0.0, 5.0)]).to_arrow()\n"
+        "heavy = ('torch', 'sklearn', 'umap', 'streamlit', 'plotly', 'embedder', 'lancedb')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    root = str(Path(index.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root, OMP_WAIT_POLICY="PASSIVE")
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(got.stdout.strip().splitlines()[-1]) == []
