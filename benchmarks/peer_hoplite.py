@@ -8,11 +8,18 @@ Installs nothing itself. perch-hoplite lives in its own virtual environment, nev
         --hoplite-python /tmp/hopenv/bin/python --work /tmp/peer
 
 The vectors (``index_bench.clustered``: 1536-d, ``--clusters`` clusters, 720 windows per recording,
-recordings over ``--sites`` sites) are written once to ``--work``; each side ingests them, builds
-its index and answers the same fresh queries. The hoplite side runs in the other interpreter
-(``_HOPLITE_SIDE`` below) and reports JSON. Recall@10 is against exact float32 search. Latencies
-are medians over the queries; the sides alternate (Chorus, hoplite, Chorus, ...) ``--repeats``
-times and the table shows the medians of those runs. Prints a Markdown table.
+recordings over ``--sites`` sites) are written once to ``--work``; each side ingests them once and
+builds its index (the ingest figure), then answers the same fresh queries ``--repeats`` times, the
+sides alternating (Chorus, hoplite, Chorus, ...); the table shows the medians of those runs. The
+hoplite side runs in the other interpreter (``_HOPLITE_*`` below) and reports JSON.
+
+Figures: recall@10 against exact float32 search; latencies are medians over the queries of one
+search call (Chorus: ``db.search(...).limit(10)`` then ``to_arrow()``, the cheapest result form, and
+``to_pandas()``; hoplite: ``db.search(q, 10)``, which returns ids and scores only); filtered exact
+search keeps one site of 20 (Chorus: ``.where("site = 'S03'").exact()``; hoplite:
+``match_window_ids`` on the deployment, then its embeddings scored with NumPy); cold start is a fresh
+interpreter's time from its first import to its first answer (interpreter start-up excluded) and
+its peak resident memory then. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,16 +37,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from index_bench import clustered  # noqa: E402
-from search_bench import MODEL, WINDOWS_PER_RECORDING, cold_first_answer, fill, truth  # noqa: E402
+from search_bench import MODEL, WINDOWS_PER_RECORDING, fill, truth  # noqa: E402
 
 K = 10
+SITE = 3  # the filtered searches keep site S03
 
-_HOPLITE_SIDE = r"""
+_HOPLITE_BUILD = r"""
 import json, shutil, sys, time
 import numpy as np
 from perch_hoplite.db import db_loader
-work, n_sites, per_rec, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-vec = np.load(f"{work}/vectors.npy", mmap_mode="r"); qs = np.load(f"{work}/queries.npy")
+work, n_sites, per_rec = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+vec = np.load(f"{work}/vectors.npy", mmap_mode="r")
 path = f"{work}/hoplite"
 shutil.rmtree(path, ignore_errors=True)
 t0 = time.perf_counter()
@@ -51,8 +60,20 @@ for r in range((n + per_rec - 1) // per_rec):
     wins = [{"recording_id": rid, "offsets": [5.0 * i, 5.0 * i + 5.0]} for i in range(hi - lo)]
     db.insert_windows_batch(wins, np.asarray(vec[lo:hi]), handle_duplicates="allow")
 db.commit()
-ingest = n / (time.perf_counter() - t0)
-out = {"ingest": ingest}
+import os
+disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+print(json.dumps({"ingest": n / (time.perf_counter() - t0), "disk": disk}))
+"""
+
+_HOPLITE_SEARCH = r"""
+import json, sys, time
+import numpy as np
+from ml_collections import config_dict
+from perch_hoplite.db import sqlite_usearch_impl as s
+work, k, site = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+qs = np.load(f"{work}/queries.npy")
+db = s.SQLiteUSearchDB.create(f"{work}/hoplite", readonly=True)
+out = {}
 for name, approx in (("ann", True), ("exact", False)):
     lat, hits = [], []
     for q in qs:
@@ -61,8 +82,16 @@ for name, approx in (("ann", True), ("exact", False)):
         lat.append(time.perf_counter() - t0)
         hits.append([int(r.window_id) for r in res.search_results])
     out[name] = {"p50_ms": float(np.median(lat) * 1e3), "hits": hits}
-import os
-out["disk"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+lat, hits = [], []
+for q in qs[:30]:
+    t0 = time.perf_counter()
+    ids = np.asarray(db.match_window_ids(deployments_filter=config_dict.create(eq={"name": site})))
+    scores = db.get_embeddings_batch(ids).astype(np.float32) @ q
+    top = np.argpartition(-scores, k)[:k]
+    top = top[np.argsort(-scores[top])]
+    lat.append(time.perf_counter() - t0)
+    hits.append(ids[top].tolist())
+out["filtered_exact"] = {"p50_ms": float(np.median(lat) * 1e3), "hits": hits}
 print(json.dumps(out))
 """
 
@@ -73,27 +102,41 @@ import numpy as np
 from perch_hoplite.db import sqlite_usearch_impl as s
 db = s.SQLiteUSearchDB.create(sys.argv[1] + "/hoplite", readonly=True)
 db.search(np.load(sys.argv[1] + "/queries.npy")[0], 10)
-print(time.perf_counter() - t)
+import resource
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+_CHORUS_COLD = r"""
+import sys, time
+t = time.perf_counter()
+import numpy as np
+import index
+db = index.connect(sys.argv[1] + "/chorus.chorus", create=False)
+db.search(sys.argv[2], np.load(sys.argv[1] + "/queries.npy")[0]).limit(10).to_pandas()
+import resource
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def hoplite_run(py: str, work: Path, sites: int) -> dict:
-    args = [py, "-c", _HOPLITE_SIDE, str(work), str(sites), str(WINDOWS_PER_RECORDING), str(K)]
+def _json_run(args: list[str]) -> dict:
     got = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(got.stdout.strip().splitlines()[-1])
 
 
-def hoplite_cold(py: str, work: Path, runs: int) -> list[float]:
-    return [
-        float(subprocess.run([py, "-c", _HOPLITE_COLD, str(work)], capture_output=True,
-                             text=True, check=True).stdout.strip().splitlines()[-1])
-        for _ in range(runs)
-    ]  # fmt: skip
+def cold(py: str, code: str, *args: str, runs: int = 3) -> tuple[float, float]:
+    """Median (seconds to the first answer, peak resident MB) of ``runs`` fresh interpreters."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    out = []
+    for _ in range(runs):
+        got = subprocess.run([py, "-c", code, *args], capture_output=True, text=True, env=env)
+        if got.returncode:
+            raise RuntimeError(got.stderr.strip().splitlines()[-1])
+        secs, kb = got.stdout.split()[-2:]
+        out.append((float(secs), float(kb) / 1024))
+    return float(np.median([s for s, _ in out])), float(np.median([m for _, m in out]))
 
 
-def chorus_run(work: Path, vec: np.ndarray, qs: np.ndarray, sites: int) -> dict:
-    import shutil
-
+def chorus_build(work: Path, vec: np.ndarray, sites: int) -> dict:
     import index
 
     path = work / "chorus.chorus"
@@ -102,17 +145,38 @@ def chorus_run(work: Path, vec: np.ndarray, qs: np.ndarray, sites: int) -> dict:
     t0 = time.perf_counter()
     fill(db, vec, sites)
     db.build_index(MODEL)
-    out = {"ingest": len(vec) / (time.perf_counter() - t0)}
-    for name, exact in (("ann", False), ("exact", True)):
+    ingest = len(vec) / (time.perf_counter() - t0)
+    return {"ingest": ingest, "disk": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
+
+
+def chorus_search(work: Path, qs: np.ndarray) -> dict:
+    import index
+
+    db = index.connect(work / "chorus.chorus", create=False)
+    out = {}
+    forms = {
+        "ann": lambda q: db.search(MODEL, q).limit(K).to_arrow(),
+        "ann_pandas": lambda q: db.search(MODEL, q).limit(K).to_pandas(),
+        "exact": lambda q: db.search(MODEL, q).exact().limit(K).to_arrow(),
+    }
+    db.search(MODEL, qs[0]).where(f"site = 'S{SITE:02d}'").exact().limit(K).to_arrow()  # view
+    forms["filtered_exact"] = lambda q: (
+        db.search(MODEL, q).where(f"site = 'S{SITE:02d}'").exact().limit(K).to_arrow()
+    )
+    for name, run in forms.items():
         lat, hits = [], []
-        for q in qs:
+        for q in qs[:30] if name == "filtered_exact" else qs:
             t0 = time.perf_counter()
-            s = db.search(MODEL, q)
-            res = (s.exact() if exact else s).limit(K).to_pandas()
+            res = run(q)
             lat.append(time.perf_counter() - t0)
-            hits.append(res["window_id"].tolist())
+            hits.append(
+                list(
+                    res["window_id"].tolist()
+                    if hasattr(res, "iloc")
+                    else res["window_id"].to_pylist()
+                )
+            )
         out[name] = {"p50_ms": float(np.median(lat) * 1e3), "hits": hits}
-    out["disk"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return out
 
 
@@ -122,9 +186,10 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hoplite-python", required=True, help="python of the perch-hoplite venv")
     ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--reuse", action="store_true", help="keep both databases of a previous run")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -132,40 +197,79 @@ def main() -> None:
     qs = clustered(args.queries, 1536, args.clusters, seed=11)
     np.save(args.work / "vectors.npy", vec)
     np.save(args.work / "queries.npy", qs)
-    gt = truth(vec, np.arange(args.n), qs)  # window ids: 0.. in fill order on both sides
+    ids = np.arange(args.n)  # window ids: 0.. in fill order (hoplite's start at 1, see below)
+    gt = truth(vec, ids, qs)
+    site_ok = (ids // WINDOWS_PER_RECORDING) % args.sites == SITE
+    gt_site = truth(vec, ids, qs[:30], site_ok)
 
+    built_path = args.work / "built.json"
+    if args.reuse and built_path.exists():
+        built = json.loads(built_path.read_text())
+    else:
+        built = {
+            "chorus": chorus_build(args.work, vec, args.sites),
+            "hoplite": _json_run(
+                [
+                    args.hoplite_python,
+                    "-c",
+                    _HOPLITE_BUILD,
+                    str(args.work),
+                    str(args.sites),
+                    str(WINDOWS_PER_RECORDING),
+                ]
+            ),  # fmt: skip
+        }
+        built_path.write_text(json.dumps(built))
     runs: dict[str, list[dict]] = {"chorus": [], "hoplite": []}
+    hop = [args.hoplite_python, "-c", _HOPLITE_SEARCH, str(args.work), str(K), f"S{SITE:02d}"]
     for _ in range(args.repeats):
-        runs["chorus"].append(chorus_run(args.work, vec, qs, args.sites))
-        runs["hoplite"].append(hoplite_run(args.hoplite_python, args.work, args.sites))
-    cold = {
-        "chorus": cold_first_answer(args.work / "chorus.chorus", 3),
-        "hoplite": hoplite_cold(args.hoplite_python, args.work, 3),
-    }
+        runs["chorus"].append(chorus_search(args.work, qs))
+        runs["hoplite"].append(_json_run(hop))
+    cold_runs = {"chorus": [], "hoplite": []}
+    for _ in range(3):  # interleaved too
+        cold_runs["chorus"].append(
+            cold(sys.executable, _CHORUS_COLD, str(args.work), MODEL, runs=1)
+        )
+        cold_runs["hoplite"].append(
+            cold(args.hoplite_python, _HOPLITE_COLD, str(args.work), runs=1)
+        )
+    coldm = {s: np.median(np.asarray(v), axis=0) for s, v in cold_runs.items()}
+    off = {"chorus": 0, "hoplite": 1}  # hoplite window ids are SQLite rowids, from 1
 
-    def recall(hits, offset):
-        return np.mean(
-            [len(set(np.asarray(h) - offset) & g) / K for h, g in zip(hits, gt, strict=True)]
+    def recall(side: str, key: str, truth_sets) -> float:
+        hits = runs[side][-1][key]["hits"]
+        return float(
+            np.mean(
+                [
+                    len(set(np.asarray(h) - off[side]) & g) / K
+                    for h, g in zip(hits, truth_sets, strict=True)
+                ]
+            )
         )
 
-    def fig(side, key):
+    def p50(side: str, key: str) -> float:
         return float(np.median([r[key]["p50_ms"] for r in runs[side]]))
 
-    # hoplite window ids start at 1 (SQLite rowids), Chorus's at 0
-    off = {"chorus": 0, "hoplite": 1}
     rows = [
-        ("ingest + index, windows/s", *(np.median([r["ingest"] for r in runs[s]]) for s in off)),
-        ("ANN search p50 ms", fig("chorus", "ann"), fig("hoplite", "ann")),
-        *[(f"ANN recall@10 ({s})", recall(runs[s][-1]["ann"]["hits"], off[s]), None) for s in off],
-        ("exact search p50 ms", fig("chorus", "exact"), fig("hoplite", "exact")),
-        ("disk GB", runs["chorus"][-1]["disk"] / 1e9, runs["hoplite"][-1]["disk"] / 1e9),
-        ("cold process -> first answer s", np.median(cold["chorus"]), np.median(cold["hoplite"])),
-    ]
+        ("ingest + index, windows/s", built["chorus"]["ingest"], built["hoplite"]["ingest"]),
+        ("ANN search p50 ms (Chorus: to_arrow)", p50("chorus", "ann"), p50("hoplite", "ann")),
+        ("ANN search p50 ms (Chorus: to_pandas)", p50("chorus", "ann_pandas"), p50("hoplite", "ann")),
+        ("ANN recall@10", recall("chorus", "ann", gt), recall("hoplite", "ann", gt)),
+        ("exact search p50 ms", p50("chorus", "exact"), p50("hoplite", "exact")),
+        ("exact recall@10", recall("chorus", "exact", gt), recall("hoplite", "exact", gt)),
+        ("filtered exact p50 ms (1 site of 20)", p50("chorus", "filtered_exact"),
+         p50("hoplite", "filtered_exact")),
+        ("filtered exact recall@10", recall("chorus", "filtered_exact", gt_site),
+         recall("hoplite", "filtered_exact", gt_site)),
+        ("disk GB", built["chorus"]["disk"] / 1e9, built["hoplite"]["disk"] / 1e9),
+        ("cold process -> first answer s", coldm["chorus"][0], coldm["hoplite"][0]),
+        ("peak resident MB after the first search (cold)", coldm["chorus"][1], coldm["hoplite"][1]),
+    ]  # fmt: skip
     print(f"\n| figure ({args.n:,} windows) | Chorus | hoplite | Chorus / hoplite |")
     print("|---|---|---|---|")
     for name, a, b in rows:
         ratio = f"{a / b:.2f}" if b else "-"
-        print(f"| {name} | {a:,.3f} | {'-' if b is None else f'{b:,.3f}'} | {ratio} |")
+        print(f"| {name} | {a:,.3f} | {b:,.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

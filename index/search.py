@@ -14,17 +14,22 @@ Rules
 * ``.per_recording(n)``: at most n hits per recording, and a hit overlapping in time a
   better hit of the same recording is dropped.
 * ``.exclude_query()``: with window-id queries, drop the query windows and windows overlapping
-  them in the same recording.
+  them in the same recording. ``.exclude_spans(spans)``: drop windows overlapping given spans of
+  recordings (a query example taken from the archive), without a SQL filter.
+* Results: :meth:`SearchBuilder.to_pandas`, or :meth:`SearchBuilder.to_arrow` (the same columns,
+  a fraction of the cost: building a small DataFrame takes ~0.2 ms, more than the ANN search).
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
+import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from .filters import filter_offsets
 from .rows import normalise, vectors_to_numpy
 
 DEFAULT_K = 20  # hits returned when .limit() is not called
@@ -86,6 +91,7 @@ class SearchBuilder:
         self._suppress_overlap = True
         self._exact = False
         self._exclude_query = False
+        self._exclude_spans: list[tuple[int, float | None, float | None]] = []
         self._k = DEFAULT_K
 
     def negatives(self, negatives, weight: float = NEGATIVE_WEIGHT) -> SearchBuilder:
@@ -122,6 +128,17 @@ class SearchBuilder:
         self._exclude_query = bool(flag)
         return self
 
+    def exclude_spans(self, spans) -> SearchBuilder:
+        """Drop windows overlapping any of ``spans``: (recording_id, start_s, end_s), a start of
+        None meaning the whole recording. What ``.where(outside_spans(spans))`` keeps, computed
+        on the snapshot's columns instead of through the SQL filter engine."""
+        for rid, start, end in spans:
+            if start is None:
+                self._exclude_spans.append((int(rid), None, None))
+            else:
+                self._exclude_spans.append((int(rid), float(start), float(end)))
+        return self
+
     def limit(self, k: int) -> SearchBuilder:
         """Number of hits to return (default DEFAULT_K)."""
         if int(k) < 1:
@@ -132,6 +149,21 @@ class SearchBuilder:
     # ------------------------------------------------------------------ execution
     def to_pandas(self) -> pd.DataFrame:
         """Run the search; DataFrame with RESULT_COLUMNS sorted by score (descending)."""
+        return pd.DataFrame(self._columns(), columns=RESULT_COLUMNS)
+
+    def to_arrow(self) -> pa.Table:
+        """Run the search; ``pyarrow.Table`` with RESULT_COLUMNS sorted by score (descending)."""
+        cols = self._columns()
+        arrays = [
+            pa.array(cols[name], pa.string())
+            if cols[name].dtype == object
+            else pa.array(cols[name])
+            for name in RESULT_COLUMNS
+        ]
+        return pa.Table.from_arrays(arrays, names=RESULT_COLUMNS)
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """Run the search; RESULT_COLUMNS -> arrays (k,)."""
         snap = self._db.snapshot(self._model)  # pinned: one version for the whole search
         q, query_offsets = self._query_vector(snap)
         allowed = self._allowed(snap)  # bool (n,) or None
@@ -148,7 +180,7 @@ class SearchBuilder:
                 break
             k_fetch *= 2
         keep = keep[: self._k]
-        return self._frame(snap, scores[keep], offsets[keep])
+        return self._result(snap, scores[keep], offsets[keep])
 
     def _parse(self, snap, value, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Unit vectors (m, dim) and offsets (m,) if given as window ids."""
@@ -185,21 +217,29 @@ class SearchBuilder:
     def _allowed(self, snap) -> np.ndarray | None:
         if self._where is None:
             return None
+        from .filters import filter_offsets  # LanceDB's SQL engine: imported when a filter is used
+
         mask = np.zeros(len(snap), bool)
         mask[filter_offsets(self._db, snap, self._where)] = True
         return mask
 
     def _excluded(self, snap, query_offsets) -> np.ndarray | None:
-        if not self._exclude_query or query_offsets is None:
+        spans = list(self._exclude_spans)
+        if self._exclude_query and query_offsets is not None:
+            spans += [
+                (snap.recording_id[off], snap.start_s[off], snap.end_s[off])
+                for off in np.unique(query_offsets)
+            ]
+        if not spans:
             return None
         out = np.zeros(len(snap), bool)
-        for off in np.unique(query_offsets):
-            out |= (
-                (snap.recording_id == snap.recording_id[off])
-                & (snap.start_s < snap.end_s[off])
-                & (snap.end_s > snap.start_s[off])
-            )
-            out[off] = True
+        for rid, start, end in spans:
+            same = snap.recording_id == rid
+            if start is not None:
+                same &= (snap.start_s < end) & (snap.end_s > start)
+            out |= same
+        if self._exclude_query and query_offsets is not None:
+            out[query_offsets] = True
         return out
 
     def _post_filter(self, snap, offsets: np.ndarray) -> np.ndarray:
@@ -222,7 +262,7 @@ class SearchBuilder:
             keep.append(i)
         return np.asarray(keep, np.int64)
 
-    def _frame(self, snap, scores: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
+    def _result(self, snap, scores: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
         rid = snap.recording_id[offsets]
         rec = self._db.recordings_lookup()
         at = np.minimum(
@@ -236,21 +276,31 @@ class SearchBuilder:
             values = rec[name][at] if len(rec[name]) else np.empty(len(rid), rec[name].dtype)
             return np.where(known, values, missing)
 
-        return pd.DataFrame(
-            {
-                "window_id": snap.window_id[offsets],
-                "recording_id": rid,
-                "path": col("path", None),
-                "abs_path": col("abs_path", None),
-                "site": col("site", None),
-                "start_time": col("start_time", np.datetime64("NaT", "us")),
-                "channel": snap.channel[offsets],
-                "start_s": snap.start_s[offsets],
-                "end_s": snap.end_s[offsets],
-                "score": scores.astype(np.float32),
-            },
-            columns=RESULT_COLUMNS,
-        )
+        return {
+            "window_id": snap.window_id[offsets],
+            "recording_id": rid,
+            "path": col("path", None),
+            "abs_path": col("abs_path", None),
+            "site": col("site", None),
+            "start_time": col("start_time", np.datetime64("NaT", "us")),
+            "channel": snap.channel[offsets],
+            "start_s": snap.start_s[offsets],
+            "end_s": snap.end_s[offsets],
+            "score": scores.astype(np.float32),
+        }
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """FAISS on one OpenMP thread in this thread (the setting is per thread): a one-query ANN
+    search is ~0.2 ms of work, and waking a second thread costs more than it saves on a busy
+    machine (0.22 vs 0.32 ms p50 at 100 k, benchmarks/RESULTS.md). Exact scans keep every thread."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class _Engine:
@@ -324,15 +374,19 @@ class _Engine:
         ann = self.ann if check else self.kernel
         mapping = self.db.search_state.ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
         off_of_pos, new_offsets = mapping
-        pos_allowed = off_of_pos >= 0
-        if self.allowed is not None:
-            pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
-        n_in_ann = int(np.count_nonzero(pos_allowed))
-        mask = None if n_in_ann == len(ann) else pos_allowed
+        if self.allowed is None and len(self.snap) - len(new_offsets) == len(ann):
+            n_in_ann, mask = len(ann), None  # every position is a live window: no mask to build
+        else:
+            pos_allowed = off_of_pos >= 0
+            if self.allowed is not None:
+                pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
+            n_in_ann = int(np.count_nonzero(pos_allowed))
+            mask = None if n_in_ann == len(ann) else pos_allowed
         scores = np.empty(0, np.float32)
         offsets = np.empty(0, np.int64)
         if n_in_ann:
-            s, pos = search(self.q[None, :], min(k, n_in_ann), mask)
+            with _one_thread() if check else contextlib.nullcontext():
+                s, pos = search(self.q[None, :], min(k, n_in_ann), mask)
             s, pos = s[0], pos[0]
             valid = pos >= 0
             if int(valid.sum()) < min(k, n_in_ann):

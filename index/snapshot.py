@@ -2,7 +2,7 @@
 
 Searches pin a snapshot so that a concurrent writer (ingest) cannot change the rows between
 the id lookup, the vector reads and the result assembly.  Row *offsets* below are positions
-in the snapshot's scan order; ``take_offsets`` reads vectors by them.
+in the snapshot's scan order; ``take`` reads vectors by them.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ class Snapshot:
 
     def __init__(self, model: str, table, version: int):
         self.model = model
-        self.table = table  # a LanceTable checked out at `version` (read-only)
+        self.table = table  # a lance.LanceDataset checked out at `version` (read-only)
         self.version = int(version)
-        meta = table.search().select(list(WINDOW_META_COLUMNS)).limit(None).to_arrow()
+        meta = table.to_table(columns=list(WINDOW_META_COLUMNS))
         self.window_id = meta["window_id"].to_numpy().astype(np.int64)
         self.recording_id = meta["recording_id"].to_numpy().astype(np.int64)
         self.channel = meta["channel"].to_numpy().astype(np.int32)
@@ -75,13 +75,13 @@ class Snapshot:
         out = np.empty((len(offsets), self.dim), np.float32)
         if not len(offsets):
             return out
-        order = np.argsort(offsets, kind="stable")  # take_offsets answers in offset order
+        order = np.argsort(offsets, kind="stable")  # reads in offset order are the cheapest
         sorted_offs = offsets[order]
         uniq, inverse = np.unique(sorted_offs, return_inverse=True)
         chunks = []
         for i in range(0, len(uniq), TAKE_CHUNK):
             part = uniq[i : i + TAKE_CHUNK]
-            got = self.table.take_offsets(part.tolist()).select(["window_id", "vector"]).to_arrow()
+            got = self.table.take(part.tolist(), columns=["window_id", "vector"])
             if got.num_rows != len(part) or not np.array_equal(
                 got["window_id"].to_numpy(), self.window_id[part]
             ):
@@ -95,9 +95,7 @@ class Snapshot:
         self, batch_rows: int = READ_BATCH_ROWS
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (window_ids (b,), unit vectors (b, dim) float32) over the whole snapshot."""
-        reader = (
-            self.table.search().select(["window_id", "vector"]).limit(None).to_batches(batch_rows)
-        )
+        reader = self.table.to_batches(columns=["window_id", "vector"], batch_size=batch_rows)
         for batch in reader:
             if batch.num_rows == 0:
                 continue

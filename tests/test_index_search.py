@@ -296,3 +296,77 @@ def test_vectors_of_a_snapshot_stay_its_own_when_another_thread_maps_a_newer_one
     np.testing.assert_allclose(
         db.search_state.vectors_for(old, offsets), old.vectors_at(offsets), atol=1e-5
     )
+
+
+def test_to_arrow_holds_what_to_pandas_holds(archive):
+    db, win, unit = archive
+    frame = db.search("m", unit[11]).limit(7).to_pandas()
+    table = db.search("m", unit[11]).limit(7).to_arrow()
+    assert table.column_names == search_mod.RESULT_COLUMNS
+    back = table.to_pandas()
+    for col in search_mod.RESULT_COLUMNS:
+        assert back[col].tolist() == frame[col].tolist(), col
+
+
+def test_exclude_spans_keeps_what_the_outside_spans_filter_keeps(archive):
+    db, win, unit = archive
+    rid0, rid1 = (int(r) for r in win["recording_id"].unique()[:2])
+    spans = [(rid0, 10.0, 20.0), (rid1, None, None)]
+    want = db.search("m", unit[3]).where(search_mod.outside_spans(spans)).limit(40).to_pandas()
+    got = db.search("m", unit[3]).exclude_spans(spans).limit(40).to_pandas()
+    assert got["window_id"].tolist() == want["window_id"].tolist()
+    assert rid1 not in got["recording_id"].tolist()
+    mine = got[got["recording_id"] == rid0]
+    assert ((mine["end_s"] <= 10.0) | (mine["start_s"] >= 20.0)).all()
+
+
+def test_search_sees_a_commit_made_through_another_handle(tmp_path, archive, monkeypatch):
+    """The version check trusts an unchanged, settled version folder; a commit through another
+    handle (another process, e.g. the ingest writer) changes the folder and is always seen."""
+    from index import db as db_mod
+
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="Flat")
+    db.search("m", unit[0]).limit(3).to_pandas()
+    monkeypatch.setattr(db_mod, "VERSIONS_SETTLE_S", 0.0)  # every stamp counts as settled
+    db.search("m", unit[0]).limit(3).to_pandas()  # cached with a settled stamp
+    other = index.connect(db.path, create=False)
+    new_vec = -unit[0]
+    new_id = other.add_embeddings(
+        "m",
+        pd.DataFrame({"recording_id": [0], "start_s": [0.0], "end_s": [5.0], "vector": [new_vec]}),
+    )[0]
+    hits = db.search("m", new_vec).limit(1).to_pandas()
+    assert hits["window_id"].tolist() == [new_id]
+    other.delete_windows("m", int(win["recording_id"].iloc[0]))
+    hits = db.search("m", unit[0]).limit(20).to_pandas()
+    assert int(win["recording_id"].iloc[0]) not in hits["recording_id"].tolist()
+
+
+def test_a_search_process_imports_no_heavy_modules(tmp_path, archive):
+    """Searching with a stored window id or a vector needs neither torch, scikit-learn, UMAP,
+    Streamlit, plotly, the embedder, nor lancedb (whose import alone costs seconds)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="Flat")
+    code = (
+        "import json, sys, numpy as np, index\n"
+        f"db = index.connect({str(db.path)!r}, create=False)\n"
+        "db.search('m', [0]).limit(3).to_pandas()\n"
+        f"db.search('m', np.ones({DIM}, np.float32)).exclude_spans([(0, 0.0, 5.0)]).to_arrow()\n"
+        "heavy = ('torch', 'sklearn', 'umap', 'streamlit', 'plotly', 'embedder', 'lancedb')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    root = str(Path(index.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root, OMP_WAIT_POLICY="PASSIVE")
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(got.stdout.strip().splitlines()[-1]) == []

@@ -104,7 +104,6 @@ def embed_spans(db, model: str, spans) -> np.ndarray:
 
 def run(args) -> int:
     import index
-    from index.search import outside_spans
 
     if args.k < 1:
         raise CLIError("-k must be >= 1")
@@ -117,11 +116,11 @@ def run(args) -> int:
     if args.negative:
         negatives = [resolve_span(db, q)[0] for q in args.negative]
         builder = builder.negatives(embed_spans(db, model, negatives))
-    own = [(rid, span.start_s, span.end_s) for span, rid in queries if rid is not None]
-    skip = None if args.include_query else outside_spans(own)
-    where = " AND ".join(f"({w})" for w in (args.where, skip) if w)
-    if where:
-        builder = builder.where(where)
+    if not args.include_query:  # a mask on the windows: no SQL engine to start for it
+        own = [(rid, span.start_s, span.end_s) for span, rid in queries if rid is not None]
+        builder = builder.exclude_spans(own)
+    if args.where:
+        builder = builder.where(args.where)
     if args.per_recording is not None:
         builder = builder.per_recording(args.per_recording)
     if args.exact:
