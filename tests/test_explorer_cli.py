@@ -315,3 +315,33 @@ def test_check_says_the_database_is_sound_then_finds_a_damaged_index(db, tmp_pat
     assert "DAMAGED index spectral" in out and "rebuilds it" in out
     assert main(["check", "--db", str(copy), "--repair"]) == 0
     assert main(["check", "--db", str(copy)]) == 0
+
+
+def test_a_query_that_is_a_stored_window_uses_its_vector_without_the_model(db, archive):
+    """`chorus search --query PATH@S-E` naming a stored window answers from the database alone
+    (no decoder, no model), with the vector the audio would give."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import index
+    from explorer.commands.search import resolve_span, stored_window
+    from explorer.ingest import embed_span
+
+    d = index.connect(db)
+    span, rid = resolve_span(d, "A/A_20240610_050000.wav@10-15")
+    stored = stored_window(d, "spectral", rid, span)
+    fresh = embed_span(d, "spectral", span.path, 10.0, 15.0)
+    assert stored is not None and float(stored @ fresh / np.linalg.norm(fresh)) > 0.9999
+    code = (
+        "import json, sys\nfrom explorer.cli import main\n"
+        f"main(['search', '--db', {str(db)!r}, '--query', 'A/A_20240610_050000.wav@10-15'])\n"
+        "print(json.dumps([m for m in ('embedder.audio', 'scipy', 'torch') if m in sys.modules]))\n"
+    )
+    root = str(Path(index.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root, OMP_WAIT_POLICY="PASSIVE")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "B/B_20240610_050000.wav" in out.stdout  # the other files' windows at 10-15 s

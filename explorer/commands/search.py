@@ -88,18 +88,44 @@ def resolve_span(db, text: str):
     return span, rid
 
 
-def embed_spans(db, model: str, spans) -> np.ndarray:
-    """Embed resolved spans (see ``resolve_span``) → (n, dim)."""
+def stored_window(db, model: str, rid: int | None, span) -> np.ndarray | None:
+    """The stored vector (dim,) of the window a span names exactly, or None.
+
+    Such a span embeds to that window's vector (the model is deterministic and vectors are stored
+    normalised), so the query needs neither the model nor the audio: a cold search from a
+    printed result line answers without loading either. Only for one-channel ("mix") windows.
+    """
+    if rid is None or span.start_s is None or span.end_s is None:
+        return None
+    if db.meta.get("models", {}).get(model, {}).get("channels", "mix") != "mix":
+        return None
+    snap = db.snapshot(model)
+    hit = np.flatnonzero(
+        (snap.recording_id == rid)
+        & (np.abs(snap.start_s - span.start_s) < 1e-6)
+        & (np.abs(snap.end_s - span.end_s) < 1e-6)
+    )
+    return snap.vectors_at(hit[:1])[0] if len(hit) else None
+
+
+def embed_spans(db, model: str, spans, rids=None) -> np.ndarray:
+    """Vectors (n, dim) of resolved spans (see ``resolve_span``): a stored window's own vector
+    where a span is exactly one (``rids``: their recording ids), else embedded from the audio."""
+    out = []
+    for span, rid in zip(spans, rids or [None] * len(spans), strict=True):
+        vec = stored_window(db, model, rid, span)
+        out.append(vec if vec is not None else _embed_one(db, model, span))
+    return np.stack(out)
+
+
+def _embed_one(db, model: str, span) -> np.ndarray:
     from embedder.audio import AudioError
     from explorer.ingest import IngestError, embed_span
 
-    out = []
-    for span in spans:
-        try:
-            out.append(embed_span(db, model, span.path, span.start_s, span.end_s))
-        except (AudioError, IngestError) as err:
-            raise CLIError(str(err)) from None
-    return np.stack(out)
+    try:
+        return embed_span(db, model, span.path, span.start_s, span.end_s)
+    except (AudioError, IngestError) as err:
+        raise CLIError(str(err)) from None
 
 
 def run(args) -> int:
@@ -112,10 +138,13 @@ def run(args) -> int:
     db = index.connect(require_db(args.db))
     model = pick_model(db, args.model)
     queries = [resolve_span(db, q) for q in args.query]
-    builder = db.search(model, embed_spans(db, model, [span for span, _ in queries]))
+    builder = db.search(model, embed_spans(db, model, *zip(*queries, strict=True)))
     if args.negative:
-        negatives = [resolve_span(db, q)[0] for q in args.negative]
-        builder = builder.negatives(embed_spans(db, model, negatives))
+        builder = builder.negatives(
+            embed_spans(
+                db, model, *zip(*map(lambda q: resolve_span(db, q), args.negative), strict=True)
+            )
+        )
     if not args.include_query:  # a mask on the windows: no SQL engine to start for it
         own = [(rid, span.start_s, span.end_s) for span, rid in queries if rid is not None]
         builder = builder.exclude_spans(own)
