@@ -639,35 +639,43 @@ class _ChunkWriter:
         for _, _, duration, _ in self.waiting:
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
-        damaged = [w for w in self.waiting if w[3] is not None]
-        if damaged:  # status, position of the damage and decoded length before the done-marker
-            self._mark_partial(damaged)
+        damaged = [(key, duration, damage) for key, _, duration, damage in self.waiting if damage]
+        # status, position of the damage and decoded length before the done-marker
+        mark_partial(self.db, self.summary, damaged)
         # one commit per chunk for each table: per-file commits slow every later one down
         self.db.finish_recordings(self.model, [(key, n) for key, n, _, _ in self.waiting])
         self.db.set_status([key for key, _, _, damage in self.waiting if damage is None], "ok")
         self.waiting = []
         compact_if_due(self.db, self.model)
 
-    def _mark_partial(self, damaged: list[tuple[int, int, float, str | None]]) -> None:
-        """Record damaged files as ``partial`` (one commit): the damage, the decoded length."""
-        from index.schema import STATUS_PARTIAL
 
-        recs = self.db.recordings().set_index("recording_id")
-        rows = []
-        for key, _, duration, damage in damaged:
-            rec = recs.loc[key]
-            rows.append(
-                dict(
-                    audio_root=rec["audio_root"],
-                    path=rec["path"],
-                    status=STATUS_PARTIAL,
-                    error=damage,
-                    duration_s=float(duration),
-                )
+def mark_partial(db, summary: IngestSummary, damaged: list[tuple[int, float, str]]) -> None:
+    """Record damaged files as ``partial`` in one commit, and count them in ``summary``.
+
+    Parameters
+    ----------
+    damaged : (recording_id, decoded length in s, where the damage is) per file; empty: nothing.
+    """
+    from index.schema import STATUS_PARTIAL
+
+    if not damaged:
+        return
+    recs = db.recordings().set_index("recording_id")
+    rows = []
+    for key, duration, damage in damaged:
+        rec = recs.loc[key]
+        rows.append(
+            dict(
+                audio_root=rec["audio_root"],
+                path=rec["path"],
+                status=STATUS_PARTIAL,
+                error=damage,
+                duration_s=float(duration),
             )
-            self.summary.n_partial += 1
-            self.summary.partial.append((rec["path"], damage))
-        self.db.upsert_recordings(rows)
+        )
+        summary.n_partial += 1
+        summary.partial.append((rec["path"], damage))
+    db.upsert_recordings(rows)
 
 
 def end_bar(bar) -> None:
