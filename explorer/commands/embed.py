@@ -195,9 +195,16 @@ def run(args) -> int:
     except (IngestError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     print(summary.line())
-    for path, error in summary.failed[:10]:
-        print(f"  failed: {path}: {error}", file=sys.stderr)
-    if len(summary.failed) > 10:
-        print(f"  … and {len(summary.failed) - 10} more", file=sys.stderr)
+    _list_files("failed", summary.failed)
+    # damaged files were embedded as far as they decode: say which, and where the damage is
+    _list_files("damaged", [(p, d.split(": partial: ", 1)[-1]) for p, d in summary.partial])
     nothing_read = summary.n_failed and not (summary.n_embedded or summary.n_skipped)
     return 1 if nothing_read else 0
+
+
+def _list_files(kind: str, files: list[tuple[str, str]], most: int = 10) -> None:
+    """The first ``most`` files of a kind with their reason, one line each, on stderr."""
+    for path, why in files[:most]:
+        print(f"  {kind}: {path}: {why}", file=sys.stderr)
+    if len(files) > most:
+        print(f"  … and {len(files) - most} more {kind}", file=sys.stderr)
