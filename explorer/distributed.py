@@ -241,7 +241,15 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     times = summary.stages = StageTimes()
     t0 = time.perf_counter()
     tasks, durations = _plan(
-        db, model, audio_root, root, files, run["site"], run["retry_failed"], summary
+        db,
+        model,
+        audio_root,
+        root,
+        files,
+        run["site"],
+        run["retry_failed"],
+        summary,
+        run["refused"],
     )
     run_id = uuid.uuid4().hex[:12]
     shards = plan_shards(

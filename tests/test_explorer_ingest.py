@@ -112,6 +112,8 @@ def test_file_turned_corrupt_loses_its_old_windows(tmp_path):
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path):
+    import explorer.ingest
+
     archive = _make_archive(tmp_path / "archive", n_files=2)
     src = sorted(archive.rglob("*.wav"))[0]
     try:
@@ -120,7 +122,14 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path
         pytest.skip("this file system refuses such names")
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_failed) == (2, 1)
-    assert s.failed == [("bad_\\xff.wav", "the file name is not valid UTF-8: rename the file")]
+    assert s.failed == [("bad_\\xff.wav", explorer.ingest.NOT_UTF8)]
+    # stored as failed under its escaped name (shown by chorus info and the Archive page)
+    recs = index.connect(tmp_path / "db.chorus").recordings().set_index("path")
+    assert recs.loc["bad_\\xff.wav", "status"] == "failed"
+    assert "not valid UTF-8" in recs.loc["bad_\\xff.wav", "error"]
+    again = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (again.n_skipped, again.n_failed, len(again.failed)) == (2, 1, 1)
+    assert len(index.connect(tmp_path / "db.chorus").recordings()) == 3
 
 
 def test_bad_files_are_recorded_and_skipped(tmp_path, write_audio):
@@ -457,8 +466,9 @@ def test_a_file_that_vanishes_before_planning_is_recorded_and_the_rest_embedded(
     import explorer.ingest
 
     archive = _make_archive(tmp_path / "archive", n_files=2)
-    found = explorer.ingest.discover(archive)
-    monkeypatch.setattr(explorer.ingest, "discover", lambda root: [*found, archive / "gone.wav"])
+    found = explorer.ingest.list_archive(archive)
+    found.files.append(archive / "gone.wav")
+    monkeypatch.setattr(explorer.ingest, "list_archive", lambda root, follow: found)
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_failed) == (2, 1) and s.failed[0][0] == "gone.wav"
 

@@ -47,6 +47,12 @@ def add_parser(sub) -> None:
         help="run on a Ray cluster (needs chorus[distributed]): the one at ADDRESS, or without "
         "it the running one, else a local one; the database is the one a plain run writes",
     )
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="read what links under ARCHIVE_DIR point at outside it (default: refused, recorded "
+        "as failed); the database then declares those places beside its roots",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--shard-windows", type=int, default=None, help=argparse.SUPPRESS)
@@ -189,6 +195,7 @@ def run(args) -> int:
             store_logits=args.store_logits,
             ray_address=args.ray,
             ray_options=ray_options,
+            follow_links=args.follow_links,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
             **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )
