@@ -81,7 +81,7 @@ def list_archive(root: str | os.PathLike, follow_links: bool = False) -> Listing
         dirs[:] = keep
         for name in sorted(names):
             if not name.startswith("."):
-                _add_file(here / name, real_root, follow_links, out)
+                _add_file(here / name, real_here / name, real_root, follow_links, out)
     out.files.sort()
     out.refused.sort()
     return out
@@ -99,17 +99,20 @@ def _folder_link(path: Path, real_root: Path, real_here: Path, follow: bool, see
     return None, (None if str(real) in seen else real)
 
 
-def _add_file(path: Path, real_root: Path, follow: bool, out: Listing) -> None:
-    """Put one name found in the walk into ``out.files`` or ``out.refused`` (or neither)."""
+def _add_file(path: Path, real: Path, real_root: Path, follow: bool, out: Listing) -> None:
+    """Put one name found in the walk into ``out.files`` or ``out.refused`` (or neither).
+
+    ``real`` is where ``path`` is once its folder is resolved: its real path unless it is a link.
+    """
     ext = path.suffix.lower()
     if ext in NOT_AUDIO:
         return
-    try:
-        real = Path(os.path.realpath(path, strict=True))
-    except OSError as err:  # strict: a loop or a missing target raises instead of guessing
-        if path.is_symlink():
+    if path.is_symlink():  # only links pay for a resolution (a stat per path component)
+        try:
+            real = Path(os.path.realpath(path, strict=True))
+        except OSError as err:  # strict: a loop or a missing target raises instead of guessing
             out.refused.append((path, LOOP if err.errno == errno.ELOOP else DANGLING))
-        return
+            return
     if not real.is_file():
         return
     if not real.is_relative_to(real_root):
