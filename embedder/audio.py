@@ -3,7 +3,8 @@
 Files are decoded by *content*, never by extension (see :mod:`embedder.decode`: libsndfile for WAV,
 FLAC, Ogg and AIFF, FFmpeg for MP3 and every other container and codec it reads).
 
-Long recordings are streamed: blocks of ``BLOCK_S`` seconds are decoded, checked for NaN/inf, mixed to
+Long recordings are streamed: blocks of ``BLOCK_S`` seconds are decoded, checked for NaN/inf and for
+samples far beyond full scale (``MAX_SAMPLE``), mixed to
 the channel policy and resampled with a streaming soxr resampler (bit-identical to a one-shot
 resample, so block boundaries leave no trace). Windows start at ``k * hop``; a window is kept when it
 lies fully inside the file, then one zero-padded tail window is added when at least ``min_tail_s`` of
@@ -44,6 +45,10 @@ MIN_TAIL_S = 1.0  # s: shortest uncovered tail that still gets its own zero-padd
 BATCH_WINDOWS = 64  # windows per WindowBatch (64 x 5 s x 32 kHz float32 = 41 MB)
 CHANNEL_POLICIES = ("mix", "first", "all")
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset
+# largest |sample| accepted: 2**31 x full scale, so float files written at an integer scale (a
+# 32-bit int's range included) still read, while the 1e20s of a corrupt float file, whose squares
+# overflow float32 and become silent zero vectors, are refused
+MAX_SAMPLE = 2.0**32
 LOAD_CONTEXT_S = 0.05  # s read beyond each end of a span; soxr HQ edge transients last < 10 ms
 
 
@@ -190,7 +195,8 @@ def read_blocks(
         After the last block of a damaged file (cut short, or frames lost mid-file): every block
         that decodes was yielded first, silence standing in for lost frames decoding went on after.
     AudioError
-        Undecodable file, NaN/inf samples (raised when reached) or no samples at all.
+        Undecodable file, NaN/inf samples or samples beyond ``MAX_SAMPLE`` (raised when
+        reached), or no samples at all.
     """
     _check_policy(channels)
     _check_rate(sample_rate)
@@ -201,7 +207,7 @@ def read_blocks(
         rs = _Resampler(dec.samplerate, int(sample_rate), n_out)
         block = block_frames(block_s, dec.samplerate, dec.channels)
         total = 0
-        for x in dec.blocks(block):
+        for x in _in_range(dec.blocks(block), dec, 0):
             y = rs.push(_apply_policy(x, channels))  # (m, C)
             if len(y):
                 total += len(y)
@@ -214,6 +220,23 @@ def read_blocks(
         raise AudioError(f"{path}: no audio samples")
     if dec.damage is not None:
         raise PartialAudio(str(path), dec.damage, total / sample_rate)
+
+
+def _in_range(blocks: Iterator[np.ndarray], dec, start: int) -> Iterator[np.ndarray]:
+    """``blocks`` (native ``(n, C)`` frames from frame ``start``), with an AudioError at the first
+    sample beyond ``MAX_SAMPLE``: the file's finite nonsense would embed as zero vectors."""
+    first = start
+    for x in blocks:
+        # max and min: two passes, no copy of the block (np.abs would make one)
+        if len(x) and (x.max() > MAX_SAMPLE or x.min() < -MAX_SAMPLE):
+            bad = np.flatnonzero((np.abs(x) > MAX_SAMPLE).any(axis=1))[0]
+            # the position, not the value: messages never carry the file's bytes
+            raise AudioError(
+                f"{dec.path}: a sample beyond ±{MAX_SAMPLE:.3g} at {(first + bad) / dec.samplerate:.3f} s "
+                "(full scale is 1): a damaged float file, not audio"
+            )
+        first += len(x)
+        yield x
 
 
 def load(
@@ -247,7 +270,8 @@ def load(
     Raises
     ------
     AudioError
-        Undecodable file, NaN/inf in the span, or a span starting after the end of the file.
+        Undecodable file, NaN/inf or samples beyond ``MAX_SAMPLE`` in the span, or a span
+        starting after the end of the file.
     ValueError
         Negative or empty span, bad policy or rate.
     """
@@ -278,7 +302,7 @@ def load(
         rs = _Resampler(sr_in, sample_rate, n_out)
         block = block_frames(BLOCK_S, sr_in, dec.channels)
         limit = None if math.isinf(b) else b - a
-        blocks = dec.blocks(block, start=a, limit=limit)
+        blocks = _in_range(dec.blocks(block, start=a, limit=limit), dec, a)
         parts = [rs.push(_apply_policy(x, channels)) for x in blocks]
         parts.append(rs.flush())
     y = np.concatenate(parts, axis=0)  # (m, C) starting at output sample a * step_out / step_in

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
+        _say_where_a_moved_db_reads(args)
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"chorus {args.command}: error: {err}", file=sys.stderr)
@@ -88,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"chorus {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _say_where_a_moved_db_reads(args) -> None:
+    """A database opened away from where it was written: one line naming the roots it reads."""
+    if isinstance(getattr(args, "db", None), str):
+        from index.roots import opened_elsewhere
+
+        note = opened_elsewhere(args.db)
+        if note is not None:
+            print(f"chorus {args.command}: {note}", file=sys.stderr)
 
 
 def _damage_line(err: Exception) -> str | None:

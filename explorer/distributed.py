@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from explorer.ingest import IngestError, _expected_windows, _plan, _progress, end_bar
+from explorer.ingest import (
+    IngestError,
+    _expected_windows,
+    _plan,
+    _progress,
+    end_bar,
+    mark_partial,
+)
 from index.compaction import compact_if_due
 
 SHARD_WINDOWS = 1024  # windows a shard aims at: ~0.6 GB of 5 s audio at 32 kHz, float32
@@ -157,10 +164,14 @@ class _Committer:
         # an empty shard (all its files failed) has no fragments: its failures are still recorded
         commit_shards(self.uri, [f for r in held for f in r["fragments"]], ids, self.run_id)
         self.committed.update(ids)  # from here a crash is repaired by the next run's settle
-        good = [(k, n) for r in held for k, n, err in r["files"] if err is None]
-        bad = [(k, err) for r in held for k, _, err in r["files"] if err is not None]
+        files = [f for r in held for f in r["files"]]  # (key, n, error, damage, decoded s)
+        good = [(k, n) for k, n, err, _, _ in files if err is None]
+        bad = [(k, err) for k, _, err, _, _ in files if err is not None]
+        damaged = {k: (dmg, sec) for k, _, err, dmg, sec in files if err is None and dmg}
+        # status, damage and decoded length before the done-marker, as a single-machine run
+        mark_partial(self.db, self.summary, [(k, sec, dmg) for k, (dmg, sec) in damaged.items()])
         self.db.finish_recordings(self.model, good)  # checks each count, then the markers
-        self.db.set_status([k for k, _ in good], "ok")
+        self.db.set_status([k for k, _ in good if k not in damaged], "ok")
         if bad:
             recs = [self.db.recording(k) for k, _ in bad]
             self.db.upsert_recordings(
@@ -172,7 +183,7 @@ class _Committer:
         s = self.summary
         s.n_embedded += len(good)
         s.n_windows += sum(n for _, n in good)
-        s.hours += sum(self.durations[k] for k, _ in good) / 3600
+        s.hours += sum(damaged.get(k, (0, self.durations[k]))[1] for k, _ in good) / 3600
         s.n_failed += len(bad)
         s.failed.extend((self.db.recording(k)["path"], err) for k, err in bad)
         compact_if_due(self.db, self.model)
@@ -230,7 +241,15 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     times = summary.stages = StageTimes()
     t0 = time.perf_counter()
     tasks, durations = _plan(
-        db, model, audio_root, root, files, run["site"], run["retry_failed"], summary
+        db,
+        model,
+        audio_root,
+        root,
+        files,
+        run["site"],
+        run["retry_failed"],
+        summary,
+        run["refused"],
     )
     run_id = uuid.uuid4().hex[:12]
     shards = plan_shards(

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.recordings import check_site_rule, discover, parse_site, recording_start
+from explorer.links import list_archive
+from explorer.recordings import check_site_rule, parse_site, parse_start_time, recording_start
 from index.compaction import compact_if_due
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
@@ -184,6 +185,7 @@ def embed_archive(
     lock_wait_s: float = LOCK_WAIT_S,
     ray_address: str | None = None,
     ray_options: dict | None = None,
+    follow_links: bool = False,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -235,6 +237,11 @@ def embed_archive(
     ray_options : dict, optional
         Settings of the Ray run (see :func:`explorer.distributed.embed_files_ray`), e.g.
         ``{"shard_windows": 512, "commit_shards": 8}``.
+    follow_links : bool
+        Read what links under ``archive_dir`` point at outside it (recorded in ``chorus.json`` as
+        ``link_targets``, which the explorer may then read too). Without it such links, dangling
+        links and link loops are recorded as failed with their reason and never opened
+        (:mod:`explorer.links`).
 
     Returns
     -------
@@ -246,9 +253,10 @@ def embed_archive(
     t0 = time.perf_counter()
     root = Path(archive_dir)
     _check_request(root, Path(db_path), channels, hop_s, site)
-    files = discover(root)
-    if not files:
+    listing = list_archive(root, follow_links)
+    if not listing.files and not listing.refused:
         raise IngestError(f"no audio files found under {root}")
+    files = sorted([*listing.files, *(p for p, _ in listing.refused)])
     if ray_address is not None:
         from explorer.distributed import check_ray
 
@@ -274,6 +282,7 @@ def embed_archive(
         workers=workers,
         on_cuda=on_cuda,
         store_logits=store_logits,
+        refused={p: why for p, why in listing.refused},
     )
     if ray_address is not None:  # what the actors need to load the same model
         loader = dict(
@@ -292,6 +301,7 @@ def embed_archive(
         _check_not_moved(db, root)
         db.register_model(key, settings)
         audio_root = db.add_audio_root(root)
+        _add_link_targets(db, listing.link_targets)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         if ray_address is not None:
             from explorer.distributed import embed_files_ray
@@ -395,7 +405,15 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
 
     model = summary.model
     tasks, durations = _plan(
-        db, model, audio_root, root, files, run["site"], run["retry_failed"], summary
+        db,
+        model,
+        audio_root,
+        root,
+        files,
+        run["site"],
+        run["retry_failed"],
+        summary,
+        run["refused"],
     )
     expected = sum(_expected_windows(d, spec) for d in durations.values())
     writer = _ChunkWriter(db, model, run["chunk_windows"], summary)
@@ -459,8 +477,14 @@ def default_workers(on_cuda: bool, cpus: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, cpus - 1)) if on_cuda else 0
 
 
-def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
-    """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s})."""
+def _plan(db, model, audio_root, root, files, site, retry_failed, summary, refused=None):
+    """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s}).
+
+    ``refused`` maps the links that are not read to their reason: they are recorded as failed.
+    A file name that is not UTF-8 is recorded as failed under its escaped name
+    (:func:`_escaped_name`).
+    """
+    refused = refused or {}
     from index.repair import settle_windows
 
     recs = db.recordings()
@@ -471,7 +495,10 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
     records, settled = [], []
     for path in files:
         rel = path.relative_to(root).as_posix()
-        stamp = _stamp(path, rel, summary)
+        why = refused.get(path)
+        if not _utf8(rel):
+            rel, why = _escaped_name(rel), NOT_UTF8
+        stamp = _stamp(path, rel, summary, follow=why is None)
         if stamp is None:
             continue
         old = known.get(rel)
@@ -479,21 +506,20 @@ def _plan(db, model, audio_root, root, files, site, retry_failed, summary):
             if old["status"] == "pending":  # a run stopped between its last two commits
                 settled.append(int(old["recording_id"]))
             continue
-        records.append(_new_record(path, rel, stamp, audio_root, site, summary))
+        if why is not None:  # never opened: recorded with its reason
+            records.append(_refused_record(rel, stamp, audio_root, site, why, summary))
+        else:
+            records.append(_new_record(path, rel, stamp, audio_root, site, summary))
     db.set_status(settled, "ok")
     ids = db.upsert_recordings(records) if records else []
     return _tasks(db, model, root, known, ids, records)
 
 
-def _stamp(path: Path, rel: str, summary) -> tuple[int, float] | None:
-    """(size, mtime) of a file, or None after recording why it cannot be embedded."""
-    if not _utf8(rel):  # the database stores UTF-8 text: such a name cannot be recorded
-        summary.n_failed += 1
-        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-        summary.failed.append((shown, "the file name is not valid UTF-8: rename the file"))
-        return None
+def _stamp(path: Path, rel: str, summary, follow: bool = True) -> tuple[int, float] | None:
+    """(size, mtime) of a file (of a link itself unless ``follow``), or None after recording why
+    it cannot be embedded."""
     try:
-        st = path.stat()
+        st = path.stat() if follow else path.lstat()
     except OSError as err:  # gone (or unreadable) since discovery: record it and go on
         summary.n_failed += 1
         summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
@@ -517,6 +543,30 @@ def _still_good(db, model, old: dict, stamp, done_ids, retry_failed, summary) ->
         summary.failed.append((old["path"], str(old["error"])))
         return True
     return False
+
+
+def _refused_record(rel: str, stamp, audio_root, site, why: str, summary) -> dict:
+    """The recordings row of a file that is not read (a refused link, a name that is not
+    UTF-8): status failed, its reason; its start time from the name alone."""
+    summary.n_failed += 1
+    summary.failed.append((rel, why))
+    return dict(
+        audio_root=audio_root,
+        path=rel,
+        size=stamp[0],
+        mtime=stamp[1],
+        site=parse_site(rel, site),
+        start_time=parse_start_time(rel.rsplit("/", 1)[-1]),
+        status="failed",
+        error=why,
+    )
+
+
+def _add_link_targets(db, targets: list[str]) -> None:
+    """Record in ``chorus.json`` the real places outside the roots that followed links read."""
+    new = [t for t in targets if t not in db.meta.get("link_targets", [])]
+    if new:
+        db.update_meta(lambda meta: meta.setdefault("link_targets", []).extend(new))
 
 
 def _new_record(path: Path, rel: str, stamp, audio_root, site, summary) -> dict:
@@ -560,6 +610,21 @@ def _tasks(db, model, root, known, ids, records):
         tasks.append(FileTask(int(rid), str(root / rec["path"])))
         durations[int(rid)] = rec["duration_s"]
     return tasks, durations
+
+
+NOT_UTF8 = "the file name is not valid UTF-8 (stored escaped, \\xNN per byte): rename the file"
+
+
+def _escaped_name(rel: str) -> str:
+    """A name that is not UTF-8, as text: its undecodable bytes as ``\\xNN``.
+
+    Such a file is recorded as failed under this name rather than embedded: LanceDB stores
+    UTF-8 text, and a reversible encoding of the bytes would have to be undone by every reader
+    (search results, the explorer) and could not be in the exports, whose paths point into the
+    original files for Raven, Audacity and Kaleidoscope: they would name a file that does not
+    exist. The name shows which file to rename.
+    """
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def _utf8(text: str) -> bool:
@@ -639,35 +704,43 @@ class _ChunkWriter:
         for _, _, duration, _ in self.waiting:
             self.summary.n_embedded += 1
             self.summary.hours += duration / 3600
-        damaged = [w for w in self.waiting if w[3] is not None]
-        if damaged:  # status, position of the damage and decoded length before the done-marker
-            self._mark_partial(damaged)
+        damaged = [(key, duration, damage) for key, _, duration, damage in self.waiting if damage]
+        # status, position of the damage and decoded length before the done-marker
+        mark_partial(self.db, self.summary, damaged)
         # one commit per chunk for each table: per-file commits slow every later one down
         self.db.finish_recordings(self.model, [(key, n) for key, n, _, _ in self.waiting])
         self.db.set_status([key for key, _, _, damage in self.waiting if damage is None], "ok")
         self.waiting = []
         compact_if_due(self.db, self.model)
 
-    def _mark_partial(self, damaged: list[tuple[int, int, float, str | None]]) -> None:
-        """Record damaged files as ``partial`` (one commit): the damage, the decoded length."""
-        from index.schema import STATUS_PARTIAL
 
-        recs = self.db.recordings().set_index("recording_id")
-        rows = []
-        for key, _, duration, damage in damaged:
-            rec = recs.loc[key]
-            rows.append(
-                dict(
-                    audio_root=rec["audio_root"],
-                    path=rec["path"],
-                    status=STATUS_PARTIAL,
-                    error=damage,
-                    duration_s=float(duration),
-                )
+def mark_partial(db, summary: IngestSummary, damaged: list[tuple[int, float, str]]) -> None:
+    """Record damaged files as ``partial`` in one commit, and count them in ``summary``.
+
+    Parameters
+    ----------
+    damaged : (recording_id, decoded length in s, where the damage is) per file; empty: nothing.
+    """
+    from index.schema import STATUS_PARTIAL
+
+    if not damaged:
+        return
+    recs = db.recordings().set_index("recording_id")
+    rows = []
+    for key, duration, damage in damaged:
+        rec = recs.loc[key]
+        rows.append(
+            dict(
+                audio_root=rec["audio_root"],
+                path=rec["path"],
+                status=STATUS_PARTIAL,
+                error=damage,
+                duration_s=float(duration),
             )
-            self.summary.n_partial += 1
-            self.summary.partial.append((rec["path"], damage))
-        self.db.upsert_recordings(rows)
+        )
+        summary.n_partial += 1
+        summary.partial.append((rec["path"], damage))
+    db.upsert_recordings(rows)
 
 
 def end_bar(bar) -> None:

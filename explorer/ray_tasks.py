@@ -24,20 +24,26 @@ def decode_shard(keys: list[int], paths: list[str], spec) -> dict:
     Returns
     -------
     dict with ``audio`` (n, window_samples) float32, ``recording_id``/``channel``/``start_s``/
-    ``end_s`` (n,), ``files`` [(key, n_windows, error or None)], ``seconds``.
+    ``end_s`` (n,), ``files`` [(key, n_windows, error or None, damage or None, decoded s or
+    None)], ``seconds``. A damaged file (:class:`embedder.audio.PartialAudio`) keeps its windows
+    and says where the damage is and how much decoded, as in a single-machine run.
     """
+    from embedder.audio import PartialAudio
+
     t0 = time.perf_counter()
     win = int(round(spec.sample_rate * spec.window_s))
     parts, files = [], []
     for key, path in zip(keys, paths, strict=True):
-        mine, n, error = [], 0, None
+        mine, n, error, damage, decoded_s = [], 0, None, None, None
         try:
             for wb in _windows(path, spec):
                 mine.append((int(key), wb))
                 n += len(wb.start_s)
+        except PartialAudio as err:  # all that decodes is in ``mine``: embedded, marked partial
+            damage, decoded_s = str(err), float(err.duration_s)
         except Exception as err:  # noqa: BLE001 (as iter_file: a bad file must not end the run)
             error = _error_text(err)
-        files.append((int(key), n, error))
+        files.append((int(key), n, error, damage, decoded_s))
         if error is None:
             parts.extend(mine)
     lengths = [len(wb.start_s) for _, wb in parts]

@@ -101,6 +101,7 @@ class Database:
                     "database_id": uuid.uuid4().hex,
                     "created": now,
                     "updated": now,
+                    "written_at": str(self.path),
                 },
             )
         meta = self.meta
@@ -186,6 +187,8 @@ class Database:
             meta = self.meta
             change(meta)
             meta["updated"] = _now()
+            # where its writers ran: opened elsewhere, it says what it reads (index.roots)
+            meta["written_at"] = str(self.path)
             atomic_write_json(self.path / META_FILE, meta)
         return meta
 

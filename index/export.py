@@ -75,11 +75,30 @@ def export_labels(db, out: str | Path, fmt: str = "csv", label: str | None = Non
     return write_rows(df, out, fmt, LABEL_COLUMNS, raven_extra=("kind", "source"), tag="labels")
 
 
+class NoDetections(LookupError):
+    """A probe with no stored detections: never classified, or its first run was stopped."""
+
+
 def export_detections(db, probe_id: int, out: str | Path, fmt: str = "csv") -> list[Path]:
-    """Write a probe's stored detections (see ``index.classify.classify``); return the files."""
+    """Write a probe's stored detections (see ``index.classify.classify``); return the files.
+
+    Raises
+    ------
+    NoDetections
+        Nothing is stored for the probe (a first ``classify`` killed after it created the
+        table, or one that found nothing): an empty export would pass for a real result.
+    KeyError
+        An unknown probe.
+    """
     from index.classify import load_detections
 
-    df = _with_recording_info(db, load_detections(db, probe_id)).assign(kind="detection")
+    found = load_detections(db, probe_id)
+    if found.empty:
+        raise NoDetections(
+            f"probe {probe_id} has no detections: run `chorus classify --db {db.path} "
+            f"--probe {probe_id}` first (again if it was stopped, or with a lower --threshold)"
+        )
+    df = _with_recording_info(db, found).assign(kind="detection")
     return write_rows(
         df, out, fmt, DETECTION_COLUMNS, raven_extra=("score",), tag=f"probe{probe_id}"
     )

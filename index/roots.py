@@ -4,10 +4,15 @@ Recordings are stored relative to their audio root, so a moved archive needs onl
 re-pointed (``chorus roots --move OLD NEW``); its windows, labels and probes stay as they are.
 :func:`moved_from` recognises a moved archive by its files (same relative paths and sizes under
 a root that is gone), so that ``chorus embed`` says so instead of embedding it a second time.
+
+``chorus.json`` decides what the explorer reads (its roots), so a database folder copied from
+someone else is a list of places on this machine it will read: :func:`opened_elsewhere` gives
+the line that names them when a database is opened away from where it was last written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -84,3 +89,26 @@ def move_root(db, old: str, new: str | os.PathLike) -> int:
 
     db.update_meta(change)
     return n
+
+
+def opened_elsewhere(db_path: str | os.PathLike) -> str | None:
+    """One line naming the places a database reads when it is opened from a folder other than
+    the one its writers last ran in (``written_at`` in ``chorus.json``); None otherwise, and for
+    a folder that is not a readable database (the verb itself says what is wrong).
+
+    Read from ``chorus.json`` alone: opening a database to warn about it must not change it.
+    """
+    here = Path(db_path).expanduser().resolve()
+    try:
+        meta = json.loads((here / "chorus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    written = meta.get("written_at") if isinstance(meta, dict) else None
+    if not isinstance(written, str) or written == str(here):
+        return None
+    roots = [str(r) for r in meta.get("audio_roots", [])] or ["none"]
+    line = f"{here} was last written at {written}; it reads audio under {', '.join(roots)}"
+    links = [str(t) for t in meta.get("link_targets", [])]
+    if links:
+        line += f" and, through links, {', '.join(links)}"
+    return line

@@ -139,6 +139,22 @@ def test_nan_raises_when_reached_while_streaming(write_audio, noise):
         list(audio.iter_windows(inf, 32000, 1.0, 1.0))
 
 
+def test_finite_samples_far_beyond_full_scale_raise_where_they_are(write_audio, noise):
+    """1e20 is finite but no audio: its squares overflow float32 and embedded as zero vectors."""
+    x = noise(10.0, SR)
+    x[int(7.5 * SR)] = 1e20
+    path = write_audio("huge.wav", x, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"a sample beyond .* at 7\.500 s") as err:
+        list(audio.read_blocks(path, SR, block_s=2.0))
+    assert "1e+20" not in str(err.value)  # the position, never the file's values
+    with pytest.raises(AudioError, match=r"at 7\.500 s"):
+        audio.load(path, SR, start_s=7.0, end_s=8.0)
+    assert audio.load(path, SR, start_s=1.0, end_s=2.0).shape == (1, SR)  # before it: fine
+    # a float file at an integer scale (here 24-bit) is loud, not damaged: it reads
+    scaled = write_audio("scaled.wav", noise(2.0, SR) * 2.0**23, SR, subtype="FLOAT")
+    assert np.abs(np.concatenate(list(audio.read_blocks(scaled, SR)), axis=1)).max() > 1e5
+
+
 def test_bad_arguments(write_audio, tone):
     path = write_audio("a.wav", tone(440, 1.0, SR), SR)
     with pytest.raises(ValueError, match="channels"):

@@ -39,9 +39,22 @@ def test_safe_path_refuses_outside_dotdot_and_symlinks(archive):
         audio_access.safe_path(outside, roots)
     with pytest.raises(audio_access.AudioAccessError, match="not under"):
         audio_access.safe_path(root / ".." / "secret.wav", roots)
-    # a recording linked into the archive was embedded from there: it plays from there too
+    # a link leading out of the roots opens nothing, unless an embed with --follow-links read
+    # it and chorus.json declares its target
     (root / "link.wav").symlink_to(outside)
-    assert audio_access.safe_path(root / "link.wav", roots) == root / "link.wav"
+    with pytest.raises(audio_access.AudioAccessError, match="a link leading out"):
+        audio_access.safe_path(root / "link.wav", roots)
+    followed = audio_access.audio_roots(
+        {"audio_roots": [str(root)], "link_targets": [str(outside)]}
+    )
+    assert audio_access.safe_path(root / "link.wav", followed) == root / "link.wav"
+    # a link to / in a root and a planted row through it: refused, nothing read or shown
+    (root / "slash").symlink_to("/", target_is_directory=True)
+    with pytest.raises(audio_access.AudioAccessError, match="a link leading out") as err:
+        audio_access.read_span(root / "slash" / "etc" / "passwd", followed, 0.0, 1.0, 8000)
+    assert "root:" not in str(err.value)
+    with pytest.raises(audio_access.AudioAccessError, match="not under"):
+        audio_access.safe_path(root / ".." / ".." / "etc" / "passwd", followed)
     with pytest.raises(audio_access.AudioAccessError, match="missing"):
         audio_access.safe_path(root / "gone.wav", roots)
     with pytest.raises(audio_access.AudioAccessError, match="not under"):

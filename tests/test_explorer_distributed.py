@@ -154,3 +154,35 @@ def test_worker_node_lost_mid_job(cluster, archive, reference, tmp_path):
     assert lost and lost[0] < N_GOOD
     assert (s.n_embedded, s.n_failed) == (N_GOOD, 1)
     _assert_same(db_path, reference)
+
+
+def test_ray_embeds_a_damaged_file_as_partial_like_a_single_machine_run(cluster, tmp_path):
+    """A FLAC cut mid-file: its good part embedded and the recording marked ``partial`` with
+    the damage and the decoded length, the same row and windows as without --ray."""
+    root = tmp_path / "damaged"
+    root.mkdir()
+    t = np.arange(int(12 * SR)) / SR
+    sf.write(root / "good.flac", (0.2 * np.sin(2 * np.pi * 700 * t)).astype(np.float32), SR)
+    data = (root / "good.flac").read_bytes()
+    (root / "cut.flac").write_bytes(data[: len(data) // 2])
+    plain = embed_archive(root, tmp_path / "plain.chorus", progress=False)
+    s = embed_archive(
+        root, tmp_path / "ray.chorus", progress=False, ray_address=cluster.address,
+        ray_options={"shard_windows": 1, "commit_shards": 1},
+    )  # fmt: skip
+    assert (s.n_embedded, s.n_partial, s.n_failed) == (2, 1, 0) == (
+        plain.n_embedded, plain.n_partial, plain.n_failed
+    )  # fmt: skip
+    assert s.partial == plain.partial and "cut.flac" in s.partial[0][0]
+    assert s.hours == pytest.approx(plain.hours)
+    db, ref = index.connect(tmp_path / "ray.chorus"), index.connect(tmp_path / "plain.chorus")
+    cols = [c for c in ref.recordings().columns if c != "abs_path"]
+    a, b = db.recordings()[cols], ref.recordings()[cols]
+    assert a.equals(b), (a, b)
+    assert sorted(a.status) == ["ok", "partial"]
+    key = ["recording_id", "channel", "start_s", "end_s"]
+    assert _windows(tmp_path / "ray.chorus")[key].equals(_windows(tmp_path / "plain.chorus")[key])
+    again = embed_archive(
+        root, tmp_path / "ray.chorus", progress=False, ray_address=cluster.address
+    )
+    assert (again.n_embedded, again.n_skipped) == (0, 2)

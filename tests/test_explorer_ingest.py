@@ -112,6 +112,8 @@ def test_file_turned_corrupt_loses_its_old_windows(tmp_path):
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path):
+    import explorer.ingest
+
     archive = _make_archive(tmp_path / "archive", n_files=2)
     src = sorted(archive.rglob("*.wav"))[0]
     try:
@@ -120,7 +122,14 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path
         pytest.skip("this file system refuses such names")
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_failed) == (2, 1)
-    assert s.failed == [("bad_\\xff.wav", "the file name is not valid UTF-8: rename the file")]
+    assert s.failed == [("bad_\\xff.wav", explorer.ingest.NOT_UTF8)]
+    # stored as failed under its escaped name (shown by chorus info and the Archive page)
+    recs = index.connect(tmp_path / "db.chorus").recordings().set_index("path")
+    assert recs.loc["bad_\\xff.wav", "status"] == "failed"
+    assert "not valid UTF-8" in recs.loc["bad_\\xff.wav", "error"]
+    again = embed_archive(archive, tmp_path / "db.chorus", progress=False)
+    assert (again.n_skipped, again.n_failed, len(again.failed)) == (2, 1, 1)
+    assert len(index.connect(tmp_path / "db.chorus").recordings()) == 3
 
 
 def test_bad_files_are_recorded_and_skipped(tmp_path, write_audio):
@@ -134,25 +143,30 @@ def test_bad_files_are_recorded_and_skipped(tmp_path, write_audio):
     nan = np.full(SR * 2, 0.1, np.float32)
     nan[SR] = np.nan
     write_audio(bad / "nan.wav", nan, SR, subtype="FLOAT")
+    huge = np.full(SR * 2, 0.1, np.float32)
+    huge[SR // 2] = 1e20  # finite, but embedded it was a zero vector, silently
+    write_audio(bad / "huge.wav", huge, SR, subtype="FLOAT")
     write_audio(bad / "blip.wav", 0.1 * np.ones(SR // 1000), SR)  # 1 ms
     surround = 0.1 * np.random.default_rng(1).standard_normal((96000 * 6, 6))
     write_audio(archive / "C" / "surround.wav", surround, 96000)  # 6 s, 6 channels, 96 kHz: fine
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
-    assert s.n_failed == 5 and s.n_embedded == 3
+    assert s.n_failed == 6 and s.n_embedded == 3
     failed = {p.split("/")[-1]: e for p, e in s.failed}
-    assert set(failed) == {"zero.wav", "truncated.wav", "garbage.wav", "nan.wav", "blip.wav"}
+    names = {"zero.wav", "truncated.wav", "garbage.wav", "nan.wav", "blip.wav", "huge.wav"}
+    assert set(failed) == names
     assert "nan" in failed["nan.wav"].lower()
+    assert "a sample beyond" in failed["huge.wav"] and "0.500 s" in failed["huge.wav"]
     recs = index.connect(tmp_path / "db.chorus").recordings()
-    assert (recs.status == "failed").sum() == 5
+    assert (recs.status == "failed").sum() == 6
     assert recs[recs.status == "failed"].error.str.len().min() > 0
     w = _windows(tmp_path / "db.chorus")
     assert set(w.path) == {"A/A_20240610_050000.wav", "B/B_20240611_050000.wav", "C/surround.wav"}
     assert "failed" in s.line()
     # failed files are not retried unless asked; then they fail again the same way
     s2 = embed_archive(archive, tmp_path / "db.chorus", progress=False)
-    assert (s2.n_embedded, s2.n_skipped, s2.n_failed) == (0, 3, 5)
+    assert (s2.n_embedded, s2.n_skipped, s2.n_failed) == (0, 3, 6)
     s3 = embed_archive(archive, tmp_path / "db.chorus", progress=False, retry_failed=True)
-    assert (s3.n_embedded, s3.n_failed) == (0, 5)
+    assert (s3.n_embedded, s3.n_failed) == (0, 6)
     assert len(_windows(tmp_path / "db.chorus")) == len(w)
 
 
@@ -452,8 +466,9 @@ def test_a_file_that_vanishes_before_planning_is_recorded_and_the_rest_embedded(
     import explorer.ingest
 
     archive = _make_archive(tmp_path / "archive", n_files=2)
-    found = explorer.ingest.discover(archive)
-    monkeypatch.setattr(explorer.ingest, "discover", lambda root: [*found, archive / "gone.wav"])
+    found = explorer.ingest.list_archive(archive)
+    found.files.append(archive / "gone.wav")
+    monkeypatch.setattr(explorer.ingest, "list_archive", lambda root, follow: found)
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_failed) == (2, 1) and s.failed[0][0] == "gone.wav"
 

@@ -108,3 +108,17 @@ def test_damaged_files_are_embedded_as_far_as_they_decode_and_marked_partial(tmp
     out = capsys.readouterr().out
     assert "5 damaged (embedded as far as they decode)" in out
     assert re.search(r"partial: \S+cut50\.flac: damaged at \d+\.\d\d s \(", out)
+
+
+def test_chorus_embed_lists_damaged_files_with_their_damage(tmp_path, capsys):
+    root = tmp_path / "archive"
+    root.mkdir()
+    sf.write(root / "good.flac", _signal(SECONDS), SR, subtype="PCM_16")
+    data = (root / "good.flac").read_bytes()
+    (root / "cut50.flac").write_bytes(data[: len(data) // 2])
+    argv = ["embed", str(root), "--db", str(tmp_path / "db.chorus"), "--no-progress"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "damaged:" in line]
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"  damaged: cut50\.flac: damaged at \d+\.\d\d s \(.+\).*", lines[0])

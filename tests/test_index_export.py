@@ -90,3 +90,24 @@ def test_raven_tables_of_same_named_files_never_overwrite_each_other(tmp_path):
     assert len({f.name.lower() for f in files}) == 3
     labels = sorted(read_annotations(f)["label"].iloc[0] for f in files)
     assert labels == ["owl", "tit", "wren"]
+
+
+def test_a_stopped_first_classify_exports_no_empty_file(synth, tmp_path, capsys):
+    """A first ``classify`` killed after it created the detections table left it empty: the
+    export says so and exits 1 instead of writing an empty file."""
+    from explorer import cli
+    from index.classify import DETECTIONS_SCHEMA, DETECTIONS_TABLE
+    from index.export import NoDetections
+
+    rec = train_probe(synth.db, MODEL, "owl")
+    if DETECTIONS_TABLE in synth.db.table_names():  # another test classified: start afresh
+        synth.db.open_table(DETECTIONS_TABLE).delete("true")
+    synth.db.open_table(DETECTIONS_TABLE, DETECTIONS_SCHEMA)  # what the killed run left
+    with pytest.raises(NoDetections, match=f"run `chorus classify .*--probe {rec.probe_id}`"):
+        export_detections(synth.db, rec.probe_id, tmp_path / "d.csv")
+    out = tmp_path / "det.csv"
+    argv = ["export", "--db", str(synth.db.path), "--detections", str(rec.probe_id)]
+    code = cli.main([*argv, "--format", "csv", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert err.count("\n") == 1 and "has no detections" in err

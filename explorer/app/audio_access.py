@@ -1,8 +1,11 @@
 """Reading audio for the explorer: only files under the database's registered audio roots.
 
 Paths come from the database (or from a user's pick among its recordings), but the app is a web
-server: a path is resolved (symlinks, ``..``) and must fall inside one of the roots in ``chorus.json``
-before any byte of it is read.
+server and a database folder may come from someone else: a path is resolved (symlinks, ``..``)
+and its real path must fall inside one of the places ``chorus.json`` declares (its audio roots,
+and the ``link_targets`` an embed with ``--follow-links`` read) before any byte of it is read. A
+planted row ``../../etc/passwd``, or a link in a root pointing at ``/``, is refused; messages
+name the path, never its bytes.
 """
 
 from __future__ import annotations
@@ -22,27 +25,39 @@ class AudioAccessError(Exception):
 
 
 def audio_roots(meta: dict) -> list[Path]:
-    """Resolved audio roots listed in a database's ``chorus.json`` metadata."""
-    return [Path(r).resolve() for r in meta.get("audio_roots", [])]
+    """The places a database reads, resolved: the audio roots of its ``chorus.json``, and the
+    link targets (folders or files outside them) an embed with ``--follow-links`` read."""
+    places = [*meta.get("audio_roots", []), *meta.get("link_targets", [])]
+    return [Path(os.path.realpath(r)) for r in places]
 
 
 def safe_path(path: str | Path, roots: list[Path]) -> Path:
-    """Check that ``path`` lies under one of ``roots``; raise AudioAccessError if not.
+    """Check that ``path`` lies under one of ``roots``, as written and once resolved; raise
+    AudioAccessError if not.
 
-    The check is on the path as written, with ``..`` folded away, not on where links lead: a
-    recording linked into an archive folder was embedded from there and must play from there too,
-    while no ``..`` can climb out of a root.
+    As written, with ``..`` folded away: no ``..`` climbs out of a root. Resolved (links
+    followed): a link inside a root leads only where the database declares it reads, so a link
+    to ``/`` planted in an archive folder opens nothing.
     """
     p = Path(os.path.abspath(path))  # folds "..", follows no link
-    if not any(p.is_relative_to(root) for root in roots):
+    if not _inside(p, roots):
         raise AudioAccessError(
             f"{path} is not under the database's audio roots; refusing to read it"
         )
-    if not p.is_file():
+    real = Path(os.path.realpath(p))
+    if not _inside(real, roots):
+        raise AudioAccessError(
+            f"{path} is a link leading out of the database's audio roots; refusing to read it"
+        )
+    if not real.is_file():
         raise AudioAccessError(
             f"audio file {p} is missing (moved or deleted since it was embedded?)"
         )
     return p
+
+
+def _inside(path: Path, places: list[Path]) -> bool:
+    return any(path == place or path.is_relative_to(place) for place in places)
 
 
 def file_stamp(path: str | Path) -> tuple[int, int] | None:

@@ -47,6 +47,12 @@ def add_parser(sub) -> None:
         help="run on a Ray cluster (needs chorus[distributed]): the one at ADDRESS, or without "
         "it the running one, else a local one; the database is the one a plain run writes",
     )
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="read what links under ARCHIVE_DIR point at outside it (default: refused, recorded "
+        "as failed); the database then declares those places beside its roots",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk-windows", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--shard-windows", type=int, default=None, help=argparse.SUPPRESS)
@@ -189,15 +195,23 @@ def run(args) -> int:
             store_logits=args.store_logits,
             ray_address=args.ray,
             ray_options=ray_options,
+            follow_links=args.follow_links,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
             **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )
     except (IngestError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     print(summary.line())
-    for path, error in summary.failed[:10]:
-        print(f"  failed: {path}: {error}", file=sys.stderr)
-    if len(summary.failed) > 10:
-        print(f"  … and {len(summary.failed) - 10} more", file=sys.stderr)
+    _list_files("failed", summary.failed)
+    # damaged files were embedded as far as they decode: say which, and where the damage is
+    _list_files("damaged", [(p, d.split(": partial: ", 1)[-1]) for p, d in summary.partial])
     nothing_read = summary.n_failed and not (summary.n_embedded or summary.n_skipped)
     return 1 if nothing_read else 0
+
+
+def _list_files(kind: str, files: list[tuple[str, str]], most: int = 10) -> None:
+    """The first ``most`` files of a kind with their reason, one line each, on stderr."""
+    for path, why in files[:most]:
+        print(f"  {kind}: {path}: {why}", file=sys.stderr)
+    if len(files) > most:
+        print(f"  … and {len(files) - most} more {kind}", file=sys.stderr)

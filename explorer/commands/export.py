@@ -29,8 +29,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     import index
-    from index.export import export_detections, export_labels
+    from index.export import NoDetections, export_detections, export_labels
 
     if args.format not in FOLDER_FORMATS:
         check_out_file(args.out)
@@ -40,6 +42,9 @@ def run(args) -> int:
             files = export_labels(db, args.out, args.format, label=args.label)
         else:
             files = export_detections(db, args.detections, args.out, args.format)
+    except NoDetections as err:  # a failure to find, not a usage error: exit 1, no file written
+        print(f"chorus export: error: {err}", file=sys.stderr)
+        return 1
     except (KeyError, ValueError) as err:
         raise CLIError(err.args[0] if err.args else str(err)) from None
     noun = "tables" if args.format == "raven" else "label tracks"
