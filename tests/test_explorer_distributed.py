@@ -108,6 +108,7 @@ def test_ray_embed_equals_a_single_machine_run(cluster, archive, reference, tmp_
     _assert_same(db_path, reference)
 
 
+@pytest.mark.slow  # a multi-node Ray run: in .ci/run's slow pass
 def test_driver_killed_then_rerun_gives_each_window_once(cluster, archive, reference, tmp_path):
     db_path = tmp_path / "killed.chorus"
     cmd = [sys.executable, "-m", "explorer.cli", "embed", str(archive), "--db", str(db_path),
@@ -134,6 +135,7 @@ def test_driver_killed_then_rerun_gives_each_window_once(cluster, archive, refer
     _assert_same(db_path, reference)
 
 
+@pytest.mark.slow  # a multi-node Ray run: in .ci/run's slow pass
 def test_worker_node_lost_mid_job(cluster, archive, reference, tmp_path):
     doomed = cluster.add_node(num_cpus=2)
     lost = []
@@ -156,6 +158,7 @@ def test_worker_node_lost_mid_job(cluster, archive, reference, tmp_path):
     _assert_same(db_path, reference)
 
 
+@pytest.mark.slow  # a multi-node Ray run: in .ci/run's slow pass
 def test_ray_embeds_a_damaged_file_as_partial_like_a_single_machine_run(cluster, tmp_path):
     """A FLAC cut mid-file: its good part embedded and the recording marked ``partial`` with
     the damage and the decoded length, the same row and windows as without --ray."""
