@@ -34,14 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from explorer.ingest import (
-    IngestError,
-    _expected_windows,
-    _plan,
-    _progress,
-    end_bar,
-    mark_partial,
-)
+from explorer.ingest import IngestError, end_bar, mark_partial, progress_bar
+from explorer.plan import expected_windows, plan_files
 from index.compaction import compact_if_due
 
 SHARD_WINDOWS = 1024  # windows a shard aims at: ~0.6 GB of 5 s audio at 32 kHz, float32
@@ -95,7 +89,7 @@ def plan_shards(tasks, durations: dict, spec, shard_windows: int, run_id: str) -
     for task in tasks:
         keys.append(int(task.key))
         paths.append(str(task.path))
-        n += _expected_windows(durations[task.key], spec)
+        n += expected_windows(durations[task.key], spec)
         if n >= shard_windows:
             shards.append(Shard(f"{run_id}-{len(shards):06d}", keys, paths, n))
             keys, paths, n = [], [], 0
@@ -240,7 +234,7 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     model = summary.model
     times = summary.stages = StageTimes()
     t0 = time.perf_counter()
-    tasks, durations = _plan(
+    tasks, durations = plan_files(
         db,
         model,
         audio_root,
@@ -262,7 +256,7 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
 
     extras = {"logits": int(m.n_logits)} if run["store_logits"] else {}
     uri, schema = prepare_table(db, model, m.dim, extras)
-    bar = _progress(sum(s.expected for s in shards), model, run["progress"])
+    bar = progress_bar(sum(s.expected for s in shards), model, run["progress"])
     with ray_session(run["ray_address"], opts.get("num_cpus")) as ray, contextlib.closing(bar):
         from explorer.ray_tasks import ShardEmbedder, decode_shard
 

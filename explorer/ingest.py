@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from explorer.links import list_archive
-from explorer.recordings import check_site_rule, parse_site, parse_start_time, recording_start
+from explorer.plan import add_link_targets, expected_windows, plan_files
+from explorer.recordings import check_site_rule
 from index.compaction import compact_if_due
 
 CHUNK_WINDOWS = 2000  # windows per LanceDB commit: a crash loses at most this much work
 DEFAULT_BATCH = 32  # windows per model call on a CPU
 MAX_AUTO_WORKERS = 16  # decode processes chosen for a GPU run when --workers is not given
 DEFAULT_GPU_BATCH = 256  # on CUDA: ~97 % of the best model-only rate on an H200 (batch 512)
-MIN_RECORDING_S = 0.1  # s: shorter files are recorded as failed, not embedded as a padded window
 LOCK_WAIT_S = 5.0  # s a second writer waits for the first before it gives up
 
 
@@ -301,7 +301,7 @@ def embed_archive(
         _check_not_moved(db, root)
         db.register_model(key, settings)
         audio_root = db.add_audio_root(root)
-        _add_link_targets(db, listing.link_targets)
+        add_link_targets(db, listing.link_targets)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         if ray_address is not None:
             from explorer.distributed import embed_files_ray
@@ -404,7 +404,7 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
     from embedder.batching import iter_batches
 
     model = summary.model
-    tasks, durations = _plan(
+    tasks, durations = plan_files(
         db,
         model,
         audio_root,
@@ -415,9 +415,9 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
         summary,
         run["refused"],
     )
-    expected = sum(_expected_windows(d, spec) for d in durations.values())
+    expected = sum(expected_windows(d, spec) for d in durations.values())
     writer = _ChunkWriter(db, model, run["chunk_windows"], summary)
-    bar = _progress(expected, model, run["progress"])
+    bar = progress_bar(expected, model, run["progress"])
     # the loop is done with a batch before it asks for the next: the workers may reuse its memory;
     # closing() stops the workers at once if a batch fails, not when the traceback is freed
     batches = iter_batches(
@@ -475,172 +475,6 @@ def default_workers(on_cuda: bool, cpus: int) -> int:
     """Decode processes when none are asked for: 0 on a CPU (the model is the bottleneck and needs
     the cores); on CUDA, where decoding is the bottleneck, one per core but one, up to 16."""
     return max(0, min(MAX_AUTO_WORKERS, cpus - 1)) if on_cuda else 0
-
-
-def _plan(db, model, audio_root, root, files, site, retry_failed, summary, refused=None):
-    """Register files (one commit) and decide which to embed: (tasks, {recording_id: duration_s}).
-
-    ``refused`` maps the links that are not read to their reason: they are recorded as failed.
-    A file name that is not UTF-8 is recorded as failed under its escaped name
-    (:func:`_escaped_name`).
-    """
-    refused = refused or {}
-    from index.repair import settle_windows
-
-    recs = db.recordings()
-    known = {r["path"]: r for r in recs.to_dict("records") if r["audio_root"] == audio_root}
-    # duplicates, lost or stray windows: their recordings lose the done-marker and are redone
-    done, _ = settle_windows(db, model)
-    done_ids = {int(r.recording_id): (int(r.size), float(r.mtime)) for r in done.itertuples()}
-    records, settled = [], []
-    for path in files:
-        rel = path.relative_to(root).as_posix()
-        why = refused.get(path)
-        if not _utf8(rel):
-            rel, why = _escaped_name(rel), NOT_UTF8
-        stamp = _stamp(path, rel, summary, follow=why is None)
-        if stamp is None:
-            continue
-        old = known.get(rel)
-        if old is not None and _still_good(db, model, old, stamp, done_ids, retry_failed, summary):
-            if old["status"] == "pending":  # a run stopped between its last two commits
-                settled.append(int(old["recording_id"]))
-            continue
-        if why is not None:  # never opened: recorded with its reason
-            records.append(_refused_record(rel, stamp, audio_root, site, why, summary))
-        else:
-            records.append(_new_record(path, rel, stamp, audio_root, site, summary))
-    db.set_status(settled, "ok")
-    ids = db.upsert_recordings(records) if records else []
-    return _tasks(db, model, root, known, ids, records)
-
-
-def _stamp(path: Path, rel: str, summary, follow: bool = True) -> tuple[int, float] | None:
-    """(size, mtime) of a file (of a link itself unless ``follow``), or None after recording why
-    it cannot be embedded."""
-    try:
-        st = path.stat() if follow else path.lstat()
-    except OSError as err:  # gone (or unreadable) since discovery: record it and go on
-        summary.n_failed += 1
-        summary.failed.append((rel, f"cannot be read: {err.strerror or err}"))
-        return None
-    return int(st.st_size), float(st.st_mtime)
-
-
-def _still_good(db, model, old: dict, stamp, done_ids, retry_failed, summary) -> bool:
-    """Whether a known, unchanged file needs no new run: it is embedded already, or it failed
-    before and is not retried (counted in ``summary`` either way)."""
-    rid = int(old["recording_id"])
-    if (int(old["size"]), float(old["mtime"])) != stamp:
-        return False
-    if done_ids.get(rid) == stamp:
-        summary.n_skipped += 1
-        return True
-    if old["status"] == "failed" and not retry_failed:
-        if rid in done_ids:  # windows of a version that read, before it turned bad
-            db.begin_recording(model, rid)
-        summary.n_failed += 1
-        summary.failed.append((old["path"], str(old["error"])))
-        return True
-    return False
-
-
-def _refused_record(rel: str, stamp, audio_root, site, why: str, summary) -> dict:
-    """The recordings row of a file that is not read (a refused link, a name that is not
-    UTF-8): status failed, its reason; its start time from the name alone."""
-    summary.n_failed += 1
-    summary.failed.append((rel, why))
-    return dict(
-        audio_root=audio_root,
-        path=rel,
-        size=stamp[0],
-        mtime=stamp[1],
-        site=parse_site(rel, site),
-        start_time=parse_start_time(rel.rsplit("/", 1)[-1]),
-        status="failed",
-        error=why,
-    )
-
-
-def _add_link_targets(db, targets: list[str]) -> None:
-    """Record in ``chorus.json`` the real places outside the roots that followed links read."""
-    new = [t for t in targets if t not in db.meta.get("link_targets", [])]
-    if new:
-        db.update_meta(lambda meta: meta.setdefault("link_targets", []).extend(new))
-
-
-def _new_record(path: Path, rel: str, stamp, audio_root, site, summary) -> dict:
-    """The recordings row of a file to embed, probed (or marked failed if it cannot be read)."""
-    from embedder import audio
-
-    rec = dict(
-        audio_root=audio_root,
-        path=rel,
-        size=stamp[0],
-        mtime=stamp[1],
-        site=parse_site(rel, site),
-        start_time=recording_start(path),
-        status="pending",  # "ok" once all its windows are committed
-        error=None,
-    )
-    try:
-        info = audio.probe(path)
-        if info.duration_s < MIN_RECORDING_S:
-            raise audio.AudioError(
-                f"{path}: too short to embed ({info.duration_s:.3f} s < {MIN_RECORDING_S} s)"
-            )
-        rec.update(duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels)
-    except audio.AudioError as err:
-        rec.update(status="failed", error=str(err))
-        summary.n_failed += 1
-        summary.failed.append((rel, str(err)))
-    return rec
-
-
-def _tasks(db, model, root, known, ids, records):
-    """Files to decode, and their durations, once their rows are stored."""
-    from embedder.batching import FileTask
-
-    tasks, durations = [], {}
-    for rid, rec in zip(ids, records, strict=True):
-        if rec["path"] in known:  # drop windows an interrupted or older run left (failed too)
-            db.begin_recording(model, int(rid))
-        if rec["status"] == "failed":
-            continue
-        tasks.append(FileTask(int(rid), str(root / rec["path"])))
-        durations[int(rid)] = rec["duration_s"]
-    return tasks, durations
-
-
-NOT_UTF8 = "the file name is not valid UTF-8 (stored escaped, \\xNN per byte): rename the file"
-
-
-def _escaped_name(rel: str) -> str:
-    """A name that is not UTF-8, as text: its undecodable bytes as ``\\xNN``.
-
-    Such a file is recorded as failed under this name rather than embedded: LanceDB stores
-    UTF-8 text, and a reversible encoding of the bytes would have to be undone by every reader
-    (search results, the explorer) and could not be in the exports, whose paths point into the
-    original files for Raven, Audacity and Kaleidoscope: they would name a file that does not
-    exist. The name shows which file to rename.
-    """
-    return os.fsencode(rel).decode("utf-8", "backslashreplace")
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes of the file system, kept as surrogates
-        return False
-    return True
-
-
-def _expected_windows(duration_s: float, spec) -> int:
-    """Windows a file of ``duration_s`` (its decoded length) will give."""
-    from embedder import audio
-
-    n = int(round(duration_s * spec.sample_rate))
-    return audio.count_windows(n, spec.sample_rate, spec.window_s, spec.hop_s, spec.min_tail_s)
 
 
 class _ChunkWriter:
@@ -750,7 +584,7 @@ def end_bar(bar) -> None:
     bar.refresh()
 
 
-def _progress(total: int, model: str, enabled: bool):
+def progress_bar(total: int, model: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(

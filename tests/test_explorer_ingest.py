@@ -112,7 +112,7 @@ def test_file_turned_corrupt_loses_its_old_windows(tmp_path):
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path):
-    import explorer.ingest
+    import explorer.plan
 
     archive = _make_archive(tmp_path / "archive", n_files=2)
     src = sorted(archive.rglob("*.wav"))[0]
@@ -122,7 +122,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_embedded(tmp_path
         pytest.skip("this file system refuses such names")
     s = embed_archive(archive, tmp_path / "db.chorus", progress=False)
     assert (s.n_embedded, s.n_failed) == (2, 1)
-    assert s.failed == [("bad_\\xff.wav", explorer.ingest.NOT_UTF8)]
+    assert s.failed == [("bad_\\xff.wav", explorer.plan.NOT_UTF8)]
     # stored as failed under its escaped name (shown by chorus info and the Archive page)
     recs = index.connect(tmp_path / "db.chorus").recordings().set_index("path")
     assert recs.loc["bad_\\xff.wav", "status"] == "failed"
