@@ -16,7 +16,7 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from explorer.app import state  # noqa: E402
+from explorer.app import prefs, state  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
 FAVICON = "🐦"
@@ -49,4 +49,5 @@ nav = st.navigation(
 st.sidebar.caption(f"Database: `{db_path}`")
 state.sidebar_model_picker()
 state.sidebar_card_band()
+prefs.restore_clustering(state.model())  # the map's cluster colours need it on any page
 nav.run()
