@@ -43,6 +43,8 @@ nav = st.navigation(
         st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
         st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
         st.Page(PAGES / "agile.py", title="Agile", icon=":material/autorenew:"),
+        st.Page(PAGES / "density.py", title="Density", icon=":material/density_medium:"),
+        st.Page(PAGES / "activity.py", title="Activity", icon=":material/calendar_view_month:"),
         st.Page(PAGES / "labels.py", title="Labels", icon=":material/label:"),
     ]
 )
