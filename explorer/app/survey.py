@@ -29,7 +29,7 @@ def model_probes(db, model: str) -> pd.DataFrame:
 
 
 def probe_names(probes: pd.DataFrame) -> dict[int, str]:
-    """"probe 3: 'hoot' (CV AP 0.91)" for each probe of ``model_probes``, by probe_id."""
+    """Names like "probe 3: 'hoot' (CV AP 0.91)" of the probes of ``model_probes``, by id."""
     out = {}
     for row in probes.itertuples():
         ap = row.average_precision
