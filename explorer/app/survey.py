@@ -89,9 +89,12 @@ def shown_mark(choice: str | None, still_todo: bool) -> str | None:
 
 
 def density_display(table: pd.DataFrame, level: float) -> pd.DataFrame:
-    """The density table as shown: group columns, windows, density and the interval's ends
-    (3 decimals), positives and validations done of needed."""
-    out = table.drop(columns=["validated", "needed"]).round({"density": 3, "low": 3, "high": 3})
+    """The density table as shown (as ``chorus density`` prints it): group columns, windows,
+    density and the interval's ends to 3 decimals ("—" while a stratum has no validation),
+    positives and validations done of needed."""
+    out = table.drop(columns=["validated", "needed"])
+    for col in ("density", "low", "high"):
+        out[col] = [f"{x:.3f}" if x == x else "—" for x in table[col]]
     out = out.rename(columns={"low": f"low ({level:.0%})", "high": f"high ({level:.0%})"})
     out["validated"] = table["validated"].astype(str) + " / " + table["needed"].astype(str)
     return out
