@@ -71,6 +71,7 @@ def test_density_page_validates_the_sample_and_the_table_follows(probed_db, monk
     done = int(expect.table["validated"].sum())
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Validations done"] == f"{done} of {needed}" and metrics["Label"] == "hoot"
+    assert len(at.get("download_button")) == 1  # the table as CSV
     _button(at, "Start validating").click().run()
     batch = at.session_state["dn_batch"]
     assert len(batch) == survey.BATCH

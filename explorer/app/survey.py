@@ -100,6 +100,11 @@ def density_display(table: pd.DataFrame, level: float) -> pd.DataFrame:
     return out
 
 
+def table_csv(table: pd.DataFrame) -> bytes:
+    """A table as CSV bytes (the pages' downloads)."""
+    return table.to_csv(index=False).encode()
+
+
 # --------------------------------------------------------------------------------------------------
 # Activity
 
@@ -124,8 +129,3 @@ def _collapse(full: pd.DataFrame, by: tuple[str, str]) -> pd.DataFrame:
     sums = full.groupby(list(by), sort=True)[["windows", "detections"]].sum().reset_index()
     sums["rate"] = sums["detections"] / sums["windows"].where(sums["windows"] > 0)
     return sums.assign(label=full["label"].iloc[0], threshold=full["threshold"].iloc[0])
-
-
-def table_csv(table: pd.DataFrame) -> bytes:
-    """An activity table as CSV bytes (the page's download)."""
-    return table.to_csv(index=False).encode()

@@ -40,6 +40,13 @@ m3.metric(
     "Groups with a density", f"{int(result.table['density'].notna().sum())} of {len(result.table)}"
 )
 st.dataframe(survey.density_display(result.table, result.level), hide_index=True, width="stretch")
+st.download_button(
+    "Table (CSV)",
+    survey.table_csv(result.table),
+    f"{result.label}_density_{'_'.join(by)}.csv",
+    "text/csv",
+    key="dn_dl",
+)
 st.caption(
     "Density: the fraction of windows holding the call. Each group's windows are split by score "
     "into strata and a few of each are validated; the density has a value once every stratum "
