@@ -111,8 +111,8 @@ def describe_clustering(entry: dict[str, Any]) -> str:
     ]
     when = str(entry.get("created_at", ""))[:16].replace("T", " ")
     return (
-        f"{what}{' (' + ', '.join(extra) + ')' if extra else ''}: {entry.get('n_clusters')} "
-        f"clusters over {entry.get('n_windows'):,} windows{', ' + when if when else ''}"
+        f"{what}{' (' + ', '.join(extra) + ')' if extra else ''}: {entry.get('n_clusters', '?')} "
+        f"clusters over {int(entry.get('n_windows') or 0):,} windows{', ' + when if when else ''}"
     )
 
 
