@@ -28,8 +28,13 @@ def cache_dir(db) -> Path:
 def key(db, kind: str, model: str, params: dict) -> str:
     """File stem for a cached result of ``kind`` over ``model``'s windows and the recordings."""
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    versions = "v{}r{}".format(*db.data_versions(model))
-    return f"{kind}_{model}_{versions}_{digest}"
+    return f"{current_prefix(db, kind, model)}_{digest}"
+
+
+def current_prefix(db, kind: str, model: str) -> str:
+    """The stem of every cached ``kind`` result of the current table versions, up to the
+    parameters' hash: what lists the results that are still valid."""
+    return "{}_{}_v{}r{}".format(kind, model, *db.data_versions(model))
 
 
 def prune(folder: Path, stem: str) -> None:

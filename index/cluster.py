@@ -5,11 +5,14 @@ exemplars (the members closest to the centre) and by how its windows spread over
 of the day. PCA first (to ``PCA_DIM``) because k-means and density estimates behave badly in 1536
 dimensions and the distance computations dominate the cost. HDBSCAN is fitted on a sample (it is
 quadratic-ish) and the remaining windows join the cluster of their nearest sampled neighbour.
-Results are cached under ``<db>/cache/`` keyed by the table version and the parameters.
+Results are cached under ``<db>/cache/`` keyed by the table version and the parameters, with
+the parameters beside them in a small JSON, so finished clusterings can be listed and reopened
+(``finished_clusterings``) by the explorer whoever computed them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import faiss
@@ -18,7 +21,7 @@ import pandas as pd
 
 from index import cache
 from index.cache import cache_dir
-from index.files import atomic_write
+from index.files import atomic_write, atomic_write_json
 from index.projection import PCA_FIT_ROWS, fit_pca, window_meta
 from index.timeline import window_times
 
@@ -30,6 +33,8 @@ KMEANS_POINTS_PER_CENTROID = 256  # training sample per centre (FAISS default)
 N_EXEMPLARS = 5  # exemplars kept per cluster
 METHODS = ("kmeans", "hdbscan")
 NOISE = -1  # HDBSCAN's label for windows in no cluster
+PARAM_NAMES = ("method", "k", "pca_dim", "min_cluster_size", "seed")  # a clustering's cache key
+PARAMS_SUFFIX = ".params.json"  # beside a cached clustering: its parameters, for listing
 
 
 @dataclass
@@ -240,9 +245,13 @@ def cluster_windows(
     a_path, e_path = folder / f"{stem}.parquet", folder / f"{stem}.exemplars.parquet"
     if use_cache and a_path.exists() and e_path.exists():
         try:
-            return ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
+            res = ClusterResult(pd.read_parquet(a_path), pd.read_parquet(e_path), params)
         except (OSError, ValueError):  # pruned meanwhile, or damaged: compute again
             pass
+        else:
+            if not (folder / f"{stem}{PARAMS_SUFFIX}").exists():  # cached before the listing
+                _write_params(folder / f"{stem}{PARAMS_SUFFIX}", res)
+            return res
     meta = _with_hour(db, window_meta(db, model))
     if meta.empty:
         raise ValueError(f"model {model!r} has no windows to cluster")
@@ -263,8 +272,47 @@ def cluster_windows(
     )
     atomic_write(e_path, lambda p: exemplars.to_parquet(p, index=False))
     atomic_write(a_path, lambda p: assignments.to_parquet(p, index=False))
+    result = ClusterResult(assignments, exemplars, params)
+    _write_params(folder / f"{stem}{PARAMS_SUFFIX}", result)  # last: it marks the result finished
     cache.prune(folder, stem)
-    return ClusterResult(assignments, exemplars, params)
+    return result
+
+
+def _write_params(path, res: ClusterResult) -> None:
+    labels = res.assignments["cluster"]
+    summary = {
+        "params": res.params,
+        "n_windows": int(len(labels)),
+        "n_clusters": int(labels[labels >= 0].nunique()),
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+    }
+    atomic_write_json(path, summary)
+
+
+def finished_clusterings(db, model: str) -> list[dict]:
+    """Clusterings of ``model`` cached for its current windows and recordings, newest first.
+
+    What ``chorus cluster`` or the explorer computed and ``cluster_windows`` with the same
+    parameters reads back without computing. Each entry: ``params`` (the keyword arguments of
+    ``cluster_windows``: method, k, pca_dim, min_cluster_size, seed), n_windows, n_clusters,
+    created_at (ISO time, UTC).
+    """
+    folder = cache_dir(db)
+    prefix = cache.current_prefix(db, "clusters", model)
+    found = []
+    for path in folder.glob(f"{prefix}_*{PARAMS_SUFFIX}"):
+        stem = path.name[: -len(PARAMS_SUFFIX)]
+        if not all((folder / f"{stem}{s}").exists() for s in (".parquet", ".exemplars.parquet")):
+            continue
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            params = {k: entry["params"][k] for k in PARAM_NAMES}
+            if cache.key(db, "clusters", model, params) != stem:  # not what it says it is
+                continue
+            found.append({**entry, "params": params})
+        except (OSError, ValueError, KeyError, TypeError):  # pruned meanwhile, or not ours
+            continue
+    return sorted(found, key=lambda e: str(e.get("created_at", "")), reverse=True)
 
 
 def _with_hour(db, meta: pd.DataFrame) -> pd.DataFrame:

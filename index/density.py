@@ -218,7 +218,8 @@ class DensityResult:
     ----------
     table : per group: ``by``, windows, density, low, high, positives, validated, needed.
     todo : windows of the sample still to validate: path, start_s, end_s, score, label, kind
-        ("skip", for ``chorus label --import``), the group columns and stratum.
+        ("skip", for ``chorus label --import``), the group columns, stratum, recording_id and
+        window_id.
     label, level : the probe's label and the interval's level.
     """
 
@@ -266,5 +267,6 @@ def call_density(
     table = estimate_density(strata, sample, by, level, seed=seed)
     todo = sample[~sample["kind"].isin(["positive", "negative"])]
     todo = todo.merge(recordings[["recording_id", "path"]], on="recording_id", how="left")
-    todo = todo.assign(label=name, kind="skip")[[*TODO_COLUMNS, *by, "stratum"]]
+    ids = ["recording_id", "window_id"]  # where each window is (the explorer shows it as a card)
+    todo = todo.assign(label=name, kind="skip")[[*TODO_COLUMNS, *by, "stratum", *ids]]
     return DensityResult(table, todo.reset_index(drop=True), name, level)

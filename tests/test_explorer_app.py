@@ -72,6 +72,10 @@ def fixture_db(tmp_path_factory):
 def app(fixture_db, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    from index import ui_state
+
+    # each test starts as a first session: no map colouring or clustering remembered from another
+    ui_state.state_path(fixture_db[0]).unlink(missing_ok=True)
     monkeypatch.setenv("CHORUS_DB", str(fixture_db[0]))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()

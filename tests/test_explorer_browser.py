@@ -1,7 +1,8 @@
 """Real-browser test: ``chorus explore`` on a fixture database, driven by Playwright + Debian's
 Chromium. Visits every page, runs a search, clicks a label button, trains a probe, clusters, bulk
-labels and undoes, edits on the Labels page, runs an Agile round, checks that the page asks no
-host but the app's own, and saves screenshots under tests/artifacts/ (gitignored; or
+labels and undoes, edits on the Labels page, runs an Agile round, validates windows on the
+Density page, draws the Activity heatmaps, opens a second session that finds the last map and
+clustering again, checks that the page asks no host but the app's own, and saves screenshots under tests/artifacts/ (gitignored; or
 ``$CHORUS_SCREENSHOTS``) for a person to look at."""
 
 from __future__ import annotations
@@ -161,9 +162,10 @@ def _settle(pg) -> None:
     pg.wait_for_timeout(300)
 
 
-def _goto(pg, title: str) -> None:
+def _goto(pg, title: str, heading: str | None = None) -> None:
     pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    pg.get_by_role("heading", name=title if title != "Search" else "Search by example").wait_for()
+    default = title if title != "Search" else "Search by example"
+    pg.get_by_role("heading", name=heading or default).wait_for()
     _settle(pg)
 
 
@@ -331,4 +333,50 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     pg.get_by_test_id("stDataFrame").first.wait_for()
     _no_exception(pg)
     _shot(pg, "8_labels")
+
+    _goto(pg, "Density", "Call density")
+    pg.get_by_text("Validations done").wait_for()
+    pg.get_by_role("button", name="Start validating").click()
+    _settle(pg)
+    pg.get_by_text(re.compile(r"Batch: 0 of \d+ windows answered")).wait_for()
+    for i, kind in enumerate(("positive", "negative", "skip")):
+        # the i-th card's button (a button with a tooltip also has a hidden twin)
+        pg.locator(f"[class*='st-key-dn-'][class*='-{kind}'] button:visible").nth(i).click()
+        _settle(pg)
+    pg.get_by_text(re.compile(r"Batch: 2 of \d+ windows answered")).wait_for()
+    pg.get_by_role("button", name=re.compile("Undo: Stored 1 × negative")).wait_for()
+    pg.get_by_test_id("stImage").first.wait_for()
+    _no_exception(pg)
+    _shot(pg, "9_density")
+
+    _goto(pg, "Activity")
+    pg.locator(".js-plotly-plot").nth(1).wait_for()
+    pg.get_by_role("button", name="Table (CSV): site × hour").wait_for()
+    _no_exception(pg)
+    _shot(pg, "10_activity")
     assert shutil.disk_usage(ARTIFACTS).free > 0
+
+
+def test_a_new_session_opens_with_the_last_map_and_clustering(page, server):
+    """Another browser (a new Streamlit session) opens where the first one left off."""
+    pg = page
+    _goto(pg, "Map")
+    pg.get_by_text("hour", exact=True).click()  # colour by hour of day
+    _settle(pg)
+    _goto(pg, "Clusters")
+    pg.get_by_text("clusters over 36 windows").wait_for()
+    fresh = pg.context.browser.new_page(viewport={"width": VIEWPORT[0], "height": VIEWPORT[1]})
+    fresh.set_default_timeout(STEP_TIMEOUT_MS)
+    fresh.goto(server[0])
+    fresh.get_by_role("heading", name="Archive").wait_for()
+    _settle(fresh)
+    _goto(fresh, "Clusters")
+    fresh.get_by_text("clusters over 36 windows").wait_for()  # reopened, not run again
+    fresh.get_by_text(re.compile(r"Finished clusterings of spectral")).wait_for()
+    _no_exception(fresh)
+    _goto(fresh, "Map")
+    assert fresh.get_by_role("radio", name="hour", exact=True).is_checked()
+    assert not fresh.get_by_role("radio", name="site", exact=True).is_checked()
+    _no_exception(fresh)
+    _shot(fresh, "11_map_new_session")
+    fresh.close()

@@ -153,4 +153,4 @@ def test_maps_and_clusters_show_a_renamed_site(tmp_path):
     res = cluster_windows(db, MODEL, k=2)
     for rows in (coords, res.assignments):
         assert set(rows.loc[rows["recording_id"] == 0, "site"]) == {"RENAMED"}
-    assert len(list((db.path / "cache").iterdir())) == 4  # one projection, one clustering
+    assert len(list((db.path / "cache").iterdir())) == 5  # a projection, a clustering + params

@@ -16,7 +16,7 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from explorer.app import state  # noqa: E402
+from explorer.app import prefs, state  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
 FAVICON = "🐦"
@@ -43,10 +43,13 @@ nav = st.navigation(
         st.Page(PAGES / "classify.py", title="Classify", icon=":material/model_training:"),
         st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/bubble_chart:"),
         st.Page(PAGES / "agile.py", title="Agile", icon=":material/autorenew:"),
+        st.Page(PAGES / "density.py", title="Density", icon=":material/density_medium:"),
+        st.Page(PAGES / "activity.py", title="Activity", icon=":material/calendar_view_month:"),
         st.Page(PAGES / "labels.py", title="Labels", icon=":material/label:"),
     ]
 )
 st.sidebar.caption(f"Database: `{db_path}`")
 state.sidebar_model_picker()
 state.sidebar_card_band()
+prefs.restore_clustering(state.model())  # the map's cluster colours need it on any page
 nav.run()

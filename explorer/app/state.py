@@ -258,10 +258,19 @@ def recording_view(path: str, abs_path: str, start_s: float, end_s: float, sr: i
 
 
 @st.cache_data(show_spinner="Clustering…", max_entries=8)
-def clusters(path: str, model: str, version: str, method: str, k: int):
+def clusters(
+    path: str,
+    model: str,
+    version: str,
+    method: str,
+    k: int,
+    pca_dim: int | None = None,
+    min_cluster_size: int | None = None,
+    seed: int = 0,
+):
     from index.cluster import cluster_windows
 
-    return cluster_windows(_connect(path), model, method=method, k=int(k))
+    return cluster_windows(_connect(path), model, method, int(k), pca_dim, min_cluster_size, seed)
 
 
 def current_clusters():

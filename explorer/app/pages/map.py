@@ -1,22 +1,33 @@
 """Map: every window as a point (PCA or UMAP of a sample), coloured by site, hour, cluster, label or
-probe score. Draw a box or lasso around points to list them, listen, see spectrograms, label them."""
+probe score. Draw a box or lasso around points to list them, listen, see spectrograms, label them.
+The projection, point count and colouring are remembered for the next session (``prefs``)."""
 
 import streamlit as st
 
 from explorer import plots
-from explorer.app import backend, state, widgets
+from explorer.app import backend, prefs, state, widgets
 
 MAX_CARDS = 12  # selected windows shown as cards (all of them go in the table and the bulk label)
 MAX_SELECTED = 5000  # windows taken from one selection (a lasso over a 50 k map can hold them all)
 
+METHODS = ("pca", "umap")
+POINTS = (1_000, 5_000, 20_000, 50_000)
+COLOURS = ("site", "hour", "cluster", "label", "score")
+# a new session opens with this database's last choices (widget key -> options, default)
+CHOICES = {
+    "map_method": (METHODS, "pca"),
+    "map_n": (POINTS, 50_000),
+    "map_colour": (COLOURS, "site"),
+}
+
 st.title("Map")
 model = state.require_model()
+prefs.restore("map", CHOICES)
 c1, c2, c3 = st.columns([1, 1, 2])
-method = c1.radio("Projection", ["pca", "umap"], horizontal=True, key="map_method")
-n = c2.select_slider("Points", [1_000, 5_000, 20_000, 50_000], 50_000, key="map_n")
-colour = c3.radio(
-    "Colour by", ["site", "hour", "cluster", "label", "score"], horizontal=True, key="map_colour"
-)
+method = c1.radio("Projection", METHODS, horizontal=True, key="map_method")
+n = c2.select_slider("Points", POINTS, key="map_n")
+colour = c3.radio("Colour by", COLOURS, horizontal=True, key="map_colour")
+prefs.remember("map", list(CHOICES))
 
 version = backend.table_version(state.db(), model)
 try:
