@@ -511,6 +511,29 @@ def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
 
 
 @contextmanager
+def c_stderr_muted() -> Iterator[None]:
+    """Silence what C code writes to file descriptor 2 meanwhile.
+
+    libsndfile's MPEG decoder (mpg123) prints notes such as "Warning: Xing stream size off by
+    more than 1%" straight to the descriptor while a file is opened; such a file goes to FFmpeg
+    anyway, and its real faults are reported by us, once. Kept to the open (milliseconds):
+    whatever another thread writes to stderr then is lost too.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a detached process): nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
 def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
     """Open ``path`` for decoding by content; every failure becomes an :class:`AudioError`."""
     p = Path(path)
@@ -526,7 +549,8 @@ def open_audio(path: str | os.PathLike) -> Iterator[Decoder]:
         fh.seek(0)
         reason = None
         try:
-            snd = stack.enter_context(sf.SoundFile(fh))
+            with c_stderr_muted():
+                snd = stack.enter_context(sf.SoundFile(fh))
         except _SF_ERRORS as err:
             reason = _reason(err)
         else:

@@ -71,8 +71,10 @@ def start_time_from_metadata(path: str | Path) -> datetime | None:
     """Recording start from the file's tags (AudioMoth comment, or an ISO date tag), else None."""
     import soundfile as sf
 
+    from embedder.decode import c_stderr_muted
+
     try:
-        with open(path, "rb") as fh, sf.SoundFile(fh) as snd:
+        with open(path, "rb") as fh, c_stderr_muted(), sf.SoundFile(fh) as snd:
             comment, date = snd.comment or "", snd.date or ""
     except (OSError, RuntimeError, sf.SoundFileError):
         return None

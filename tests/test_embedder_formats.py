@@ -246,3 +246,14 @@ def test_an_unrecognised_file_is_named_without_echoing_its_bytes(tmp_path):
     message = str(caught.value)
     assert "not a recognised audio format" in message
     assert "72 6f 6f 74" not in message and "root:x" not in message
+
+
+def test_a_cut_mp3_leaves_no_library_notes_on_stderr(tmp_path, capfd):
+    """libsndfile's mpg123 prints "Warning: Xing stream size off ..." straight to descriptor 2 on
+    opening a cut MP3: our one damage line is all a user should see."""
+    mp3 = encode(tmp_path / "a.mp3", material(3.0, SR), SR, "libmp3lame", "mp3", None, VBR_MP3)
+    mp3.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
+    capfd.readouterr()
+    with pytest.raises(audio.PartialAudio):
+        list(audio.read_blocks(mp3, SR, "all"))
+    assert "Xing" not in capfd.readouterr().err
