@@ -26,7 +26,7 @@ from .faiss_index import (
     full_build,
 )
 from .files import atomic_write
-from .tiers import Tier, refine_k_factor, tier_for_factory
+from .tiers import Tier, tier_for_factory
 
 log = logging.getLogger("chorus")
 
@@ -127,7 +127,8 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         if not _needs_rebuild(old, tier, auto, n, int((~present).sum())):
             if auto and "k_factor" in old.settings.params and "k_factor" not in explicit:
                 # a grown archive needs a longer re-rank shortlist; never shorten a stored one
-                grown = max(old.settings.params["k_factor"], refine_k_factor(n))
+                sized = tier.params_for_size(n).get("k_factor", 0)
+                grown = max(old.settings.params["k_factor"], sized)
                 old.settings.params["k_factor"] = grown
             return _update(db, old, snap, explicit)
     ann = full_build(snap, model, tier, params, auto)

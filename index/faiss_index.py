@@ -10,9 +10,12 @@ of :mod:`index.tiers`), all on L2-normalised vectors with inner product:
 
 * n < ``FLAT_MAX``           flat   ``SQfp16``                exact, 2*d bytes/vector
 * n < ``HNSW_MAX``           hnsw   ``HNSW32,SQfp16``         graph search, float16 vectors kept
-* otherwise                  ivf    ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
+* 2*d*n < ``LOWMEM_BYTES``   ivf    ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
                              shortlist (``k_factor`` x k, growing with n) re-ranked exactly
                              with the stored float16 vectors
+* otherwise                  lowmem ``IVF<nlist>,PQ<d/8>x4fs``  the same codes, no vectors in
+                             RAM: the search re-ranks the shortlist with vectors read from
+                             the LanceDB table (index/search.py), ``.exact()`` streams the table
 
 Float16 storage is the default (``float16=False`` keeps float32: ``Flat`` / ``RFlat``): it rounds
 a unit vector's components by <= 2**-11 relative, scores by ~1e-5, which leaves recall@10
@@ -55,12 +58,15 @@ from .tiers import (
     IVF_KMEANS_ITERS,
     IVF_NPROBE,
     IVF_REGROW_FACTOR,
+    LOWMEM_K_FACTOR,
+    PQ_DIMS_PER_CODE,
     REFINE_K_FACTOR,
     REFINE_K_FACTOR_BASE_N,
     REFINE_K_FACTOR_MIN,
     FlatTier,
     HnswTier,
     IvfTier,
+    LowMemTier,
     Tier,
     base_index,
     refine_k_factor,
@@ -77,6 +83,7 @@ __all__ = [  # per-tier constants re-exported: callers and benchmarks read them 
     "IVF_KMEANS_ITERS",
     "IVF_NPROBE",
     "IVF_REGROW_FACTOR",
+    "LOWMEM_K_FACTOR",
     "REFINE_K_FACTOR",
     "REFINE_K_FACTOR_BASE_N",
     "REFINE_K_FACTOR_MIN",
@@ -95,6 +102,10 @@ __all__ = [  # per-tier constants re-exported: callers and benchmarks read them 
 
 FLAT_MAX = 20_000  # windows; exact search reads 4*d bytes/window/query (~20-40 ms at 1536-d)
 HNSW_MAX = 100_000  # windows; HNSW builds at ~1.2 ms/window on 2 cores; IVF builds faster beyond
+# bytes of the float16 re-rank copy (2*d per window) beyond which the index keeps codes only:
+# 4 GiB is 1.4 M windows of 1536-d, where that copy would be most of a laptop's free memory
+# and the whole search process no longer fits the 2 GB target of the 100 M-window plan
+LOWMEM_BYTES = 4 << 30
 TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell (FAISS warns below 39)
 TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)
 REBUILD_DELETED_FRACTION = 0.2  # rebuild when this share of indexed windows is deleted
@@ -150,8 +161,10 @@ def choose_tier(n: int, dim: int, float16: bool = True) -> tuple[Tier, dict]:
         tier = FlatTier.for_size(n, dim, float16)
     elif n < HNSW_MAX:
         tier = HnswTier.for_size(n, dim, float16)
-    else:
+    elif 2 * dim * n < LOWMEM_BYTES or dim % PQ_DIMS_PER_CODE:
         tier = IvfTier.for_size(n, dim, float16)
+    else:
+        tier = LowMemTier.for_size(n, dim)
     return tier, tier.params_for_size(n)
 
 

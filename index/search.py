@@ -332,14 +332,19 @@ class _Engine:
         scores = np.empty(0, np.float32)
         offsets = np.empty(0, np.int64)
         if n_in_ann:
-            s, pos = search(self.q[None, :], min(k, n_in_ann), mask)
+            want = min(k, n_in_ann)
+            rerank = check and ann.tier.rerank_from_table
+            fetch = min(ann.tier.shortlist(want, ann.settings.params), n_in_ann) if rerank else want
+            s, pos = search(self.q[None, :], fetch, mask)
             s, pos = s[0], pos[0]
             valid = pos >= 0
-            if int(valid.sum()) < min(k, n_in_ann):
+            if int(valid.sum()) < want:
                 if check:
                     return None
                 raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
+            if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
+                scores = self.db.search_state.vectors_for(self.snap, offsets) @ self.q
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:

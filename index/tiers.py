@@ -15,6 +15,9 @@ flat       ``SQfp16``, ``Flat``                    exhaustive, exact
 hnsw       ``HNSW32,SQfp16``                       graph beam (``efSearch``)
 ivf        ``IVF4096,PQ192x4fs,Refine(SQfp16)``    IVF cells (``nprobe``); with a refine stage
                                                    FAISS re-ranks ``k_factor`` x k exactly
+lowmem     ``IVF4096,PQ192x4fs``                   IVF-PQ codes only in RAM; the shortlist
+                                                   (``k_factor`` x k) is re-ranked exactly with
+                                                   vectors read from the LanceDB table
 =========  ======================================  =============================================
 """
 
@@ -40,6 +43,9 @@ REFINE_K_FACTOR_MIN = 16
 REFINE_K_FACTOR_BASE_N = 150_000  # k_factor doubles for each doubling of n beyond this
 IVF_REGROW_FACTOR = 4  # rebuild an IVF index when the archive grew this much since training
 EF_MAX = 4096  # cap on the boosted HNSW beam for filtered searches
+# lowmem shortlist / k: each candidate is a LanceDB row read (~15 us); with these codes 64 gave
+# recall@10 0.96 at 1M (see REFINE_K_FACTOR), and lowmem_index_bench.py measures it again
+LOWMEM_K_FACTOR = 64
 PQ_DIMS_PER_CODE = 8  # fast-scan PQ: one 4-bit code per 8 dimensions (d/16 bytes per vector)
 
 # the storage part of a factory that keeps each vector exactly (float32) or as float16
@@ -99,6 +105,11 @@ class Tier:
         """Does a search score every vector (so ANN results are exact)?"""
         return False
 
+    @property
+    def rerank_from_table(self) -> bool:
+        """Must the caller re-rank a ``k_factor`` x k shortlist with the table's vectors?"""
+        return False
+
     def default_params(self) -> dict:
         """Search parameters of an index built from an explicit factory string."""
         return {}
@@ -127,6 +138,10 @@ class Tier:
     def outgrown(self, n: int, built_n: int) -> bool:
         """Should an index built over ``built_n`` vectors be rebuilt now that there are ``n``?"""
         return False
+
+    def shortlist(self, k: int, params: dict) -> int:
+        """How many candidates to ask the index for when ``rerank_from_table``."""
+        return k
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -239,17 +254,50 @@ class IvfTier(Tier):
         return n > IVF_REGROW_FACTOR * max(built_n, 1)  # too few cells for the archive now
 
 
-TIERS = {cls.kind: cls for cls in (FlatTier, HnswTier, IvfTier)}
+@dataclasses.dataclass(frozen=True)
+class LowMemTier(IvfTier):
+    """IVF with product-quantised codes only (fast-scan PQ, d/16 bytes a vector in RAM): the
+    caller re-ranks a ``k_factor`` x k shortlist exactly with vectors read from the table, so
+    resident memory is the codes plus the ids, not the vectors."""
+
+    factory: str = "IVF4096,PQ192x4fs"
+    kind: ClassVar[str] = "lowmem"
+
+    @classmethod
+    def for_size(cls, n: int, dim: int, float16: bool = True) -> LowMemTier:
+        if dim % PQ_DIMS_PER_CODE:
+            raise ValueError(f"the low-memory tier needs d divisible by {PQ_DIMS_PER_CODE}")
+        return cls(f"IVF{ivf_cells(n)},PQ{dim // PQ_DIMS_PER_CODE}x4fs")
+
+    @property
+    def rerank_from_table(self) -> bool:
+        return True
+
+    def default_params(self) -> dict:
+        return {"nprobe": IVF_NPROBE, "k_factor": LOWMEM_K_FACTOR}
+
+    def params_for_size(self, n: int) -> dict:
+        return self.default_params()
+
+    def shortlist(self, k: int, params: dict) -> int:
+        return max(k, math.ceil(k * float(params.get("k_factor", LOWMEM_K_FACTOR))))
+
+
+TIERS = {cls.kind: cls for cls in (FlatTier, HnswTier, IvfTier, LowMemTier)}
 
 
 def tier_for_factory(factory: str) -> Tier:
     """The tier of a FAISS factory string (an explicit ``--index``, or settings saved before
-    tiers were): ``HNSW…`` hnsw; ``IVF…`` ivf; anything else flat."""
+    tiers were): ``HNSW…`` hnsw; ``IVF…`` with product quantisation and no refine stage
+    lowmem (its re-rank reads the table); other ``IVF…`` ivf; anything else flat."""
     parts = factory.split(",")
     head = parts[0].upper()
     if head.startswith("HNSW"):
         return HnswTier(factory)
     if head.startswith("IVF"):
+        pq = len(parts) > 1 and parts[1].startswith("PQ")
+        if pq and _refine_part(parts) is None:
+            return LowMemTier(factory)
         return IvfTier(factory)
     return FlatTier(factory)
 
