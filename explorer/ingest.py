@@ -158,6 +158,7 @@ def embed_archive(
     lock_wait_s: float = LOCK_WAIT_S,
     ray_address: str | None = None,
     ray_options: dict | None = None,
+    vector_dtype: str | None = None,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -209,6 +210,9 @@ def embed_archive(
     ray_options : dict, optional
         Settings of the Ray run (see :func:`explorer.distributed.embed_files_ray`), e.g.
         ``{"shard_windows": 512, "commit_shards": 8}``.
+    vector_dtype : "float32" | "float16", optional
+        How the vectors are stored (``--store``); fixed by the model's first embed, None keeps
+        what is stored (float32 for a new model).
 
     Returns
     -------
@@ -264,7 +268,10 @@ def embed_archive(
         summary = IngestSummary(Path(db_path), model, n_found=len(files))
         _check_same_settings(db, model, settings)
         _check_not_moved(db, root)
-        db.register_model(model, settings)
+        try:  # the storage type is fixed by the model's first embed
+            db.register_model(model, settings, vector_dtype=vector_dtype)
+        except ValueError as err:
+            raise IngestError(f"--store: {err}") from None
         audio_root = db.add_audio_root(root)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         if ray_address is not None:
