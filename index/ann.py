@@ -170,8 +170,8 @@ def _update(db, old: AnnIndex, snap, explicit: dict) -> IndexSettings:
 
 
 def index_state(db, model: str) -> dict:
-    """{"state": "none"|"current"|"stale"|"damaged", factory, n_vectors, table_version, new,
-    deleted} (``problem``: what is wrong with a damaged index)."""
+    """{"state": "none"|"current"|"stale"|"damaged", factory, tier, n_vectors, table_version,
+    new, deleted} (``problem``: what is wrong with a damaged index)."""
     ann, problem = verified_index(db, model)
     snap = db.snapshot(model)
     if problem:
@@ -189,6 +189,7 @@ def index_state(db, model: str) -> dict:
     return {
         "state": "current" if n_new == 0 and n_deleted == 0 else "stale",
         "factory": ann.settings.factory,
+        "tier": ann.tier.kind,
         "params": ann.settings.params,
         "n_vectors": len(ann),
         "index_table_version": ann.settings.table_version,
