@@ -324,11 +324,16 @@ class _Engine:
         ann = self.ann if check else self.kernel
         mapping = self.db.search_state.ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
         off_of_pos, new_offsets = mapping
-        pos_allowed = off_of_pos >= 0
-        if self.allowed is not None:
-            pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
-        n_in_ann = int(np.count_nonzero(pos_allowed))
-        mask = None if n_in_ann == len(ann) else pos_allowed
+        # every indexed window still in the table is one snapshot offset not in new_offsets:
+        # an unfiltered search over an index without deletions needs no O(n) mask per query
+        n_in_ann = len(self.snap) - len(new_offsets)
+        mask = None
+        if self.allowed is not None or n_in_ann < len(ann):
+            mask = off_of_pos >= 0
+            if self.allowed is not None:
+                mask &= self.allowed[np.maximum(off_of_pos, 0)]
+            n_in_ann = int(np.count_nonzero(mask))
+            mask = None if n_in_ann == len(ann) else mask
         scores = np.empty(0, np.float32)
         offsets = np.empty(0, np.int64)
         if n_in_ann:
@@ -344,7 +349,7 @@ class _Engine:
                 raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
             if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
-                scores = self.db.search_state.vectors_for(self.snap, offsets) @ self.q
+                scores = self._table_vectors(offsets) @ self.q
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:
@@ -355,6 +360,19 @@ class _Engine:
                 offsets = np.concatenate([offsets, extra])
         order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
         return scores[order], offsets[order]
+
+    def _table_vectors(self, offsets: np.ndarray) -> np.ndarray:
+        """Unit vectors (m, dim) float32 at snapshot ``offsets`` (unique), taken straight from
+        the snapshot's Lance dataset: one ``take`` of the rows, about half the time of the
+        LanceDB query layer's ``take_offsets`` for a re-rank shortlist."""
+        order = np.argsort(offsets)
+        rows = offsets[order]
+        got = self.snap.table.to_lance().take(rows, columns=["window_id", "vector"])
+        if not np.array_equal(got["window_id"].to_numpy(), self.snap.window_id[rows]):
+            raise RuntimeError("Lance returned unexpected rows for a re-rank read")
+        out = np.empty((len(offsets), self.snap.dim), np.float32)
+        out[order] = vectors_to_numpy(got["vector"])
+        return out
 
 
 class SearchState:
