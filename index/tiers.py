@@ -43,9 +43,10 @@ REFINE_K_FACTOR_MIN = 16
 REFINE_K_FACTOR_BASE_N = 150_000  # k_factor doubles for each doubling of n beyond this
 IVF_REGROW_FACTOR = 4  # rebuild an IVF index when the archive grew this much since training
 EF_MAX = 4096  # cap on the boosted HNSW beam for filtered searches
-# lowmem shortlist / k: each candidate is a LanceDB row read (~15 us); with these codes 64 gave
-# recall@10 0.96 at 1M (see REFINE_K_FACTOR), and lowmem_index_bench.py measures it again
+# lowmem shortlist / k (each candidate is one row read from Lance): recall@10 0.97 at 2M (48:
+# 0.91), and 32 gave 1.0 at 500k (16: 0.94): it doubles per 4x windows (lowmem_index_bench.py)
 LOWMEM_K_FACTOR = 64
+LOWMEM_K_FACTOR_BASE_N = 2_000_000
 PQ_DIMS_PER_CODE = 8  # fast-scan PQ: one 4-bit code per 8 dimensions (d/16 bytes per vector)
 
 # the storage part of a factory that keeps each vector exactly (float32) or as float16
@@ -277,7 +278,8 @@ class LowMemTier(IvfTier):
         return {"nprobe": IVF_NPROBE, "k_factor": LOWMEM_K_FACTOR}
 
     def params_for_size(self, n: int) -> dict:
-        return self.default_params()
+        steps = max(0, math.ceil(math.log(max(n, 1) / LOWMEM_K_FACTOR_BASE_N, 4)))
+        return {"nprobe": IVF_NPROBE, "k_factor": float(LOWMEM_K_FACTOR * 2**steps)}
 
     def shortlist(self, k: int, params: dict) -> int:
         return max(k, math.ceil(k * float(params.get("k_factor", LOWMEM_K_FACTOR))))

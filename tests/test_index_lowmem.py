@@ -65,6 +65,9 @@ def test_auto_picks_the_low_memory_tier_by_size(lowmem):
     assert fi.choose_tier(10**8, 100)[0].kind == "ivf"  # d not divisible by 8: no fast-scan PQ
     assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")
     assert tiers.tier_for_factory("IVF8,PQ8x4fs").kind == "lowmem"
+    # the shortlist doubles per 4x windows beyond the measured 2 M
+    sized = [tiers.LowMemTier().params_for_size(n)["k_factor"] for n in (2e6, 8e6, 1e8)]
+    assert sized == [fi.LOWMEM_K_FACTOR, 2 * fi.LOWMEM_K_FACTOR, 8 * fi.LOWMEM_K_FACTOR]
 
 
 def test_search_reranks_the_shortlist_exactly_without_scanning_the_table(lowmem, monkeypatch):
