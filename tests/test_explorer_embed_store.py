@@ -2,7 +2,6 @@
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import soundfile as sf
 
 import index
@@ -11,7 +10,6 @@ from explorer.cli import main
 SR = 32000
 
 
-@pytest.mark.slow  # three embeds of the CLI (~10 s each on two busy cores)
 def test_embed_store_float16_then_search_and_a_conflicting_store(tmp_path, capsys):
     root = tmp_path / "archive"
     root.mkdir()
