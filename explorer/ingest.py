@@ -186,6 +186,7 @@ def embed_archive(
     ray_address: str | None = None,
     ray_options: dict | None = None,
     follow_links: bool = False,
+    vector_dtype: str | None = None,
 ) -> IngestSummary:
     """Embed every recording under ``archive_dir`` into the database at ``db_path``.
 
@@ -242,6 +243,9 @@ def embed_archive(
         ``link_targets``, which the explorer may then read too). Without it such links, dangling
         links and link loops are recorded as failed with their reason and never opened
         (:mod:`explorer.links`).
+    vector_dtype : "float32" | "float16", optional
+        How the vectors are stored (``--store``); fixed by the model's first embed, None keeps
+        what is stored (float32 for a new model).
 
     Returns
     -------
@@ -299,7 +303,10 @@ def embed_archive(
         key = model_key(db, model, settings)
         summary = IngestSummary(Path(db_path), key, n_found=len(files))
         _check_not_moved(db, root)
-        db.register_model(key, settings)
+        try:  # the storage type is fixed by the model's first embed
+            db.register_model(key, settings, vector_dtype=vector_dtype)
+        except ValueError as err:
+            raise IngestError(f"--store: {err}") from None
         audio_root = db.add_audio_root(root)
         add_link_targets(db, listing.link_targets)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)

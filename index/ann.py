@@ -17,19 +17,16 @@ import numpy as np
 
 from .faiss_index import (
     ADD_BATCH,
-    IVF_REGROW_FACTOR,
     REBUILD_DELETED_FRACTION,
     AnnIndex,
     IndexDamaged,
     IndexSettings,
     check_params,
-    choose_factory,
-    default_params,
-    family,
+    choose_tier,
     full_build,
-    refine_k_factor,
 )
 from .files import atomic_write
+from .tiers import Tier, tier_for_factory
 
 log = logging.getLogger("chorus")
 
@@ -83,16 +80,16 @@ def _mismatch(db, model: str, ann: AnnIndex) -> str | None:
     return None
 
 
-def _needs_rebuild(old: AnnIndex, factory: str, auto: bool, n: int, n_deleted: int) -> bool:
+def _needs_rebuild(old: AnnIndex, tier: Tier, auto: bool, n: int, n_deleted: int) -> bool:
     s = old.settings
     if auto != s.auto or s.dim != old.index.d:
         return True
-    if not auto and factory != s.factory:
+    if not auto and tier.factory != s.factory:
         return True
-    if auto and family(factory) != family(s.factory):
+    if auto and tier.kind != old.tier.kind:
         return True  # the archive crossed a size threshold
-    if family(s.factory) == "ivf" and n > IVF_REGROW_FACTOR * max(s.built_n, 1):
-        return True  # too few IVF cells for the archive now
+    if old.tier.outgrown(n, s.built_n):
+        return True
     return n_deleted > REBUILD_DELETED_FRACTION * max(len(old), 1)
 
 
@@ -115,10 +112,11 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
     float16 = bool(explicit.pop("float16", True))
     auto = factory == "auto"
     if auto:
-        factory, chosen = choose_factory(n, snap.dim, float16)
+        tier, chosen = choose_tier(n, snap.dim, float16)
         params = {**chosen, **explicit}
     else:
-        params = {**default_params(factory), **explicit}
+        tier = tier_for_factory(factory)
+        params = {**tier.default_params(), **explicit}
     old = None
     if not rebuild:  # a damaged index, or another table's, is rebuilt
         old = verified_index(db, model)[0]
@@ -126,13 +124,14 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         old = None
     if old is not None:
         present = snap.contains(old.ids)
-        if not _needs_rebuild(old, factory, auto, n, int((~present).sum())):
+        if not _needs_rebuild(old, tier, auto, n, int((~present).sum())):
             if auto and "k_factor" in old.settings.params and "k_factor" not in explicit:
                 # a grown archive needs a longer re-rank shortlist; never shorten a stored one
-                grown = max(old.settings.params["k_factor"], refine_k_factor(n))
+                sized = tier.params_for_size(n).get("k_factor", 0)
+                grown = max(old.settings.params["k_factor"], sized)
                 old.settings.params["k_factor"] = grown
             return _update(db, old, snap, explicit)
-    ann = full_build(snap, model, factory, params, auto)
+    ann = full_build(snap, model, tier, params, auto)
     ann.settings.database_id = db.database_id
     ann.save(db.faiss_dir)
     return ann.settings
@@ -171,8 +170,8 @@ def _update(db, old: AnnIndex, snap, explicit: dict) -> IndexSettings:
 
 
 def index_state(db, model: str) -> dict:
-    """{"state": "none"|"current"|"stale"|"damaged", factory, n_vectors, table_version, new,
-    deleted} (``problem``: what is wrong with a damaged index)."""
+    """{"state": "none"|"current"|"stale"|"damaged", factory, tier, n_vectors, table_version,
+    new, deleted} (``problem``: what is wrong with a damaged index)."""
     ann, problem = verified_index(db, model)
     snap = db.snapshot(model)
     if problem:
@@ -190,6 +189,7 @@ def index_state(db, model: str) -> dict:
     return {
         "state": "current" if n_new == 0 and n_deleted == 0 else "stale",
         "factory": ann.settings.factory,
+        "tier": ann.tier.kind,
         "params": ann.settings.params,
         "n_vectors": len(ann),
         "index_table_version": ann.settings.table_version,

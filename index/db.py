@@ -211,22 +211,32 @@ class Database:
     def faiss_dir(self) -> Path:
         return self.path / FAISS_DIR
 
-    def register_model(self, name: str, config: dict, vector_dtype: str = "float32") -> None:
+    def register_model(self, name: str, config: dict, vector_dtype: str | None = None) -> None:
         """Record a model's config (incl. weights description) and its vector storage dtype.
 
         ``vector_dtype`` ("float32" | "float16") applies when the embeddings table is created;
-        it cannot change afterwards.
+        it cannot change afterwards (ValueError). None keeps the recorded one (else float32).
         """
         check_model_name(name)
-        if vector_dtype not in VECTOR_DTYPES:
+        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
             raise ValueError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}")
         json.dumps(config, default=str)  # fail early on unserialisable configs
+        exists = self.has_table(embeddings_table_name(name))
+        if exists and vector_dtype is not None:
+            vtype = self.embeddings_table(name).schema.field("vector").type.value_type
+            stored = {t: k for k, t in VECTOR_DTYPES.items()}.get(vtype, str(vtype))
+            if stored != vector_dtype:
+                raise ValueError(
+                    f"model {name!r} stores {stored} vectors; {vector_dtype} applies only "
+                    "to a model not embedded yet"
+                )
 
         def change(meta: dict) -> None:
             meta.setdefault("models", {})[name] = config
             emb = meta.setdefault("embeddings", {})
-            if name not in emb or not self.has_table(embeddings_table_name(name)):
+            if vector_dtype is not None and not exists:
                 emb[name] = {"vector_dtype": vector_dtype}
+            emb.setdefault(name, {"vector_dtype": "float32"})
 
         self.update_meta(change)
 

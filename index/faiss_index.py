@@ -5,13 +5,17 @@ Files in ``<db>/faiss/``: ``<model>.<token>.index`` (FAISS, over positions 0..n-
 FAISS so that filtered searches can use a cheap position bitmap) and ``<model>.json``
 (:class:`IndexSettings`, written last, naming the current token).
 
-Choice by archive size (``factory="auto"``), all on L2-normalised vectors with inner product:
+Choice by archive size (``factory="auto"``, :func:`choose_tier`; the tiers are the dataclasses
+of :mod:`index.tiers`), all on L2-normalised vectors with inner product:
 
-* n < ``FLAT_MAX``           ``SQfp16``                exact, 2*d bytes/vector
-* n < ``HNSW_MAX``           ``HNSW32,SQfp16``         graph search, float16 vectors kept
-* otherwise                  ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
+* n < ``FLAT_MAX``           flat   ``SQfp16``                exact, 2*d bytes/vector
+* n < ``HNSW_MAX``           hnsw   ``HNSW32,SQfp16``         graph search, float16 vectors kept
+* 2*d*n < ``LOWMEM_BYTES``   ivf    ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
                              shortlist (``k_factor`` x k, growing with n) re-ranked exactly
                              with the stored float16 vectors
+* otherwise                  lowmem ``IVF<nlist>,PQ<d/8>x4fs``  the same codes, no vectors in
+                             RAM: the search re-ranks the shortlist with vectors read from
+                             the LanceDB table (index/search.py), ``.exact()`` streams the table
 
 Float16 storage is the default (``float16=False`` keeps float32: ``Flat`` / ``RFlat``): it rounds
 a unit vector's components by <= 2**-11 relative, scores by ~1e-5, which leaves recall@10
@@ -45,26 +49,68 @@ import faiss
 import numpy as np
 
 from .files import atomic_write
+from .tiers import (
+    EF_MAX,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    IVF_CELLS_PER_SQRT_N,
+    IVF_KMEANS_ITERS,
+    IVF_NPROBE,
+    IVF_REGROW_FACTOR,
+    LOWMEM_K_FACTOR,
+    PQ_DIMS_PER_CODE,
+    REFINE_K_FACTOR,
+    REFINE_K_FACTOR_BASE_N,
+    REFINE_K_FACTOR_MIN,
+    FlatTier,
+    HnswTier,
+    IvfTier,
+    LowMemTier,
+    Tier,
+    base_index,
+    refine_k_factor,
+    tier_for_factory,
+    tier_from_dict,
+)
+
+__all__ = [  # per-tier constants re-exported: callers and benchmarks read them here
+    "EF_MAX",
+    "HNSW_EF_CONSTRUCTION",
+    "HNSW_EF_SEARCH",
+    "HNSW_M",
+    "IVF_CELLS_PER_SQRT_N",
+    "IVF_KMEANS_ITERS",
+    "IVF_NPROBE",
+    "IVF_REGROW_FACTOR",
+    "LOWMEM_K_FACTOR",
+    "REFINE_K_FACTOR",
+    "REFINE_K_FACTOR_BASE_N",
+    "REFINE_K_FACTOR_MIN",
+    "AnnIndex",
+    "IndexDamaged",
+    "IndexSettings",
+    "Tier",
+    "check_factory",
+    "check_params",
+    "choose_factory",
+    "choose_tier",
+    "full_build",
+    "refine_k_factor",
+    "remove_index",
+]
 
 FLAT_MAX = 20_000  # windows; exact search reads 4*d bytes/window/query (~20-40 ms at 1536-d)
 HNSW_MAX = 100_000  # windows; HNSW builds at ~1.2 ms/window on 2 cores; IVF builds faster beyond
-HNSW_M = 32  # graph degree
-HNSW_EF_CONSTRUCTION = 64  # build beam width
-HNSW_EF_SEARCH = 128  # search beam width (recall@10 >= 0.95 on the benchmark)
-IVF_CELLS_PER_SQRT_N = 4  # nlist ~ 4 sqrt(n), rounded to a power of two
-IVF_NPROBE = 32  # cells visited per query
-# shortlist / k for the exact re-rank, by size (refine_k_factor): at 100k 16 gives recall@10
-# 1.0 (8: 0.96); at 1M 32 gives 0.80, 64 0.96, 128 1.0 (benchmarks/RESULTS.md, "## Index")
-REFINE_K_FACTOR = 128  # the 1M value, and the default of an explicit factory string
-REFINE_K_FACTOR_MIN = 16
-REFINE_K_FACTOR_BASE_N = 150_000  # k_factor doubles for each doubling of n beyond this
+# bytes of the float16 re-rank copy (2*d per window) beyond which the index keeps codes only:
+# 4 GiB is 1.4 M windows of 1536-d. Below it the in-RAM re-rank is several times faster (p50 3 ms
+# at 1 M against 16-24 ms from Lance); above it that copy outgrows a laptop, while the
+# codes-only search held 1.07 GB resident at 2 M windows (benchmarks/RESULTS.md)
+LOWMEM_BYTES = 4 << 30
 TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell (FAISS warns below 39)
-IVF_KMEANS_ITERS = 10  # k-means iterations for the IVF quantizer (FAISS default 25)
 TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)
 REBUILD_DELETED_FRACTION = 0.2  # rebuild when this share of indexed windows is deleted
-IVF_REGROW_FACTOR = 4  # rebuild an IVF index when the archive grew this much since training
 ADD_BATCH = 20_000  # vectors added per FAISS call during incremental updates
-EF_MAX = 4096  # cap on the boosted HNSW beam for filtered searches
 
 TOKEN_CHARS = 12  # hex characters of an index generation token
 
@@ -90,9 +136,18 @@ class IndexSettings:
     token: str = ""  # generation of the data files <model>.<token>.index / .ids.npy
     checksums: dict = dataclasses.field(default_factory=dict)  # file kind -> sha256 hex
     database_id: str = ""  # chorus.json's database_id: another database's index is refused
+    tier: Tier | None = None  # None: derived from ``factory`` (settings saved before tiers)
+
+    def __post_init__(self) -> None:
+        if self.tier is None:
+            self.tier = tier_for_factory(self.factory)
+        elif isinstance(self.tier, dict):
+            self.tier = tier_from_dict(self.tier)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["tier"] = self.tier.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> IndexSettings:
@@ -101,49 +156,23 @@ class IndexSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def family(factory: str) -> str:
-    """Index family of a factory string: "flat", "hnsw" or "ivf"."""
-    head = factory.split(",")[0].upper()
-    if head.startswith("HNSW"):
-        return "hnsw"
-    if head.startswith("IVF"):
-        return "ivf"
-    return "flat"
-
-
-def refine_k_factor(n: int) -> float:
-    """Re-rank shortlist multiple for an IVF-PQ index over ``n`` vectors: 16 up to 150k,
-    doubling with each doubling of n (128 at 1M), capped at ``REFINE_K_FACTOR`` x 4."""
-    steps = max(0, math.ceil(math.log2(max(n, 1) / REFINE_K_FACTOR_BASE_N)))
-    return float(min(REFINE_K_FACTOR_MIN * 2**steps, 4 * REFINE_K_FACTOR))
+def choose_tier(n: int, dim: int, float16: bool = True) -> tuple[Tier, dict]:
+    """The tier for ``n`` vectors of ``dim`` and its search parameters (module docstring)."""
+    if n < FLAT_MAX:
+        tier = FlatTier.for_size(n, dim, float16)
+    elif n < HNSW_MAX:
+        tier = HnswTier.for_size(n, dim, float16)
+    elif 2 * dim * n < LOWMEM_BYTES or dim % PQ_DIMS_PER_CODE:
+        tier = IvfTier.for_size(n, dim, float16)
+    else:
+        tier = LowMemTier.for_size(n, dim)
+    return tier, tier.params_for_size(n)
 
 
 def choose_factory(n: int, dim: int, float16: bool = True) -> tuple[str, dict]:
-    """Factory string and search parameters for ``n`` vectors of ``dim`` (see module docstring)."""
-    storage = "SQfp16" if float16 else "Flat"
-    if n < FLAT_MAX:
-        return storage, {}
-    if n < HNSW_MAX:
-        return f"HNSW{HNSW_M},{storage}", {"efSearch": HNSW_EF_SEARCH}
-    nlist = 2 ** round(math.log2(IVF_CELLS_PER_SQRT_N * math.sqrt(n)))
-    refine = "RFlat" if not float16 else "Refine(SQfp16)"
-    if dim % 8 == 0:
-        coarse = f"IVF{nlist},PQ{dim // 8}x4fs"
-    else:  # fast-scan PQ needs d divisible by the sub-quantizer count
-        coarse = f"IVF{nlist},SQ8"
-    return f"{coarse},{refine}", {"nprobe": IVF_NPROBE, "k_factor": refine_k_factor(n)}
-
-
-def default_params(factory: str) -> dict:
-    fam = family(factory)
-    if fam == "hnsw":
-        return {"efSearch": HNSW_EF_SEARCH}
-    if fam == "ivf":
-        params = {"nprobe": IVF_NPROBE}
-        if "Refine" in factory or "RFlat" in factory:
-            params["k_factor"] = REFINE_K_FACTOR
-        return params
-    return {}
+    """Factory string and search parameters of :func:`choose_tier`."""
+    tier, params = choose_tier(n, dim, float16)
+    return tier.factory, params
 
 
 class AnnIndex:
@@ -155,9 +184,9 @@ class AnnIndex:
         self.settings = settings
         if index.ntotal != len(self.ids):
             raise ValueError(f"index holds {index.ntotal} vectors but {len(self.ids)} ids")
-        self._top = faiss.downcast_index(index)
-        self.exact_storage = _has_exact_vectors(self._top)
-        self._kernel = _exact_kernel(self._top) if self.exact_storage else None
+        self.tier: Tier = settings.tier
+        self.exact_storage = self.tier.exact_vectors
+        self._kernel = self.tier.exact_kernel(index)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -165,7 +194,7 @@ class AnnIndex:
     @property
     def is_exhaustive(self) -> bool:
         """True when search scores every vector (Flat): ANN results are exact."""
-        return family(self.settings.factory) == "flat"
+        return self.tier.exhaustive
 
     # -- files
     @staticmethod
@@ -284,7 +313,7 @@ class AnnIndex:
             keep.append(bits)
             sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bits))
             frac = max(float(np.count_nonzero(allowed)) / max(len(self), 1), 1e-6)
-        params = self._params(sel, k, frac)
+        params = self.tier.search_params(self.index, self.settings.params, sel, k, frac)
         scores, pos = self.index.search(q, k, params=params)
         del keep
         return scores, pos
@@ -309,17 +338,6 @@ class AnnIndex:
         scores, pos = self._kernel.search(q, k, params=faiss.SearchParameters(sel=sel))
         del bits  # the selector read this memory during the search
         return scores, pos
-
-    def _params(self, sel, k: int, frac: float):
-        p = self.settings.params
-        top = self._top
-        if isinstance(top, faiss.IndexRefine):
-            base = faiss.downcast_index(top.base_index)
-            return faiss.IndexRefineSearchParameters(
-                k_factor=float(p.get("k_factor", REFINE_K_FACTOR)),
-                base_index_params=_base_params(base, p, sel, k, frac),
-            )
-        return _base_params(top, p, sel, k, frac)
 
     def reconstruct(self, positions: np.ndarray) -> np.ndarray:
         """Stored vectors (m, dim) at ``positions`` (only when ``exact_storage``)."""
@@ -363,38 +381,6 @@ def _remember_verified(folder: Path, model: str, settings: IndexSettings, kind: 
     text = json.dumps({"token": settings.token, "checksums": settings.checksums, "stamps": stamps})
     with contextlib.suppress(OSError):  # a read-only database is simply hashed every time
         atomic_write(_verified_path(folder, model), lambda p: Path(p).write_text(text))
-
-
-def _base_params(index, p: dict, sel, k: int, frac: float):
-    if isinstance(index, faiss.IndexHNSW):
-        ef = max(int(p.get("efSearch", HNSW_EF_SEARCH)), k)
-        ef = int(min(max(ef / frac, ef), EF_MAX))  # filtered: widen the beam
-        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
-    if isinstance(index, faiss.IndexIVF):
-        nprobe = int(p.get("nprobe", IVF_NPROBE))
-        nprobe = int(min(max(nprobe / frac, nprobe), index.nlist))
-        return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
-    return faiss.SearchParameters(sel=sel)
-
-
-def _has_exact_vectors(index) -> bool:
-    """Can ``reconstruct`` return the stored (full or float16) vectors cheaply?"""
-    if isinstance(index, faiss.IndexRefine):
-        return True
-    if isinstance(index, faiss.IndexHNSW):
-        return True
-    if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)):
-        return isinstance(index, faiss.IndexFlat) or index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
-    return False
-
-
-def _exact_kernel(index) -> faiss.Index:
-    """The flat (float32 or float16) index inside ``index`` that holds every vector exactly."""
-    if isinstance(index, faiss.IndexRefine):
-        return faiss.downcast_index(index.refine_index)
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.downcast_index(index.storage)
-    return index
 
 
 class IndexDamaged(ValueError):
@@ -467,22 +453,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def check_factory(factory: str, dim: int) -> None:
     """Raise ValueError for a factory string FAISS cannot build (``"auto"`` is always fine)."""
     if factory != "auto":
-        _new_index(factory, dim, {})
+        _new_index(tier_for_factory(factory), dim, {})
 
 
-def _new_index(factory: str, dim: int, params: dict) -> faiss.Index:
+def _new_index(tier: Tier, dim: int, params: dict) -> faiss.Index:
     try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, tier.factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
         raise ValueError(
-            f"bad FAISS factory string {factory!r}: {str(e).splitlines()[-1]}"
+            f"bad FAISS factory string {tier.factory!r}: {str(e).splitlines()[-1]}"
         ) from None
-    top = faiss.downcast_index(index)
-    base = faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
-    if isinstance(base, faiss.IndexHNSW):
-        base.hnsw.efConstruction = int(params.get("efConstruction", HNSW_EF_CONSTRUCTION))
-    if isinstance(base, faiss.IndexIVF):
-        base.cp.niter = IVF_KMEANS_ITERS
+    tier.configure(index, params)
     return index
 
 
@@ -490,9 +471,7 @@ def _train(index: faiss.Index, snap, n: int) -> int:
     """Train on a fixed-seed random sample of the snapshot; return the sample size."""
     if index.is_trained:
         return 0
-    top = faiss.downcast_index(index)
-    base = faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
-    nlist = getattr(base, "nlist", 1)
+    nlist = getattr(base_index(index), "nlist", 1)
     if n < nlist:  # k-means cannot place more centroids than points
         raise ValueError(
             f"an index with {nlist} IVF cells needs at least {nlist} windows to train, got {n}: "
@@ -504,10 +483,11 @@ def _train(index: faiss.Index, snap, n: int) -> int:
     return size
 
 
-def full_build(snap, model: str, factory: str, params: dict, auto: bool) -> AnnIndex:
+def full_build(snap, model: str, tier: Tier, params: dict, auto: bool) -> AnnIndex:
+    """Train (on a sample) and fill a fresh ``tier`` index with every vector of ``snap``."""
     t0 = time.perf_counter()
     n = len(snap)
-    index = _new_index(factory, snap.dim, params)
+    index = _new_index(tier, snap.dim, params)
     trained_on = _train(index, snap, n)
     ids = []
     for batch_ids, vec in snap.iter_vectors():
@@ -516,7 +496,7 @@ def full_build(snap, model: str, factory: str, params: dict, auto: bool) -> AnnI
     ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
     settings = IndexSettings(
         model=model,
-        factory=factory,
+        factory=tier.factory,
         dim=snap.dim,
         n_vectors=len(ids),
         table_version=snap.version,
@@ -526,6 +506,7 @@ def full_build(snap, model: str, factory: str, params: dict, auto: bool) -> AnnI
         built_n=len(ids),
         build_s=round(time.perf_counter() - t0, 3),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        tier=tier,
     )
     return AnnIndex(index, ids, settings)
 

@@ -374,26 +374,33 @@ class _Engine:
         ann = self.ann if check else self.kernel
         mapping = self.db.search_state.ann_mapping(self.snap, ann)  # off_of_pos (N,), new_offsets
         off_of_pos, new_offsets = mapping
-        if self.allowed is None and len(self.snap) - len(new_offsets) == len(ann):
-            n_in_ann, mask = len(ann), None  # every position is a live window: no mask to build
-        else:
-            pos_allowed = off_of_pos >= 0
+        # every indexed window still in the table is one snapshot offset not in new_offsets:
+        # an unfiltered search over an index without deletions needs no O(n) mask per query
+        n_in_ann = len(self.snap) - len(new_offsets)
+        mask = None
+        if self.allowed is not None or n_in_ann < len(ann):
+            mask = off_of_pos >= 0
             if self.allowed is not None:
-                pos_allowed &= self.allowed[np.maximum(off_of_pos, 0)]
-            n_in_ann = int(np.count_nonzero(pos_allowed))
-            mask = None if n_in_ann == len(ann) else pos_allowed
+                mask &= self.allowed[np.maximum(off_of_pos, 0)]
+            n_in_ann = int(np.count_nonzero(mask))
+            mask = None if n_in_ann == len(ann) else mask
         scores = np.empty(0, np.float32)
         offsets = np.empty(0, np.int64)
         if n_in_ann:
+            want = min(k, n_in_ann)
+            rerank = check and ann.tier.rerank_from_table
+            fetch = min(ann.tier.shortlist(want, ann.settings.params), n_in_ann) if rerank else want
             with _one_thread() if check else contextlib.nullcontext():
-                s, pos = search(self.q[None, :], min(k, n_in_ann), mask)
+                s, pos = search(self.q[None, :], fetch, mask)
             s, pos = s[0], pos[0]
             valid = pos >= 0
-            if int(valid.sum()) < min(k, n_in_ann):
+            if int(valid.sum()) < want:
                 if check:
                     return None
                 raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
+            if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
+                scores = self._table_vectors(offsets) @ self.q
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:
@@ -404,6 +411,19 @@ class _Engine:
                 offsets = np.concatenate([offsets, extra])
         order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
         return scores[order], offsets[order]
+
+    def _table_vectors(self, offsets: np.ndarray) -> np.ndarray:
+        """Unit vectors (m, dim) float32 at snapshot ``offsets`` (unique), taken straight from
+        the snapshot's Lance dataset: one ``take`` of the rows, about half the time of the
+        LanceDB query layer's ``take_offsets`` for a re-rank shortlist."""
+        order = np.argsort(offsets)
+        rows = offsets[order]
+        got = self.snap.table.to_lance().take(rows, columns=["window_id", "vector"])
+        if not np.array_equal(got["window_id"].to_numpy(), self.snap.window_id[rows]):
+            raise RuntimeError("Lance returned unexpected rows for a re-rank read")
+        out = np.empty((len(offsets), self.snap.dim), np.float32)
+        out[order] = vectors_to_numpy(got["vector"])
+        return out
 
 
 class SearchState:

@@ -105,6 +105,13 @@ def _add_storage_args(p) -> None:
         help="also store each window's class logits (weights with a classification head)",
     )
     p.add_argument(
+        "--store",
+        choices=["float32", "float16"],
+        default=None,
+        help="vector storage type in the database, fixed by a model's first embed (default: "
+        "as stored, float32 for a new model); float16 halves disk and keeps search recall",
+    )
+    p.add_argument(
         "--channels", default="mix", choices=["mix", "first", "all"], help="multi-channel policy"
     )
     p.add_argument(
@@ -196,6 +203,7 @@ def run(args) -> int:
             ray_address=args.ray,
             ray_options=ray_options,
             follow_links=args.follow_links,
+            vector_dtype=args.store,
             **({"chunk_windows": args.chunk_windows} if args.chunk_windows else {}),
             **({"lock_wait_s": args.wait} if args.wait is not None else {}),
         )

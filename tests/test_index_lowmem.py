@@ -1,0 +1,128 @@
+"""The low-memory tier: IVF-PQ codes in RAM, the shortlist re-ranked from the LanceDB table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import index
+from index import faiss_index as fi
+from index import tiers
+from index.snapshot import Snapshot
+
+DIM = 64
+N = 3000
+
+
+def _clustered(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((40, DIM))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _rows(vec: np.ndarray, rid0: int = 0) -> pd.DataFrame:
+    starts = (np.arange(len(vec)) % 100) * 5.0
+    return pd.DataFrame(
+        {
+            "recording_id": rid0 + np.arange(len(vec)) // 100,
+            "start_s": starts,
+            "end_s": starts + 5.0,
+            "vector": list(vec),
+        }
+    )
+
+
+@pytest.fixture
+def lowmem(tmp_path, monkeypatch):
+    """A database whose auto index is the low-memory tier (thresholds scaled down)."""
+    monkeypatch.setattr(fi, "FLAT_MAX", 100)
+    monkeypatch.setattr(fi, "HNSW_MAX", 200)
+    monkeypatch.setattr(fi, "LOWMEM_BYTES", 2 * DIM * 1000)
+    vec = _clustered(N)
+    db = index.connect(tmp_path / "lm.chorus")
+    db.add_embeddings("m", _rows(vec))
+    s = db.build_index("m")
+    return db, vec, s
+
+
+def _truth(vec: np.ndarray, q: np.ndarray, k: int, allowed=None) -> np.ndarray:
+    s = vec @ q
+    if allowed is not None:
+        s = np.where(allowed, s, -np.inf)
+    return np.argsort(-s, kind="stable")[:k]
+
+
+def test_auto_picks_the_low_memory_tier_by_size(lowmem):
+    db, _, s = lowmem
+    assert s.tier.kind == "lowmem" and s.factory == f"IVF{tiers.ivf_cells(N)},PQ8x4fs"
+    assert s.params == {"nprobe": fi.IVF_NPROBE, "k_factor": fi.LOWMEM_K_FACTOR}
+    ann = fi.AnnIndex.load(db.faiss_dir, "m")
+    assert ann.tier.rerank_from_table and not ann.exact_storage
+    assert db.index_state("m")["tier"] == "lowmem"
+    assert fi.choose_tier(N - 1, 100)[0].kind == "ivf"  # below the bytes threshold
+    assert fi.choose_tier(10**8, 100)[0].kind == "ivf"  # d not divisible by 8: no fast-scan PQ
+    assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")
+    assert tiers.tier_for_factory("IVF8,PQ8x4fs").kind == "lowmem"
+    # the shortlist doubles per 4x windows beyond the measured 2 M
+    sized = [tiers.LowMemTier().params_for_size(n)["k_factor"] for n in (2e6, 8e6, 1e8)]
+    assert sized == [fi.LOWMEM_K_FACTOR, 2 * fi.LOWMEM_K_FACTOR, 8 * fi.LOWMEM_K_FACTOR]
+
+
+def test_search_reranks_the_shortlist_exactly_without_scanning_the_table(lowmem, monkeypatch):
+    db, vec, _ = lowmem
+    monkeypatch.setattr(Snapshot, "iter_vectors", lambda *a, **k: pytest.fail("table scan"))
+    rng = np.random.default_rng(3)
+    hits = 0
+    for i in rng.choice(N, 10, replace=False):
+        q = vec[i] + 0.2 * _clustered(1, seed=int(i))[0]
+        q /= np.linalg.norm(q)
+        got = db.search("m", q).limit(10).to_pandas()
+        # the scores are exact cosines (read from the table), not PQ estimates
+        np.testing.assert_allclose(got["score"], vec[got["window_id"]] @ q, atol=1e-5)
+        hits += len(set(got["window_id"]) & set(_truth(vec, q, 10)))
+    assert hits / 100 >= 0.9
+
+
+def test_new_windows_are_found_and_deleted_ones_hidden(lowmem):
+    db, vec, _ = lowmem
+    new = _clustered(5, seed=9)
+    new_ids = db.add_embeddings("m", _rows(new, rid0=1000))  # after the index was built
+    got = db.search("m", new[2]).limit(3).to_pandas()
+    assert got["window_id"].iloc[0] == new_ids[2]
+    db.delete_windows("m", 0)  # windows 0..99
+    got = db.search("m", vec[7]).limit(20).to_pandas()
+    assert not (got["window_id"] < 100).any()
+
+
+def test_filtered_searches_on_the_low_memory_tier(lowmem, monkeypatch):
+    db, vec, _ = lowmem
+    q = vec[2500]
+    # a large allowed set goes through the index with a selector
+    monkeypatch.setattr("index.search.EXACT_SUBSET_MAX", 10)
+    got = db.search("m", q).where("recording_id >= 10").limit(10).to_pandas()
+    allowed = np.arange(N) >= 1000
+    assert (got["window_id"] >= 1000).all() and len(got) == 10
+    assert len(set(got["window_id"]) & set(_truth(vec, q, 10, allowed))) >= 8
+    # a small one is scored exactly
+    monkeypatch.setattr("index.search.EXACT_SUBSET_MAX", 20_000)
+    got = db.search("m", q).where("recording_id = 3").limit(5).to_pandas()
+    allowed = (np.arange(N) // 100) == 3
+    assert got["window_id"].tolist() == _truth(vec, q, 5, allowed).tolist()
+
+
+def test_exact_search_streams_the_table(lowmem):
+    db, vec, _ = lowmem
+    q = _clustered(1, seed=42)[0]
+    got = db.search("m", q).exact().limit(10).to_pandas()
+    assert got["window_id"].tolist() == _truth(vec, q, 10).tolist()
+    np.testing.assert_allclose(got["score"], np.sort(vec @ q)[::-1][:10], atol=1e-5)
+
+
+def test_grown_archive_keeps_the_tier_and_its_shortlist(lowmem):
+    db, _, s = lowmem
+    db.add_embeddings("m", _rows(_clustered(50, seed=5), rid0=2000))
+    s2 = db.build_index("m")
+    assert (s2.action, s2.tier, s2.n_vectors) == ("updated", s.tier, N + 50)
+    assert s2.params["k_factor"] == fi.LOWMEM_K_FACTOR
