@@ -418,7 +418,7 @@ class _Engine:
         LanceDB query layer's ``take_offsets`` for a re-rank shortlist."""
         order = np.argsort(offsets)
         rows = offsets[order]
-        got = self.snap.table.to_lance().take(rows, columns=["window_id", "vector"])
+        got = self.snap.table.take(rows, columns=["window_id", "vector"])
         if not np.array_equal(got["window_id"].to_numpy(), self.snap.window_id[rows]):
             raise RuntimeError("Lance returned unexpected rows for a re-rank read")
         out = np.empty((len(offsets), self.snap.dim), np.float32)
