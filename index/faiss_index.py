@@ -69,6 +69,7 @@ from .tiers import (
     LowMemTier,
     Tier,
     base_index,
+    factory_cells,
     refine_k_factor,
     tier_for_factory,
     tier_from_dict,
@@ -107,6 +108,9 @@ HNSW_MAX = 100_000  # windows; HNSW builds at ~1.2 ms/window on 2 cores; IVF bui
 # at 1 M against 16-24 ms from Lance); above it that copy outgrows a laptop, while the
 # codes-only search held 1.07 GB resident at 2 M windows (benchmarks/RESULTS.md)
 LOWMEM_BYTES = 4 << 30
+IVF_MAX_CELLS = (
+    1 << 20
+)  # an explicit factory past this is a typo: 4 sqrt(n) reaches it at 69 G windows
 TRAIN_POINTS_PER_CELL = 40  # k-means sample size per IVF cell (FAISS warns below 39)
 TRAIN_SAMPLE_MAX = 200_000  # cap on the training sample (vectors)
 REBUILD_DELETED_FRACTION = 0.2  # rebuild when this share of indexed windows is deleted
@@ -451,9 +455,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 # ---------------------------------------------------------------------- build / update
 def check_factory(factory: str, dim: int) -> None:
-    """Raise ValueError for a factory string FAISS cannot build (``"auto"`` is always fine)."""
-    if factory != "auto":
-        _new_index(tier_for_factory(factory), dim, {})
+    """Raise ValueError for a factory string FAISS cannot build (``"auto"`` is always fine).
+
+    Checked before an embed starts. The string is built with one IVF cell: FAISS allocates every
+    cell's list up front (seconds and gigabytes for a mistyped ``IVF99999999``).
+    """
+    if factory == "auto":
+        return
+    cells = factory_cells(factory)
+    if cells is not None and cells > IVF_MAX_CELLS:
+        raise ValueError(
+            f"bad FAISS factory string {factory!r}: {cells:,} IVF cells, more than the "
+            f"{IVF_MAX_CELLS:,} Chorus builds (auto picks about 4 sqrt(windows))"
+        )
+    probe = factory.replace(f"IVF{cells}", "IVF1", 1) if cells is not None else factory
+    _new_index(tier_for_factory(probe), dim, {})
 
 
 def _new_index(tier: Tier, dim: int, params: dict) -> faiss.Index:
@@ -467,16 +483,20 @@ def _new_index(tier: Tier, dim: int, params: dict) -> faiss.Index:
     return index
 
 
+def _check_trainable(nlist: int | None, n: int) -> None:
+    if nlist is not None and n < nlist:  # k-means cannot place more centroids than points
+        raise ValueError(
+            f"an index with {nlist} IVF cells needs at least {nlist} windows to train, got {n}: "
+            "use fewer cells, or factory='auto'"
+        )
+
+
 def _train(index: faiss.Index, snap, n: int) -> int:
     """Train on a fixed-seed random sample of the snapshot; return the sample size."""
     if index.is_trained:
         return 0
     nlist = getattr(base_index(index), "nlist", 1)
-    if n < nlist:  # k-means cannot place more centroids than points
-        raise ValueError(
-            f"an index with {nlist} IVF cells needs at least {nlist} windows to train, got {n}: "
-            "use fewer cells, or factory='auto'"
-        )
+    _check_trainable(nlist, n)
     size = int(min(n, max(TRAIN_POINTS_PER_CELL * nlist, 10_000), TRAIN_SAMPLE_MAX))
     offsets = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
     index.train(snap.vectors_at(offsets))  # (size, dim)
@@ -487,6 +507,7 @@ def full_build(snap, model: str, tier: Tier, params: dict, auto: bool) -> AnnInd
     """Train (on a sample) and fill a fresh ``tier`` index with every vector of ``snap``."""
     t0 = time.perf_counter()
     n = len(snap)
+    _check_trainable(factory_cells(tier.factory), n)  # before FAISS allocates the cells
     index = _new_index(tier, snap.dim, params)
     trained_on = _train(index, snap, n)
     ids = []

@@ -288,6 +288,12 @@ class LowMemTier(IvfTier):
 TIERS = {cls.kind: cls for cls in (FlatTier, HnswTier, IvfTier, LowMemTier)}
 
 
+def factory_cells(factory: str) -> int | None:
+    """The IVF cell count a factory string names (``"IVF1024,PQ..."`` -> 1024), else None."""
+    m = re.match(r"IVF(\d+)", factory.split(",")[0].upper())
+    return int(m[1]) if m else None
+
+
 def tier_for_factory(factory: str) -> Tier:
     """The tier of a FAISS factory string (an explicit ``--index``, or settings saved before
     tiers were): ``HNSW…`` hnsw; ``IVF…`` with product quantisation and no refine stage

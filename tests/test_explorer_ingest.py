@@ -483,10 +483,13 @@ def test_cli_exit_codes_for_all_failed_and_an_index_that_cannot_be_built(tmp_pat
         == 1
     )
     archive = _make_archive(tmp_path / "archive", n_files=1)
-    argv = ["embed", str(archive), "--db", str(tmp_path / "b.chorus"), "--no-progress",
-            "--index", "IVF99999999,Flat"]  # fmt: skip
+    argv = ["embed", str(archive), "--db", str(tmp_path / "b.chorus"), "--no-progress", "--index"]
     capsys.readouterr()
-    assert main(argv) == 2
+    assert main([*argv, "IVF99999999,Flat"]) == 2  # refused before anything is embedded
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "99,999,999 IVF cells" in err
+    assert not (tmp_path / "b.chorus").exists()
+    assert main([*argv, "IVF64,Flat"]) == 2  # 3 windows cannot train 64 cells: embedded, no index
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no index built" in err
     assert (
