@@ -257,10 +257,7 @@ def embed_archive(
     t0 = time.perf_counter()
     root = Path(archive_dir)
     _check_request(root, Path(db_path), channels, hop_s, site)
-    listing = list_archive(root, follow_links)
-    if not listing.files and not listing.refused:
-        raise IngestError(f"no audio files found under {root}")
-    files = sorted([*listing.files, *(p for p, _ in listing.refused)])
+    files, listing = _archive_files(root, follow_links)
     if ray_address is not None:
         from explorer.distributed import check_ray
 
@@ -272,9 +269,7 @@ def embed_archive(
     batch_given = batch_size
     batch_size, workers = _batching(m, on_cuda, batch_size, workers)
     _check_model(m, model, allow_untrained, store_logits)
-    hop = float(hop_s) if hop_s is not None else float(m.window_s)
-    if hop * m.sample_rate < 1:
-        raise IngestError(f"--hop must be at least one sample ({1 / m.sample_rate:.2g} s)")
+    hop = _hop(m, hop_s)
     settings = model_settings(m, hop, channels, weights, store_logits)
     _check_factory(index_factory, m.dim)
     run = dict(
@@ -289,26 +284,14 @@ def embed_archive(
         refused={p: why for p, why in listing.refused},
     )
     if ray_address is not None:  # what the actors need to load the same model
-        loader = dict(
-            model=model, weights=weights, device=device, options=dict(model_options or {})
-        )
-        run.update(
-            ray_address=ray_address,
-            ray_options=dict(ray_options or {}),
-            loader=loader,
-            batch_size=batch_given,
-        )
+        loader = dict(model=model, weights=weights, device=device, options=model_options or {})
+        run.update(ray_address=ray_address, ray_options=dict(ray_options or {}))
+        run.update(loader=loader, batch_size=batch_given)
     db = index.connect(db_path)
     with _writer(db, lock_wait_s):
-        key = model_key(db, model, settings)
+        key = _register(db, model, settings, vector_dtype, root, listing)
         summary = IngestSummary(Path(db_path), key, n_found=len(files))
-        _check_not_moved(db, root)
-        try:  # the storage type is fixed by the model's first embed
-            db.register_model(key, settings, vector_dtype=vector_dtype)
-        except ValueError as err:
-            raise IngestError(f"--store: {err}") from None
         audio_root = db.add_audio_root(root)
-        add_link_targets(db, listing.link_targets)
         spec = WindowSpec(m.sample_rate, m.window_s, hop, channels)
         if ray_address is not None:
             from explorer.distributed import embed_files_ray
@@ -319,6 +302,35 @@ def embed_archive(
         summary.index = _update_index(db, key, index_factory, rebuild_index)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _archive_files(root: Path, follow_links: bool):
+    """(every file to record, sorted; the listing with its refused links and link targets)."""
+    listing = list_archive(root, follow_links)
+    if not listing.files and not listing.refused:
+        raise IngestError(f"no audio files found under {root}")
+    return sorted([*listing.files, *(p for p, _ in listing.refused)]), listing
+
+
+def _hop(m, hop_s: float | None) -> float:
+    """The hop in seconds: the model's window unless given; at least one sample."""
+    hop = float(hop_s) if hop_s is not None else float(m.window_s)
+    if hop * m.sample_rate < 1:
+        raise IngestError(f"--hop must be at least one sample ({1 / m.sample_rate:.2g} s)")
+    return hop
+
+
+def _register(db, model: str, settings: dict, vector_dtype, root: Path, listing) -> str:
+    """Check the run against what the database holds and record its model and links: the
+    database's name for the run's windows (:func:`model_key`)."""
+    key = model_key(db, model, settings)
+    _check_not_moved(db, root)
+    try:  # the storage type is fixed by the model's first embed
+        db.register_model(key, settings, vector_dtype=vector_dtype)
+    except ValueError as err:
+        raise IngestError(f"--store: {err}") from None
+    add_link_targets(db, listing.link_targets)
+    return key
 
 
 def _load_model(model: str, weights, device: str, options: dict | None):
