@@ -102,8 +102,10 @@ import numpy as np
 from perch_hoplite.db import sqlite_usearch_impl as s
 db = s.SQLiteUSearchDB.create(sys.argv[1] + "/hoplite", readonly=True)
 db.search(np.load(sys.argv[1] + "/queries.npy")[0], 10)
-import resource
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+secs = time.perf_counter() - t
+# VmHWM: this process's own peak (ru_maxrss would count the parent's pages it forked from)
+hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+print(secs, hwm[0])
 """
 
 _CHORUS_COLD = r"""
@@ -113,8 +115,10 @@ import numpy as np
 import index
 db = index.connect(sys.argv[1] + "/chorus.chorus", create=False)
 db.search(sys.argv[2], np.load(sys.argv[1] + "/queries.npy")[0]).limit(10).to_pandas()
-import resource
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+secs = time.perf_counter() - t
+# VmHWM: this process's own peak (ru_maxrss would count the parent's pages it forked from)
+hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+print(secs, hwm[0])
 """
 
 
@@ -136,12 +140,14 @@ def cold(py: str, code: str, *args: str, runs: int = 3) -> tuple[float, float]:
     return float(np.median([s for s, _ in out])), float(np.median([m for _, m in out]))
 
 
-def chorus_build(work: Path, vec: np.ndarray, sites: int) -> dict:
+def chorus_build(work: Path, vec: np.ndarray, sites: int, store: str = "float16") -> dict:
     import index
 
     path = work / "chorus.chorus"
     shutil.rmtree(path, ignore_errors=True)
     db = index.connect(path)
+    # the vector type `chorus embed` gives a new model (``--store``)
+    db.register_model(MODEL, {"name": MODEL, "dim": int(vec.shape[1])}, vector_dtype=store)
     t0 = time.perf_counter()
     fill(db, vec, sites)
     db.build_index(MODEL)
@@ -190,6 +196,10 @@ def main() -> None:
     ap.add_argument("--hoplite-python", required=True, help="python of the perch-hoplite venv")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--reuse", action="store_true", help="keep both databases of a previous run")
+    ap.add_argument(
+        "--reuse-hoplite", action="store_true", help="build Chorus again, keep hoplite's database"
+    )
+    ap.add_argument("--store", choices=["float16", "float32"], default="float16")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -203,11 +213,14 @@ def main() -> None:
     gt_site = truth(vec, ids, qs[:30], site_ok)
 
     built_path = args.work / "built.json"
-    if args.reuse and built_path.exists():
+    if (args.reuse or args.reuse_hoplite) and built_path.exists():
         built = json.loads(built_path.read_text())
+        if args.reuse_hoplite:
+            built["chorus"] = chorus_build(args.work, vec, args.sites, args.store)
+            built_path.write_text(json.dumps(built))
     else:
         built = {
-            "chorus": chorus_build(args.work, vec, args.sites),
+            "chorus": chorus_build(args.work, vec, args.sites, args.store),
             "hoplite": _json_run(
                 [
                     args.hoplite_python,

@@ -109,7 +109,7 @@ def _add_storage_args(p) -> None:
         choices=["float32", "float16"],
         default=None,
         help="vector storage type in the database, fixed by a model's first embed (default: "
-        "as stored, float32 for a new model); float16 halves disk and keeps search recall",
+        "as stored, float16 for a new model: half the disk of float32, the same search results)",
     )
     p.add_argument(
         "--channels", default="mix", choices=["mix", "first", "all"], help="multi-channel policy"
