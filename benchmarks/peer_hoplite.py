@@ -152,7 +152,15 @@ def chorus_build(work: Path, vec: np.ndarray, sites: int, store: str = "float16"
     fill(db, vec, sites)
     db.build_index(MODEL)
     ingest = len(vec) / (time.perf_counter() - t0)
-    return {"ingest": ingest, "disk": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
+    return {"ingest": ingest, "disk": disk_bytes(path)}
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``, each inode once (the index's generation files are hard
+    links of its current name)."""
+    files = (f.stat() for f in path.rglob("*") if f.is_file())
+    sizes = {(st.st_dev, st.st_ino): st.st_size for st in files}
+    return sum(sizes.values())
 
 
 def chorus_search(work: Path, qs: np.ndarray) -> dict:
