@@ -498,6 +498,11 @@ class Database:
         """Vector dimension stored for ``model``."""
         return int(self.embeddings_table(model).schema.field("vector").type.list_size)
 
+    def n_windows(self, model: str) -> int:
+        """Windows of ``model`` committed now (0 when it has none); reads no LanceDB table."""
+        ds = self.dataset(embeddings_table_name(model))
+        return 0 if ds is None else int(ds.count_rows())
+
     def windows(self, model: str):
         """The LanceDB table ``embeddings_<model>`` (latest version) for direct queries."""
         return self.embeddings_table(model)

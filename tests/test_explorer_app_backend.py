@@ -248,3 +248,30 @@ def test_search_leaves_out_the_query_spans_own_windows_unless_asked(tmp_path):
     assert kept["window_id"].iloc[0] == w.window_id
     site = backend.run_search(synth.db, MODEL, [q], k=5, where="site = 'S0'")
     assert w.window_id not in site["window_id"].tolist() and (site["site"] == "S0").all()
+
+
+def test_the_archive_page_reads_its_counts_without_lancedb(tmp_path):
+    """A cold explorer's first page: its counts come from Lance datasets, not LanceDB (whose
+    import alone costs a second or more)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import index
+
+    db = index.connect(tmp_path / "a.chorus")
+    rid = db.upsert_recording(tmp_path, "r.wav", site="A")
+    rows = pd.DataFrame({"recording_id": rid, "start_s": [0.0, 5.0], "end_s": [5.0, 10.0]})
+    db.add_embeddings("m", rows.assign(vector=list(np.eye(2, 4, dtype=np.float32))))
+    code = (
+        "import json, sys, index\nfrom explorer.app import backend\n"
+        f"s = backend.archive_summary(index.connect({str(db.path)!r}, create=False))\n"
+        "print(json.dumps([s.windows, 'lancedb' in sys.modules]))\n"
+    )
+    root = str(Path(index.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root, OMP_WAIT_POLICY="PASSIVE")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [{"m": 2}, False]

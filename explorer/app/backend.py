@@ -60,7 +60,7 @@ def archive_summary(db) -> ArchiveSummary:
         sites=counts["sites"],
         first=pd.Timestamp(counts["date_min"]) if counts["date_min"] else None,
         last=pd.Timestamp(counts["date_max"]) if counts["date_max"] else None,
-        windows={m: int(db.windows(m).count_rows()) for m in model_names(db)},
+        windows={m: db.n_windows(m) for m in model_names(db)},
         n_dated=counts["n_dated"],
         dates=describe_dates(counts),
     )
