@@ -574,7 +574,11 @@ def test_agile_page_search_label_retrain_next_batch(app, fixture_db):
         holds = _holds(truth, "hoot", row.path, row.start_s, row.end_s)
         at.button(key=f"ag-{row.window_id}-{'positive' if holds else 'negative'}").click().run()
     last = batch.iloc[-1]
-    at.button(key=f"ag-{int(last.window_id)}-skip").click().run()  # a skip writes nothing
+    assert at.button(key="ag-key-skip").proto.shortcut.upper() == "S"  # the key row
+    assert any(f"Keys mark window {len(batch)}:" in c.value for c in at.caption)
+    at.button(key="ag-key-skip").click().run()  # a skip writes nothing
+    assert at.session_state["ag_marks"][int(last.window_id)] == "skip"
+    assert at.button(key="ag-key-positive").disabled  # every window marked
     assert not at.exception, [e.value for e in at.exception]
     labs = _labels(db_path)
     assert len(labs) == before + 8

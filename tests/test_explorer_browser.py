@@ -308,11 +308,13 @@ def test_every_page_search_label_probe_and_clusters(page, server):
     _settle(pg)
     pg.get_by_text("Batch: 0 of 9 windows marked").wait_for()
     for i, kind in enumerate(("positive", "positive", "negative", "negative")):
-        pg.locator(f"[class*='st-key-ag-'][class*='-{kind}'] button").nth(
-            i % 2 + 2 * (kind == "negative")
-        ).click()
+        card = f"[class*='st-key-ag-'][class*='-{kind}']:not([class*='st-key-ag-key-'])"
+        pg.locator(f"{card} button").nth(i % 2 + 2 * (kind == "negative")).click()
         _settle(pg)
     pg.get_by_text("Batch: 4 of 9 windows marked").wait_for()
+    pg.keyboard.press("n")  # the key row: N marks the next unmarked window negative
+    _settle(pg)
+    pg.get_by_text("Batch: 5 of 9 windows marked").wait_for()
     pg.get_by_role("button", name="Retrain").click()
     _settle(pg)
     pg.get_by_text(re.compile("Round 1: hoot")).wait_for()

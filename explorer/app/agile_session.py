@@ -11,6 +11,7 @@ from explorer.app import agile, backend, label_ops, state, widgets
 
 CHOICES = ("positive", "negative", "unsure", "skip")
 CHOICE_ICONS = {**widgets.KIND_ICONS, "skip": ":material/skip_next:"}
+KEYS = {"positive": "P", "negative": "N", "unsure": "U", "skip": "S"}  # C and R are Streamlit's
 NOTE = "ag-note"
 
 
@@ -139,3 +140,30 @@ def card_actions(label: str):
             st.caption(f"Marked **{chosen}**.")
 
     return draw
+
+
+def next_unmarked(rows: pd.DataFrame) -> int | None:
+    """Position in the batch of the first window not marked yet, or None when all are."""
+    todo = ~rows["window_id"].astype(int).isin(list(marks())).to_numpy()
+    return int(todo.argmax()) if todo.any() else None
+
+
+def key_row(rows: pd.DataFrame, label: str) -> None:
+    """Buttons with keyboard shortcuts (P, N, U, S) that mark the next unmarked window: a batch
+    is labelled without the mouse, in the grid's order."""
+    at = next_unmarked(rows)
+    target = None if at is None else rows.iloc[[at]]
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        for choice in CHOICES:
+            st.button(
+                choice,  # Streamlit shows the key beside it
+                key=f"ag-key-{choice}",
+                icon=CHOICE_ICONS[choice],
+                shortcut=KEYS[choice],
+                disabled=target is None,
+                on_click=_mark,
+                args=(target, label, choice),
+            )
+        if target is not None:
+            t = target.iloc[0]
+            st.caption(f"Keys mark window {at + 1}: {t['path']} @ {t['start_s']:.1f} s")

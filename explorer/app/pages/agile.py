@@ -115,6 +115,7 @@ batch = agile_session.batch()
 if batch is not None and len(batch):
     done = sum(int(w) in agile_session.marks() for w in batch["window_id"])
     st.subheader(f"Batch: {done} of {len(batch)} windows marked")
+    agile_session.key_row(batch, label)
     widgets.card_grid(batch, label, "ag", actions=agile_session.card_actions(label))
 
 if rounds:
