@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explorer.ingest import IngestError, end_bar, mark_partial, progress_bar
-from explorer.plan import expected_windows, plan_files
+from explorer.plan import expected_windows, plan_run
 from index.compaction import compact_if_due
 
 SHARD_WINDOWS = 1024  # windows a shard aims at: ~0.6 GB of 5 s audio at 32 kHz, float32
@@ -234,17 +234,7 @@ def embed_files_ray(db, m, spec, root, audio_root, files, summary, **run) -> Sta
     model = summary.model
     times = summary.stages = StageTimes()
     t0 = time.perf_counter()
-    tasks, durations = plan_files(
-        db,
-        model,
-        audio_root,
-        root,
-        files,
-        run["site"],
-        run["retry_failed"],
-        summary,
-        run["refused"],
-    )
+    tasks, durations = plan_run(db, audio_root, root, files, summary, run)
     run_id = uuid.uuid4().hex[:12]
     shards = plan_shards(
         tasks, durations, spec, int(opts.get("shard_windows", SHARD_WINDOWS)), run_id

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer.links import list_archive
-from explorer.plan import add_link_targets, expected_windows, plan_files
+from explorer.plan import add_link_targets, expected_windows, plan_run
 from explorer.recordings import check_site_rule
 from index.compaction import compact_if_due
 from index.schema import embeddings_table_name
@@ -429,17 +429,7 @@ def _embed_files(db, m, spec, root, audio_root, files, summary, **run) -> None:
     from embedder.batching import iter_batches
 
     model = summary.model
-    tasks, durations = plan_files(
-        db,
-        model,
-        audio_root,
-        root,
-        files,
-        run["site"],
-        run["retry_failed"],
-        summary,
-        run["refused"],
-    )
+    tasks, durations = plan_run(db, audio_root, root, files, summary, run)
     expected = sum(expected_windows(d, spec) for d in durations.values())
     writer = _ChunkWriter(db, model, run["chunk_windows"], summary)
     bar = progress_bar(expected, model, run["progress"])

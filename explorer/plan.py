@@ -179,3 +179,19 @@ def expected_windows(duration_s: float, spec) -> int:
 
     n = int(round(duration_s * spec.sample_rate))
     return audio.count_windows(n, spec.sample_rate, spec.window_s, spec.hop_s, spec.min_tail_s)
+
+
+def plan_run(db, audio_root, root: Path, files, summary, run: dict):
+    """:func:`plan_files` with a run's options (``site``, ``retry_failed``, ``refused``) for the
+    model ``summary.model``: (tasks, {recording_id: duration_s})."""
+    return plan_files(
+        db,
+        summary.model,
+        audio_root,
+        root,
+        files,
+        run["site"],
+        run["retry_failed"],
+        summary,
+        run["refused"],
+    )

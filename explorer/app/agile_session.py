@@ -10,7 +10,6 @@ import streamlit as st
 from explorer.app import agile, backend, label_ops, state, widgets
 
 CHOICES = ("positive", "negative", "unsure", "skip")
-CHOICE_ICONS = {**widgets.KIND_ICONS, "skip": ":material/skip_next:"}
 KEYS = {"positive": "P", "negative": "N", "unsure": "U", "skip": "S"}  # C and R are Streamlit's
 NOTE = "ag-note"
 
@@ -124,20 +123,8 @@ def card_actions(label: str):
 
     def draw(rows: pd.DataFrame, key: str) -> None:
         wid = int(rows["window_id"].iloc[0])
-        chosen = marks().get(wid)
-        with st.container(horizontal=True, gap="small"):
-            for choice in CHOICES:
-                st.button(
-                    choice,
-                    key=f"{key}-{choice}",
-                    icon=CHOICE_ICONS[choice],
-                    type="primary" if chosen == choice else "tertiary",
-                    on_click=_mark,
-                    args=(rows, label, choice),
-                )
         st.session_state.pop(f"ag-card-{wid}-note", None)  # the mark says it on the card
-        if chosen:
-            st.caption(f"Marked **{chosen}**.")
+        widgets.mark_buttons(rows, key, CHOICES, marks().get(wid), _mark, (rows, label))
 
     return draw
 
@@ -158,7 +145,7 @@ def key_row(rows: pd.DataFrame, label: str) -> None:
             st.button(
                 choice,  # Streamlit shows the key beside it
                 key=f"ag-key-{choice}",
-                icon=CHOICE_ICONS[choice],
+                icon=widgets.MARK_ICONS[choice],
                 shortcut=KEYS[choice],
                 disabled=target is None,
                 on_click=_mark,

@@ -12,7 +12,6 @@ from explorer.app import label_ops, state, survey, widgets
 from index.density import DensityResult
 
 NOTE = "dn-note"
-CHOICE_ICONS = {**widgets.KIND_ICONS, "skip": ":material/skip_next:"}
 CHOICE_HELP = {
     "positive": "The window holds the call: stored as a positive label.",
     "negative": "The window does not hold the call: stored as a negative label.",
@@ -89,19 +88,9 @@ def card_actions(label: str, todo_ids: set[int]):
     def draw(rows: pd.DataFrame, key: str) -> None:
         wid = int(rows["window_id"].iloc[0])
         chosen = survey.shown_mark(marks().get(wid), wid in todo_ids)
-        with st.container(horizontal=True, gap="small"):
-            for choice in survey.CHOICES:
-                st.button(
-                    choice,
-                    key=f"{key}-{choice}",
-                    icon=CHOICE_ICONS[choice],
-                    help=CHOICE_HELP[choice],
-                    type="primary" if chosen == choice else "tertiary",
-                    on_click=_mark,
-                    args=(rows, label, choice),
-                )
         st.session_state.pop(f"dn-card-{wid}-note", None)  # the mark says it on the card
-        if chosen:
-            st.caption(f"Marked **{chosen}**.")
+        widgets.mark_buttons(
+            rows, key, survey.CHOICES, chosen, _mark, (rows, label), helps=CHOICE_HELP
+        )
 
     return draw

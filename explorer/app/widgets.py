@@ -126,6 +126,35 @@ def undo_button(key: str) -> None:
     feedback(f"{key}-undo-note")
 
 
+MARK_ICONS = {**KIND_ICONS, "skip": ":material/skip_next:"}
+
+
+def mark_buttons(
+    rows: pd.DataFrame,
+    key: str,
+    choices,
+    chosen: str | None,
+    on_click,
+    args: tuple = (),
+    helps: dict | None = None,
+) -> None:
+    """One window card's marking buttons (positive / negative / unsure / skip), the chosen one
+    highlighted, under it what was chosen. ``on_click(*args, choice)`` stores a mark."""
+    with st.container(horizontal=True, gap="small"):
+        for choice in choices:
+            st.button(
+                choice,
+                key=f"{key}-{choice}",
+                icon=MARK_ICONS[choice],
+                help=(helps or {}).get(choice),
+                type="primary" if chosen == choice else "tertiary",
+                on_click=on_click,
+                args=(*args, choice),
+            )
+    if chosen:
+        st.caption(f"Marked **{chosen}**.")
+
+
 def label_buttons(
     rows: pd.DataFrame, label: TypedLabel | str, key: str, bulk: bool = False
 ) -> None:
