@@ -100,11 +100,14 @@ def main() -> None:
     ap.add_argument("--db", type=Path, required=True)
     ap.add_argument("--grid", nargs="*", default=[], help="PARAM=V[,PARAM=V] settings to compare")
     ap.add_argument("--cold-runs", type=int, default=5)
+    ap.add_argument("--store", choices=["float16", "float32"], default="float16")
     args = ap.parse_args()
 
     vec = clustered(args.n, args.dim, args.clusters, seed=3)
     db = index.connect(args.db)
     if MODEL not in db.models() or db.windows(MODEL).count_rows() != args.n:
+        # the vector type `chorus embed` gives a new model (``--store``)
+        db.register_model(MODEL, {"name": MODEL, "dim": args.dim}, vector_dtype=args.store)
         rate = fill(db, vec, args.sites)
         print(f"insert: {rate:,.0f} windows/s")
         t0 = time.perf_counter()
