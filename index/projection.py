@@ -86,8 +86,9 @@ def fit_pca(X: np.ndarray, dim: int, max_rows: int = PCA_FIT_ROWS, seed: int = 0
         if n > max_rows
         else slice(None)
     )
-    fitted = SklearnPCA(n_components=min(dim, d, len(X[rows])), svd_solver="covariance_eigh")
-    fitted.fit(np.asarray(X[rows]))
+    sample = np.asarray(X[rows])  # (m, d), m <= max_rows
+    fitted = SklearnPCA(n_components=min(dim, d, len(sample)), svd_solver="covariance_eigh")
+    fitted.fit(sample)
     return PCA(
         fitted.mean_.astype(np.float64),
         fitted.components_.astype(np.float64),
