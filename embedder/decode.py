@@ -246,10 +246,7 @@ class _Sndfile(Decoder):
                 try:
                     x = self.snd.read(int(min(block, end - pos)), dtype="float32", always_2d=True)
                 except _SF_ERRORS as err:
-                    done = max(start, pos)
-                    if pos < start and reader is None:  # a seek was asked for: no salvage
-                        raise self._fail(pos, err) from err
-                    yield from self._salvage(reader, done, block, end, _reason(err))
+                    yield from self._salvage(reader, max(start, pos), block, end, _reason(err))
                     return
                 if len(x) == 0:
                     break
@@ -267,8 +264,8 @@ class _Sndfile(Decoder):
         """After libsndfile failed: what still decodes from frame ``done`` on. The fast decoder
         goes on at the next frame that decodes; without it, libsndfile reads again from the
         start in small steps and stops at the damage."""
-        if reader is None and self.container == "FLAC" and done == 0 and flac.available():
-            reader = _fast_reader(self)  # a read of a span cut short at its first frame
+        if reader is None and self.container == "FLAC" and flac.available():
+            reader = _fast_reader(self)  # a span's read: decoded from the start, kept from done
         if reader is not None:
             with reader:
                 yield from _resync_flac(self, reader, done, block, end, reason)

@@ -178,6 +178,18 @@ def test_damaged_file_keeps_what_decodes_and_says_where(tmp_path, kind):
     np.testing.assert_array_equal(got[first_bad + lost :], want[first_bad + lost :])
 
 
+@needs_decoder
+@pytest.mark.parametrize("kind", ["bitflip", "junk"])
+def test_a_span_across_the_damage_reads_as_the_whole_file_does(tmp_path, kind):
+    # the explorer's clips and span queries read spans: across the damage they get the same
+    # samples (silence where frames were lost) as the windows embedded from the whole file
+    _, bad = damaged(tmp_path, kind)
+    whole, _ = read_damaged(bad)
+    span = audio.load(bad, 48000, "all", 1.3, 1.7)  # (C, n)
+    assert span.shape == (2, 19200)
+    np.testing.assert_array_equal(span.T, whole[62400:81600])
+
+
 @pytest.mark.parametrize("kind", ["bitflip", "truncated"])
 def test_without_the_fast_decoder_a_damaged_file_keeps_what_comes_before(
     tmp_path, monkeypatch, kind
