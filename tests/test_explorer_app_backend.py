@@ -3,6 +3,8 @@ window tables and the explore command line."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -204,6 +206,27 @@ def test_cached_clips_follow_a_replaced_file(archive, monkeypatch):
     os.utime(wav, ns=(0, os.stat(wav).st_mtime_ns + 10**9))
     again = state.clip(*span, audio_access.file_stamp(wav))
     assert np.abs(first).max() == pytest.approx(0.5) and np.abs(again).max() == 0.0
+    st.cache_data.clear()
+
+
+def test_a_card_band_above_the_recordings_nyquist_draws_its_whole_range(archive, monkeypatch):
+    import logging
+
+    import streamlit as st
+    from PIL import Image
+
+    from explorer.app import state
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare mode: no script context
+    root, _ = archive
+    wav = root / "low_rate.wav"
+    sf.write(wav, np.full(SR * 6, 0.5, np.float32), SR)
+    monkeypatch.setattr(state, "roots", lambda: [root.resolve()])
+    span = ("db", str(wav), 0.0, 5.0, -1, SR, audio_access.file_stamp(wav))
+    above = (SR / 1000.0, SR / 500.0)  # kHz: from Nyquist up (a higher-rate file's band)
+    png = state.card_png(*span, above)
+    assert png == state.card_png(*span, None)
+    assert Image.open(io.BytesIO(png)).size[0] > 0
     st.cache_data.clear()
 
 

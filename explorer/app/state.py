@@ -140,6 +140,8 @@ def card_png(
     """A card's spectrogram with time and frequency axes, drawn over ``band_khz`` (kHz)."""
     audio = clip(path, abs_path, start_s, end_s, channel, sr, stamp)
     band = None if band_khz is None else (band_khz[0] * 1000.0, band_khz[1] * 1000.0)
+    if band is not None and band[0] >= sr / 2:  # the sidebar's band is above this recording's
+        band = None  # Nyquist (it spans the archive's highest rate): its whole range instead
     return plots.spectrogram_card_png(audio, sr, float(start_s), band, size=CARD_SIZE)
 
 
