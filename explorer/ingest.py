@@ -266,8 +266,9 @@ def embed_archive(
         from explorer.distributed import check_ray
 
         check_ray()  # installed? one line before anything is loaded
-    # on Ray the driver's model only describes the settings: the actors load their own, on their GPU
-    local_device = "cpu" if ray_address is not None and device == "auto" else device
+    # on Ray the driver's model only describes the settings: the actors load their own, on their
+    # GPU, so the driver (perhaps a head node without one) keeps its copy on the CPU
+    local_device = "cpu" if ray_address is not None else device
     m = _load_model(model, weights, local_device, model_options)
     on_cuda = getattr(getattr(m, "device", None), "type", None) == "cuda"
     batch_given = batch_size
