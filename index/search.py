@@ -400,7 +400,7 @@ class _Engine:
                 raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
             if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
-                scores = self._table_vectors(offsets) @ self.q
+                scores = self.snap.vectors_at(offsets) @ self.q
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:
@@ -411,19 +411,6 @@ class _Engine:
                 offsets = np.concatenate([offsets, extra])
         order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
         return scores[order], offsets[order]
-
-    def _table_vectors(self, offsets: np.ndarray) -> np.ndarray:
-        """Unit vectors (m, dim) float32 at snapshot ``offsets`` (unique), taken straight from
-        the snapshot's Lance dataset: one ``take`` of the rows, about half the time of the
-        LanceDB query layer's ``take_offsets`` for a re-rank shortlist."""
-        order = np.argsort(offsets)
-        rows = offsets[order]
-        got = self.snap.table.take(rows, columns=["window_id", "vector"])
-        if not np.array_equal(got["window_id"].to_numpy(), self.snap.window_id[rows]):
-            raise RuntimeError("Lance returned unexpected rows for a re-rank read")
-        out = np.empty((len(offsets), self.snap.dim), np.float32)
-        out[order] = vectors_to_numpy(got["vector"])
-        return out
 
 
 class SearchState:
