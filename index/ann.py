@@ -120,8 +120,6 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
     old = None
     if not rebuild:  # a damaged index, or another table's, is rebuilt
         old = verified_index(db, model)[0]
-    if old is not None and old.settings.dim != snap.dim:
-        old = None
     if old is not None:
         present = snap.contains(old.ids)
         if not _needs_rebuild(old, tier, auto, n, int((~present).sum())):

@@ -496,7 +496,6 @@ def _train(index: faiss.Index, snap, n: int) -> int:
     if index.is_trained:
         return 0
     nlist = getattr(base_index(index), "nlist", 1)
-    _check_trainable(nlist, n)
     size = int(min(n, max(TRAIN_POINTS_PER_CELL * nlist, 10_000), TRAIN_SAMPLE_MAX))
     offsets = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
     index.train(snap.vectors_at(offsets))  # (size, dim)
