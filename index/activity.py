@@ -147,9 +147,9 @@ def activity(
         raise KeyError(f"probe {probe_id} has no label {label!r} (it has {', '.join(rec.labels)})")
     j = rec.labels.index(label) if label is not None else 0
     recordings = db.recordings()
-    snap = db.snapshot(rec.model)
-    windows = group_keys(snap.recording_id, snap.start_s, recordings, by)
     if stored:
+        snap = db.snapshot(rec.model)
+        windows = group_keys(snap.recording_id, snap.start_s, recordings, by)
         det = load_detections(db, probe_id)
         det = det[det["label"] == rec.labels[j]]
         thr = float(det["threshold"].iloc[0]) if len(det) else float("nan")
@@ -157,10 +157,10 @@ def activity(
     else:
         thr = choose_thresholds(rec, threshold, precision)[j].threshold
         meta, scores = score_windows(db, rec.model, rec.probe.coef_, rec.probe.intercept_, scorer)
-        hit = scores[:, j] >= thr
-        hits = group_keys(
-            meta["recording_id"].to_numpy()[hit], meta["start_s"].to_numpy()[hit], recordings, by
+        windows = group_keys(
+            meta["recording_id"].to_numpy(), meta["start_s"].to_numpy(), recordings, by
         )
+        hits = windows[scores[:, j] >= thr].reset_index(drop=True)  # the scored windows' keys
     return summarize(windows, hits, by).assign(label=rec.labels[j], threshold=thr)
 
 
