@@ -166,8 +166,8 @@ class _Committer:
         mark_partial(self.db, self.summary, [(k, sec, dmg) for k, (dmg, sec) in damaged.items()])
         self.db.finish_recordings(self.model, good)  # checks each count, then the markers
         self.db.set_status([k for k, _ in good if k not in damaged], "ok")
+        recs = [self.db.recording(k) for k, _ in bad]
         if bad:
-            recs = [self.db.recording(k) for k, _ in bad]
             self.db.upsert_recordings(
                 [
                     dict(audio_root=r["audio_root"], path=r["path"], status="failed", error=err)
@@ -179,7 +179,7 @@ class _Committer:
         s.n_windows += sum(n for _, n in good)
         s.hours += sum(damaged.get(k, (0, self.durations[k]))[1] for k, _ in good) / 3600
         s.n_failed += len(bad)
-        s.failed.extend((self.db.recording(k)["path"], err) for k, err in bad)
+        s.failed.extend((r["path"], err) for r, (_, err) in zip(recs, bad, strict=True))
         compact_if_due(self.db, self.model)
         self.times.commit += time.perf_counter() - t0
         self.times.commits += 1

@@ -133,10 +133,3 @@ def _sniffs_as_audio(path: Path) -> bool:
     except audio.AudioError:
         return False
     return True
-
-
-def is_under(path: str | os.PathLike, places: list[Path]) -> bool:
-    """Whether the real path of ``path`` (links and ``..`` resolved) is one of ``places`` or
-    lies under one of them (``places`` resolved already)."""
-    real = Path(os.path.realpath(path))
-    return any(real == p or real.is_relative_to(p) for p in places)
