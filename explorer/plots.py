@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
+from index.activity import UNDATED  # the bucket of windows whose recording has no start time
+
 N_FFT = 512  # samples per STFT frame
 HOP = 128  # samples between STFT frames
 TOP_DB = 80.0  # dB: at most this range below the loudest bin is drawn
@@ -28,7 +30,6 @@ SPARSE_MARKER_SIZE = 8  # px, when fewer than SPARSE_POINTS points are shown
 SPARSE_POINTS = 2000
 CARD_MARGIN = (34, 18)  # px left (kHz labels) and below (time labels) a card's spectrogram
 CARD_FONT_PX = 10
-UNDATED = "undated"  # hour-of-day bucket of windows whose recording has no start time
 CATEGORICAL_COLOURS = (
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
     "#393b79 #ad494a #8ca252 #bd9e39 #a55194 #6b6ecf #e7969c #637939 #d6616b #3182bd #969696"

@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from explorer.app.backend import windows_by_id
+from explorer.commands.review import STRATEGIES  # the app offers `chorus review`'s
 
-STRATEGIES = ("margin", "top", "diverse")  # as `chorus review --strategy`
-WEAK_WEIGHT = 0.05  # unlabelled windows join the negatives with this weight (as `chorus train`)
 TARGET_PRECISION = 0.9
 
 
@@ -97,7 +96,7 @@ def retrain(db, model: str, label: str, number: int) -> Round:
     """
     from explorer.commands.review import round_summary
     from index.labels import list_labels
-    from index.probe import train_probe
+    from index.probe import WEAK_WEIGHT, train_probe
 
     rec = train_probe(db, model, label, weak_weight=WEAK_WEIGHT, precision=TARGET_PRECISION)
     m = rec.metrics[0]

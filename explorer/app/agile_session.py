@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer.app import agile, backend, label_ops, state, widgets
+from explorer.app.survey import CHOICES
 
-CHOICES = ("positive", "negative", "unsure", "skip")
 KEYS = {"positive": "P", "negative": "N", "unsure": "U", "skip": "S"}  # C and R are Streamlit's
 NOTE = "ag-note"
 
