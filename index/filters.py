@@ -101,7 +101,8 @@ def filter_offsets(db, snap, sql: str) -> np.ndarray:
 
 
 def _filter_offsets(db, snap, sql: str) -> np.ndarray:
-    key = (snap.version, db.recordings_table().version, len(snap))
+    # the recordings version as the view reads it (a Lance dataset, not a LanceDB handle per search)
+    key = (snap.version, db.data_versions(snap.model)[1], len(snap))
     cached = db.search_state.filter_views.get(snap.model)
     if cached is None or cached[0] != key:
         name = f"view_{id(db)}_{snap.model}"
