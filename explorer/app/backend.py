@@ -170,8 +170,6 @@ def run_search(
 
     Windows overlapping a query's span of an archived recording are left out unless
     ``include_query`` (they would top the results with scores near 1)."""
-    from index.search import outside_spans
-
     pos = [q.vector for q in queries if q.kind == "positive"]
     neg = [q.vector for q in queries if q.kind == "negative"]
     if not pos:
@@ -179,8 +177,8 @@ def run_search(
     builder = db.search(model, np.stack(pos).astype(np.float32))  # (P, dim)
     if neg:
         builder = builder.negatives(np.stack(neg).astype(np.float32))  # (N, dim)
-    own = None if include_query else outside_spans([q.span for q in queries if q.span])
-    where = " AND ".join(f"({w})" for w in (where, own) if w)
+    if not include_query:  # a mask on the snapshot, not a SQL clause for the filter engine
+        builder = builder.exclude_spans([q.span for q in queries if q.span])
     if where:
         builder = builder.where(where)
     if per_recording:
