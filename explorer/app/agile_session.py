@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.app import agile, backend, label_ops, state, widgets
+from explorer.app import agile, backend, state, widgets
 from explorer.app.survey import CHOICES
 
 KEYS = {"positive": "P", "negative": "N", "unsure": "U", "skip": "S"}  # C and R are Streamlit's
@@ -107,15 +107,11 @@ def retrain(model: str, label: str, strategy: str, n: int) -> None:
 
 
 def _mark(rows: pd.DataFrame, label: str, choice: str) -> None:
-    wid = int(rows["window_id"].iloc[0])
-    if choice != "skip":
-        try:
-            change = label_ops.write_labels(state.db(), rows, label, choice, widgets.USER_SOURCE)
-        except (KeyError, ValueError) as err:
-            _fail(err)
-            return
-        widgets.record(change, f"ag-card-{wid}-note")
-    marks()[wid] = choice
+    note = f"ag-card-{int(rows['window_id'].iloc[0])}-note"
+    try:
+        widgets.store_mark(rows, label, choice, marks(), note)
+    except (KeyError, ValueError) as err:
+        _fail(err)
 
 
 def card_actions(label: str):

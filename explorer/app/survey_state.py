@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.app import label_ops, state, survey, widgets
+from explorer.app import state, survey, widgets
 from index.density import DensityResult
 
 NOTE = "dn-note"
@@ -71,15 +71,11 @@ def next_batch(model: str, result: DensityResult, by: tuple[str, ...], n: int) -
 
 
 def _mark(rows: pd.DataFrame, label: str, choice: str) -> None:
-    wid = int(rows["window_id"].iloc[0])
-    if choice != "skip":
-        try:
-            change = label_ops.write_labels(state.db(), rows, label, choice, widgets.USER_SOURCE)
-        except (KeyError, ValueError) as err:
-            st.session_state[NOTE] = ("error", f"Not stored: {err}")
-            return
-        widgets.record(change, f"dn-card-{wid}-note")
-    marks()[wid] = choice
+    note = f"dn-card-{int(rows['window_id'].iloc[0])}-note"
+    try:
+        widgets.store_mark(rows, label, choice, marks(), note)
+    except (KeyError, ValueError) as err:
+        st.session_state[NOTE] = ("error", f"Not stored: {err}")
 
 
 def card_actions(label: str, todo_ids: set[int]):

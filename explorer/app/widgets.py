@@ -129,6 +129,15 @@ def undo_button(key: str) -> None:
 MARK_ICONS = {**KIND_ICONS, "skip": ":material/skip_next:"}
 
 
+def store_mark(rows: pd.DataFrame, label: str, choice: str, marks: dict, note_key: str) -> None:
+    """Mark one window (``rows``: its row): a label of kind ``choice`` is written, with an undo,
+    unless ``choice`` is "skip"; then ``marks[window_id] = choice``. KeyError / ValueError of the
+    write propagate and leave it unmarked."""
+    if choice != "skip":
+        record(label_ops.write_labels(state.db(), rows, label, choice, USER_SOURCE), note_key)
+    marks[int(rows["window_id"].iloc[0])] = choice
+
+
 def mark_buttons(
     rows: pd.DataFrame,
     key: str,
