@@ -55,10 +55,12 @@ def check_database(path: str | Path, repair: bool = False) -> tuple[list[str], l
             found.append(_unreadable(db, name, problem, repair))
         elif name.startswith(EMBEDDINGS_PREFIX):
             model = name[len(EMBEDDINGS_PREFIX) :]
-            more = _check_windows(db, model, repair) + _check_index(db, model, repair)
+            more = _check_windows(db, model, repair)
+            state = db.index_state(model)  # verifies the index once (hashes every file)
+            more += _check_index(db, model, state, repair)
             found += more
             if not more:
-                ok.append(f"ok      table {name}: {n} rows; index {_index_line(db, model)}")
+                ok.append(f"ok      table {name}: {n} rows; index {_index_line(state)}")
         else:
             ok.append(f"ok      table {name}: {n} rows")
     return ok, found
@@ -168,13 +170,13 @@ def _check_windows(db, model: str, repair: bool) -> list[Finding]:
     return found
 
 
-def _check_index(db, model: str, repair: bool) -> list[Finding]:
-    from .ann import verified_index
-
-    _, problem = verified_index(db, model)
-    if not problem:
+def _check_index(db, model: str, state: dict, repair: bool) -> list[Finding]:
+    """The finding of a damaged index (``state``: ``db.index_state(model)``), repaired if asked."""
+    if state["state"] != "damaged":
         return []
-    f = Finding(f"index {model}", problem, "the next `chorus embed` (or `--repair`) rebuilds it")
+    f = Finding(
+        f"index {model}", state["problem"], "the next `chorus embed` (or `--repair`) rebuilds it"
+    )
     if repair:
         db.build_index(model, factory=_saved_factory(db, model), rebuild=True)
         f.repaired = True
@@ -192,6 +194,5 @@ def _saved_factory(db, model: str) -> str:
     return "auto" if s.auto else s.factory
 
 
-def _index_line(db, model: str) -> str:
-    state = db.index_state(model)
+def _index_line(state: dict) -> str:
     return state["state"] if state["state"] != "stale" else "stale (updated by the next embed)"
