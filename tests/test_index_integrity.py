@@ -139,3 +139,18 @@ def test_check_reports_an_unreadable_table_and_a_bad_chorus_json(tmp_path):
         (db.path / "chorus.json").write_text(text)
         _, found = check_database(db.path)
         assert found[0].part == "chorus.json" and "backup" in found[0].repair
+
+
+def test_check_finds_a_damaged_index_and_repair_rebuilds_it(tmp_path):
+    from index.check import check_database
+
+    db = _db(tmp_path / "db.chorus")
+    ok, found = check_database(db.path)
+    assert found == [] and any("embeddings_m" in line and "index current" in line for line in ok)
+    _damage_index(db)
+    _, found = check_database(db.path)
+    assert [f.part for f in found] == ["index m"] and "checksum" in found[0].problem
+    _, found = check_database(db.path, repair=True)
+    assert [f.repaired for f in found] == [True]
+    ok, found = check_database(db.path)
+    assert found == [] and any("index current" in line for line in ok)
