@@ -18,6 +18,7 @@ content. Our own magic-byte sniffing only serves to explain failures.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -396,9 +397,13 @@ class _FFmpeg(Decoder):
         self.samplerate, self.channels = first.sample_rate, first.layout.nb_channels
         self.frames = None
         self.guess = round(float(duration or 0) * self.samplerate)
-        # a header length that counts the frames (not one FFmpeg guessed from the bit rate)
-        self.exact_guess = self.container in EXACT_LENGTH_CONTAINERS or (
-            self.container == "MP3" and _mp3_counts_frames(fh)
+
+    @functools.cached_property
+    def exact_guess(self) -> bool:
+        """Whether the header's length counts the frames (not one FFmpeg guessed from the bit
+        rate). Asked only after a whole read, so a span's open does not read the header again."""
+        return self.container in EXACT_LENGTH_CONTAINERS or (
+            self.container == "MP3" and _mp3_counts_frames(self.fh)
         )
 
     def estimate(self) -> int:
