@@ -143,9 +143,7 @@ def activity(
 
     by = parse_by(by)
     rec = load_probe(db, probe_id)
-    if label is not None and label not in rec.labels:
-        raise KeyError(f"probe {probe_id} has no label {label!r} (it has {', '.join(rec.labels)})")
-    j = rec.labels.index(label) if label is not None else 0
+    j = rec.label_index(label)
     recordings = db.recordings()
     if stored:
         snap = db.snapshot(rec.model)

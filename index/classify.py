@@ -281,7 +281,7 @@ def review_queue(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown review strategy {strategy!r}; choose one of {STRATEGIES}")
     rec = load_probe(db, probe_id)
-    j = rec.labels.index(label) if label is not None else 0
+    j = rec.label_index(label)
     meta, scores = score_windows(db, rec.model, rec.probe.coef_, rec.probe.intercept_, scorer)
     covered = window_labels(db, rec.model, rec.labels[j], min_overlap)
     free = ~meta["window_id"].isin(covered["window_id"]).to_numpy()

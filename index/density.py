@@ -253,10 +253,8 @@ def call_density(
 
     by = parse_by(by)
     rec = load_probe(db, probe_id)
-    name = label if label is not None else rec.labels[0]
-    if name not in rec.labels:
-        raise KeyError(f"probe {probe_id} has no label {name!r} (it has {', '.join(rec.labels)})")
-    j = rec.labels.index(name)
+    j = rec.label_index(label)
+    name = rec.labels[j]
     meta, scores = score_windows(db, rec.model, rec.probe.coef_, rec.probe.intercept_, scorer)
     recordings = db.recordings()
     keys = group_keys(meta["recording_id"].to_numpy(), meta["start_s"].to_numpy(), recordings, by)

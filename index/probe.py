@@ -524,6 +524,17 @@ class ProbeRecord:
     training: dict
     params: dict
 
+    def label_index(self, label: str | None) -> int:
+        """Column of ``label`` in the probe's outputs (None: the first); KeyError naming the
+        probe's labels when it has no such label."""
+        if label is None:
+            return 0
+        if label not in self.labels:
+            raise KeyError(
+                f"probe {self.probe_id} has no label {label!r} (it has {', '.join(self.labels)})"
+            )
+        return self.labels.index(label)
+
     def threshold_for(self, precision: float, label: int = 0) -> float:
         """Threshold reaching ``precision`` on the cross-validated precision-recall curve."""
         return self.threshold_choice(precision, label).threshold

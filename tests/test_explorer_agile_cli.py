@@ -265,6 +265,10 @@ def test_review_round_trip_through_label_import(tmp_path, capsys):
     assert len(list_labels(synth.db, label="owl")) == before + 6
     assert main(["train", "--db", db, "--label", "owl"]) == 0
     assert main(["review", "--db", db, "--probe", str(probe_id), "--batch", "0"]) == 2
+    capsys.readouterr()
+    assert main(["review", "--db", db, "--probe", str(probe_id), "--label", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"probe {probe_id} has no label 'nope' (it has owl)" in err
 
 
 def test_cluster_prints_clusters(synth, tmp_path, capsys):
