@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from explorer.app import backend
 from explorer.app.backend import windows_by_id
 from explorer.commands.review import STRATEGIES  # the app offers `chorus review`'s
 
@@ -79,13 +80,9 @@ def probe_batch(
 ) -> pd.DataFrame:
     """The next ``n`` windows to label for a probe: ``index.classify.review_queue``, the queue
     ``chorus review`` writes (windows labelled ``label`` left out), as card rows with ``score``."""
-    from index.classify import review_queue
-
-    if strategy not in STRATEGIES:
+    if strategy not in STRATEGIES:  # the app offers `chorus review`'s strategies only
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
-    q = review_queue(db, probe_id, strategy=strategy, n=n, label=label, seed=seed)
-    rows = windows_by_id(db, model, q["window_id"].tolist())
-    return rows.merge(q[["window_id", "score"]], on="window_id", how="left")
+    return backend.review_queue(db, model, probe_id, strategy, n, label=label, seed=seed)
 
 
 def retrain(db, model: str, label: str, number: int) -> Round:

@@ -285,12 +285,15 @@ def archive_scores(db, model: str, probe_id: int) -> pd.DataFrame:
     return meta[["window_id"]].assign(score=scores[:, 0])
 
 
-def review_queue(db, model: str, probe_id: int, strategy: str, n: int) -> pd.DataFrame:
-    """Windows to review next (not yet labelled with the probe's label), as card rows."""
+def review_queue(
+    db, model: str, probe_id: int, strategy: str, n: int, label: str | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """Windows to review next (not yet labelled with ``label``, default the probe's first), as
+    card rows with their ``score``."""
     from index.classify import review_queue as queue
 
     _probe_of(db, probe_id, model)
-    q = queue(db, probe_id, strategy=strategy, n=n)
+    q = queue(db, probe_id, strategy=strategy, n=n, label=label, seed=seed)
     rows = windows_by_id(db, model, q["window_id"].tolist())
     return rows.merge(q[["window_id", "score"]], on="window_id", how="left")
 
