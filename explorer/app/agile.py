@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from explorer.app import backend
-from explorer.app.backend import windows_by_id
 from explorer.commands.review import STRATEGIES  # the app offers `chorus review`'s
 
 TARGET_PRECISION = 0.9
@@ -71,7 +70,7 @@ def search_batch(db, model: str, query_ids: list[int], label: str, n: int = 12) 
     ids = hits["window_id"].to_numpy(np.int64)
     keep = _unlabelled(db, model, label, ids) & ~np.isin(ids, query_ids)
     hits = hits[keep].head(n)
-    rows = windows_by_id(db, model, hits["window_id"].tolist())
+    rows = backend.windows_by_id(db, model, hits["window_id"].tolist())
     return rows.merge(hits[["window_id", "score"]], on="window_id", how="left")
 
 
