@@ -195,10 +195,7 @@ def list_labels(
 
 def remove_label(db, label_id: int) -> None:
     """Delete one label; KeyError if there is none with that id."""
-    table = labels_table(db)
-    if table.count_rows(f"label_id = {int(label_id)}") == 0:
-        raise KeyError(f"no label with id {label_id}")
-    table.delete(f"label_id = {int(label_id)}")
+    remove_labels(db, label_ids=[label_id])
 
 
 def remove_labels(
