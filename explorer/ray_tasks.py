@@ -87,20 +87,21 @@ class ShardEmbedder:
     Parameters
     ----------
     loader : ``model``, ``weights``, ``device``, ``options`` for :func:`embedder.load_model`.
-    batch_size : windows per model call (None: 256 on CUDA, 32 on a CPU).
+    batch_size : windows per model call (None: ingest's defaults for the device).
     store_logits : also write the head's logits (column ``logits``).
     uri, schema : the embeddings table (:func:`index.shards.prepare_table`).
     """
 
     def __init__(self, loader: dict, batch_size: int | None, store_logits: bool, uri: str, schema):
         import embedder
+        from explorer.ingest import DEFAULT_BATCH, DEFAULT_GPU_BATCH
 
         # "auto" finds the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES), else the CPU
         self.m = embedder.load_model(
             loader["model"], weights=loader["weights"], device=loader["device"], **loader["options"]
         )
         on_cuda = getattr(getattr(self.m, "device", None), "type", None) == "cuda"
-        self.batch_size = batch_size or (256 if on_cuda else 32)  # as explorer.ingest's defaults
+        self.batch_size = batch_size or (DEFAULT_GPU_BATCH if on_cuda else DEFAULT_BATCH)
         if hasattr(self.m, "device"):
             self.m.batch_size = self.batch_size
         self.store_logits, self.uri, self.schema = store_logits, uri, schema
