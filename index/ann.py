@@ -124,7 +124,7 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
     float16 = bool(explicit.pop("float16", True))
     auto = factory == "auto"
     if auto:
-        tier, chosen = choose_tier(n, snap.dim, float16)
+        tier, chosen = choose_tier(n, snap.dim, float16, snap.vector_view() is not None)
         params = {**chosen, **explicit}
     else:
         tier = tier_for_factory(factory)
@@ -137,7 +137,7 @@ def build_or_update(db, model: str, factory: str = "auto", rebuild: bool = False
         if not _needs_rebuild(old, tier, auto, n, int((~present).sum())):
             if auto and "k_factor" in old.settings.params and "k_factor" not in explicit:
                 # a grown archive needs a longer re-rank shortlist; never shorten a stored one
-                sized = tier.params_for_size(n).get("k_factor", 0)
+                sized = chosen.get("k_factor", 0)
                 grown = max(old.settings.params["k_factor"], sized)
                 old.settings.params["k_factor"] = grown
             return _update(db, old, snap, explicit)

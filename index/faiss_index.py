@@ -160,8 +160,16 @@ class IndexSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def choose_tier(n: int, dim: int, float16: bool = True) -> tuple[Tier, dict]:
-    """The tier for ``n`` vectors of ``dim`` and its search parameters (module docstring)."""
+def choose_tier(
+    n: int, dim: int, float16: bool = True, in_place: bool = False
+) -> tuple[Tier, dict]:
+    """The tier for ``n`` vectors of ``dim`` and its search parameters (module docstring).
+
+    ``in_place``: the table's vectors can be read in place (:mod:`index.vector_view`), so from
+    ``FLAT_MAX`` windows up the index keeps codes only and re-ranks from the table."""
+    if in_place and n >= FLAT_MAX and dim % PQ_DIMS_PER_CODE == 0:
+        tier = LowMemTier.for_size(n, dim)
+        return tier, {**tier.params_for_size(n), "k_factor": refine_k_factor(n)}
     if n < FLAT_MAX:
         tier = FlatTier.for_size(n, dim, float16)
     elif n < HNSW_MAX:
@@ -173,9 +181,11 @@ def choose_tier(n: int, dim: int, float16: bool = True) -> tuple[Tier, dict]:
     return tier, tier.params_for_size(n)
 
 
-def choose_factory(n: int, dim: int, float16: bool = True) -> tuple[str, dict]:
+def choose_factory(
+    n: int, dim: int, float16: bool = True, in_place: bool = False
+) -> tuple[str, dict]:
     """Factory string and search parameters of :func:`choose_tier`."""
-    tier, params = choose_tier(n, dim, float16)
+    tier, params = choose_tier(n, dim, float16, in_place)
     return tier.factory, params
 
 

@@ -337,6 +337,13 @@ class _Engine:
     def _exact_top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.kernel is not None:
             return self._kernel_top(k)
+        view = self.snap.vector_view()
+        if view is not None and not self._scored_subset():
+            s, offs = view.exact_top(self.q[None, :], k, self.allowed)  # FAISS over mapped pages
+            s, offs = s[0], offs[0]
+            s, offs = s[offs >= 0], offs[offs >= 0]
+            order = np.lexsort((self.snap.window_id[offs], -s))
+            return s[order], offs[order]
         if self._all_scores is None:
             self._all_scores = self._exact_scores()
         scores = self._all_scores
@@ -352,13 +359,17 @@ class _Engine:
         """Cosine score of every snapshot row (n,), NaN where not allowed and not computed."""
         snap = self.snap
         scores = np.full(len(snap), np.nan, np.float32)
-        if self.allowed is not None and self.n_allowed <= EXACT_SUBSET_MAX:
+        if self._scored_subset():
             offs = np.flatnonzero(self.allowed)
-            scores[offs] = self.db.search_state.vectors_for(snap, offs) @ self.q
+            scores[offs] = self.db.search_state.scores_for(snap, offs, self.q)
             return scores
         for ids, vec in snap.iter_vectors():
             scores[snap.offsets(ids)] = vec @ self.q  # (b,)
         return scores
+
+    def _scored_subset(self) -> bool:
+        """Is the search filtered to few enough windows to score them one by one?"""
+        return self.allowed is not None and self.n_allowed <= EXACT_SUBSET_MAX
 
     def _kernel_top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k``: FAISS scan of the index's stored vectors, plus the windows committed
@@ -400,13 +411,13 @@ class _Engine:
                 raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
             scores, offsets = s[valid], off_of_pos[pos[valid]]
             if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
-                scores = self.snap.vectors_at(offsets) @ self.q
+                scores = self.snap.scores_at(offsets, self.q)
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:
                 extra = extra[self.allowed[extra]]
             if len(extra):
-                es = self.db.search_state.vectors_for(self.snap, extra) @ self.q
+                es = self.db.search_state.scores_for(self.snap, extra, self.q)
                 scores = np.concatenate([scores, es])
                 offsets = np.concatenate([offsets, extra])
         order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
@@ -476,6 +487,13 @@ class SearchState:
             cached = (key, off_of_pos, new_offsets, pos_of_off, {})
             self.ann_maps[snap.model] = cached
         return cached
+
+    def scores_for(self, snap, offsets: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Inner products (m,) of the unit vectors at snapshot ``offsets`` with ``q`` (dim,)."""
+        ann = self.indexes.get(snap.model, (None, None))[1]
+        if ann is None or not ann.exact_storage:
+            return snap.scores_at(offsets, q)
+        return self.vectors_for(snap, offsets) @ q
 
     def vectors_for(self, snap, offsets: np.ndarray) -> np.ndarray:
         """Unit vectors (m, dim) at snapshot ``offsets``: from the in-memory index when it stores

@@ -2,7 +2,8 @@
 
 Searches pin a snapshot so that a concurrent writer (ingest) cannot change the rows between
 the id lookup, the vector reads and the result assembly.  Row *offsets* below are positions
-in the snapshot's scan order; ``take`` reads vectors by them.
+in the snapshot's scan order. Vectors are read in place from the table's mapped data files
+(:mod:`index.vector_view`) where their layout allows, else through ``take``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from .rows import vectors_to_numpy
 from .schema import WINDOW_META_COLUMNS
+from .vector_view import VectorView, open_view
 
 READ_BATCH_ROWS = 8192  # rows per Arrow batch when streaming vectors (~50 MB at 1536-d float32)
 TAKE_CHUNK = 20_000  # offsets per take request
@@ -31,7 +33,8 @@ class Snapshot:
         self.model = model
         self.table = table  # a lance.LanceDataset checked out at `version` (read-only)
         self.version = int(version)
-        meta = table.to_table(columns=list(WINDOW_META_COLUMNS))
+        meta = table.to_table(columns=list(WINDOW_META_COLUMNS), with_row_address=True)
+        self._row_addr = meta["_rowaddr"].to_numpy()  # (n,) fragment id << 32 | physical row
         self.window_id = meta["window_id"].to_numpy().astype(np.int64)
         self.recording_id = meta["recording_id"].to_numpy().astype(np.int64)
         self.channel = meta["channel"].to_numpy().astype(np.int32)
@@ -40,6 +43,7 @@ class Snapshot:
         self._order = np.argsort(self.window_id, kind="stable")
         self._sorted_ids = self.window_id[self._order]
         self.dim = int(table.schema.field("vector").type.list_size)
+        self._view: VectorView | None | bool = False  # False: not opened yet
 
     def __len__(self) -> int:
         return len(self.window_id)
@@ -69,12 +73,21 @@ class Snapshot:
         pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
         return self._sorted_ids[pos] == ids
 
+    def vector_view(self) -> VectorView | None:
+        """The table's vectors mapped in place, or None where its files do not allow it."""
+        if self._view is False:
+            self._view = open_view(self.table, self._row_addr, self.dim)
+        return self._view
+
     def vectors_at(self, offsets) -> np.ndarray:
         """Unit vectors (m, dim) float32 of rows at ``offsets``, in the given order."""
         offsets = np.asarray(offsets, np.int64).ravel()
         out = np.empty((len(offsets), self.dim), np.float32)
         if not len(offsets):
             return out
+        view = self.vector_view()
+        if view is not None:
+            return view.rows(offsets)
         order = np.argsort(offsets, kind="stable")  # reads in offset order are the cheapest
         sorted_offs = offsets[order]
         uniq, inverse = np.unique(sorted_offs, return_inverse=True)
@@ -90,6 +103,13 @@ class Snapshot:
         vec = np.concatenate(chunks)  # (u, dim)
         out[order] = vec[inverse]
         return out
+
+    def scores_at(self, offsets, q: np.ndarray) -> np.ndarray:
+        """Inner products (m,) of the rows at ``offsets`` with one unit query ``q`` (dim,)."""
+        view = self.vector_view()
+        if view is not None:
+            return view.scores(offsets, q)
+        return self.vectors_at(offsets) @ np.asarray(q, np.float32)
 
     def iter_vectors(
         self, batch_rows: int = READ_BATCH_ROWS

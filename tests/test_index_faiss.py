@@ -11,6 +11,7 @@ import pytest
 
 import index
 from index import faiss_index as fi
+from index.tiers import ivf_cells
 
 DIM = 64
 
@@ -137,13 +138,17 @@ def test_incremental_update_and_rebuild_rules(tmp_path):
         db.build_index("m", factory="NoSuchIndex42")
 
 
-def test_auto_crosses_size_tier(tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_place", [True, False])
+def test_auto_crosses_size_tier(tmp_path, monkeypatch, in_place):
     monkeypatch.setattr(fi, "FLAT_MAX", 400)
+    if not in_place:  # a table whose vectors cannot be mapped: the index keeps its own copy
+        monkeypatch.setattr("index.snapshot.open_view", lambda *a: None)
     db = _db(tmp_path, _clustered(300))
     assert db.build_index("m").factory == "SQfp16"
     _add(db, _clustered(200, seed=3))
     s = db.build_index("m")
-    assert (s.factory, s.action, s.n_vectors) == ("HNSW32,SQfp16", "built", 500)
+    want = f"IVF{ivf_cells(500)},PQ{DIM // 8}x4fs" if in_place else "HNSW32,SQfp16"
+    assert (s.factory, s.action, s.n_vectors) == (want, "built", 500)
 
 
 @pytest.mark.parametrize(

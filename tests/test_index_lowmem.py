@@ -1,4 +1,8 @@
-"""The low-memory tier: IVF-PQ codes in RAM, the shortlist re-ranked from the LanceDB table."""
+"""The low-memory tier: IVF-PQ codes in RAM, the shortlist re-ranked from the LanceDB table.
+
+Every test runs twice: with the table's vectors read in place (``index.vector_view``, the tier
+auto picks from ``FLAT_MAX`` up) and through ``take`` (a table whose files cannot be mapped,
+where auto picks the tier by the bytes threshold)."""
 
 from __future__ import annotations
 
@@ -34,9 +38,11 @@ def _rows(vec: np.ndarray, rid0: int = 0) -> pd.DataFrame:
     )
 
 
-@pytest.fixture
-def lowmem(tmp_path, monkeypatch):
+@pytest.fixture(params=["in_place", "take"])
+def lowmem(request, tmp_path, monkeypatch):
     """A database whose auto index is the low-memory tier (thresholds scaled down)."""
+    if request.param == "take":
+        monkeypatch.setattr("index.snapshot.open_view", lambda *a: None)
     monkeypatch.setattr(fi, "FLAT_MAX", 100)
     monkeypatch.setattr(fi, "HNSW_MAX", 200)
     monkeypatch.setattr(fi, "LOWMEM_BYTES", 2 * DIM * 1000)
@@ -54,16 +60,26 @@ def _truth(vec: np.ndarray, q: np.ndarray, k: int, allowed=None) -> np.ndarray:
     return np.argsort(-s, kind="stable")[:k]
 
 
+def _k_factor(db) -> float:
+    """The shortlist the auto choice gives: the IVF-PQ one when the re-rank reads mapped rows."""
+    in_place = db.snapshot("m").vector_view() is not None
+    return tiers.refine_k_factor(N) if in_place else fi.LOWMEM_K_FACTOR
+
+
 def test_auto_picks_the_low_memory_tier_by_size(lowmem):
     db, _, s = lowmem
     assert s.tier.kind == "lowmem" and s.factory == f"IVF{tiers.ivf_cells(N)},PQ8x4fs"
-    assert s.params == {"nprobe": fi.IVF_NPROBE, "k_factor": fi.LOWMEM_K_FACTOR}
+    assert s.params == {"nprobe": fi.IVF_NPROBE, "k_factor": _k_factor(db)}
     ann = fi.AnnIndex.load(db.faiss_dir, "m")
     assert ann.tier.rerank_from_table and not ann.exact_storage
     assert db.index_state("m")["tier"] == "lowmem"
     assert fi.choose_tier(N - 1, 100)[0].kind == "ivf"  # below the bytes threshold
     assert fi.choose_tier(10**8, 100)[0].kind == "ivf"  # d not divisible by 8: no fast-scan PQ
     assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")
+    # vectors readable in place: codes only from FLAT_MAX up, with IVF-PQ's own shortlist
+    tier, params = fi.choose_tier(10**5, 1536, in_place=True)
+    assert tier.kind == "lowmem" and params["k_factor"] == tiers.refine_k_factor(10**5)
+    assert fi.choose_tier(fi.FLAT_MAX - 1, 1536, in_place=True)[0].kind == "flat"
     assert tiers.tier_for_factory("IVF8,PQ8x4fs").kind == "lowmem"
     # the shortlist doubles per 4x windows beyond the measured 2 M
     sized = [tiers.LowMemTier().params_for_size(n)["k_factor"] for n in (2e6, 8e6, 1e8)]
@@ -125,4 +141,4 @@ def test_grown_archive_keeps_the_tier_and_its_shortlist(lowmem):
     db.add_embeddings("m", _rows(_clustered(50, seed=5), rid0=2000))
     s2 = db.build_index("m")
     assert (s2.action, s2.tier, s2.n_vectors) == ("updated", s.tier, N + 50)
-    assert s2.params["k_factor"] == fi.LOWMEM_K_FACTOR
+    assert s2.params["k_factor"] == _k_factor(db)

@@ -1,0 +1,192 @@
+"""Vectors read in place from Lance's data files: the same values as ``take``, or no view."""
+
+from __future__ import annotations
+
+import lance
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import index
+from index import vector_view as vv
+from index.snapshot import Snapshot
+
+DIM = 128  # 256 bytes a float16 vector: Lance's full-zip pages (small values go in mini-blocks)
+
+
+def _unit(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _rows(vec: np.ndarray, rid0: int = 0) -> pd.DataFrame:
+    starts = (np.arange(len(vec)) % 50) * 5.0
+    return pd.DataFrame(
+        {
+            "recording_id": rid0 + np.arange(len(vec)) // 50,
+            "start_s": starts,
+            "end_s": starts + 5.0,
+            "vector": list(vec),
+        }
+    )
+
+
+@pytest.fixture(params=["float16", "float32"])
+def db(request, tmp_path):
+    """Four commits (fragments) of 300 windows, then recording 2's windows deleted."""
+    db = index.connect(tmp_path / "v.chorus")
+    db.register_model("m", {"name": "m", "dim": DIM}, vector_dtype=request.param)
+    for i in range(4):
+        db.add_embeddings("m", _rows(_unit(300, seed=i), rid0=10 * i))
+    db.delete_windows("m", 2)
+    return db
+
+
+def _take(snap: Snapshot, offsets) -> np.ndarray:
+    """The vectors ``take`` returns, with the view switched off."""
+    view, snap._view = snap._view, None
+    try:
+        return snap.vectors_at(offsets)
+    finally:
+        snap._view = view
+
+
+def test_rows_equal_take_across_fragments_and_deletions(db):
+    snap = db.snapshot("m")
+    view = snap.vector_view()
+    assert view is not None and len(view.phys_of_off) == len(snap) == 1150
+    stored = snap.table.schema.field("vector").type.value_type.to_pandas_dtype()
+    assert view.dtype == np.dtype(stored)
+    offsets = np.random.default_rng(1).permutation(len(snap))[:400]
+    np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
+    # deleted rows are physical rows without an offset, and no offset maps onto them
+    assert (view.off_of_phys < 0).sum() == 50
+    assert np.array_equal(view.off_of_phys[view.phys_of_off], np.arange(len(snap)))
+
+
+def test_scores_equal_numpy(db):
+    snap = db.snapshot("m")
+    q = _unit(1, seed=9)[0]
+    offsets = np.arange(0, len(snap), 7)
+    want = _take(snap, offsets) @ q
+    np.testing.assert_allclose(snap.scores_at(offsets, q), want, atol=1e-6)
+
+
+def test_exact_top_equals_a_numpy_reference(db):
+    snap = db.snapshot("m")
+    view = snap.vector_view()
+    every = _take(snap, np.arange(len(snap)))  # (n, dim)
+    q = _unit(3, seed=5)
+    allowed = snap.recording_id % 3 == 0
+    for mask in (None, allowed):
+        scores, offsets = view.exact_top(q, 10, mask)
+        for j in range(len(q)):
+            s = every @ q[j]
+            if mask is not None:
+                s = np.where(mask, s, -np.inf)
+            want = np.argsort(-s, kind="stable")[:10]
+            assert offsets[j].tolist() == want.tolist()
+            np.testing.assert_allclose(scores[j], s[want], atol=1e-5)
+
+
+def test_exact_search_reads_the_view_not_the_table(db, monkeypatch):
+    snap = db.snapshot("m")
+    monkeypatch.setattr(Snapshot, "iter_vectors", lambda *a, **k: pytest.fail("table scan"))
+    q = _unit(1, seed=3)[0]
+    got = db.search("m", q).exact().limit(5).to_pandas()
+    every = _take(snap, np.arange(len(snap)))
+    want = snap.window_id[np.argsort(-(every @ q), kind="stable")[:5]]
+    assert got["window_id"].tolist() == want.tolist()
+
+
+def test_more_files_than_mappings_kept(db, monkeypatch):
+    monkeypatch.setattr(vv, "MAPPED_FILES_MAX", 1)
+    snap = db.snapshot("m")
+    offsets = np.random.default_rng(2).permutation(len(snap))
+    np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
+    assert len(vv._MAPS) <= 1
+
+
+def test_added_column_keeps_the_view(tmp_path):
+    path = tmp_path / "t.lance"
+    vec = _unit(200).astype(np.float16)
+    table = pa.table(
+        {
+            "window_id": pa.array(np.arange(200), pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM),
+        }
+    )
+    ds = lance.write_dataset(table, path)
+    ds.add_columns({"extra": "window_id * 2"})  # a second data file per fragment
+    ds = lance.dataset(path)
+    addr = ds.to_table(columns=["window_id"], with_row_address=True)["_rowaddr"].to_numpy()
+    view = vv.open_view(ds, addr, DIM)
+    assert view is not None
+    np.testing.assert_array_equal(view.rows(np.arange(200)), vec.astype(np.float32))
+
+
+def test_other_layouts_give_no_view_and_searches_still_answer(tmp_path, monkeypatch):
+    path = tmp_path / "old.lance"
+    vec = _unit(100)
+    table = pa.table(
+        {
+            "window_id": pa.array(np.arange(100), pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM),
+        }
+    )
+    ds = lance.write_dataset(table, path, data_storage_version="2.0")  # the older encoding
+    addr = ds.to_table(columns=["window_id"], with_row_address=True)["_rowaddr"].to_numpy()
+    assert vv.open_view(ds, addr, DIM) is None
+
+
+def test_small_vectors_in_mini_blocks_give_no_view(tmp_path):
+    db = index.connect(tmp_path / "s.chorus")
+    db.register_model("m", {"name": "m", "dim": 16}, vector_dtype="float16")  # 32 bytes each
+    x = np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32)
+    db.add_embeddings(
+        "m",
+        pd.DataFrame(
+            {
+                "recording_id": 0,
+                "start_s": np.arange(100.0),
+                "end_s": np.arange(100.0) + 1,
+                "vector": list(x),
+            }
+        ),
+    )
+    snap = db.snapshot("m")
+    assert snap.vector_view() is None
+    got = snap.vectors_at([3, 1])  # through take
+    np.testing.assert_allclose(
+        got, x[[3, 1]] / np.linalg.norm(x[[3, 1]], axis=1, keepdims=True), atol=2e-3
+    )
+
+
+def test_a_misread_layout_is_caught_by_the_sample_check(db, monkeypatch):
+    plain = vv._plain_page
+
+    def shifted(encoding, buffers, dim):  # one value off: what a layout misread would give
+        got = plain(encoding, buffers, dim)
+        return None if got is None else (got[0] - 1, got[1] + got[2](0).itemsize * dim, got[2])
+
+    vv._LAYOUTS.clear()
+    monkeypatch.setattr(vv, "_plain_page", shifted)
+    snap = db.snapshot("m")
+    snap._view = False
+    try:
+        assert snap.vector_view() is None
+        # the search still answers, through take
+        q = _unit(1, seed=4)[0]
+        got = db.search("m", q).exact().limit(3).to_pandas()
+        every = _take(snap, np.arange(len(snap)))
+        assert got["window_id"].tolist() == snap.window_id[np.argsort(-(every @ q))[:3]].tolist()
+    finally:
+        vv._LAYOUTS.clear()
+
+
+def test_remote_uri_gives_no_view():
+    class Remote:
+        uri = "s3://bucket/table.lance"
+
+    assert vv.open_view(Remote(), np.zeros(0, np.uint64), DIM) is None
