@@ -6,22 +6,29 @@ FAISS so that filtered searches can use a cheap position bitmap) and ``<model>.j
 (:class:`IndexSettings`, written last, naming the current token).
 
 Choice by archive size (``factory="auto"``, :func:`choose_tier`; the tiers are the dataclasses
-of :mod:`index.tiers`), all on L2-normalised vectors with inner product:
+of :mod:`index.tiers`), all on L2-normalised vectors with inner product. Where the table's
+vectors can be read in place (:mod:`index.vector_view`: Lance's plain pages, mapped), the index
+never holds a second copy of them:
+
+* n < ``FLAT_MAX``           flat   ``SQfp16``                exact, 2*d bytes/vector
+* otherwise                  lowmem ``IVF<nlist>,PQ<d/8>x4fs``  4-bit fast-scan PQ codes only
+                             (d/16 bytes/vector); the search re-ranks a ``k_factor`` x k
+                             shortlist (growing with n) exactly with the mapped rows, and
+                             ``.exact()`` scans the mapped pages with FAISS
+
+Where they cannot (another Lance layout, vectors of 128 bytes or less, a remote store):
 
 * n < ``FLAT_MAX``           flat   ``SQfp16``                exact, 2*d bytes/vector
 * n < ``HNSW_MAX``           hnsw   ``HNSW32,SQfp16``         graph search, float16 vectors kept
-* 2*d*n < ``LOWMEM_BYTES``   ivf    ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  4-bit fast-scan PQ
-                             shortlist (``k_factor`` x k, growing with n) re-ranked exactly
-                             with the stored float16 vectors
-* otherwise                  lowmem ``IVF<nlist>,PQ<d/8>x4fs``  the same codes, no vectors in
-                             RAM: the search re-ranks the shortlist with vectors read from
-                             the LanceDB table (index/search.py), ``.exact()`` streams the table
+* 2*d*n < ``LOWMEM_BYTES``   ivf    ``IVF<nlist>,PQ<d/8>x4fs,Refine(SQfp16)``  the shortlist
+                             re-ranked with the index's own float16 copy
+* otherwise                  lowmem, the shortlist read from the table with ``take``
 
 Float16 storage is the default (``float16=False`` keeps float32: ``Flat`` / ``RFlat``): it rounds
 a unit vector's components by <= 2**-11 relative, scores by ~1e-5, which leaves recall@10
-unchanged, and it halves the bytes every exact scan reads. The float16 copy is also the exact
-kernel: ``.exact()`` searches run a FAISS exhaustive scan over it (:meth:`AnnIndex.exact_search`)
-instead of streaming the table from LanceDB.
+unchanged, and it halves the bytes every exact scan reads. An index that keeps the vectors is
+also the exact kernel: ``.exact()`` runs a FAISS exhaustive scan over it
+(:meth:`AnnIndex.exact_search`).
 
 Thresholds come from ``benchmarks/index_bench.py`` (see benchmarks/RESULTS.md, "## Index").
 The index records the table version and window ids it covers. Search adds windows committed

@@ -115,6 +115,11 @@ class Snapshot:
         self, batch_rows: int = READ_BATCH_ROWS
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (window_ids (b,), unit vectors (b, dim) float32) over the whole snapshot."""
+        view = self.vector_view()
+        if view is not None:
+            for offsets, vec in view.iter_rows(batch_rows):
+                yield self.window_id[offsets], vec
+            return
         reader = self.table.to_batches(columns=["window_id", "vector"], batch_size=batch_rows)
         for batch in reader:
             if batch.num_rows == 0:

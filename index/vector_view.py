@@ -24,6 +24,7 @@ import mmap
 import os
 import re
 import threading
+from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -111,6 +112,21 @@ class VectorView:
             sel = np.flatnonzero(page == p)
             out[sel] = self.page(p)[phys[sel] - self.page_start[p]]
         return out
+
+    def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row, in scan order."""
+        for p, start in enumerate(self.page_start):
+            self._will_need(p)
+            page = self.page(p)
+            offs = self.off_of_phys[start : start + len(page)]
+            for lo in range(0, len(page), batch_rows):
+                part = offs[lo : lo + batch_rows]
+                live = part >= 0
+                raw = page[lo : lo + batch_rows]
+                if not live.all():
+                    raw, part = raw[live], part[live]
+                if len(part):
+                    yield part, _to_float32(np.ascontiguousarray(raw))
 
     def exact_top(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None = None

@@ -190,3 +190,19 @@ def test_remote_uri_gives_no_view():
         uri = "s3://bucket/table.lance"
 
     assert vv.open_view(Remote(), np.zeros(0, np.uint64), DIM) is None
+
+
+def test_streaming_every_vector_matches_the_arrow_read(db):
+    snap = db.snapshot("m")
+    mapped = list(snap.iter_vectors(batch_rows=128))
+    view, snap._view = snap._view, None
+    try:
+        arrow = list(snap.iter_vectors(batch_rows=128))
+    finally:
+        snap._view = view
+    ids = np.concatenate([i for i, _ in mapped])
+    assert ids.tolist() == np.concatenate([i for i, _ in arrow]).tolist()  # scan order, no deleted
+    assert len(ids) == len(snap) and max(len(i) for i, _ in mapped) <= 128
+    np.testing.assert_array_equal(
+        np.concatenate([v for _, v in mapped]), np.concatenate([v for _, v in arrow])
+    )
