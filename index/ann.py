@@ -206,4 +206,6 @@ def index_state(db, model: str) -> dict:
         "table_version": snap.version,
         "new_windows": n_new,
         "deleted_windows": n_deleted,
+        # the re-rank and exact scans read the table's mapped pages (the index keeps no copy)
+        "in_place": ann.tier.rerank_from_table and snap.vector_view() is not None,
     }

@@ -116,4 +116,6 @@ def _describe(state: dict) -> str:
     text = f"{state['factory']} over {state['n_vectors']} windows, {state['state']}"
     if state["state"] == "stale":
         text += f" (+{state['new_windows']} new, -{state['deleted_windows']} deleted)"
+    if state.get("in_place"):
+        text += "; vectors read in place from the table"
     return text

@@ -1,19 +1,22 @@
-"""Read a Lance table's vector column in place: memory-mapped pages, no second copy.
+"""Read a Lance table's vector column in place from its data files: no second copy.
 
 Lance (file format 2.1 and later) writes a fixed-size-list vector column of more than 128 bytes
 a row, without nulls, as "full-zip" pages of flat values: each page is one contiguous buffer of
 ``rows x dim`` float16 or float32 values (smaller vectors go into chunked mini-blocks, which are
-read through ``take``). :class:`VectorView` maps those buffers read-only, so the exact re-rank of an
-ANN shortlist and exhaustive scans read vectors straight from the table's own files. The table
-stays the only copy of the vectors on disk, and a search pages in only the rows it touches
-(``MADV_RANDOM``: no read-ahead of megabytes around each row).
+read through ``take``). :class:`VectorView` reads those buffers in place, so the exact
+re-rank of an ANN shortlist and exhaustive scans read vectors straight from the table's own files:
+the table stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with
+``pread``, so the page cache is not mapped into the process and a search's resident memory does not
+grow by the file pages around each row (with large page-cache folios, touching one mapped row maps
+up to megabytes). Whole pages (exact scans, full reads) are mapped, read, then unmapped from the
+process again (``MADV_DONTNEED``).
 
 The layout comes from Lance's public file metadata (``lance.file.LanceFileReader.metadata()``)
 and is trusted only when every page has the plain layout and sampled rows of every page equal
 what ``LanceDataset.take`` returns for them. Anything else (older file formats, compression,
 nulls, a remote store) makes :func:`open_view` return None, and callers read through ``take``.
-A ``LanceDataset.take`` of a few hundred scattered rows costs milliseconds; a mapped read costs
-microseconds (``benchmarks/RESULTS.md``, "vector view").
+A ``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
+that (``benchmarks/RESULTS.md``, "vector view").
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import numpy as np
 
 VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 2  # rows of each page compared with ``take`` before the view is trusted
-MAPPED_FILES_MAX = 256  # files kept mapped at once (each mapping holds a file descriptor)
+OPEN_FILES_MAX = 256  # files kept open (and mapped) at once: each holds a file descriptor
+PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
 _DTYPES = {16: np.float16, 32: np.float32}
 _NUM = r"\s*(\d+)"
 _LAYOUTS: dict[str, tuple | None] = {}  # data file path -> its pages (data files never change)
 _LAYOUTS_MAX = 65_536
-_MAPS: collections.OrderedDict[str, mmap.mmap] = collections.OrderedDict()  # LRU
+_OPEN: collections.OrderedDict[str, tuple] = collections.OrderedDict()  # LRU: (file, mmap)
 _LOCK = threading.Lock()
 
 
@@ -73,19 +77,22 @@ class VectorView:
         self.dtype = np.dtype(pages[0].dtype if pages else np.float32)
 
     def page(self, p: int) -> np.ndarray:
-        """Page ``p`` as a read-only (rows, dim) array over the mapped file."""
+        """Page ``p`` as a read-only (rows, dim) array over the mapped file (callers unmap it
+        with ``advise(p, "MADV_DONTNEED")`` when done)."""
         page = self.pages[p]
-        mapped = _mapping(page.path)
+        mapped = _open(page.path)[1]
         count = page.rows * self.dim
         return np.frombuffer(mapped, page.dtype, count, page.position).reshape(page.rows, self.dim)
 
-    def _will_need(self, p: int) -> None:
+    def advise(self, p: int, option: str) -> None:
+        """``madvise`` page ``p``'s bytes: ``"MADV_WILLNEED"`` before reading it whole,
+        ``"MADV_DONTNEED"`` after (the page cache keeps them; this process stops mapping them)."""
         page = self.pages[p]
-        mapped = _mapping(page.path)
-        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+        mapped = _open(page.path)[1]
+        if hasattr(mapped, "madvise") and hasattr(mmap, option):
             start = page.position - page.position % mmap.PAGESIZE
             length = page.position + page.rows * self.dim * self.dtype.itemsize - start
-            mapped.madvise(mmap.MADV_WILLNEED, start, length)
+            mapped.madvise(getattr(mmap, option), start, length)
 
     def rows(self, offsets) -> np.ndarray:
         """Vectors (m, dim) float32 at snapshot ``offsets``, in the given order."""
@@ -108,15 +115,25 @@ class VectorView:
         """Stored vectors (m, dim), as stored (float16 or float32), at physical rows ``phys``."""
         out = np.empty((len(phys), self.dim), self.dtype)
         page = np.searchsorted(self.page_start, phys, side="right") - 1  # (m,)
+        row_bytes = self.dim * self.dtype.itemsize
         for p in np.unique(page):
             sel = np.flatnonzero(page == p)
-            out[sel] = self.page(p)[phys[sel] - self.page_start[p]]
+            rows = phys[sel] - self.page_start[p]
+            if len(sel) * PREAD_SHARE >= self.pages[p].rows:
+                out[sel] = self.page(p)[rows]
+                self.advise(p, "MADV_DONTNEED")
+                continue
+            file = _open(self.pages[p].path)[0]  # held: an evicted file closes when unused
+            starts = self.pages[p].position + rows * row_bytes
+            for i, start in zip(sel, starts.tolist(), strict=True):
+                if os.preadv(file.fileno(), [out[i]], start) != row_bytes:
+                    raise OSError(f"{self.pages[p].path} is shorter than its metadata says")
         return out
 
     def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row, in scan order."""
         for p, start in enumerate(self.page_start):
-            self._will_need(p)
+            self.advise(p, "MADV_WILLNEED")
             page = self.page(p)
             offs = self.off_of_phys[start : start + len(page)]
             for lo in range(0, len(page), batch_rows):
@@ -127,6 +144,7 @@ class VectorView:
                     raw, part = raw[live], part[live]
                 if len(part):
                     yield part, _to_float32(np.ascontiguousarray(raw))
+            self.advise(p, "MADV_DONTNEED")
 
     def exact_top(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -152,8 +170,9 @@ class VectorView:
             count = int(np.count_nonzero(ok))
             if not count:
                 continue
-            self._will_need(p)  # mapped for scattered reads: ask for the whole page at once
+            self.advise(p, "MADV_WILLNEED")
             s, i = _scan_page(self.page(p), q, min(k, count), None if count == len(ok) else ok)
+            self.advise(p, "MADV_DONTNEED")
             scores.append(s)
             offsets.append(np.where(i >= 0, offs[np.maximum(i, 0)], -1))
         if not scores:
@@ -165,22 +184,21 @@ class VectorView:
         return np.take_along_axis(s, top, 1), np.take_along_axis(o, top, 1)
 
 
-def _mapping(path: str) -> mmap.mmap:
-    """A read-only mapping of ``path`` from a small LRU (arrays keep an evicted map alive)."""
+def _open(path: str) -> tuple:
+    """(unbuffered file, read-only mapping) of ``path`` from a small LRU; a caller's reference
+    keeps an evicted pair open until it is done with it."""
     with _LOCK:
-        mapped = _MAPS.get(path)
-        if mapped is not None:
-            _MAPS.move_to_end(path)
-            return mapped
-    with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-        mapped.madvise(mmap.MADV_RANDOM)  # a re-rank reads scattered rows: no read-ahead
+        pair = _OPEN.get(path)
+        if pair is not None:
+            _OPEN.move_to_end(path)
+            return pair
+    file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed when the LRU and callers drop it)
+    pair = (file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
     with _LOCK:
-        _MAPS[path] = mapped
-        while len(_MAPS) > MAPPED_FILES_MAX:
-            _MAPS.popitem(last=False)
-    return mapped
+        _OPEN[path] = pair
+        while len(_OPEN) > OPEN_FILES_MAX:
+            _OPEN.popitem(last=False)
+    return pair
 
 
 def _fp16_index(vectors: np.ndarray) -> faiss.Index:
@@ -274,9 +292,7 @@ def _matches_take(view: VectorView, dataset) -> bool:
     sample = np.unique(np.asarray(sample, np.int64))
     got = dataset.take(sample.tolist(), columns=[VECTOR_COLUMN])[VECTOR_COLUMN]
     values = np.asarray(got.combine_chunks().flatten().to_numpy(zero_copy_only=False))
-    phys = view.phys_of_off[sample]
-    page = np.searchsorted(view.page_start, phys, side="right") - 1
-    ours = np.stack([view.page(p)[r - view.page_start[p]] for p, r in zip(page, phys, strict=True)])
+    ours = view._raw(view.phys_of_off[sample])
     if values.dtype != ours.dtype or values.size != ours.size:
         return False
     return np.array_equal(values.view(np.uint8), ours.reshape(-1).view(np.uint8))

@@ -72,7 +72,11 @@ def test_auto_picks_the_low_memory_tier_by_size(lowmem):
     assert s.params == {"nprobe": fi.IVF_NPROBE, "k_factor": _k_factor(db)}
     ann = fi.AnnIndex.load(db.faiss_dir, "m")
     assert ann.tier.rerank_from_table and not ann.exact_storage
-    assert db.index_state("m")["tier"] == "lowmem"
+    state = db.index_state("m")
+    in_place = db.snapshot("m").vector_view() is not None
+    assert state["tier"] == "lowmem" and state["in_place"] == in_place
+    described = db.info()["models"]["m"]["index"]
+    assert described.endswith("vectors read in place from the table") == in_place
     assert fi.choose_tier(N - 1, 100)[0].kind == "ivf"  # below the bytes threshold
     assert fi.choose_tier(10**8, 100)[0].kind == "ivf"  # d not divisible by 8: no fast-scan PQ
     assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")

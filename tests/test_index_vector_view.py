@@ -52,7 +52,9 @@ def _take(snap: Snapshot, offsets) -> np.ndarray:
         snap._view = view
 
 
-def test_rows_equal_take_across_fragments_and_deletions(db):
+@pytest.mark.parametrize("share", [0, 10**9], ids=["pread", "mapped"])
+def test_rows_equal_take_across_fragments_and_deletions(db, monkeypatch, share):
+    monkeypatch.setattr(vv, "PREAD_SHARE", share)  # 0: every row by pread; 10**9: pages mapped
     snap = db.snapshot("m")
     view = snap.vector_view()
     assert view is not None and len(view.phys_of_off) == len(snap) == 1150
@@ -100,12 +102,12 @@ def test_exact_search_reads_the_view_not_the_table(db, monkeypatch):
     assert got["window_id"].tolist() == want.tolist()
 
 
-def test_more_files_than_mappings_kept(db, monkeypatch):
-    monkeypatch.setattr(vv, "MAPPED_FILES_MAX", 1)
+def test_more_files_than_kept_open(db, monkeypatch):
+    monkeypatch.setattr(vv, "OPEN_FILES_MAX", 1)
     snap = db.snapshot("m")
     offsets = np.random.default_rng(2).permutation(len(snap))
     np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
-    assert len(vv._MAPS) <= 1
+    assert len(vv._OPEN) <= 1
 
 
 def test_added_column_keeps_the_view(tmp_path):
