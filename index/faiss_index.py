@@ -110,10 +110,10 @@ __all__ = [  # per-tier constants re-exported: callers and benchmarks read them 
 
 FLAT_MAX = 20_000  # windows; exact search reads 4*d bytes/window/query (~20-40 ms at 1536-d)
 HNSW_MAX = 100_000  # windows; HNSW builds at ~1.2 ms/window on 2 cores; IVF builds faster beyond
-# bytes of the float16 re-rank copy (2*d per window) beyond which the index keeps codes only:
-# 4 GiB is 1.4 M windows of 1536-d. Below it the in-RAM re-rank is several times faster (p50 3 ms
-# at 1 M against 16-24 ms from Lance); above it that copy outgrows a laptop, while the
-# codes-only search held 1.07 GB resident at 2 M windows (benchmarks/RESULTS.md)
+# where the table cannot be read in place: bytes of the float16 re-rank copy (2*d per window)
+# beyond which the index keeps codes only: 4 GiB is 1.4 M windows of 1536-d. Below it the in-RAM
+# re-rank is several times faster than Lance's take (p50 3 ms at 1 M against 16-24 ms); above it
+# that copy outgrows a laptop (benchmarks/RESULTS.md)
 LOWMEM_BYTES = 4 << 30
 IVF_MAX_CELLS = (
     1 << 20
