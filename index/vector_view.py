@@ -8,8 +8,8 @@ re-rank of an ANN shortlist and exhaustive scans read vectors straight from the 
 the table stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with
 ``pread``, so the page cache is not mapped into the process and a search's resident memory does not
 grow by the file pages around each row (with large page-cache folios, touching one mapped row maps
-up to megabytes). Whole pages (exact scans, full reads) are mapped, read, then unmapped from the
-process again (``MADV_DONTNEED``).
+up to megabytes). Whole pages (exact scans, full reads, large gathers) are mapped: those pages
+stay in the process's resident set as clean page cache, which the kernel reclaims under pressure.
 
 The layout comes from Lance's public file metadata (``lance.file.LanceFileReader.metadata()``)
 and is trusted only when every page has the plain layout and sampled rows of every page equal
@@ -77,16 +77,14 @@ class VectorView:
         self.dtype = np.dtype(pages[0].dtype if pages else np.float32)
 
     def page(self, p: int) -> np.ndarray:
-        """Page ``p`` as a read-only (rows, dim) array over the mapped file (callers unmap it
-        with ``advise(p, "MADV_DONTNEED")`` when done)."""
+        """Page ``p`` as a read-only (rows, dim) array over the mapped file."""
         page = self.pages[p]
         mapped = _open(page.path)[1]
         count = page.rows * self.dim
         return np.frombuffer(mapped, page.dtype, count, page.position).reshape(page.rows, self.dim)
 
     def advise(self, p: int, option: str) -> None:
-        """``madvise`` page ``p``'s bytes: ``"MADV_WILLNEED"`` before reading it whole,
-        ``"MADV_DONTNEED"`` after (the page cache keeps them; this process stops mapping them)."""
+        """``madvise`` page ``p``'s bytes (``"MADV_WILLNEED"`` before reading it whole)."""
         page = self.pages[p]
         mapped = _open(page.path)[1]
         if hasattr(mapped, "madvise") and hasattr(mmap, option):
@@ -121,7 +119,6 @@ class VectorView:
             rows = phys[sel] - self.page_start[p]
             if len(sel) * PREAD_SHARE >= self.pages[p].rows:
                 out[sel] = self.page(p)[rows]
-                self.advise(p, "MADV_DONTNEED")
                 continue
             file = _open(self.pages[p].path)[0]  # held: an evicted file closes when unused
             starts = self.pages[p].position + rows * row_bytes
@@ -144,7 +141,6 @@ class VectorView:
                     raw, part = raw[live], part[live]
                 if len(part):
                     yield part, _to_float32(np.ascontiguousarray(raw))
-            self.advise(p, "MADV_DONTNEED")
 
     def exact_top(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -172,7 +168,6 @@ class VectorView:
                 continue
             self.advise(p, "MADV_WILLNEED")
             s, i = _scan_page(self.page(p), q, min(k, count), None if count == len(ok) else ok)
-            self.advise(p, "MADV_DONTNEED")
             scores.append(s)
             offsets.append(np.where(i >= 0, offs[np.maximum(i, 0)], -1))
         if not scores:
