@@ -36,6 +36,9 @@ VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 2  # rows of each page compared with ``take`` before the view is trusted
 OPEN_FILES_MAX = 256  # files kept open (and mapped) at once: each holds a file descriptor
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
+# from this many scattered rows a mapped gather (then unmapped) beats one pread per row:
+# 1 280 rows 1.45 vs 2.46 ms, 160 rows 0.45 vs 0.36 ms (benchmarks/RESULTS.md, "vector view")
+MAPPED_GATHER_MIN = 512
 _DTYPES = {16: np.float16, 32: np.float32}
 _NUM = r"\s*(\d+)"
 _LAYOUTS: dict[str, tuple | None] = {}  # data file path -> its pages (data files never change)
@@ -119,6 +122,10 @@ class VectorView:
             rows = phys[sel] - self.page_start[p]
             if len(sel) * PREAD_SHARE >= self.pages[p].rows:
                 out[sel] = self.page(p)[rows]
+                continue
+            if len(phys) >= MAPPED_GATHER_MIN:
+                out[sel] = self.page(p)[rows]
+                self.advise(p, "MADV_DONTNEED")  # keep only the rows, not the folios around them
                 continue
             file = _open(self.pages[p].path)[0]  # held: an evicted file closes when unused
             starts = self.pages[p].position + rows * row_bytes
