@@ -9,7 +9,8 @@ Installs nothing itself. perch-hoplite lives in its own virtual environment, nev
 
 The vectors (``index_bench.clustered``: 1536-d, ``--clusters`` clusters, 720 windows per recording,
 recordings over ``--sites`` sites) are written once to ``--work``; each side ingests them once and
-builds its index (the ingest figure), then answers the same fresh queries ``--repeats`` times, the
+builds its index in a fresh interpreter (the ingest figure and that process's peak resident memory,
+the vectors read from the same ``.npy``), then answers the same fresh queries ``--repeats`` times, the
 sides alternating (Chorus, hoplite, Chorus, ...); the table shows the medians of those runs. The
 hoplite side runs in the other interpreter (``_HOPLITE_*`` below) and reports JSON.
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from index_bench import clustered  # noqa: E402
-from search_bench import MODEL, WINDOWS_PER_RECORDING, fill, truth  # noqa: E402
+from search_bench import MODEL, WINDOWS_PER_RECORDING, truth  # noqa: E402
 
 K = 10
 SITE = 3  # the filtered searches keep site S03
@@ -62,7 +62,8 @@ for r in range((n + per_rec - 1) // per_rec):
 db.commit()
 import os
 disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-print(json.dumps({"ingest": n / (time.perf_counter() - t0), "disk": disk}))
+hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+print(json.dumps({"ingest": n / (time.perf_counter() - t0), "disk": disk, "peak_mb": int(hwm[0]) / 1024}))
 """
 
 _HOPLITE_SEARCH = r"""
@@ -140,19 +141,34 @@ def cold(py: str, code: str, *args: str, runs: int = 3) -> tuple[float, float]:
     return float(np.median([s for s, _ in out])), float(np.median([m for _, m in out]))
 
 
-def chorus_build(work: Path, vec: np.ndarray, sites: int, store: str = "float16") -> dict:
-    import index
+_CHORUS_BUILD = r"""
+import json, shutil, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from search_bench import MODEL, fill
+from peer_hoplite import disk_bytes
+import index
+work, sites, store = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+vec = np.load(f"{work}/vectors.npy", mmap_mode="r")  # read as hoplite's build reads it
+path = f"{work}/chorus.chorus"
+shutil.rmtree(path, ignore_errors=True)
+db = index.connect(path)
+# the vector type `chorus embed` gives a new model (``--store``)
+db.register_model(MODEL, {"name": MODEL, "dim": int(vec.shape[1])}, vector_dtype=store)
+t0 = time.perf_counter()
+fill(db, vec, sites)
+db.build_index(MODEL)
+ingest = len(vec) / (time.perf_counter() - t0)
+hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+print(json.dumps({"ingest": ingest, "disk": disk_bytes(__import__("pathlib").Path(path)),
+                  "peak_mb": int(hwm[0]) / 1024}))
+"""
 
-    path = work / "chorus.chorus"
-    shutil.rmtree(path, ignore_errors=True)
-    db = index.connect(path)
-    # the vector type `chorus embed` gives a new model (``--store``)
-    db.register_model(MODEL, {"name": MODEL, "dim": int(vec.shape[1])}, vector_dtype=store)
-    t0 = time.perf_counter()
-    fill(db, vec, sites)
-    db.build_index(MODEL)
-    ingest = len(vec) / (time.perf_counter() - t0)
-    return {"ingest": ingest, "disk": disk_bytes(path)}
+
+def chorus_build(work: Path, sites: int, store: str = "float16") -> dict:
+    """Ingest and index in a fresh interpreter (its own peak memory), as hoplite's build."""
+    here = str(Path(__file__).resolve().parent)
+    return _json_run([sys.executable, "-c", _CHORUS_BUILD, str(work), str(sites), store, here])
 
 
 def disk_bytes(path: Path) -> int:
@@ -224,11 +240,11 @@ def main() -> None:
     if (args.reuse or args.reuse_hoplite) and built_path.exists():
         built = json.loads(built_path.read_text())
         if args.reuse_hoplite:
-            built["chorus"] = chorus_build(args.work, vec, args.sites, args.store)
+            built["chorus"] = chorus_build(args.work, args.sites, args.store)
             built_path.write_text(json.dumps(built))
     else:
         built = {
-            "chorus": chorus_build(args.work, vec, args.sites, args.store),
+            "chorus": chorus_build(args.work, args.sites, args.store),
             "hoplite": _json_run(
                 [
                     args.hoplite_python,
@@ -282,6 +298,8 @@ def main() -> None:
          p50("hoplite", "filtered_exact")),
         ("filtered exact recall@10", recall("chorus", "filtered_exact", gt_site),
          recall("hoplite", "filtered_exact", gt_site)),
+        ("peak resident MB, ingest + index", built["chorus"].get("peak_mb", 0),
+         built["hoplite"].get("peak_mb", 0)),
         ("disk GB", built["chorus"]["disk"] / 1e9, built["hoplite"]["disk"] / 1e9),
         ("cold process -> first answer s", coldm["chorus"][0], coldm["hoplite"][0]),
         ("peak resident MB after the first search (cold)", coldm["chorus"][1], coldm["hoplite"][1]),

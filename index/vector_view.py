@@ -123,7 +123,7 @@ class VectorView:
             if len(sel) * PREAD_SHARE >= self.pages[p].rows:
                 out[sel] = self.page(p)[rows]
                 continue
-            if len(phys) >= MAPPED_GATHER_MIN:
+            if len(phys) >= MAPPED_GATHER_MIN or not hasattr(os, "preadv"):
                 out[sel] = self.page(p)[rows]
                 self.advise(p, "MADV_DONTNEED")  # keep only the rows, not the folios around them
                 continue
