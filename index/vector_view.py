@@ -8,8 +8,10 @@ re-rank of an ANN shortlist and exhaustive scans read vectors straight from the 
 the table stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with
 ``pread``, so the page cache is not mapped into the process and a search's resident memory does not
 grow by the file pages around each row (with large page-cache folios, touching one mapped row maps
-up to megabytes). Whole pages (exact scans, full reads, large gathers) are mapped: those pages
-stay in the process's resident set as clean page cache, which the kernel reclaims under pressure.
+up to megabytes). Whole pages are mapped: a stream over every vector (index builds, scoring,
+clustering) unmaps each page after reading it (``MADV_DONTNEED``), so its resident memory stays one
+page; exact scans, which an explorer repeats, keep them mapped (clean page cache, which the kernel
+reclaims under memory pressure). Gathers of many rows read them from the mapping and unmap it too.
 
 The layout comes from Lance's public file metadata (``lance.file.LanceFileReader.metadata()``)
 and is trusted only when every page has the plain layout and sampled rows of every page equal
@@ -120,12 +122,10 @@ class VectorView:
         for p in np.unique(page):
             sel = np.flatnonzero(page == p)
             rows = phys[sel] - self.page_start[p]
-            if len(sel) * PREAD_SHARE >= self.pages[p].rows:
+            many = len(sel) * PREAD_SHARE >= self.pages[p].rows or len(phys) >= MAPPED_GATHER_MIN
+            if many or not hasattr(os, "preadv"):
                 out[sel] = self.page(p)[rows]
-                continue
-            if len(phys) >= MAPPED_GATHER_MIN or not hasattr(os, "preadv"):
-                out[sel] = self.page(p)[rows]
-                self.advise(p, "MADV_DONTNEED")  # keep only the rows, not the folios around them
+                self.advise(p, "MADV_DONTNEED")  # keep the rows, not the folios around them
                 continue
             file = _open(self.pages[p].path)[0]  # held: an evicted file closes when unused
             starts = self.pages[p].position + rows * row_bytes
@@ -148,6 +148,8 @@ class VectorView:
                     raw, part = raw[live], part[live]
                 if len(part):
                     yield part, _to_float32(np.ascontiguousarray(raw))
+            del page, raw
+            self.advise(p, "MADV_DONTNEED")  # a stream reads each page once: keep none mapped
 
     def exact_top(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None = None

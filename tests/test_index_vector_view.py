@@ -213,3 +213,11 @@ def test_streaming_every_vector_matches_the_arrow_read(db):
     np.testing.assert_array_equal(
         np.concatenate([v for _, v in mapped]), np.concatenate([v for _, v in arrow])
     )
+
+
+def test_without_preadv_rows_come_from_the_mapping(db, monkeypatch):
+    monkeypatch.setattr(vv, "PREAD_SHARE", 0)
+    monkeypatch.delattr(vv.os, "preadv")  # as on Windows
+    snap = db.snapshot("m")
+    offsets = np.arange(0, len(snap), 97)
+    np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
