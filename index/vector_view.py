@@ -3,27 +3,29 @@
 Lance (file format 2.1 and later) writes a fixed-size-list vector column of more than 128 bytes
 a row, without nulls, as "full-zip" pages of flat values: each page is one contiguous buffer of
 ``rows x dim`` float16 or float32 values (smaller vectors go into chunked mini-blocks, which are
-read through ``take``). :class:`VectorView` reads those buffers in place, so the exact
-re-rank of an ANN shortlist and exhaustive scans read vectors straight from the table's own files:
-the table stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with
-``pread``, so the page cache is not mapped into the process and a search's resident memory does not
-grow by the file pages around each row (with large page-cache folios, touching one mapped row maps
-up to megabytes). Whole pages are mapped: a stream over every vector (index builds, scoring,
-clustering) unmaps each page after reading it (``MADV_DONTNEED``), so its resident memory stays one
-page; exact scans, which an explorer repeats, keep them mapped (clean page cache, which the kernel
-reclaims under memory pressure). Gathers of many rows read them from the mapping and unmap it too.
+read through ``take``). :class:`VectorView` reads those buffers in place, so the exact re-rank of
+an ANN shortlist and exhaustive scans read vectors straight from the table's own files: the table
+stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with ``pread``,
+so the page cache is not mapped into the process and a search's resident memory does not grow by
+the file pages around each row (with large page-cache folios, touching one mapped row maps up to
+megabytes). Whole pages (exact scans, streams over every vector) and gathers of many rows map the
+page, read it and unmap it again, so resident memory stays about one page.
 
-The layout comes from Lance's public file metadata (``lance.file.LanceFileReader.metadata()``)
-and is trusted only when every page has the plain layout and sampled rows of every page equal
-what ``LanceDataset.take`` returns for them. Anything else (older file formats, compression,
-nulls, a remote store) makes :func:`open_view` return None, and callers read through ``take``.
-A ``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
-that (``benchmarks/RESULTS.md``, "vector view").
+The layout comes from Lance's public metadata (the field id of the column, the data file and
+column serving it, ``lance.file.LanceFileReader.metadata()`` for its pages) and is trusted only
+when every page has the plain layout and sampled rows of every page equal what
+``LanceDataset.take`` returns for them. Anything else (older file formats, compression, nulls, a
+remote store) makes :func:`open_view` return None, and callers read through ``take``. A
+``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
+that (``benchmarks/RESULTS.md``, "vector view"). A view holds at most ``OPEN_FILES_MAX`` files
+open and closes them when it is dropped (a new table version makes a new view), so files that
+Lance's cleanup removes are released.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -35,17 +37,18 @@ import faiss
 import numpy as np
 
 VECTOR_COLUMN = "vector"
-SAMPLES_PER_PAGE = 2  # rows of each page compared with ``take`` before the view is trusted
-OPEN_FILES_MAX = 256  # files kept open (and mapped) at once: each holds a file descriptor
+SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
+OPEN_FILES_MAX = 64  # data files a view keeps open at once (one file descriptor each)
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
-# from this many scattered rows a mapped gather (then unmapped) beats one pread per row:
+# from this many scattered rows a mapped gather beats one pread per row:
 # 1 280 rows 1.45 vs 2.46 ms, 160 rows 0.45 vs 0.36 ms (benchmarks/RESULTS.md, "vector view")
 MAPPED_GATHER_MIN = 512
 _DTYPES = {16: np.float16, 32: np.float32}
 _NUM = r"\s*(\d+)"
-_LAYOUTS: dict[str, tuple | None] = {}  # data file path -> its pages (data files never change)
+_LAYOUTS: dict[
+    tuple[str, int], tuple | None
+] = {}  # (data file, column) -> pages (files never change)
 _LAYOUTS_MAX = 65_536
-_OPEN: collections.OrderedDict[str, tuple] = collections.OrderedDict()  # LRU: (file, mmap)
 _LOCK = threading.Lock()
 
 
@@ -60,7 +63,7 @@ class Page:
 
 
 class VectorView:
-    """The vectors of one snapshot of an embeddings table, mapped from its data files.
+    """The vectors of one snapshot of an embeddings table, read from its data files.
 
     Rows are addressed by snapshot offset (position in scan order). Physical rows (every row
     of every data page, deleted ones too) are numbered page by page, fragment by fragment.
@@ -80,29 +83,50 @@ class VectorView:
         self.off_of_phys = np.asarray(off_of_phys, np.int64)
         self.phys_of_off = np.asarray(phys_of_off, np.int64)
         self.dtype = np.dtype(pages[0].dtype if pages else np.float32)
+        self._files: collections.OrderedDict = collections.OrderedDict()  # path -> file (LRU)
+        self._files_lock = threading.Lock()
 
-    def page(self, p: int) -> np.ndarray:
-        """Page ``p`` as a read-only (rows, dim) array over the mapped file."""
-        page = self.pages[p]
-        mapped = _open(page.path)[1]
-        count = page.rows * self.dim
-        return np.frombuffer(mapped, page.dtype, count, page.position).reshape(page.rows, self.dim)
+    def _file(self, path: str):
+        """An open, unbuffered ``path`` from this view's LRU; an evicted file closes once the
+        callers still reading it drop it."""
+        with self._files_lock:
+            file = self._files.get(path)
+            if file is not None:
+                self._files.move_to_end(path)
+                return file
+            file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the LRU and GC)
+            self._files[path] = file
+            while len(self._files) > OPEN_FILES_MAX:
+                self._files.popitem(last=False)
+            return file
 
-    def advise(self, p: int, option: str) -> None:
-        """``madvise`` page ``p``'s bytes (``"MADV_WILLNEED"`` before reading it whole)."""
+    @contextlib.contextmanager
+    def _mapped(self, p: int, whole: bool = True) -> Iterator[np.ndarray]:
+        """Page ``p`` as a read-only (rows, dim) array over a mapping made for this call and
+        unmapped after it; ``whole``: ask the kernel to read the whole page ahead."""
         page = self.pages[p]
-        mapped = _open(page.path)[1]
-        if hasattr(mapped, "madvise") and hasattr(mmap, option):
-            start = page.position - page.position % mmap.PAGESIZE
-            length = page.position + page.rows * self.dim * self.dtype.itemsize - start
-            mapped.madvise(getattr(mmap, option), start, length)
+        start = page.position - page.position % mmap.ALLOCATIONGRANULARITY
+        length = page.position - start + page.rows * self.dim * self.dtype.itemsize
+        mapped = mmap.mmap(
+            self._file(page.path).fileno(), length, access=mmap.ACCESS_READ, offset=start
+        )
+        if whole and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            mapped.madvise(mmap.MADV_WILLNEED)
+        array = np.frombuffer(mapped, page.dtype, page.rows * self.dim, page.position - start)
+        try:
+            yield array.reshape(page.rows, self.dim)
+        finally:
+            del array
+            with contextlib.suppress(BufferError):  # a caller kept a view: GC unmaps it later
+                mapped.close()
 
     def rows(self, offsets) -> np.ndarray:
         """Vectors (m, dim) float32 at snapshot ``offsets``, in the given order."""
         return _to_float32(self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()]))
 
     def scores(self, offsets, q: np.ndarray) -> np.ndarray:
-        """Inner products (m,) of the rows at snapshot ``offsets`` with one query ``q`` (dim,)."""
+        """Inner products (m,) of the rows at snapshot ``offsets`` with one query ``q`` (dim,);
+        NaN for a row FAISS cannot score (a damaged vector holding NaN or infinity)."""
         raw = self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()])  # (m, dim)
         if not len(raw):
             return np.empty(0, np.float32)
@@ -110,8 +134,9 @@ class VectorView:
         if raw.dtype != np.float16:
             return raw @ q[0]
         s, i = _fp16_index(raw).search(q, len(raw))  # FAISS's float16 kernel, no float32 copy
-        out = np.empty(len(raw), np.float32)
-        out[i[0]] = s[0]
+        out = np.full(len(raw), np.nan, np.float32)
+        scored = i[0] >= 0  # FAISS leaves rows it cannot order out (label -1)
+        out[i[0][scored]] = s[0][scored]
         return out
 
     def _raw(self, phys: np.ndarray) -> np.ndarray:
@@ -124,10 +149,10 @@ class VectorView:
             rows = phys[sel] - self.page_start[p]
             many = len(sel) * PREAD_SHARE >= self.pages[p].rows or len(phys) >= MAPPED_GATHER_MIN
             if many or not hasattr(os, "preadv"):
-                out[sel] = self.page(p)[rows]
-                self.advise(p, "MADV_DONTNEED")  # keep the rows, not the folios around them
+                with self._mapped(p, whole=False) as arr:
+                    out[sel] = arr[rows]
                 continue
-            file = _open(self.pages[p].path)[0]  # held: an evicted file closes when unused
+            file = self._file(self.pages[p].path)  # held: an evicted file closes when unused
             starts = self.pages[p].position + rows * row_bytes
             for i, start in zip(sel, starts.tolist(), strict=True):
                 if os.preadv(file.fileno(), [out[i]], start) != row_bytes:
@@ -137,19 +162,13 @@ class VectorView:
     def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row, in scan order."""
         for p, start in enumerate(self.page_start):
-            self.advise(p, "MADV_WILLNEED")
-            page = self.page(p)
-            offs = self.off_of_phys[start : start + len(page)]
-            for lo in range(0, len(page), batch_rows):
-                part = offs[lo : lo + batch_rows]
-                live = part >= 0
-                raw = page[lo : lo + batch_rows]
-                if not live.all():
-                    raw, part = raw[live], part[live]
-                if len(part):
-                    yield part, _to_float32(np.ascontiguousarray(raw))
-            del page, raw
-            self.advise(p, "MADV_DONTNEED")  # a stream reads each page once: keep none mapped
+            offs = self.off_of_phys[start : start + self.pages[p].rows]
+            with self._mapped(p) as page:
+                for lo in range(0, len(page), batch_rows):
+                    part = offs[lo : lo + batch_rows]
+                    live = part >= 0
+                    if live.any():  # copies: nothing yielded points into the mapping
+                        yield part[live], _to_float32(page[lo : lo + batch_rows][live])
 
     def exact_top(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -175,8 +194,8 @@ class VectorView:
             count = int(np.count_nonzero(ok))
             if not count:
                 continue
-            self.advise(p, "MADV_WILLNEED")
-            s, i = _scan_page(self.page(p), q, min(k, count), None if count == len(ok) else ok)
+            with self._mapped(p) as page:
+                s, i = _scan_page(page, q, min(k, count), None if count == len(ok) else ok)
             scores.append(s)
             offsets.append(np.where(i >= 0, offs[np.maximum(i, 0)], -1))
         if not scores:
@@ -186,23 +205,6 @@ class VectorView:
         s = np.where(o >= 0, s, -np.inf)
         top = np.argsort(-s, axis=1, kind="stable")[:, :k]  # (m, k)
         return np.take_along_axis(s, top, 1), np.take_along_axis(o, top, 1)
-
-
-def _open(path: str) -> tuple:
-    """(unbuffered file, read-only mapping) of ``path`` from a small LRU; a caller's reference
-    keeps an evicted pair open until it is done with it."""
-    with _LOCK:
-        pair = _OPEN.get(path)
-        if pair is not None:
-            _OPEN.move_to_end(path)
-            return pair
-    file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed when the LRU and callers drop it)
-    pair = (file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
-    with _LOCK:
-        _OPEN[path] = pair
-        while len(_OPEN) > OPEN_FILES_MAX:
-            _OPEN.popitem(last=False)
-    return pair
 
 
 def _fp16_index(vectors: np.ndarray) -> faiss.Index:
@@ -217,7 +219,7 @@ def _fp16_index(vectors: np.ndarray) -> faiss.Index:
 def _to_float32(raw: np.ndarray) -> np.ndarray:
     """(m, dim) float32 of stored vectors; FAISS decodes float16 ~3x faster than NumPy's cast."""
     if raw.dtype != np.float16 or not len(raw):
-        return raw.astype(np.float32, copy=False)
+        return np.array(raw, np.float32)  # a copy: ``raw`` may point into a mapping
     return faiss.ScalarQuantizer(raw.shape[1], faiss.ScalarQuantizer.QT_fp16).decode(
         raw.view(np.uint8)
     )
@@ -251,29 +253,31 @@ def open_view(dataset, row_addr: np.ndarray, dim: int) -> VectorView | None:
     if not os.path.isdir(root):  # object stores: no files to map
         return None
     pages: list[Page] = []
-    base = {}  # fragment id -> its first physical row
+    base, count = {}, {}  # fragment id -> its first physical row, its physical rows
     total = 0
     try:
+        field_id = dataset.lance_schema.field(VECTOR_COLUMN).id()
         for frag in dataset.get_fragments():
-            got = _fragment_pages(root, frag, dim)
+            got = _fragment_pages(root, frag, dim, field_id)
             if got is None:
                 return None
             base[frag.fragment_id] = total
+            count[frag.fragment_id] = sum(p.rows for p in got)
             pages.extend(got)
-            total += sum(p.rows for p in got)
-    except (OSError, ValueError, RuntimeError):
+            total += count[frag.fragment_id]
+    except (AttributeError, KeyError, OSError, ValueError, RuntimeError):
         return None
     addr = np.asarray(row_addr, np.uint64)
     frag_id = (addr >> np.uint64(32)).astype(np.int64)
     row = (addr & np.uint64(0xFFFFFFFF)).astype(np.int64)
     first = np.full(max(base, default=-1) + 2, -1, np.int64)
+    rows_in = np.zeros(len(first), np.int64)
     first[list(base)] = list(base.values())
+    rows_in[list(count)] = list(count.values())
     frag_id = np.minimum(frag_id, len(first) - 1)  # an unknown fragment reads -1 below
-    if len(addr) and (first[frag_id] < 0).any():
+    if len(addr) and ((first[frag_id] < 0).any() or (row >= rows_in[frag_id]).any()):
         return None
     phys_of_off = first[frag_id] + row
-    if len(phys_of_off) and phys_of_off.max() >= total:
-        return None
     off_of_phys = np.full(total, -1, np.int64)
     off_of_phys[phys_of_off] = np.arange(len(phys_of_off))
     view = VectorView(pages, dim, off_of_phys, phys_of_off)
@@ -302,42 +306,43 @@ def _matches_take(view: VectorView, dataset) -> bool:
     return np.array_equal(values.view(np.uint8), ours.reshape(-1).view(np.uint8))
 
 
-def _fragment_pages(root: str, frag, dim: int) -> list[Page] | None:
+def _fragment_pages(root: str, frag, dim: int, field_id: int) -> list[Page] | None:
     """The vector column's pages in one fragment, or None if their layout is not plain."""
     for data_file in frag.data_files():
+        fields = list(data_file.fields)
+        if field_id not in fields:  # this file serves other columns (or a dropped one)
+            continue
+        columns = list(getattr(data_file, "column_indices", None) or [])
+        column = columns[fields.index(field_id)] if columns else fields.index(field_id)
         path = os.path.join(root, "data", data_file.path)
         with _LOCK:
-            layout = _LAYOUTS.get(path, ...)
+            layout = _LAYOUTS.get((path, column), ...)
         if layout is ...:
-            layout = _file_pages(path, dim)
+            layout = _file_pages(path, column, dim)
             with _LOCK:
                 if len(_LAYOUTS) < _LAYOUTS_MAX:
-                    _LAYOUTS[path] = layout
-        if layout == ():  # this data file holds other columns
-            continue
+                    _LAYOUTS[(path, column)] = layout
         return list(layout) if layout is not None else None
     return None
 
 
-def _file_pages(path: str, dim: int) -> tuple | None:
-    """The vector pages of one data file, () when it has no vector column, None when the
-    column's layout is not plain flat values."""
+def _file_pages(path: str, column: int, dim: int) -> tuple | None:
+    """The pages of ``column`` in one data file, None when it is not plain flat vectors."""
     from lance.file import LanceFileReader
 
     meta = LanceFileReader(path).metadata()
     names = meta.schema.names
-    if VECTOR_COLUMN not in names:
-        return ()
-    if len(meta.columns) != len(names):  # nested fields: columns are not one per field
+    if not 0 <= column < len(meta.columns):
         return None
-    column = meta.columns[names.index(VECTOR_COLUMN)]
-    layouts = [_plain_page(str(pg.encoding), pg.buffers, dim) for pg in column.pages]
+    if len(meta.columns) == len(names) and names[column] != VECTOR_COLUMN:
+        return None  # one column per field, and this one is not the vectors
+    layouts = [_plain_page(str(pg.encoding), pg.buffers, dim) for pg in meta.columns[column].pages]
     if any(lay is None for lay in layouts) or len({lay[2] for lay in layouts}) > 1:
         return None
     size = os.path.getsize(path)
     if any(pos + rows * dim * np.dtype(dt).itemsize > size for rows, pos, dt in layouts):
         return None
-    return tuple(Page(path, pos, rows, dt) for rows, pos, dt in layouts)
+    return tuple(Page(path, pos, rows, dt) for rows, pos, dt in layouts if rows)
 
 
 def _plain_page(encoding: str, buffers, dim: int) -> tuple[int, int, type] | None:

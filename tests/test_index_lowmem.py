@@ -43,6 +43,7 @@ def lowmem(request, tmp_path, monkeypatch):
     """A database whose auto index is the low-memory tier (thresholds scaled down)."""
     if request.param == "take":
         monkeypatch.setattr("index.snapshot.open_view", lambda *a: None)
+    in_place = request.param == "in_place"
     monkeypatch.setattr(fi, "FLAT_MAX", 100)
     monkeypatch.setattr(fi, "HNSW_MAX", 200)
     monkeypatch.setattr(fi, "LOWMEM_BYTES", 2 * DIM * 1000)
@@ -50,6 +51,7 @@ def lowmem(request, tmp_path, monkeypatch):
     db = index.connect(tmp_path / "lm.chorus")
     db.add_embeddings("m", _rows(vec))
     s = db.build_index("m")
+    assert (db.snapshot("m").vector_view() is not None) == in_place
     return db, vec, s
 
 

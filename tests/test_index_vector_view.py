@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import lance
 import numpy as np
 import pandas as pd
@@ -112,7 +115,7 @@ def test_more_files_than_kept_open(db, monkeypatch):
     snap = db.snapshot("m")
     offsets = np.random.default_rng(2).permutation(len(snap))
     np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
-    assert len(vv._OPEN) <= 1
+    assert len(snap.vector_view()._files) <= 1
 
 
 def test_added_column_keeps_the_view(tmp_path):
@@ -221,3 +224,94 @@ def test_without_preadv_rows_come_from_the_mapping(db, monkeypatch):
     snap = db.snapshot("m")
     offsets = np.arange(0, len(snap), 97)
     np.testing.assert_array_equal(snap.vectors_at(offsets), _take(snap, offsets))
+
+
+def _lance_table(path, vec: np.ndarray, batch_rows: int | None = None, **kw):
+    """A Lance table of ``vec``; written from batches of ``batch_rows`` (a page each)."""
+    table = pa.table(
+        {
+            "window_id": pa.array(np.arange(len(vec)), pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), vec.shape[1]),
+        }
+    )
+    if batch_rows:
+        batches = table.to_batches(max_chunksize=batch_rows)
+        table = pa.RecordBatchReader.from_batches(table.schema, batches)
+    return lance.write_dataset(table, path, **kw)
+
+
+def _open(ds, dim: int = DIM):
+    addr = ds.to_table(columns=["window_id"], with_row_address=True)["_rowaddr"].to_numpy()
+    return vv.open_view(ds, addr, dim)
+
+
+def test_a_dropped_and_re_added_column_reads_the_new_vectors(tmp_path):
+    old = _unit(300)
+    new = _unit(300, seed=1)
+    ds = _lance_table(tmp_path / "t.lance", old)
+    ds.drop_columns(["vector"])  # the old data file still holds the old vectors
+    schema = pa.schema([pa.field("vector", pa.list_(pa.float32(), DIM))])
+
+    @lance.batch_udf(output_schema=schema)
+    def re_embed(batch):
+        ids = batch["window_id"].to_numpy()
+        return pa.record_batch(
+            [pa.FixedSizeListArray.from_arrays(pa.array(new[ids].ravel()), DIM)], names=["vector"]
+        )
+
+    ds.add_columns(re_embed, read_columns=["window_id"])
+    view = _open(lance.dataset(tmp_path / "t.lance"))
+    assert view is not None
+    np.testing.assert_array_equal(view.rows(np.arange(300)), new)
+
+
+def test_several_pages_per_fragment(tmp_path):
+    dim = 256
+    vec = np.random.default_rng(2).standard_normal((6000, dim)).astype(np.float32)
+    ds = _lance_table(tmp_path / "p.lance", vec, max_rows_per_file=4000, batch_rows=500)
+    ds.delete("window_id % 7 = 3")
+    ds = lance.dataset(tmp_path / "p.lance")
+    view = _open(ds, dim)
+    assert view is not None and len(view.pages) > len(ds.get_fragments())
+    ids = ds.to_table(columns=["window_id"])["window_id"].to_numpy()
+    offsets = np.random.default_rng(0).permutation(len(ids))[:700]
+    np.testing.assert_array_equal(view.rows(offsets), vec[ids[offsets]])
+    got = np.concatenate([o for o, _ in view.iter_rows(500)])
+    assert got.tolist() == list(range(len(ids)))
+    scores, top = view.exact_top(vec[[5]], 5)
+    assert top[0].tolist() == np.argsort(-(vec[ids] @ vec[5]), kind="stable")[:5].tolist()
+
+
+def test_a_damaged_vector_scores_nan_and_leaves_the_others_right(tmp_path):
+    vec = _unit(50).astype(np.float16)
+    vec[7, 0] = np.nan
+    vec[9, 3] = np.inf
+    view = _open(_lance_table(tmp_path / "n.lance", vec))
+    q = _unit(1, seed=3)[0]
+    got = view.scores(np.arange(50), q)
+    want = vec.astype(np.float32) @ q
+    ok = np.isfinite(want)
+    assert np.isnan(got[~ok]).all()
+    np.testing.assert_allclose(got[ok], want[ok], atol=1e-5)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_dropped_view_closes_its_files(db):
+    def open_data_files() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:  # the listing's own descriptor is gone by now
+                link = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            found += link.startswith(str(db.path)) and link.endswith(".lance")
+        return found
+
+    gc.collect()
+    snap = db.snapshot("m")
+    snap._view = False
+    snap.vectors_at(np.arange(0, len(snap), 50))
+    assert open_data_files() > 0
+    snap._view = False  # what a new table version does: the old view is dropped
+    gc.collect()
+    assert open_data_files() == 0
