@@ -77,6 +77,7 @@ from .tiers import (
     Tier,
     base_index,
     factory_cells,
+    in_place_k_factor,
     refine_k_factor,
     tier_for_factory,
     tier_from_dict,
@@ -176,7 +177,7 @@ def choose_tier(
     ``FLAT_MAX`` windows up the index keeps codes only and re-ranks from the table."""
     if in_place and n >= FLAT_MAX and dim % PQ_DIMS_PER_CODE == 0:
         tier = LowMemTier.for_size(n, dim)
-        return tier, {**tier.params_for_size(n), "k_factor": refine_k_factor(n)}
+        return tier, {**tier.params_for_size(n), "k_factor": in_place_k_factor(n)}
     if n < FLAT_MAX:
         tier = FlatTier.for_size(n, dim, float16)
     elif n < HNSW_MAX:

@@ -8,8 +8,8 @@ an ANN shortlist and exhaustive scans read vectors straight from the table's own
 stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with ``pread``,
 so the page cache is not mapped into the process and a search's resident memory does not grow by
 the file pages around each row (with large page-cache folios, touching one mapped row maps up to
-megabytes). Whole pages (exact scans, streams over every vector) and gathers of many rows map the
-page, read it and unmap it again, so resident memory stays about one page.
+megabytes). Whole pages (exact scans, streams over every vector) and gathers of a large share of
+a page map the page, read it and unmap it again, so resident memory stays about one page.
 
 The layout comes from Lance's public metadata (the field id of the column, the data file and
 column serving it, ``lance.file.LanceFileReader.metadata()`` for its pages) and is trusted only
@@ -18,7 +18,7 @@ when every page has the plain layout and sampled rows of every page equal what
 remote store) makes :func:`open_view` return None, and callers read through ``take``. A
 ``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
 that (``benchmarks/RESULTS.md``, "vector view"). A view holds at most ``OPEN_FILES_MAX`` files
-open and closes them when it is dropped (a new table version makes a new view), so files that
+open (a quarter of the descriptor limit) and closes them when it is dropped (a new table version makes a new view), so files that
 Lance's cleanup removes are released.
 """
 
@@ -38,11 +38,7 @@ import numpy as np
 
 VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
-OPEN_FILES_MAX = 64  # data files a view keeps open at once (one file descriptor each)
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
-# from this many scattered rows a mapped gather beats one pread per row:
-# 1 280 rows 1.45 vs 2.46 ms, 160 rows 0.45 vs 0.36 ms (benchmarks/RESULTS.md, "vector view")
-MAPPED_GATHER_MIN = 512
 _DTYPES = {16: np.float16, 32: np.float32}
 _NUM = r"\s*(\d+)"
 _LAYOUTS: dict[
@@ -50,6 +46,23 @@ _LAYOUTS: dict[
 ] = {}  # (data file, column) -> pages (files never change)
 _LAYOUTS_MAX = 65_536
 _LOCK = threading.Lock()
+
+
+def _open_files_max() -> int:
+    """Data files a view keeps open at once: a quarter of this process's descriptor limit
+    (256 of Linux's usual 1024, 64 of macOS's 256), at most 1024."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # no resource module (Windows)
+        return 64
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return int(max(16, min(1024, soft // 4)))
+
+
+OPEN_FILES_MAX = _open_files_max()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,19 +155,21 @@ class VectorView:
     def _raw(self, phys: np.ndarray) -> np.ndarray:
         """Stored vectors (m, dim), as stored (float16 or float32), at physical rows ``phys``."""
         out = np.empty((len(phys), self.dim), self.dtype)
+        if not len(phys):
+            return out
         page = np.searchsorted(self.page_start, phys, side="right") - 1  # (m,)
+        order = np.argsort(page, kind="stable")
         row_bytes = self.dim * self.dtype.itemsize
-        for p in np.unique(page):
-            sel = np.flatnonzero(page == p)
+        for sel in np.split(order, np.flatnonzero(np.diff(page[order])) + 1):  # one page each
+            p = int(page[sel[0]])
             rows = phys[sel] - self.page_start[p]
-            many = len(sel) * PREAD_SHARE >= self.pages[p].rows or len(phys) >= MAPPED_GATHER_MIN
-            if many or not hasattr(os, "preadv"):
+            if len(sel) * PREAD_SHARE >= self.pages[p].rows or not hasattr(os, "preadv"):
                 with self._mapped(p, whole=False) as arr:
                     out[sel] = arr[rows]
                 continue
             file = self._file(self.pages[p].path)  # held: an evicted file closes when unused
-            starts = self.pages[p].position + rows * row_bytes
-            for i, start in zip(sel, starts.tolist(), strict=True):
+            starts = (self.pages[p].position + rows * row_bytes).tolist()
+            for i, start in zip(sel.tolist(), starts, strict=True):
                 if os.preadv(file.fileno(), [out[i]], start) != row_bytes:
                     raise OSError(f"{self.pages[p].path} is shorter than its metadata says")
         return out

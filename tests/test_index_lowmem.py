@@ -65,7 +65,7 @@ def _truth(vec: np.ndarray, q: np.ndarray, k: int, allowed=None) -> np.ndarray:
 def _k_factor(db) -> float:
     """The shortlist the auto choice gives: the IVF-PQ one when the re-rank reads mapped rows."""
     in_place = db.snapshot("m").vector_view() is not None
-    return tiers.refine_k_factor(N) if in_place else fi.LOWMEM_K_FACTOR
+    return tiers.in_place_k_factor(N) if in_place else fi.LOWMEM_K_FACTOR
 
 
 def test_auto_picks_the_low_memory_tier_by_size(lowmem):
@@ -84,7 +84,8 @@ def test_auto_picks_the_low_memory_tier_by_size(lowmem):
     assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")
     # vectors readable in place: codes only from FLAT_MAX up, with IVF-PQ's own shortlist
     tier, params = fi.choose_tier(10**5, 1536, in_place=True)
-    assert tier.kind == "lowmem" and params["k_factor"] == tiers.refine_k_factor(10**5)
+    assert tier.kind == "lowmem" and params["k_factor"] == tiers.in_place_k_factor(10**5) == 16
+    assert [tiers.in_place_k_factor(n) for n in (10**6, 2 * 10**6, 4 * 10**6)] == [64, 64, 128]
     assert fi.choose_tier(fi.FLAT_MAX - 1, 1536, in_place=True)[0].kind == "flat"
     assert tiers.tier_for_factory("IVF8,PQ8x4fs").kind == "lowmem"
     # the shortlist doubles per 4x windows beyond the measured 2 M

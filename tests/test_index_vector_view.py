@@ -55,14 +55,9 @@ def _take(snap: Snapshot, offsets) -> np.ndarray:
         snap._view = view
 
 
-@pytest.mark.parametrize(
-    ("share", "gather_min"),
-    [(0, 10**9), (10**9, 10**9), (0, 1)],
-    ids=["pread", "mapped", "mapped-then-unmapped"],
-)
-def test_rows_equal_take_across_fragments_and_deletions(db, monkeypatch, share, gather_min):
-    monkeypatch.setattr(vv, "PREAD_SHARE", share)  # 0: no page is read whole
-    monkeypatch.setattr(vv, "MAPPED_GATHER_MIN", gather_min)  # 10**9: scattered rows by pread
+@pytest.mark.parametrize("share", [0, 10**9], ids=["pread", "mapped"])
+def test_rows_equal_take_across_fragments_and_deletions(db, monkeypatch, share):
+    monkeypatch.setattr(vv, "PREAD_SHARE", share)  # 0: scattered rows by pread; 10**9: mapped
     snap = db.snapshot("m")
     view = snap.vector_view()
     assert view is not None and len(view.phys_of_off) == len(snap) == 1150
