@@ -478,6 +478,11 @@ class SearchState:
         key = (snap.version, id(ann))
         cached = self.ann_maps.get(snap.model)
         if cached is None or cached[0] != key:
+            if len(ann.ids) == len(snap) and np.array_equal(ann.ids, snap.window_id):
+                same = np.arange(len(snap))  # the index covers this snapshot, in its order
+                cached = (key, same, np.empty(0, np.int64), same, {})
+                self.ann_maps[snap.model] = cached
+                return cached
             present = snap.contains(ann.ids)
             off_of_pos = np.full(len(ann), -1, np.int64)
             off_of_pos[present] = snap.offsets(ann.ids[present])

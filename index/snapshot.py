@@ -40,8 +40,13 @@ class Snapshot:
         self.channel = meta["channel"].to_numpy().astype(np.int32)
         self.start_s = meta["start_s"].to_numpy().astype(np.float64)
         self.end_s = meta["end_s"].to_numpy().astype(np.float64)
-        self._order = np.argsort(self.window_id, kind="stable")
-        self._sorted_ids = self.window_id[self._order]
+        ids = self.window_id
+        if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):  # ingest appends rising ids
+            self._order = np.arange(len(ids))
+            self._sorted_ids = ids
+        else:
+            self._order = np.argsort(ids, kind="stable")
+            self._sorted_ids = ids[self._order]
         self.dim = int(table.schema.field("vector").type.list_size)
         self._view: VectorView | None | bool = False  # False: not opened yet
 
