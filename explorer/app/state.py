@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import plots
-from explorer.app import audio_access, backend
+from explorer.app import audio_access, backend, survey
 
 ENV_DB = "CHORUS_DB"  # database path when no --db is given (tests)
 MAX_PLAYBACK_SR = 48000  # Hz: clips are played and drawn at the file's rate, at most this
@@ -86,6 +86,15 @@ def require_model() -> str:
         st.info("This database has no embeddings yet: run `chorus embed ARCHIVE --db ...` first.")
         st.stop()
     return name
+
+
+def require_probes(model: str):
+    """The stored probes of ``model`` (``survey.model_probes``), or stop the page with a hint."""
+    probes = survey.model_probes(db(), model)
+    if probes.empty:
+        st.info(f"No probe for {model} yet: train one on the Classify or Agile page.")
+        st.stop()
+    return probes
 
 
 def roots() -> list:

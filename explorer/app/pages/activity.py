@@ -10,10 +10,7 @@ from explorer.app import backend, state, survey, survey_state
 st.title("Activity")
 model = state.require_model()
 db = state.db()
-probes = survey.model_probes(db, model)
-if probes.empty:
-    st.info(f"No probe for {model} yet: train one on the Classify or Agile page.")
-    st.stop()
+probes = state.require_probes(model)
 
 c1, c2, c3 = st.columns([2, 2, 2])
 by_id = probes.set_index("probe_id")

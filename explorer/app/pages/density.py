@@ -11,10 +11,7 @@ from index.density import PER_STRATUM
 st.title("Call density")
 model = state.require_model()
 db = state.db()
-probes = survey.model_probes(db, model)
-if probes.empty:
-    st.info(f"No probe for {model} yet: train one on the Classify or Agile page.")
-    st.stop()
+probes = state.require_probes(model)
 
 c1, c2, c3 = st.columns([2, 2, 1])
 probe_id = c1.selectbox(
