@@ -54,11 +54,17 @@ _EXACT_STORAGE = {"Flat", "SQfp16"}
 _REFINE = re.compile(r"^(RFlat|Refine\((?P<inner>.+)\))$")
 
 
+def _grown_k_factor(n: int, k0: float, n0: int, per: int) -> float:
+    """``k0`` up to ``n0`` vectors, doubling for each ``per``-fold growth of n beyond."""
+    steps = max(0, math.ceil(math.log2(max(n, 1) / n0) / math.log2(per)))
+    return float(k0 * 2**steps)
+
+
 def refine_k_factor(n: int) -> float:
     """Re-rank shortlist multiple for an IVF-PQ index over ``n`` vectors: 16 up to 150k,
     doubling with each doubling of n (128 at 1M), capped at ``REFINE_K_FACTOR`` x 4."""
-    steps = max(0, math.ceil(math.log2(max(n, 1) / REFINE_K_FACTOR_BASE_N)))
-    return float(min(REFINE_K_FACTOR_MIN * 2**steps, 4 * REFINE_K_FACTOR))
+    grown = _grown_k_factor(n, REFINE_K_FACTOR_MIN, REFINE_K_FACTOR_BASE_N, 2)
+    return min(grown, 4.0 * REFINE_K_FACTOR)
 
 
 def in_place_k_factor(n: int) -> float:
@@ -66,8 +72,8 @@ def in_place_k_factor(n: int) -> float:
     table in place: 16 up to 150k, doubling for each 4x beyond (64 at 1M and 2M). Measured
     (1536-d clustered, nprobe 32): 1M 32 -> recall@10 0.947, 48 -> 0.999, 64 -> 1.000; 2M 64 ->
     0.968 (benchmarks/RESULTS.md). Each candidate costs one ``pread`` (~2 us)."""
-    steps = max(0, math.ceil(math.log(max(n, 1) / REFINE_K_FACTOR_BASE_N, 4)))
-    return float(min(REFINE_K_FACTOR_MIN * 2**steps, 4 * REFINE_K_FACTOR))
+    grown = _grown_k_factor(n, REFINE_K_FACTOR_MIN, REFINE_K_FACTOR_BASE_N, 4)
+    return min(grown, 4.0 * REFINE_K_FACTOR)
 
 
 def ivf_cells(n: int) -> int:
@@ -287,8 +293,8 @@ class LowMemTier(IvfTier):
         return {"nprobe": IVF_NPROBE, "k_factor": LOWMEM_K_FACTOR}
 
     def params_for_size(self, n: int) -> dict:
-        steps = max(0, math.ceil(math.log(max(n, 1) / LOWMEM_K_FACTOR_BASE_N, 4)))
-        return {"nprobe": IVF_NPROBE, "k_factor": float(LOWMEM_K_FACTOR * 2**steps)}
+        k_factor = _grown_k_factor(n, LOWMEM_K_FACTOR, LOWMEM_K_FACTOR_BASE_N, 4)
+        return {"nprobe": IVF_NPROBE, "k_factor": k_factor}
 
     def shortlist(self, k: int, params: dict) -> int:
         return max(k, math.ceil(k * float(params.get("k_factor", LOWMEM_K_FACTOR))))
