@@ -316,6 +316,7 @@ class _Engine:
         # the index's own copy of the vectors is the exact kernel (no scan through LanceDB)
         self.kernel = ann if ann is not None and ann.exact_storage else None
         self._all_scores = None
+        self._view_top = None  # (scores, offsets) best first, from the mapped pages
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n_allowed)
@@ -339,11 +340,14 @@ class _Engine:
             return self._kernel_top(k)
         view = self.snap.vector_view()
         if view is not None and not self._scored_subset():
-            s, offs = view.exact_top(self.q[None, :], k, self.allowed)  # FAISS over mapped pages
-            s, offs = s[0], offs[0]
-            s, offs = s[offs >= 0], offs[offs >= 0]
-            order = np.lexsort((self.snap.window_id[offs], -s))
-            return s[order], offs[order]
+            if self._view_top is None or len(self._view_top[0]) < k:
+                # FAISS over the mapped pages; a second, wider call (per-recording searches
+                # double k) ranks every allowed window once instead of scanning again per k
+                want = k if self._view_top is None else self.n_allowed
+                s, offs = view.exact_top(self.q[None, :], want, self.allowed)
+                found = offs[0] >= 0
+                self._view_top = self._best_first(s[0][found], offs[0][found])
+            return self._view_top[0][:k], self._view_top[1][:k]
         if self._all_scores is None:
             self._all_scores = self._exact_scores()
         scores = self._all_scores
@@ -352,8 +356,12 @@ class _Engine:
         if k < len(s):
             part = np.argpartition(-s, k - 1)[:k]
             cand, s = cand[part], s[part]
-        order = np.lexsort((self.snap.window_id[cand], -s))
-        return s[order], cand[order]
+        return self._best_first(s, cand)
+
+    def _best_first(self, scores: np.ndarray, offsets: np.ndarray):
+        """(scores, offsets) by score descending, ties by window id."""
+        order = np.lexsort((self.snap.window_id[offsets], -scores))
+        return scores[order], offsets[order]
 
     def _exact_scores(self) -> np.ndarray:
         """Cosine score of every snapshot row (n,), NaN where not allowed and not computed."""
@@ -420,8 +428,8 @@ class _Engine:
                 es = self.db.search_state.scores_for(self.snap, extra, self.q)
                 scores = np.concatenate([scores, es])
                 offsets = np.concatenate([offsets, extra])
-        order = np.lexsort((self.snap.window_id[offsets], -scores))[:k]
-        return scores[order], offsets[order]
+        scores, offsets = self._best_first(scores, offsets)
+        return scores[:k], offsets[:k]
 
 
 class SearchState:

@@ -310,3 +310,21 @@ def test_a_dropped_view_closes_its_files(db):
     snap._view = False  # what a new table version does: the old view is dropped
     gc.collect()
     assert open_data_files() == 0
+
+
+def test_per_recording_exact_search_scans_the_pages_twice_at_most(db, monkeypatch):
+    snap = db.snapshot("m")
+    view = snap.vector_view()
+    calls = []
+    scan = view.exact_top
+    monkeypatch.setattr(view, "exact_top", lambda *a: calls.append(a[1]) or scan(*a))
+    monkeypatch.setattr("index.search.OVERSAMPLE", 1)  # start at k = 23: k doubles 3 times
+    # a query near every window of one recording: most top hits share it, so k has to grow
+    q = _take(snap, np.flatnonzero(snap.recording_id == 10)).sum(axis=0)
+    q /= np.linalg.norm(q)
+    got = db.search("m", q).exact().per_recording(1).limit(23).to_pandas()
+    assert len(calls) == 2 and got["recording_id"].is_unique and len(got) == 23
+    snap._view = None  # the same search through take
+    want = db.search("m", q).exact().per_recording(1).limit(23).to_pandas()
+    assert got["window_id"].tolist() == want["window_id"].tolist()
+    np.testing.assert_allclose(got["score"], want["score"], atol=1e-5)
