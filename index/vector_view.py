@@ -18,8 +18,8 @@ when every page has the plain layout and sampled rows of every page equal what
 remote store) makes :func:`open_view` return None, and callers read through ``take``. A
 ``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
 that (``benchmarks/RESULTS.md``, "vector view"). A view holds at most ``OPEN_FILES_MAX`` files
-open (a quarter of the descriptor limit) and closes them when it is dropped (a new table version makes a new view), so files that
-Lance's cleanup removes are released.
+open (a quarter of the descriptor limit) and closes them when it is dropped (a new table version
+makes a new view), so files that Lance's cleanup removes are released.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
 _DTYPES = {16: np.float16, 32: np.float32}
 _NUM = r"\s*(\d+)"
-_LAYOUTS: dict[
-    tuple[str, int], tuple | None
-] = {}  # (data file, column) -> pages (files never change)
+# (data file, column) -> its pages, or None when not plain: data files never change
+_LAYOUTS: dict[tuple[str, int], tuple | None] = {}
 _LAYOUTS_MAX = 65_536
 _LOCK = threading.Lock()
 
@@ -135,12 +134,12 @@ class VectorView:
 
     def rows(self, offsets) -> np.ndarray:
         """Vectors (m, dim) float32 at snapshot ``offsets``, in the given order."""
-        return _to_float32(self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()]))
+        return _to_float32(self._raw_at(offsets))
 
     def scores(self, offsets, q: np.ndarray) -> np.ndarray:
         """Inner products (m,) of the rows at snapshot ``offsets`` with one query ``q`` (dim,);
         NaN for a row FAISS cannot score (a damaged vector holding NaN or infinity)."""
-        raw = self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()])  # (m, dim)
+        raw = self._raw_at(offsets)  # (m, dim)
         if not len(raw):
             return np.empty(0, np.float32)
         q = np.ascontiguousarray(q, np.float32).reshape(1, self.dim)
@@ -151,6 +150,10 @@ class VectorView:
         scored = i[0] >= 0  # FAISS leaves rows it cannot order out (label -1)
         out[i[0][scored]] = s[0][scored]
         return out
+
+    def _raw_at(self, offsets) -> np.ndarray:
+        """Stored vectors (m, dim), as stored, at snapshot ``offsets``."""
+        return self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()])
 
     def _raw(self, phys: np.ndarray) -> np.ndarray:
         """Stored vectors (m, dim), as stored (float16 or float32), at physical rows ``phys``."""
@@ -175,7 +178,7 @@ class VectorView:
         return out
 
     def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row, in scan order."""
+        """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row in scan order."""
         for p, start in enumerate(self.page_start):
             offs = self.off_of_phys[start : start + self.pages[p].rows]
             with self._mapped(p) as page:
@@ -320,7 +323,7 @@ def _matches_take(view: VectorView, dataset) -> bool:
     sample = np.unique(np.asarray(sample, np.int64))
     got = dataset.take(sample.tolist(), columns=[VECTOR_COLUMN])[VECTOR_COLUMN]
     values = np.asarray(got.combine_chunks().flatten().to_numpy(zero_copy_only=False))
-    ours = view._raw(view.phys_of_off[sample])
+    ours = view._raw_at(sample)
     if values.dtype != ours.dtype or values.size != ours.size:
         return False
     return np.array_equal(values.view(np.uint8), ours.reshape(-1).view(np.uint8))
