@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import mmap
 import os
 import re
@@ -36,10 +37,18 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
+try:  # SimSIMD: float16 dot products over the mapped pages in place (USearch's kernels)
+    import simsimd
+except ImportError:  # pragma: no cover - a platform without its wheel scans through FAISS
+    simsimd = None
+
 VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
 _DTYPES = {16: np.float16, 32: np.float32}
+# stored vectors are unit length or zero (``rows.normalise``); float16 rounding adds < 0.1 %
+NORM_BOUND = 1.01
+SIMD_MIN_ELEMENTS = 1 << 20  # a page with more values than this is scanned on every thread
 _NUM = r"\s*(\d+)"
 # (data file, column) -> its pages, or None when not plain: data files never change
 _LAYOUTS: dict[tuple[str, int], tuple | None] = {}
@@ -62,6 +71,17 @@ def _open_files_max() -> int:
 
 
 OPEN_FILES_MAX = _open_files_max()
+
+
+def _kept_bytes_max() -> int:
+    """Bytes of pages an exact scan keeps mapped between searches: a quarter of the RAM."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return 1 << 30
+
+
+KEPT_BYTES_MAX = _kept_bytes_max()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +117,8 @@ class VectorView:
         self.dtype = np.dtype(pages[0].dtype if pages else np.float32)
         self._files: collections.OrderedDict = collections.OrderedDict()  # path -> file (LRU)
         self._files_lock = threading.Lock()
+        self._kept: dict[int, np.ndarray] = {}  # page -> its array over a kept mapping
+        self._kept_bytes = 0
 
     def _file(self, path: str):
         """An open, unbuffered ``path`` from this view's LRU; an evicted file closes once the
@@ -131,6 +153,39 @@ class VectorView:
             del array
             with contextlib.suppress(BufferError):  # a caller kept a view: GC unmaps it later
                 mapped.close()
+
+    @contextlib.contextmanager
+    def _scanned(self, p: int) -> Iterator[np.ndarray]:
+        """Page ``p`` for an exact scan: mapped once and kept while the view lives, within
+        ``KEPT_BYTES_MAX`` bytes and ``OPEN_FILES_MAX`` mappings (each holds a descriptor, so
+        a view holds at most half the descriptor limit).
+        Mapping and unmapping a 30 MB page costs ~2 ms, as much as scanning it; the kept
+        pages are the table's file pages in the page cache, which the kernel can reclaim."""
+        with self._files_lock:  # mapping is cheap (no page is read): done under the lock
+            kept = self._kept.get(p)
+            if kept is None:
+                kept = self._keep(p)
+        if kept is not None:
+            yield kept
+            return
+        with self._mapped(p) as arr:
+            yield arr
+
+    def _keep(self, p: int) -> np.ndarray | None:
+        """Map page ``p`` for the view's life if the budget allows (caller holds the lock)."""
+        page = self.pages[p]
+        size = page.rows * self.dim * self.dtype.itemsize
+        if self._kept_bytes + size > KEPT_BYTES_MAX or len(self._kept) >= OPEN_FILES_MAX:
+            return None
+        start = page.position - page.position % mmap.ALLOCATIONGRANULARITY
+        with open(page.path, "rb", buffering=0) as file:  # the mapping holds its own descriptor
+            mapped = mmap.mmap(
+                file.fileno(), page.position - start + size, access=mmap.ACCESS_READ, offset=start
+            )
+        arr = np.frombuffer(mapped, page.dtype, page.rows * self.dim, page.position - start)
+        self._kept[p] = arr.reshape(page.rows, self.dim)  # (rows, dim), unmapped with the view
+        self._kept_bytes += size
+        return self._kept[p]
 
     def rows(self, offsets) -> np.ndarray:
         """Vectors (m, dim) float32 at snapshot ``offsets``, in the given order."""
@@ -212,7 +267,7 @@ class VectorView:
             count = int(np.count_nonzero(ok))
             if not count:
                 continue
-            with self._mapped(p) as page:
+            with self._scanned(p) as page:
                 s, i = _scan_page(page, q, min(k, count), None if count == len(ok) else ok)
             scores.append(s)
             offsets.append(np.where(i >= 0, offs[np.maximum(i, 0)], -1))
@@ -243,23 +298,71 @@ def _to_float32(raw: np.ndarray) -> np.ndarray:
     )
 
 
+def simd_status() -> str | None:
+    """Why float16 exact scans go through FAISS instead of SimSIMD here, or None if they don't."""
+    if simsimd is None:
+        return "simsimd is not installed"
+    if not _simd_kernels():
+        return "simsimd has no SIMD kernel for this CPU"
+    return None
+
+
+@functools.cache
+def _simd_kernels() -> bool:
+    return any(on for name, on in simsimd.get_capabilities().items() if name != "serial")
+
+
 def _scan_page(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
-    """FAISS exhaustive scan of one mapped page, or of its rows where ``ok``: (scores (m, k),
-    page rows (m, k)). Only the rows scanned are copied into FAISS (a filter keeping one site
-    in 20 copies a twentieth of the page)."""
-    rows = None
-    if ok is not None:
-        rows = np.flatnonzero(ok)
+    """Exhaustive scan of one mapped page, or of its rows where ``ok``: (scores (m, k), page
+    rows (m, k)), -1 where fewer rows could be ranked. float32 pages, and float16 pages where
+    SimSIMD runs, are scanned in place; elsewhere FAISS scans a float16 copy. A filter keeping
+    few rows (one site in 20) copies only those."""
+    simd = page.dtype == np.float16 and simd_status() is None
+    if simd and (ok is None or 2 * np.count_nonzero(ok) >= len(ok)):
+        return _simd_scan(page, q, k, ok)  # in place; rows outside ``ok`` masked after
+    rows = None if ok is None else np.flatnonzero(ok)
+    if rows is not None:
         page = page[rows]  # (r, dim), a copy of the allowed rows only
-    if page.dtype == np.float16:
-        index = _fp16_index(page)
-    else:
-        index = faiss.IndexFlatIP(page.shape[1])
-        index.add(page)
-    s, i = index.search(q, k)
+    if simd:
+        s, i = _simd_scan(page, q, k, None)
+    elif page.dtype == np.float16:
+        s, i = _fp16_index(page).search(q, k)
+    else:  # float32: FAISS reads the page where it lies
+        s, i = faiss.knn(q, page, k, faiss.METRIC_INNER_PRODUCT)
     if rows is not None:
         i = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
     return s, i
+
+
+def _simd_scan(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
+    """Top-``k`` of a float16 page (r, dim) read in place: SimSIMD scores every row against the
+    float16-rounded queries, then the rows that rounding could have misplaced are re-scored
+    exactly with the float32 queries (FAISS's kernel, as everywhere else), so the result equals
+    FAISS's scan. Rounding a query moves a unit row's score by at most |q - fp16(q)|, hence
+    every row within twice that of the k-th approximate score is re-scored.
+
+    Returns (scores (m, k), page rows (m, k)), -1 / -inf where fewer rows could be ranked."""
+    q16 = q.astype(np.float16)  # (m, dim)
+    # 1e-5 covers float32 summation in either kernel (~1e-6 for unit rows at 1536-d)
+    slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5  # (m,)
+    threads = faiss.omp_get_max_threads() if page.size >= SIMD_MIN_ELEMENTS else 1
+    approx = np.asarray(simsimd.cdist(q16, page, "dot", out_dtype="float32", threads=threads))
+    approx = np.where(np.isnan(approx), -np.inf, approx)  # (m, r); a damaged row ranks last
+    if ok is not None:
+        approx[:, ~ok] = -np.inf
+    scores = np.full((len(q), k), -np.inf, np.float32)
+    rows = np.full((len(q), k), -1, np.int64)
+    for j, a in enumerate(approx):
+        live = int(np.count_nonzero(a > -np.inf))
+        if not live:
+            continue
+        kth = -np.partition(-a, min(k, live) - 1)[min(k, live) - 1]
+        cand = np.flatnonzero(a >= kth - slack[j])  # (c,), c >= min(k, live)
+        s, i = _fp16_index(page[cand]).search(q[j : j + 1], min(k, len(cand)))
+        found = i[0] >= 0  # FAISS leaves rows it cannot order (NaN) out
+        scores[j, : found.sum()] = s[0][found]
+        rows[j, : found.sum()] = cand[i[0][found]]
+    return scores, rows
 
 
 def open_view(dataset, row_addr: np.ndarray, dim: int) -> VectorView | None:

@@ -306,7 +306,8 @@ def test_a_dropped_view_closes_its_files(db):
     snap = db.snapshot("m")
     snap._view = False
     snap.vectors_at(np.arange(0, len(snap), 50))
-    assert open_data_files() > 0
+    snap.vector_view().exact_top(_unit(1), 5)  # keeps its pages mapped
+    assert snap.vector_view()._kept and open_data_files() > 0
     snap._view = False  # what a new table version does: the old view is dropped
     gc.collect()
     assert open_data_files() == 0
@@ -328,3 +329,94 @@ def test_per_recording_exact_search_scans_the_pages_twice_at_most(db, monkeypatc
     want = db.search("m", q).exact().per_recording(1).limit(23).to_pandas()
     assert got["window_id"].tolist() == want["window_id"].tolist()
     np.testing.assert_allclose(got["score"], want["score"], atol=1e-5)
+
+
+AVX512_KERNELS = ("skylake", "ice", "genoa", "sapphire", "turin")
+
+
+@pytest.fixture(params=["best", "avx2", "faiss"])
+def kernel(request, monkeypatch):
+    """Exact scans through SimSIMD's best kernel here, its AVX2 kernel, or FAISS's copy."""
+    if request.param == "faiss":
+        monkeypatch.setattr(vv, "simsimd", None)
+    elif vv.simd_status() is not None:
+        pytest.skip(vv.simd_status())
+    if request.param != "avx2":
+        yield request.param
+        return
+    caps = vv.simsimd.get_capabilities()
+    if not caps.get("haswell"):
+        pytest.skip("this CPU has no AVX2 + F16C kernel in simsimd")
+    turned_off = [c for c in AVX512_KERNELS if caps.get(c)]
+    for c in turned_off:
+        vv.simsimd.disable_capability(c)
+    try:
+        yield request.param
+    finally:
+        for c in turned_off:
+            vv.simsimd.enable_capability(c)
+
+
+def _near_ties(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A query and ``n`` float16 unit rows whose scores are packed within ~1e-4 while half of
+    them lean along, half against, the query's float16 rounding error: scoring with the rounded
+    query reorders them."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal(dim)
+    q /= np.linalg.norm(q)
+    err = q - q.astype(np.float16).astype(np.float64)
+    err -= (err @ q) * q  # the rounding error's direction across q
+    err /= np.linalg.norm(err)
+    side = np.where(np.arange(n) % 2, 1.0, -1.0)[:, None]  # (n, 1)
+    cos = 0.9 + 1e-4 * rng.random((n, 1))
+    rows = cos * q + np.sqrt(1 - cos**2) * (side * err + 0.01 * rng.standard_normal((n, dim)))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return q.astype(np.float32), rows.astype(np.float16)
+
+
+@pytest.mark.parametrize("files", [1, 3])
+@pytest.mark.parametrize("mask", ["none", "most", "few"])
+def test_exact_scan_equals_float32_queries_whatever_the_kernel(tmp_path, kernel, mask, files):
+    dim = 256
+    q, vec = _near_ties(3000, dim)
+    vec[11, 0] = np.nan  # a damaged row: never ranked
+    view = _open(_lance_table(tmp_path / "t.lance", vec, max_rows_per_file=3000 // files), dim)
+    assert view is not None and len(view.pages) == files
+    rng = np.random.default_rng(1)
+    allowed = {"none": None, "most": rng.random(3000) < 0.9, "few": rng.random(3000) < 0.05}[mask]
+    exact = vec.astype(np.float32) @ q  # (n,)
+    exact = np.where(np.isnan(exact), -np.inf, exact)
+    if allowed is not None:
+        exact = np.where(allowed, exact, -np.inf)
+    gaps = np.diff(np.sort(exact[np.isfinite(exact)])[-60:])
+    assert gaps.min() < 1e-4  # ties closer than a float16 query's rounding can tell apart
+    for k in (1, 50, 5000):
+        scores, offsets = view.exact_top(q[None, :], k, allowed)
+        ranked = np.count_nonzero(np.isfinite(exact))
+        want = np.argsort(-exact, kind="stable")[: min(k, ranked)]
+        got = offsets[0][offsets[0] >= 0]
+        np.testing.assert_allclose(scores[0][: len(got)], exact[got], atol=2e-6)
+        # equal scores may come in either order; the scores ranked must be the true ones
+        np.testing.assert_allclose(np.sort(exact[got]), np.sort(exact[want]), atol=2e-6)
+        assert len(got) == len(want) and 11 not in got.tolist()
+
+
+@pytest.mark.parametrize("budget_pages", [0, 1, 100])
+def test_exact_scans_keep_pages_mapped_within_the_budget(db, monkeypatch, budget_pages):
+    view = db.snapshot("m").vector_view()
+    page_bytes = max(p.rows for p in view.pages) * DIM * view.dtype.itemsize
+    monkeypatch.setattr(vv, "KEPT_BYTES_MAX", budget_pages * page_bytes)
+    maps = []
+    real_mmap = vv.mmap.mmap
+    monkeypatch.setattr(vv.mmap, "mmap", lambda *a, **k: maps.append(1) or real_mmap(*a, **k))
+    every = view.rows(np.arange(len(view.phys_of_off)))
+    q = _unit(2, seed=4)
+    for _ in range(2):
+        maps.clear()
+        scores, offsets = view.exact_top(q, 7)
+        for j in range(2):
+            want = np.argsort(-(every @ q[j]), kind="stable")[:7]
+            assert offsets[j].tolist() == want.tolist()
+    kept = min(budget_pages, len(view.pages))
+    assert len(view._kept) == kept
+    assert len(maps) == len(view.pages) - kept  # the second scan maps only pages not kept
