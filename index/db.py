@@ -658,7 +658,8 @@ class Database:
             )
         snap = self._snapshots.get(model)
         if snap is None or snap.version != ds.version:
-            snap = Snapshot(model, ds, ds.version)  # a dataset handle never changes version
+            # a dataset handle never changes version
+            snap = Snapshot(model, ds, ds.version, cache=self.cache_dir)
             self._snapshots[model] = snap
         return snap
 

@@ -8,16 +8,31 @@ in the snapshot's scan order. Vectors are read in place from the table's mapped 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
+from . import snapshot_cache
 from .rows import vectors_to_numpy
 from .schema import WINDOW_META_COLUMNS
 from .vector_view import VectorView, open_view
 
 READ_BATCH_ROWS = 8192  # rows per Arrow batch when streaming vectors (~50 MB at 1536-d float32)
 TAKE_CHUNK = 20_000  # offsets per take request
+log = logging.getLogger(__name__)
+
+
+def _load_kept(cache: Path | None, model: str, table):
+    """The snapshot cache file's (columns, layout) for this version, or None."""
+    if cache is None:
+        return None
+    try:
+        return snapshot_cache.load(cache, model, table)
+    except (AttributeError, OSError, RuntimeError, ValueError) as exc:  # an unreadable manifest
+        log.warning("snapshot cache not used: %s", exc)
+        return None
 
 
 class Snapshot:
@@ -29,17 +44,26 @@ class Snapshot:
         Columns in offset order.
     """
 
-    def __init__(self, model: str, table, version: int):
+    def __init__(self, model: str, table, version: int, cache: Path | None = None):
         self.model = model
         self.table = table  # a lance.LanceDataset checked out at `version` (read-only)
         self.version = int(version)
-        meta = table.to_table(columns=list(WINDOW_META_COLUMNS), with_row_address=True)
-        self._row_addr = meta["_rowaddr"].to_numpy()  # (n,) fragment id << 32 | physical row
-        self.window_id = meta["window_id"].to_numpy().astype(np.int64)
-        self.recording_id = meta["recording_id"].to_numpy().astype(np.int64)
-        self.channel = meta["channel"].to_numpy().astype(np.int32)
-        self.start_s = meta["start_s"].to_numpy().astype(np.float64)
-        self.end_s = meta["end_s"].to_numpy().astype(np.float64)
+        self.dim = int(table.schema.field("vector").type.list_size)
+        self._view: VectorView | None | bool = False  # False: not opened yet
+        self._layout = None  # a stored vector layout to open the view from
+        kept = _load_kept(cache, model, table)
+        if kept is not None:
+            cols, self._layout = kept
+        else:
+            meta = table.to_table(columns=list(WINDOW_META_COLUMNS), with_row_address=True)
+            cols = {name: meta[name].to_numpy() for name in WINDOW_META_COLUMNS}
+            cols["row_addr"] = meta["_rowaddr"].to_numpy()
+        self._row_addr = cols["row_addr"]  # (n,) fragment id << 32 | physical row
+        self.window_id = cols["window_id"].astype(np.int64, copy=False)
+        self.recording_id = cols["recording_id"].astype(np.int64, copy=False)
+        self.channel = cols["channel"].astype(np.int32, copy=False)
+        self.start_s = cols["start_s"].astype(np.float64, copy=False)
+        self.end_s = cols["end_s"].astype(np.float64, copy=False)
         ids = self.window_id
         if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):  # ingest appends rising ids
             self._order = np.arange(len(ids))
@@ -47,8 +71,13 @@ class Snapshot:
         else:
             self._order = np.argsort(ids, kind="stable")
             self._sorted_ids = ids[self._order]
-        self.dim = int(table.schema.field("vector").type.list_size)
-        self._view: VectorView | None | bool = False  # False: not opened yet
+        if kept is None and cache is not None and len(ids) >= snapshot_cache.MIN_ROWS:
+            view = self.vector_view()
+            columns = {
+                "row_addr": self._row_addr,
+                **{n: getattr(self, n) for n in WINDOW_META_COLUMNS},
+            }
+            snapshot_cache.save(cache, model, table, columns, view and view.layout())
 
     def __len__(self) -> int:
         return len(self.window_id)
@@ -81,7 +110,7 @@ class Snapshot:
     def vector_view(self) -> VectorView | None:
         """The table's vectors mapped in place, or None where its files do not allow it."""
         if self._view is False:
-            self._view = open_view(self.table, self._row_addr, self.dim)
+            self._view = open_view(self.table, self._row_addr, self.dim, self._layout)
         return self._view
 
     def vectors_at(self, offsets) -> np.ndarray:

@@ -33,6 +33,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -46,6 +47,7 @@ VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
 _DTYPES = {16: np.float16, 32: np.float32}
+_BITS = {t: b for b, t in _DTYPES.items()}
 # stored vectors are unit length or zero (``rows.normalise``); float16 rounding adds < 0.1 %
 NORM_BOUND = 1.01
 SIMD_MIN_ELEMENTS = 1 << 20  # a page with more values than this is scanned on every thread
@@ -106,10 +108,13 @@ class VectorView:
     dim : the vector length.
     off_of_phys : (P,) int64, the snapshot offset of each physical row, -1 where deleted.
     phys_of_off : (n,) int64, the physical row of each snapshot offset.
+    fragments : [(fragment id, its page count)] in physical order.
     """
 
-    def __init__(self, pages: list[Page], dim: int, off_of_phys, phys_of_off):
+    def __init__(self, pages: list[Page], dim: int, off_of_phys, phys_of_off, fragments=()):
         self.pages = pages
+        self.fragments = list(fragments)  # [(fragment id, its page count)] in physical order
+        self.root = ""  # the table's folder (set by open_view)
         self.dim = int(dim)
         self.page_start = np.cumsum([0] + [p.rows for p in pages])[:-1]  # (pages,) physical
         self.off_of_phys = np.asarray(off_of_phys, np.int64)
@@ -119,6 +124,16 @@ class VectorView:
         self._files_lock = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}  # page -> its array over a kept mapping
         self._kept_bytes = 0
+
+    def layout(self) -> dict:
+        """The pages as plain data, to open this view again without reading every data
+        file's metadata (``open_view(..., layout=)``); paths relative to the table."""
+        pages = iter(self.pages)
+        frags = [
+            [frag_id, [_page_row(next(pages), self.root) for _ in range(n)]]
+            for frag_id, n in self.fragments
+        ]
+        return {"dim": self.dim, "fragments": frags}
 
     def _file(self, path: str):
         """An open, unbuffered ``path`` from this view's LRU; an evicted file closes once the
@@ -365,7 +380,7 @@ def _simd_scan(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
     return scores, rows
 
 
-def open_view(dataset, row_addr: np.ndarray, dim: int) -> VectorView | None:
+def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = None):
     """A verified :class:`VectorView` of ``dataset``'s vector column, or None.
 
     Parameters
@@ -374,25 +389,78 @@ def open_view(dataset, row_addr: np.ndarray, dim: int) -> VectorView | None:
     row_addr : (n,) uint64, Lance row address (fragment id << 32 | physical row) of each
         snapshot offset, from a scan ``with_row_address=True`` in the snapshot's order.
     dim : the vector length.
+    layout : a :meth:`VectorView.layout` of this dataset version saved earlier (read from a
+        file that may come from elsewhere: checked against the files, and one row of each
+        page against ``take``), instead of reading every data file's metadata.
     """
     root = str(dataset.uri)
     if not os.path.isdir(root):  # object stores: no files to map
         return None
-    pages: list[Page] = []
-    base, count = {}, {}  # fragment id -> its first physical row, its physical rows
-    total = 0
     try:
-        field_id = dataset.lance_schema.field(VECTOR_COLUMN).id()
-        for frag in dataset.get_fragments():
-            got = _fragment_pages(root, frag, dim, field_id)
-            if got is None:
+        found = _stored_layout(root, layout) if layout else _read_layout(root, dataset, dim)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError, RuntimeError):
+        found = None
+    if found is None:
+        return None if not layout else open_view(dataset, row_addr, dim)
+    view = _assemble(*found, row_addr, dim)
+    try:
+        if view is not None and _matches_take(view, dataset, 1 if layout else SAMPLES_PER_PAGE):
+            view.root = root
+            return view
+    except (OSError, ValueError, RuntimeError):
+        pass
+    return None if not layout else open_view(dataset, row_addr, dim)
+
+
+def _read_layout(root: str, dataset, dim: int):
+    """(pages, [(fragment id, its page count)]) from the data files' metadata, or None where
+    the column is not plain flat vectors."""
+    pages: list[Page] = []
+    frags = []
+    field_id = dataset.lance_schema.field(VECTOR_COLUMN).id()
+    for frag in dataset.get_fragments():
+        got = _fragment_pages(root, frag, dim, field_id)
+        if got is None:
+            return None
+        frags.append((frag.fragment_id, len(got)))
+        pages.extend(got)
+    return pages, frags
+
+
+def _page_row(page: Page, root: str) -> list:
+    return [os.path.relpath(page.path, root), page.position, page.rows, _BITS[page.dtype]]
+
+
+def _stored_layout(root: str, layout: dict):
+    """The same from a stored :meth:`VectorView.layout`, or None where it does not fit the
+    files (a page past a file's end, a path outside the table, an unknown type)."""
+    pages: list[Page] = []
+    frags = []
+    dim = int(layout["dim"])
+    sizes: dict[str, int] = {}
+    for frag_id, frag_pages in layout["fragments"]:
+        frags.append((int(frag_id), len(frag_pages)))
+        for rel, position, rows, bits in frag_pages:
+            if os.path.isabs(rel) or ".." in Path(rel).parts or int(bits) not in _DTYPES:
                 return None
-            base[frag.fragment_id] = total
-            count[frag.fragment_id] = sum(p.rows for p in got)
-            pages.extend(got)
-            total += count[frag.fragment_id]
-    except (AttributeError, KeyError, OSError, ValueError, RuntimeError):
-        return None
+            path = os.path.join(root, rel)
+            if path not in sizes:
+                sizes[path] = os.path.getsize(path)
+            if min(position, rows) < 0 or position + rows * dim * bits // 8 > sizes[path]:
+                return None
+            pages.append(Page(path, int(position), int(rows), _DTYPES[int(bits)]))
+    return pages, frags
+
+
+def _assemble(pages: list[Page], frags: list, row_addr, dim: int):
+    """A :class:`VectorView` mapping snapshot offsets to physical rows, or None where a row
+    address names a fragment or row the pages do not hold."""
+    base, count, phys = {}, {}, 0
+    it = iter(pages)
+    for frag_id, n in frags:
+        base[frag_id] = phys
+        count[frag_id] = sum(next(it).rows for _ in range(n))
+        phys += count[frag_id]
     addr = np.asarray(row_addr, np.uint64)
     frag_id = (addr >> np.uint64(32)).astype(np.int64)
     row = (addr & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -404,23 +472,19 @@ def open_view(dataset, row_addr: np.ndarray, dim: int) -> VectorView | None:
     if len(addr) and ((first[frag_id] < 0).any() or (row >= rows_in[frag_id]).any()):
         return None
     phys_of_off = first[frag_id] + row
-    off_of_phys = np.full(total, -1, np.int64)
+    off_of_phys = np.full(phys, -1, np.int64)
     off_of_phys[phys_of_off] = np.arange(len(phys_of_off))
-    view = VectorView(pages, dim, off_of_phys, phys_of_off)
-    try:
-        return view if _matches_take(view, dataset) else None
-    except (OSError, ValueError, RuntimeError):
-        return None
+    return VectorView(pages, dim, off_of_phys, phys_of_off, frags)
 
 
-def _matches_take(view: VectorView, dataset) -> bool:
-    """Do sampled rows of every page equal ``take``'s values for them, bit for bit?"""
+def _matches_take(view: VectorView, dataset, per_page: int) -> bool:
+    """Do ``per_page`` sampled rows of every page equal ``take``'s values, bit for bit?"""
     sample = []
     for p, start in enumerate(view.page_start):
         offs = view.off_of_phys[start : start + view.pages[p].rows]
         live = offs[offs >= 0]
         if len(live):
-            sample.extend(live[np.linspace(0, len(live) - 1, SAMPLES_PER_PAGE).astype(int)])
+            sample.extend(live[np.linspace(0, len(live) - 1, per_page).astype(int)])
     if not sample:
         return True
     sample = np.unique(np.asarray(sample, np.int64))
