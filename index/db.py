@@ -341,14 +341,22 @@ class Database:
         return self._recordings_cache[1]
 
     def recordings_lookup(self) -> dict:
-        """Recording columns as arrays sorted by recording_id (cached per table version)."""
-        df = self.recordings_frame()
-        if getattr(self, "_lookup_for", None) is not df:
-            self._lookup = {
-                c: df[c].to_numpy() for c in ("recording_id", "path", "abs_path", "site")
-            }
-            self._lookup["start_time"] = df["start_time"].to_numpy(dtype="datetime64[us]")
-            self._lookup_for = df
+        """Recording columns a search result carries (recording_id, audio_root, path, site,
+        start_time) as arrays sorted by recording_id, cached per table version. Read straight
+        from the table: no DataFrame, and no joined paths for recordings no result names."""
+        ds = self.dataset(RECORDINGS_TABLE)
+        version = None if ds is None else ds.version
+        if getattr(self, "_lookup_version", False) != version:
+            names = ("recording_id", "audio_root", "path", "site")
+            if ds is None:
+                table = RECORDINGS_SCHEMA.empty_table()
+            else:
+                table = ds.to_table(columns=[*names, "start_time"])
+            order = np.argsort(table["recording_id"].to_numpy(), kind="stable")
+            lookup = {c: table[c].to_numpy(zero_copy_only=False)[order] for c in names}
+            start = table["start_time"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+            lookup["start_time"] = start.astype("datetime64[us]")[order]
+            self._lookup, self._lookup_version = lookup, version
         return self._lookup
 
     def recordings(self, status: str | None = None) -> pd.DataFrame:

@@ -9,7 +9,8 @@ manifest (every fragment's files and deletions), so a rewritten, compacted or re
 never matches an old file; writing a new one removes the model's others.
 
 The file: ``MAGIC``, an 8-byte little-endian header length, a JSON header (each column's
-dtype, byte offset and length; the vector layout or null), then the columns, 64-byte aligned.
+dtype, byte offset and length; the vector layout or null; the header's sha1), then the
+columns, 64-byte aligned.
 It is checked against the table when read (row counts, sizes) and is never executed or
 unpickled: a database folder may come from someone else.
 """
@@ -98,7 +99,11 @@ def _parse(mapped: mmap.mmap, n: int) -> tuple[dict[str, np.ndarray], dict | Non
         raise ValueError("not a snapshot cache file")
     (size,) = struct.unpack_from("<Q", mapped, len(MAGIC))
     start = len(MAGIC) + 8
-    header = json.loads(bytes(mapped[start : start + size]))
+    text = bytes(mapped[start : start + size])
+    header = json.loads(text)
+    digest = header.pop("digest", None)  # of the header without it: a flipped bit shows
+    if digest != hashlib.sha1(json.dumps(header, sort_keys=True).encode()).hexdigest():
+        raise ValueError("its header does not match its checksum")
     columns = {}
     if set(header["columns"]) != set(COLUMNS):
         raise ValueError("other columns than expected")
@@ -133,11 +138,12 @@ def _write(tmp: Path, arrays: dict[str, np.ndarray], layout) -> None:
     header: dict = {"columns": {}, "layout": layout}
     # offsets depend on the header's length: size it with room for the offsets' digits
     probe = {n: [a.dtype.str, 10**15, len(a)] for n, a in arrays.items()}
-    size = len(json.dumps({"columns": probe, "layout": layout}).encode()) + 32
+    size = len(json.dumps({"columns": probe, "layout": layout}).encode()) + 96  # and digest
     offset = -(-(len(MAGIC) + 8 + size) // ALIGN) * ALIGN
     for name, a in arrays.items():
         header["columns"][name] = [a.dtype.str, offset, len(a)]
         offset = -(-(offset + a.nbytes) // ALIGN) * ALIGN
+    header["digest"] = hashlib.sha1(json.dumps(header, sort_keys=True).encode()).hexdigest()
     text = json.dumps(header).encode().ljust(size)
     with open(tmp, "wb") as f:
         f.write(MAGIC + struct.pack("<Q", size) + text)

@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - a platform without its wheel scans thr
 
 VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
+STORED_ROWS_SAMPLED = 32  # rows compared again for a stored layout (checked when stored)
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
 _DTYPES = {16: np.float16, 32: np.float32}
 _BITS = {t: b for b, t in _DTYPES.items()}
@@ -106,24 +107,69 @@ class VectorView:
     ----------
     pages : the vector column's data pages in physical order.
     dim : the vector length.
-    off_of_phys : (P,) int64, the snapshot offset of each physical row, -1 where deleted.
-    phys_of_off : (n,) int64, the physical row of each snapshot offset.
+    row_addr : (n,) uint64, the Lance row address of each snapshot offset.
     fragments : [(fragment id, its page count)] in physical order.
+
+    The maps between offsets and physical rows (``phys_of_off`` (n,), ``off_of_phys`` (P,),
+    -1 where deleted) are built on first use: a shortlist reads only its own rows' addresses.
     """
 
-    def __init__(self, pages: list[Page], dim: int, off_of_phys, phys_of_off, fragments=()):
+    def __init__(self, pages: list[Page], dim: int, row_addr, fragments):
         self.pages = pages
         self.fragments = list(fragments)  # [(fragment id, its page count)] in physical order
         self.root = ""  # the table's folder (set by open_view)
         self.dim = int(dim)
         self.page_start = np.cumsum([0] + [p.rows for p in pages])[:-1]  # (pages,) physical
-        self.off_of_phys = np.asarray(off_of_phys, np.int64)
-        self.phys_of_off = np.asarray(phys_of_off, np.int64)
+        self.n_phys = sum(p.rows for p in pages)
+        self.row_addr = np.asarray(row_addr, np.uint64)  # (n,)
+        base = {}  # fragment id -> its first physical row, its physical rows
+        rows = {}
+        it = iter(pages)
+        for frag_id, n in self.fragments:
+            base[frag_id] = sum(rows.values())
+            rows[frag_id] = sum(next(it).rows for _ in range(n))
+        self._first = np.full(max(base, default=-1) + 2, -1, np.int64)  # (F,), -1: unknown
+        self._rows_in = np.zeros(len(self._first), np.int64)
+        self._first[list(base)] = list(base.values())
+        self._rows_in[list(rows)] = list(rows.values())
+        self._phys_of_off: np.ndarray | None = None
+        self._off_of_phys: np.ndarray | None = None
         self.dtype = np.dtype(pages[0].dtype if pages else np.float32)
         self._files: collections.OrderedDict = collections.OrderedDict()  # path -> file (LRU)
         self._files_lock = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}  # page -> its array over a kept mapping
         self._kept_bytes = 0
+
+    def _phys(self, addr: np.ndarray) -> np.ndarray:
+        """Physical rows (m,) of row addresses (m,); ValueError for one the pages do not hold."""
+        frag_id = np.minimum(addr >> np.uint64(32), len(self._first) - 1).astype(np.int64)
+        row = (addr & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        if len(addr) and (
+            (self._first[frag_id] < 0).any() or (row >= self._rows_in[frag_id]).any()
+        ):
+            raise ValueError("a row address is outside the vector column's pages")
+        return self._first[frag_id] + row
+
+    @property
+    def phys_of_off(self) -> np.ndarray:
+        if self._phys_of_off is None:
+            self._phys_of_off = self._phys(self.row_addr)
+        return self._phys_of_off
+
+    @property
+    def off_of_phys(self) -> np.ndarray:
+        if self._off_of_phys is None:
+            off_of_phys = np.full(self.n_phys, -1, np.int64)
+            off_of_phys[self.phys_of_off] = np.arange(len(self.row_addr))
+            self._off_of_phys = off_of_phys
+        return self._off_of_phys
+
+    def phys_at(self, offsets) -> np.ndarray:
+        """Physical rows (m,) of snapshot ``offsets``."""
+        offsets = np.asarray(offsets, np.int64).ravel()
+        if self._phys_of_off is not None:
+            return self._phys_of_off[offsets]
+        return self._phys(self.row_addr[offsets])
 
     def layout(self) -> dict:
         """The pages as plain data, to open this view again without reading every data
@@ -223,7 +269,7 @@ class VectorView:
 
     def _raw_at(self, offsets) -> np.ndarray:
         """Stored vectors (m, dim), as stored, at snapshot ``offsets``."""
-        return self._raw(self.phys_of_off[np.asarray(offsets, np.int64).ravel()])
+        return self._raw(self.phys_at(offsets))
 
     def _raw(self, phys: np.ndarray) -> np.ndarray:
         """Stored vectors (m, dim), as stored (float16 or float32), at physical rows ``phys``."""
@@ -389,9 +435,10 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
     row_addr : (n,) uint64, Lance row address (fragment id << 32 | physical row) of each
         snapshot offset, from a scan ``with_row_address=True`` in the snapshot's order.
     dim : the vector length.
-    layout : a :meth:`VectorView.layout` of this dataset version saved earlier (read from a
-        file that may come from elsewhere: checked against the files, and one row of each
-        page against ``take``), instead of reading every data file's metadata.
+    layout : a :meth:`VectorView.layout` of this dataset version saved earlier, instead of
+        reading every data file's metadata. It was checked when saved; here it is checked
+        against the files' sizes, and ``STORED_ROWS_SAMPLED`` rows spread over the table
+        against ``take``.
     """
     root = str(dataset.uri)
     if not os.path.isdir(root):  # object stores: no files to map
@@ -402,9 +449,10 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
         found = None
     if found is None:
         return None if not layout else open_view(dataset, row_addr, dim)
-    view = _assemble(*found, row_addr, dim)
+    view = _assemble(*found, row_addr, dim, check_all=not layout)
     try:
-        if view is not None and _matches_take(view, dataset, 1 if layout else SAMPLES_PER_PAGE):
+        sampled = (1, STORED_ROWS_SAMPLED) if layout else (SAMPLES_PER_PAGE, None)
+        if view is not None and _matches_take(view, dataset, *sampled):
             view.root = root
             return view
     except (OSError, ValueError, RuntimeError):
@@ -452,40 +500,32 @@ def _stored_layout(root: str, layout: dict):
     return pages, frags
 
 
-def _assemble(pages: list[Page], frags: list, row_addr, dim: int):
-    """A :class:`VectorView` mapping snapshot offsets to physical rows, or None where a row
-    address names a fragment or row the pages do not hold."""
-    base, count, phys = {}, {}, 0
-    it = iter(pages)
-    for frag_id, n in frags:
-        base[frag_id] = phys
-        count[frag_id] = sum(next(it).rows for _ in range(n))
-        phys += count[frag_id]
-    addr = np.asarray(row_addr, np.uint64)
-    frag_id = (addr >> np.uint64(32)).astype(np.int64)
-    row = (addr & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    first = np.full(max(base, default=-1) + 2, -1, np.int64)
-    rows_in = np.zeros(len(first), np.int64)
-    first[list(base)] = list(base.values())
-    rows_in[list(count)] = list(count.values())
-    frag_id = np.minimum(frag_id, len(first) - 1)  # an unknown fragment reads -1 below
-    if len(addr) and ((first[frag_id] < 0).any() or (row >= rows_in[frag_id]).any()):
+def _assemble(pages: list[Page], frags: list, row_addr, dim: int, check_all: bool):
+    """A :class:`VectorView`, or None where a row address (of all, if ``check_all``) names a
+    fragment or row the pages do not hold."""
+    view = VectorView(pages, dim, row_addr, frags)
+    try:
+        if check_all:
+            view.phys_of_off  # noqa: B018 (built, and every address checked)
+    except ValueError:
         return None
-    phys_of_off = first[frag_id] + row
-    off_of_phys = np.full(phys, -1, np.int64)
-    off_of_phys[phys_of_off] = np.arange(len(phys_of_off))
-    return VectorView(pages, dim, off_of_phys, phys_of_off, frags)
+    return view
 
 
-def _matches_take(view: VectorView, dataset, per_page: int) -> bool:
-    """Do ``per_page`` sampled rows of every page equal ``take``'s values, bit for bit?"""
-    sample = []
-    for p, start in enumerate(view.page_start):
-        offs = view.off_of_phys[start : start + view.pages[p].rows]
-        live = offs[offs >= 0]
-        if len(live):
-            sample.extend(live[np.linspace(0, len(live) - 1, per_page).astype(int)])
-    if not sample:
+def _matches_take(view: VectorView, dataset, per_page: int, rows: int | None = None) -> bool:
+    """Do sampled rows equal ``take``'s values, bit for bit? ``per_page`` rows of every page,
+    or, given ``rows``, that many snapshot offsets spread evenly (no full offset maps built)."""
+    n = len(view.row_addr)
+    if rows is not None:
+        sample = np.linspace(0, n - 1, min(rows, n)).astype(np.int64) if n else []
+    else:
+        sample = []
+        for p, start in enumerate(view.page_start):
+            offs = view.off_of_phys[start : start + view.pages[p].rows]
+            live = offs[offs >= 0]
+            if len(live):
+                sample.extend(live[np.linspace(0, len(live) - 1, per_page).astype(int)])
+    if not len(sample):
         return True
     sample = np.unique(np.asarray(sample, np.int64))
     got = dataset.take(sample.tolist(), columns=[VECTOR_COLUMN])[VECTOR_COLUMN]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -370,3 +372,48 @@ def test_a_search_process_imports_no_heavy_modules(tmp_path, archive):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert json.loads(got.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_cold_search_reads_its_index_once_in_a_thread_started_before_the_table_opens(
+    tmp_path, archive, monkeypatch
+):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="IVF16,Flat", nprobe=16)
+    want = db.search("m", unit[3]).limit(5).to_pandas()
+    cold = index.connect(db.path)
+    reads, events = [], []
+    real_load = cold.search_state._load
+    real_snapshot = cold.snapshot
+
+    def load(model):
+        reads.append(threading.current_thread() is not threading.main_thread())
+        return real_load(model)
+
+    def snapshot(model):
+        events.append("snapshot")
+        return real_snapshot(model)
+
+    monkeypatch.setattr(cold.search_state, "_load", load)
+    monkeypatch.setattr(cold, "snapshot", snapshot)
+    got = cold.search("m", unit[3]).limit(5).to_pandas()
+    assert got["window_id"].tolist() == want["window_id"].tolist()
+    assert reads[0] is True  # the first read ran in the prefetch thread
+    assert cold.search_state.indexes["m"][1] is not None and not cold.search_state._loading
+    again = cold.search("m", unit[4]).limit(5).to_pandas()  # no second prefetch: it is loaded
+    assert len(again) == 5 and reads.count(True) == 1
+
+
+def test_a_damaged_index_found_by_the_prefetch_still_warns_and_searches_exactly(
+    tmp_path, archive, caplog
+):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory="IVF16,Flat", nprobe=16)
+    index_file = next(p for p in db.faiss_dir.iterdir() if p.suffix == ".index")
+    index_file.write_bytes(b"damaged")
+    cold = index.connect(db.path)
+    hits = cold.search("m", unit[5]).limit(5).to_pandas()
+    _check(hits, win, unit, unit[5], 5)
+    said = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(said) == 1 and "does not match its checksum" in said[0]

@@ -117,7 +117,8 @@ def test_a_recreated_table_at_the_same_version_does_not_match(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncated", "garbage", "short_header", "other_type", "other_values"]
+    "damage",
+    ["truncated", "garbage", "short_header", "other_type", "flipped_digit", "other_values"],
 )
 def test_a_damaged_file_is_ignored(db, monkeypatch, damage):
     first = db.snapshot("m")
@@ -129,6 +130,9 @@ def test_a_damaged_file_is_ignored(db, monkeypatch, damage):
         data = os.urandom(len(data))
     elif damage == "short_header":
         data = data[: len(sc.MAGIC) + 3]
+    elif damage == "flipped_digit":  # only the header's checksum tells
+        assert b'"dim": 128' in data
+        data = data.replace(b'"dim": 128', b'"dim": 129', 1)
     elif damage == "other_type":
         data = data.replace(b'"window_id": ["<i8", ', b'"window_id": ["<i4", ', 1)
     else:  # well formed, but other window ids: only the sample check against the table sees it
