@@ -23,6 +23,7 @@ Rules
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 from pathlib import Path
@@ -281,7 +282,7 @@ class SearchBuilder:
 
         paths, roots = col("path", None), col("audio_root", None)
         abs_path = np.array(  # joined for the hits only, as recordings_frame() joins them
-            [None if p is None else str(Path(r) / p) for r, p in zip(roots, paths, strict=True)],
+            [None if p is None else _joined(r, p) for r, p in zip(roots, paths, strict=True)],
             dtype=object,
         )
         return {
@@ -296,6 +297,13 @@ class SearchBuilder:
             "end_s": snap.end_s[offsets],
             "score": scores.astype(np.float32),
         }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _joined(root: str, path: str) -> str:
+    """``audio_root / path`` as :meth:`Database.recordings_frame` writes it (kept: a search
+    names the same recordings again and again)."""
+    return str(Path(root) / path)
 
 
 @contextlib.contextmanager

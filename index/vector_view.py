@@ -121,6 +121,7 @@ class VectorView:
         self.dim = int(dim)
         self.page_start = np.cumsum([0] + [p.rows for p in pages])[:-1]  # (pages,) physical
         self.n_phys = sum(p.rows for p in pages)
+        self._positions = np.array([p.position for p in pages], np.int64)  # (pages,) bytes
         self.row_addr = np.asarray(row_addr, np.uint64)  # (n,)
         base = {}  # fragment id -> its first physical row, its physical rows
         rows = {}
@@ -139,6 +140,7 @@ class VectorView:
         self._files_lock = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}  # page -> its array over a kept mapping
         self._kept_bytes = 0
+        self._all_fds: tuple[np.ndarray, list] | None = None  # see _fds
 
     def _phys(self, addr: np.ndarray) -> np.ndarray:
         """Physical rows (m,) of row addresses (m,); ValueError for one the pages do not hold."""
@@ -277,21 +279,51 @@ class VectorView:
         if not len(phys):
             return out
         page = np.searchsorted(self.page_start, phys, side="right") - 1  # (m,)
-        order = np.argsort(page, kind="stable")
         row_bytes = self.dim * self.dtype.itemsize
-        for sel in np.split(order, np.flatnonzero(np.diff(page[order])) + 1):  # one page each
-            p = int(page[sel[0]])
-            rows = phys[sel] - self.page_start[p]
-            if len(sel) * PREAD_SHARE >= self.pages[p].rows or not hasattr(os, "preadv"):
-                with self._mapped(p, whole=False) as arr:
-                    out[sel] = arr[rows]
-                continue
-            file = self._file(self.pages[p].path)  # held: an evicted file closes when unused
-            starts = (self.pages[p].position + rows * row_bytes).tolist()
-            for i, start in zip(sel.tolist(), starts, strict=True):
-                if os.preadv(file.fileno(), [out[i]], start) != row_bytes:
-                    raise OSError(f"{self.pages[p].path} is shorter than its metadata says")
+        by_page = np.bincount(page, minlength=len(self.pages))  # (pages,) rows asked of each
+        mapped = by_page * PREAD_SHARE >= np.diff(np.append(self.page_start, self.n_phys))
+        if not hasattr(os, "preadv"):
+            mapped[:] = True
+        for p in np.flatnonzero(mapped & (by_page > 0)).tolist():  # a large share of a page
+            sel = np.flatnonzero(page == p)
+            with self._mapped(p, whole=False) as arr:
+                out[sel] = arr[phys[sel] - self.page_start[p]]
+        sel = np.flatnonzero(~mapped[page])  # the rest: one pread a row, in file order
+        if len(sel):
+            self._pread_rows(out, sel, page[sel], phys[sel], row_bytes)
         return out
+
+    def _fds(self, used: list[int]) -> tuple[np.ndarray, list]:
+        """(descriptor of each page (pages,), the open files behind those of ``used``). Where
+        the view's files fit ``OPEN_FILES_MAX`` they are opened once and kept."""
+        if self._all_fds is not None:
+            return self._all_fds
+        paths = {pg.path for pg in self.pages}
+        keep = len(paths) <= OPEN_FILES_MAX
+        files = {pg.path: self._file(pg.path) for pg in (self.pages if keep else [])}
+        for p in [] if keep else used:
+            files[self.pages[p].path] = self._file(self.pages[p].path)
+        fd_of = np.array([files[pg.path].fileno() if pg.path in files else -1 for pg in self.pages])
+        got = fd_of, list(files.values())
+        if keep:
+            self._all_fds = got
+        return got
+
+    def _pread_rows(self, out, sel, page, phys, row_bytes: int) -> None:
+        """Read rows ``phys`` (of pages ``page``) into ``out[sel]`` with one ``preadv`` each."""
+        fd_of, _held = self._fds(np.unique(page).tolist())  # files held while reading
+        starts = self._positions[page] + (phys - self.page_start[page]) * row_bytes  # (r,)
+        order = np.lexsort((starts, page))  # file order: neighbours share cache lines
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+        preadv = os.preadv
+        for i, fd, start in zip(
+            (sel[order] * row_bytes).tolist(),
+            fd_of[page[order]].tolist(),
+            starts[order].tolist(),
+            strict=True,
+        ):
+            if preadv(fd, [flat[i : i + row_bytes]], start) != row_bytes:
+                raise OSError("a data file is shorter than its metadata says")
 
     def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (snapshot offsets (b,), vectors (b, dim) float32) over every row in scan order."""
