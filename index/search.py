@@ -427,15 +427,15 @@ class _Engine:
             fetch = min(ann.tier.shortlist(want, ann.settings.params), n_in_ann) if rerank else want
             with _one_thread() if check else contextlib.nullcontext():
                 s, pos = search(self.q[None, :], fetch, mask)
-            s, pos = s[0], pos[0]
-            valid = pos >= 0
-            if int(valid.sum()) < want:
-                if check:
-                    return None
-                raise RuntimeError("the exact index scan returned fewer hits than allowed windows")
-            scores, offsets = s[valid], off_of_pos[pos[valid]]
-            if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
-                scores = self.snap.scores_at(offsets, self.q)
+                s, pos = s[0], pos[0]
+                valid = pos >= 0
+                if int(valid.sum()) < want:
+                    if check:
+                        return None
+                    raise RuntimeError("the exact index scan returned fewer hits than allowed")
+                scores, offsets = s[valid], off_of_pos[pos[valid]]
+                if rerank:  # codes only in RAM: exact scores from the shortlist's stored vectors
+                    scores = self.snap.scores_at(offsets, self.q)
         if len(new_offsets):  # windows committed after the index was built: exact scores
             extra = new_offsets
             if self.allowed is not None:
