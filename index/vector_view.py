@@ -284,9 +284,10 @@ class VectorView:
         mapped = by_page * PREAD_SHARE >= np.diff(np.append(self.page_start, self.n_phys))
         if not hasattr(os, "preadv"):
             mapped[:] = True
+        mapped[list(self._kept)] = True  # pages an exact scan keeps mapped: no syscalls
         for p in np.flatnonzero(mapped & (by_page > 0)).tolist():  # a large share of a page
             sel = np.flatnonzero(page == p)
-            with self._mapped(p, whole=False) as arr:
+            with self._scanned(p) if p in self._kept else self._mapped(p, whole=False) as arr:
                 out[sel] = arr[phys[sel] - self.page_start[p]]
         sel = np.flatnonzero(~mapped[page])  # the rest: one pread a row, in file order
         if len(sel):
@@ -351,12 +352,16 @@ class VectorView:
         scores (m, k') float32 and snapshot offsets (m, k') int64, best first, k' <= k.
         """
         q = np.ascontiguousarray(q, np.float32).reshape(-1, self.dim)  # (m, dim)
+        live = self.off_of_phys >= 0  # (P,)
+        if allowed is not None:
+            live &= allowed[np.maximum(self.off_of_phys, 0)]
+        n_live = int(np.count_nonzero(live))
+        if self.dtype == np.float16 and simd_status() is None and 2 * n_live >= len(live):
+            return self._simd_top(q, k, live)
         scores, offsets = [], []
         for p, start in enumerate(self.page_start):
             offs = self.off_of_phys[start : start + self.pages[p].rows]  # (rows,)
-            ok = offs >= 0
-            if allowed is not None:
-                ok &= allowed[np.maximum(offs, 0)]
+            ok = live[start : start + self.pages[p].rows]
             count = int(np.count_nonzero(ok))
             if not count:
                 continue
@@ -371,6 +376,37 @@ class VectorView:
         s = np.where(o >= 0, s, -np.inf)
         top = np.argsort(-s, axis=1, kind="stable")[:, :k]  # (m, k)
         return np.take_along_axis(s, top, 1), np.take_along_axis(o, top, 1)
+
+    def _simd_top(self, q: np.ndarray, k: int, live: np.ndarray):
+        """:meth:`exact_top` over float16 pages scanned in place by SimSIMD, then re-scored as
+        in :func:`_simd_scan`, with one selection over the whole table (``live``: (P,) rows
+        that may be returned)."""
+        q16 = q.astype(np.float16)  # (m, dim)
+        slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5
+        threads = faiss.omp_get_max_threads()
+        approx = np.full((len(q), self.n_phys), -np.inf, np.float32)  # (m, P)
+        for p, start in enumerate(self.page_start.tolist()):
+            end = start + self.pages[p].rows
+            if live[start:end].any():
+                with self._scanned(p) as page:
+                    approx[:, start:end] = simsimd.cdist(
+                        q16, page, "dot", out_dtype="float32", threads=threads
+                    )
+        approx[:, ~live] = -np.inf
+        approx[np.isnan(approx)] = -np.inf  # a damaged row ranks nowhere
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        offsets = np.full((len(q), k), -1, np.int64)
+        for j, a in enumerate(approx):
+            kk = min(k, int(np.count_nonzero(a > -np.inf)))
+            if not kk:
+                continue
+            kth = -np.partition(-a, kk - 1)[kk - 1]
+            cand = np.flatnonzero(a >= kth - slack[j])  # (c,) physical rows, c >= kk
+            s, i = _fp16_index(self._raw(cand)).search(q[j : j + 1], min(k, len(cand)))
+            found = i[0] >= 0
+            scores[j, : found.sum()] = s[0][found]
+            offsets[j, : found.sum()] = self.off_of_phys[cand[i[0][found]]]
+        return scores, offsets
 
 
 def _fp16_index(vectors: np.ndarray) -> faiss.Index:
