@@ -26,11 +26,11 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_bench import clustered  # noqa: E402
+from search_bench import MODEL  # noqa: E402
 from store_read_bench import build  # noqa: E402
 
 import index  # noqa: E402
-from index_bench import clustered  # noqa: E402
-from search_bench import MODEL  # noqa: E402
 
 
 def _ms(fn, reps: int = 20) -> float:

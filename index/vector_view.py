@@ -5,58 +5,54 @@ a row, without nulls, as "full-zip" pages of flat values: each page is one conti
 ``rows x dim`` float16 or float32 values (smaller vectors go into chunked mini-blocks, which are
 read through ``take``). :class:`VectorView` reads those buffers in place, so the exact re-rank of
 an ANN shortlist and exhaustive scans read vectors straight from the table's own files: the table
-stays the only copy of the vectors on disk. Scattered rows (a shortlist) are read with ``pread``,
-so the page cache is not mapped into the process and a search's resident memory does not grow by
-the file pages around each row (with large page-cache folios, touching one mapped row maps up to
-megabytes). Whole pages (exact scans, streams over every vector) and gathers of a large share of
-a page map the page, read it and unmap it again, so resident memory stays about one page.
+stays the only copy of the vectors on disk.
 
-The layout comes from Lance's public metadata (the field id of the column, the data file and
-column serving it, ``lance.file.LanceFileReader.metadata()`` for its pages) and is trusted only
+- Scattered rows (a shortlist) are read with ``pread``, in file order, so the page cache is not
+  mapped into the process: with large page-cache folios, touching one mapped row maps up to
+  megabytes (640 rows: +610 MB resident).
+- Exact scans map each page once and keep it mapped while the view lives (within a quarter of
+  the RAM): mapping and unmapping a 30 MB page costs as much as scanning it. float16 pages are
+  scanned by SimSIMD (USearch's kernels, AVX2/AVX-512/NEON chosen at run time) against the
+  float16-rounded query, and the rows that rounding could misplace are re-scored with the
+  float32 query by FAISS, so results equal FAISS's own float16 scan, which would first need a
+  copy of every page (50 ms at 100 k against 13 ms; ``benchmarks/RESULTS.md``).
+- Streams over every vector (index builds, scoring) map a page per call and unmap it after.
+
+The layout comes from Lance's public metadata (:mod:`index.vector_layout`) and is trusted only
 when every page has the plain layout and sampled rows of every page equal what
 ``LanceDataset.take`` returns for them. Anything else (older file formats, compression, nulls, a
-remote store) makes :func:`open_view` return None, and callers read through ``take``. A
-``LanceDataset.take`` of a few hundred scattered rows costs milliseconds, ``pread`` a tenth of
-that (``benchmarks/RESULTS.md``, "vector view"). A view holds at most ``OPEN_FILES_MAX`` files
-open (a quarter of the descriptor limit) and closes them when it is dropped (a new table version
-makes a new view), so files that Lance's cleanup removes are released.
+remote store) makes :func:`open_view` return None, and callers read through ``take``. A view
+holds at most ``OPEN_FILES_MAX`` files open (a quarter of the descriptor limit), and as many
+kept mappings, and releases them when it is dropped (a new table version makes a new view), so
+files that Lance's cleanup removes are released.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import functools
 import mmap
 import os
-import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .vector_layout import VECTOR_COLUMN, Page, read_layout, stored_layout
 
 try:  # SimSIMD: float16 dot products over the mapped pages in place (USearch's kernels)
     import simsimd
 except ImportError:  # pragma: no cover - a platform without its wheel scans through FAISS
     simsimd = None
 
-VECTOR_COLUMN = "vector"
 SAMPLES_PER_PAGE = 4  # rows of each page compared with ``take`` before the view is trusted
 STORED_ROWS_SAMPLED = 32  # rows compared again for a stored layout (checked when stored)
 PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of its rows
-_DTYPES = {16: np.float16, 32: np.float32}
-_BITS = {t: b for b, t in _DTYPES.items()}
 # stored vectors are unit length or zero (``rows.normalise``); float16 rounding adds < 0.1 %
 NORM_BOUND = 1.01
 SIMD_MIN_ELEMENTS = 1 << 20  # a page with more values than this is scanned on every thread
-_NUM = r"\s*(\d+)"
-# (data file, column) -> its pages, or None when not plain: data files never change
-_LAYOUTS: dict[tuple[str, int], tuple | None] = {}
-_LAYOUTS_MAX = 65_536
-_LOCK = threading.Lock()
 
 
 def _open_files_max() -> int:
@@ -85,16 +81,6 @@ def _kept_bytes_max() -> int:
 
 
 KEPT_BYTES_MAX = _kept_bytes_max()
-
-
-@dataclasses.dataclass(frozen=True)
-class Page:
-    """One data page of the vector column: ``rows`` vectors at byte ``position`` of ``path``."""
-
-    path: str
-    position: int
-    rows: int
-    dtype: type
 
 
 class VectorView:
@@ -178,7 +164,7 @@ class VectorView:
         file's metadata (``open_view(..., layout=)``); paths relative to the table."""
         pages = iter(self.pages)
         frags = [
-            [frag_id, [_page_row(next(pages), self.root) for _ in range(n)]]
+            [frag_id, [next(pages).as_row(self.root) for _ in range(n)]]
             for frag_id, n in self.fragments
         ]
         return {"dim": self.dim, "fragments": frags}
@@ -512,7 +498,7 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
     if not os.path.isdir(root):  # object stores: no files to map
         return None
     try:
-        found = _stored_layout(root, layout) if layout else _read_layout(root, dataset, dim)
+        found = stored_layout(root, layout) if layout else read_layout(root, dataset, dim)
     except (AttributeError, KeyError, OSError, TypeError, ValueError, RuntimeError):
         found = None
     if found is None:
@@ -526,46 +512,6 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
     except (OSError, ValueError, RuntimeError):
         pass
     return None if not layout else open_view(dataset, row_addr, dim)
-
-
-def _read_layout(root: str, dataset, dim: int):
-    """(pages, [(fragment id, its page count)]) from the data files' metadata, or None where
-    the column is not plain flat vectors."""
-    pages: list[Page] = []
-    frags = []
-    field_id = dataset.lance_schema.field(VECTOR_COLUMN).id()
-    for frag in dataset.get_fragments():
-        got = _fragment_pages(root, frag, dim, field_id)
-        if got is None:
-            return None
-        frags.append((frag.fragment_id, len(got)))
-        pages.extend(got)
-    return pages, frags
-
-
-def _page_row(page: Page, root: str) -> list:
-    return [os.path.relpath(page.path, root), page.position, page.rows, _BITS[page.dtype]]
-
-
-def _stored_layout(root: str, layout: dict):
-    """The same from a stored :meth:`VectorView.layout`, or None where it does not fit the
-    files (a page past a file's end, a path outside the table, an unknown type)."""
-    pages: list[Page] = []
-    frags = []
-    dim = int(layout["dim"])
-    sizes: dict[str, int] = {}
-    for frag_id, frag_pages in layout["fragments"]:
-        frags.append((int(frag_id), len(frag_pages)))
-        for rel, position, rows, bits in frag_pages:
-            if os.path.isabs(rel) or ".." in Path(rel).parts or int(bits) not in _DTYPES:
-                return None
-            path = os.path.join(root, rel)
-            if path not in sizes:
-                sizes[path] = os.path.getsize(path)
-            if min(position, rows) < 0 or position + rows * dim * bits // 8 > sizes[path]:
-                return None
-            pages.append(Page(path, int(position), int(rows), _DTYPES[int(bits)]))
-    return pages, frags
 
 
 def _assemble(pages: list[Page], frags: list, row_addr, dim: int, check_all: bool):
@@ -602,65 +548,3 @@ def _matches_take(view: VectorView, dataset, per_page: int, rows: int | None = N
     if values.dtype != ours.dtype or values.size != ours.size:
         return False
     return np.array_equal(values.view(np.uint8), ours.reshape(-1).view(np.uint8))
-
-
-def _fragment_pages(root: str, frag, dim: int, field_id: int) -> list[Page] | None:
-    """The vector column's pages in one fragment, or None if their layout is not plain."""
-    for data_file in frag.data_files():
-        fields = list(data_file.fields)
-        if field_id not in fields:  # this file serves other columns (or a dropped one)
-            continue
-        columns = list(getattr(data_file, "column_indices", None) or [])
-        column = columns[fields.index(field_id)] if columns else fields.index(field_id)
-        path = os.path.join(root, "data", data_file.path)
-        with _LOCK:
-            layout = _LAYOUTS.get((path, column), ...)
-        if layout is ...:
-            layout = _file_pages(path, column, dim)
-            with _LOCK:
-                if len(_LAYOUTS) < _LAYOUTS_MAX:
-                    _LAYOUTS[(path, column)] = layout
-        return list(layout) if layout is not None else None
-    return None
-
-
-def _file_pages(path: str, column: int, dim: int) -> tuple | None:
-    """The pages of ``column`` in one data file, None when it is not plain flat vectors."""
-    from lance.file import LanceFileReader
-
-    meta = LanceFileReader(path).metadata()
-    names = meta.schema.names
-    if not 0 <= column < len(meta.columns):
-        return None
-    if len(meta.columns) == len(names) and names[column] != VECTOR_COLUMN:
-        return None  # one column per field, and this one is not the vectors
-    layouts = [_plain_page(str(pg.encoding), pg.buffers, dim) for pg in meta.columns[column].pages]
-    if any(lay is None for lay in layouts) or len({lay[2] for lay in layouts}) > 1:
-        return None
-    size = os.path.getsize(path)
-    if any(pos + rows * dim * np.dtype(dt).itemsize > size for rows, pos, dt in layouts):
-        return None
-    return tuple(Page(path, pos, rows, dt) for rows, pos, dt in layouts if rows)
-
-
-def _plain_page(encoding: str, buffers, dim: int) -> tuple[int, int, type] | None:
-    """(rows, buffer position, dtype) of a page holding plain flat vectors, else None."""
-    text = " ".join(encoding.split())
-    need = ("FullZipLayout", "bits_rep: 0,", "bits_def: 0,", "has_validity: false", "Flat {")
-    if not all(s in text for s in need):
-        return None
-    banned = ("Zstd", "Lz4", "General", "Bitpack", "Rle", "Fsst", "Dictionary", "Constant")
-    if any(s in text for s in banned):
-        return None
-    items = re.search(r"num_items:" + _NUM, text)
-    visible = re.search(r"num_visible_items:" + _NUM, text)
-    per = re.search(r"items_per_value:" + _NUM, text)
-    bits = re.search(r"bits_per_value:" + _NUM, text)
-    if not (items and visible and per and bits) or len(buffers) != 1:
-        return None
-    rows, width = int(items[1]), int(bits[1])
-    if int(visible[1]) != rows or int(per[1]) != dim or width not in _DTYPES:
-        return None
-    if buffers[0].size != rows * dim * width // 8:
-        return None
-    return rows, int(buffers[0].position), _DTYPES[width]

@@ -10,7 +10,7 @@ import pytest
 
 import index
 from index import snapshot_cache as sc
-from index import vector_view as vv
+from index import vector_layout as vl
 from index.schema import WINDOW_META_COLUMNS
 
 DIM = 128  # full-zip pages, so the view opens
@@ -50,8 +50,8 @@ def _kept(db) -> list:
 
 def _no_reads(monkeypatch):
     """Fail on a scan of the table or a read of a data file's metadata."""
-    vv._LAYOUTS.clear()
-    monkeypatch.setattr(vv, "_file_pages", lambda *a: pytest.fail("metadata read"))
+    vl._LAYOUTS.clear()
+    monkeypatch.setattr(vl, "_file_pages", lambda *a: pytest.fail("metadata read"))
     real = index.snapshot.Snapshot.__init__
 
     def init(self, model, table, version, cache=None):

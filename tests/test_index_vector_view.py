@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import index
+from index import vector_layout as vl
 from index import vector_view as vv
 from index.snapshot import Snapshot
 
@@ -169,14 +170,14 @@ def test_small_vectors_in_mini_blocks_give_no_view(tmp_path):
 
 
 def test_a_misread_layout_is_caught_by_the_sample_check(db, monkeypatch):
-    plain = vv._plain_page
+    plain = vl._plain_page
 
     def shifted(encoding, buffers, dim):  # one value off: what a layout misread would give
         got = plain(encoding, buffers, dim)
         return None if got is None else (got[0] - 1, got[1] + got[2](0).itemsize * dim, got[2])
 
-    vv._LAYOUTS.clear()
-    monkeypatch.setattr(vv, "_plain_page", shifted)
+    vl._LAYOUTS.clear()
+    monkeypatch.setattr(vl, "_plain_page", shifted)
     snap = db.snapshot("m")
     snap._view = False
     try:
@@ -187,7 +188,7 @@ def test_a_misread_layout_is_caught_by_the_sample_check(db, monkeypatch):
         every = _take(snap, np.arange(len(snap)))
         assert got["window_id"].tolist() == snap.window_id[np.argsort(-(every @ q))[:3]].tolist()
     finally:
-        vv._LAYOUTS.clear()
+        vl._LAYOUTS.clear()
 
 
 def test_remote_uri_gives_no_view():
