@@ -375,9 +375,7 @@ class VectorView:
             end = start + self.pages[p].rows
             if live[start:end].any():
                 with self._scanned(p) as page:
-                    approx[:, start:end] = simsimd.cdist(
-                        q16, page, "dot", out_dtype="float32", threads=threads
-                    )
+                    approx[:, start:end] = _cdist(q16, page, threads)
         approx[:, ~live] = -np.inf
         approx[np.isnan(approx)] = -np.inf  # a damaged row ranks nowhere
         scores = np.full((len(q), k), -np.inf, np.float32)
@@ -449,6 +447,17 @@ def _scan_page(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
     return s, i
 
 
+def _cdist(q16: np.ndarray, page: np.ndarray, threads: int) -> np.ndarray:
+    """SimSIMD's dot products (m, rows) float32 on ``threads`` threads. SimSIMD sets the
+    calling thread's OpenMP thread count to ``threads`` (FAISS shares it: one call with 1 left
+    every later FAISS search on one thread); the caller's count is put back."""
+    before = faiss.omp_get_max_threads()
+    try:
+        return np.asarray(simsimd.cdist(q16, page, "dot", out_dtype="float32", threads=threads))
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def _simd_scan(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
     """Top-``k`` of a float16 page (r, dim) read in place: SimSIMD scores every row against the
     float16-rounded queries, then the rows that rounding could have misplaced are re-scored
@@ -461,7 +470,7 @@ def _simd_scan(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
     # 1e-5 covers float32 summation in either kernel (~1e-6 for unit rows at 1536-d)
     slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5  # (m,)
     threads = faiss.omp_get_max_threads() if page.size >= SIMD_MIN_ELEMENTS else 1
-    approx = np.asarray(simsimd.cdist(q16, page, "dot", out_dtype="float32", threads=threads))
+    approx = _cdist(q16, page, threads)
     approx = np.where(np.isnan(approx), -np.inf, approx)  # (m, r); a damaged row ranks last
     if ok is not None:
         approx[:, ~ok] = -np.inf

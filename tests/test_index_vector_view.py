@@ -421,3 +421,20 @@ def test_exact_scans_keep_pages_mapped_within_the_budget(db, monkeypatch, budget
     kept = min(budget_pages, len(view.pages))
     assert len(view._kept) == kept
     assert len(maps) == len(view.pages) - kept  # the second scan maps only pages not kept
+
+
+@pytest.mark.parametrize("mask", ["none", "few"])
+def test_exact_scans_leave_the_openmp_thread_count_as_it_was(tmp_path, kernel, mask):
+    """SimSIMD sets the calling thread's OpenMP count, which FAISS shares: it is put back."""
+    import faiss
+
+    q, vec = _near_ties(3000, 256)
+    view = _open(_lance_table(tmp_path / "t.lance", vec, max_rows_per_file=1000), 256)
+    allowed = None if mask == "none" else np.arange(3000) % 20 == 3
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    try:
+        view.exact_top(q[None, :], 10, allowed)
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
