@@ -53,6 +53,7 @@ PREAD_SHARE = 32  # a page is mapped for a gather of at least 1/PREAD_SHARE of i
 # stored vectors are unit length or zero (``rows.normalise``); float16 rounding adds < 0.1 %
 NORM_BOUND = 1.01
 SIMD_MIN_ELEMENTS = 1 << 20  # a page with more values than this is scanned on every thread
+RESCORE_ROWS = 16_384  # candidates re-scored at a time (50 MB at 1536-d float16)
 
 
 def _open_files_max() -> int:
@@ -243,17 +244,7 @@ class VectorView:
     def scores(self, offsets, q: np.ndarray) -> np.ndarray:
         """Inner products (m,) of the rows at snapshot ``offsets`` with one query ``q`` (dim,);
         NaN for a row FAISS cannot score (a damaged vector holding NaN or infinity)."""
-        raw = self._raw_at(offsets)  # (m, dim)
-        if not len(raw):
-            return np.empty(0, np.float32)
-        q = np.ascontiguousarray(q, np.float32).reshape(1, self.dim)
-        if raw.dtype != np.float16:
-            return raw @ q[0]
-        s, i = _fp16_index(raw).search(q, len(raw))  # FAISS's float16 kernel, no float32 copy
-        out = np.full(len(raw), np.nan, np.float32)
-        scored = i[0] >= 0  # FAISS leaves rows it cannot order out (label -1)
-        out[i[0][scored]] = s[0][scored]
-        return out
+        return _fp16_scores(self._raw_at(offsets), q)
 
     def _raw_at(self, offsets) -> np.ndarray:
         """Stored vectors (m, dim), as stored, at snapshot ``offsets``."""
@@ -386,11 +377,32 @@ class VectorView:
                 continue
             kth = -np.partition(-a, kk - 1)[kk - 1]
             cand = np.flatnonzero(a >= kth - slack[j])  # (c,) physical rows, c >= kk
-            s, i = _fp16_index(self._raw(cand)).search(q[j : j + 1], min(k, len(cand)))
-            found = i[0] >= 0
-            scores[j, : found.sum()] = s[0][found]
-            offsets[j, : found.sum()] = self.off_of_phys[cand[i[0][found]]]
+            exact = np.concatenate(  # (c,) in chunks: a full ranking re-scores every row
+                [
+                    _fp16_scores(self._raw(cand[lo : lo + RESCORE_ROWS]), q[j])
+                    for lo in range(0, len(cand), RESCORE_ROWS)
+                ]
+            )
+            ranked = np.flatnonzero(~np.isnan(exact))  # FAISS cannot score a damaged row
+            top = ranked[np.argsort(-exact[ranked], kind="stable")[:k]]
+            scores[j, : len(top)] = exact[top]
+            offsets[j, : len(top)] = self.off_of_phys[cand[top]]
         return scores, offsets
+
+
+def _fp16_scores(raw: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Inner products (m,) float32 of stored rows ``raw`` (m, dim) with ``q`` (dim,), by FAISS's
+    float16 kernel for float16 rows (no float32 copy); NaN where a row holds NaN or infinity."""
+    if not len(raw):
+        return np.empty(0, np.float32)
+    q = np.ascontiguousarray(q, np.float32).reshape(1, raw.shape[1])
+    if raw.dtype != np.float16:
+        return raw @ q[0]
+    s, i = _fp16_index(raw).search(q, len(raw))
+    out = np.full(len(raw), np.nan, np.float32)
+    scored = i[0] >= 0  # FAISS leaves rows it cannot order out (label -1)
+    out[i[0][scored]] = s[0][scored]
+    return out
 
 
 def _fp16_index(vectors: np.ndarray) -> faiss.Index:

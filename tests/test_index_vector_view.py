@@ -438,3 +438,13 @@ def test_exact_scans_leave_the_openmp_thread_count_as_it_was(tmp_path, kernel, m
         assert faiss.omp_get_max_threads() == 3
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_a_full_ranking_is_re_scored_in_chunks(tmp_path, kernel, monkeypatch):
+    monkeypatch.setattr(vv, "RESCORE_ROWS", 7)  # a per-recording search ranks every window
+    q, vec = _near_ties(500, 256)
+    view = _open(_lance_table(tmp_path / "t.lance", vec), 256)
+    scores, offsets = view.exact_top(q[None, :], 10_000)
+    exact = vec.astype(np.float32) @ q
+    assert sorted(offsets[0][offsets[0] >= 0].tolist()) == list(range(500))
+    np.testing.assert_allclose(scores[0][:500], np.sort(exact)[::-1], atol=2e-6)
