@@ -187,7 +187,9 @@ def disk_bytes(path: Path) -> int:
     return sum(sizes.values())
 
 
-def chorus_search(work: Path, qs: np.ndarray) -> dict:
+def chorus_search(work: Path, qs: np.ndarray, k_factor: float | None = None) -> dict:
+    """The timed forms; ``k_factor``: also ``ann_kf``, ANN with the index's shortlist factor
+    set to it for this process (what ``build_index(..., k_factor=)`` would save)."""
     import index
 
     db = index.connect(work / "chorus.chorus", create=False)
@@ -196,11 +198,22 @@ def chorus_search(work: Path, qs: np.ndarray) -> dict:
         "ann": lambda q: db.search(MODEL, q).limit(K).to_arrow(),
         "ann_pandas": lambda q: db.search(MODEL, q).limit(K).to_pandas(),
         "exact": lambda q: db.search(MODEL, q).exact().limit(K).to_arrow(),
+        "filtered_exact": lambda q: (
+            db.search(MODEL, q).where(f"site = 'S{SITE:02d}'").exact().limit(K).to_arrow()
+        ),
     }
-    db.search(MODEL, qs[0]).where(f"site = 'S{SITE:02d}'").exact().limit(K).to_arrow()  # view
-    forms["filtered_exact"] = lambda q: (
-        db.search(MODEL, q).where(f"site = 'S{SITE:02d}'").exact().limit(K).to_arrow()
-    )
+    if k_factor:
+        params = db.search_state.load_ann(MODEL).settings.params
+        saved = params["k_factor"]
+
+        def ann_kf(q):
+            params["k_factor"] = k_factor
+            try:
+                return db.search(MODEL, q).limit(K).to_arrow()
+            finally:
+                params["k_factor"] = saved
+
+        forms = {"ann": forms.pop("ann"), "ann_kf": ann_kf, **forms}
     for name, run in forms.items():
         for q in qs[:WARM]:  # untimed, as on hoplite's side
             run(q)
@@ -234,6 +247,9 @@ def main() -> None:
         "--reuse-hoplite", action="store_true", help="build Chorus again, keep hoplite's database"
     )
     ap.add_argument("--store", choices=["float16", "float32"], default="float16")
+    ap.add_argument(
+        "--k-factor", type=float, help="also time Chorus's ANN at this shortlist factor"
+    )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -274,7 +290,7 @@ def main() -> None:
     hop = [args.hoplite_python, "-c", _HOPLITE_SEARCH, str(args.work), str(K), f"S{SITE:02d}",
            str(WARM)]  # fmt: skip
     for _ in range(args.repeats):
-        runs["chorus"].append(chorus_search(args.work, qs))
+        runs["chorus"].append(chorus_search(args.work, qs, args.k_factor))
         runs["hoplite"].append(_json_run(hop))
     cold_runs = {"chorus": [], "hoplite": []}
     for _ in range(3):  # interleaved too
@@ -306,6 +322,10 @@ def main() -> None:
         ("ANN search p50 ms (Chorus: to_arrow)", p50("chorus", "ann"), p50("hoplite", "ann")),
         ("ANN search p50 ms (Chorus: to_pandas)", p50("chorus", "ann_pandas"), p50("hoplite", "ann")),
         ("ANN recall@10", recall("chorus", "ann", gt), recall("hoplite", "ann", gt)),
+        *([(f"ANN p50 ms at k_factor {args.k_factor:g} (to_arrow)", p50("chorus", "ann_kf"),
+            p50("hoplite", "ann")),
+           (f"ANN recall@10 at k_factor {args.k_factor:g}", recall("chorus", "ann_kf", gt),
+            recall("hoplite", "ann", gt))] if args.k_factor else []),
         ("exact search p50 ms", p50("chorus", "exact"), p50("hoplite", "exact")),
         ("exact recall@10", recall("chorus", "exact", gt), recall("hoplite", "exact", gt)),
         ("filtered exact p50 ms (1 site of 20)", p50("chorus", "filtered_exact"),
