@@ -35,6 +35,8 @@ HNSW_EF_CONSTRUCTION = 64  # build beam width
 HNSW_EF_SEARCH = 128  # search beam width (recall@10 >= 0.95 on the benchmark)
 IVF_CELLS_PER_SQRT_N = 4  # nlist ~ 4 sqrt(n), rounded to a power of two
 IVF_NPROBE = 32  # cells visited per query
+HNSW_QUANTIZER_MIN_CELLS = 4096  # from here (~0.5 M windows) the low-memory tier's centroids
+QUANTIZER_EF_SEARCH = 64  # are searched by HNSW, with at least this efSearch (and >= nprobe)
 IVF_KMEANS_ITERS = 10  # k-means iterations for the IVF quantizer (FAISS default 25)
 # shortlist / k for the exact re-rank, by size (refine_k_factor): at 100k 16 gives recall@10
 # 1.0 (8: 0.96); at 1M 32 gives 0.80, 64 0.96, 128 1.0 (benchmarks/RESULTS.md, "## Index")
@@ -74,6 +76,23 @@ def in_place_k_factor(n: int) -> float:
     0.968 (benchmarks/RESULTS.md). Each candidate costs one ``pread`` (~2 us)."""
     grown = _grown_k_factor(n, REFINE_K_FACTOR_MIN, REFINE_K_FACTOR_BASE_N, 4)
     return min(grown, 4.0 * REFINE_K_FACTOR)
+
+
+def _coarse(cells: int) -> str:
+    """The IVF part of a factory string: from ``HNSW_QUANTIZER_MIN_CELLS`` cells the centroids
+    are searched through an HNSW graph, as a flat scan of them is most of a query's time (at
+    4096 cells x 1536-d, 1.09 of 1.27 ms; 0.50 ms by HNSW at efSearch 64, the same recall)."""
+    return f"IVF{cells}_HNSW32" if cells >= HNSW_QUANTIZER_MIN_CELLS else f"IVF{cells}"
+
+
+_HNSW_PARAMS: dict[int, faiss.SearchParametersHNSW] = {}
+
+
+def _hnsw_params(ef: int) -> faiss.SearchParametersHNSW:
+    """Shared, never freed: FAISS's search parameters hold the quantizer's by a raw pointer."""
+    if ef not in _HNSW_PARAMS:
+        _HNSW_PARAMS[ef] = faiss.SearchParametersHNSW(efSearch=ef)
+    return _HNSW_PARAMS[ef]
 
 
 def ivf_cells(n: int) -> int:
@@ -257,6 +276,8 @@ class IvfTier(Tier):
         nprobe = int(params.get("nprobe", IVF_NPROBE))
         nprobe = int(min(max(nprobe / frac, nprobe), base.nlist))  # filtered: more cells
         ivf = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+        if isinstance(faiss.downcast_index(base.quantizer), faiss.IndexHNSW):
+            ivf.quantizer_params = _hnsw_params(max(QUANTIZER_EF_SEARCH, nprobe))
         if refine is None:
             return ivf
         return faiss.IndexRefineSearchParameters(
@@ -283,7 +304,7 @@ class LowMemTier(IvfTier):
     def for_size(cls, n: int, dim: int, float16: bool = True) -> LowMemTier:
         if dim % PQ_DIMS_PER_CODE:
             raise ValueError(f"the low-memory tier needs d divisible by {PQ_DIMS_PER_CODE}")
-        return cls(f"IVF{ivf_cells(n)},PQ{dim // PQ_DIMS_PER_CODE}x4fs")
+        return cls(f"{_coarse(ivf_cells(n))},PQ{dim // PQ_DIMS_PER_CODE}x4fs")
 
     @property
     def rerank_from_table(self) -> bool:

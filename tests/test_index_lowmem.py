@@ -6,6 +6,7 @@ where auto picks the tier by the bytes threshold)."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,7 +82,7 @@ def test_auto_picks_the_low_memory_tier_by_size(lowmem):
     assert described.endswith("vectors read in place from the table") == in_place
     assert fi.choose_tier(N - 1, 100)[0].kind == "ivf"  # below the bytes threshold
     assert fi.choose_tier(10**8, 100)[0].kind == "ivf"  # d not divisible by 8: no fast-scan PQ
-    assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768,PQ192x4fs")
+    assert fi.choose_tier(10**8, 1536)[0] == tiers.LowMemTier("IVF32768_HNSW32,PQ192x4fs")
     # vectors readable in place: codes only from FLAT_MAX up, with IVF-PQ's own shortlist
     tier, params = fi.choose_tier(10**5, 1536, in_place=True)
     assert tier.kind == "lowmem" and params["k_factor"] == tiers.in_place_k_factor(10**5) == 16
@@ -149,3 +150,31 @@ def test_grown_archive_keeps_the_tier_and_its_shortlist(lowmem):
     s2 = db.build_index("m")
     assert (s2.action, s2.tier, s2.n_vectors) == ("updated", s.tier, N + 50)
     assert s2.params["k_factor"] == _k_factor(db)
+
+
+def test_an_hnsw_quantizer_searches_its_cells_with_enough_candidates(tmp_path, monkeypatch):
+    """From HNSW_QUANTIZER_MIN_CELLS cells the centroids sit in an HNSW graph; its efSearch is
+    raised to at least nprobe (and QUANTIZER_EF_SEARCH), filtered searches included."""
+    monkeypatch.setattr(tiers, "HNSW_QUANTIZER_MIN_CELLS", 16)
+    assert tiers.LowMemTier.for_size(N, DIM).factory == f"IVF{tiers.ivf_cells(N)}_HNSW32,PQ8x4fs"
+    vec = _clustered(N)
+    db = index.connect(tmp_path / "h.chorus")
+    db.add_embeddings("m", _rows(vec))
+    s = db.build_index("m", factory="IVF16_HNSW32,PQ8x4fs", nprobe=16, k_factor=64)
+    ann = fi.AnnIndex.load(db.faiss_dir, "m")
+    ivf = tiers.base_index(ann.index)
+    assert s.tier.kind == "lowmem"
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)
+    monkeypatch.setattr(tiers, "QUANTIZER_EF_SEARCH", 8)
+    tiers._HNSW_PARAMS.clear()
+    ann.tier.search_params(ann.index, {"nprobe": 4}, None, 10, 1.0)  # efSearch 8
+    ann.tier.search_params(ann.index, {"nprobe": 4}, None, 10, 1 / 3)  # 12 cells filtered
+    assert sorted(tiers._HNSW_PARAMS) == [8, 12]
+    monkeypatch.undo()
+    allowed = np.arange(N) // 100 % 3 == 0
+    for j in range(5):
+        q = vec[j * 97]
+        got = db.search("m", q).limit(10).to_pandas()["window_id"].to_numpy()
+        assert len(set(got) & set(_truth(vec, q, 10))) >= 9
+        sub = db.search("m", q).where("recording_id % 3 = 0").limit(10).to_pandas()
+        assert allowed[sub["window_id"].to_numpy()].all() and len(sub) == 10
