@@ -164,7 +164,9 @@ def test_an_hnsw_quantizer_searches_its_cells_with_enough_candidates(tmp_path, m
     ann = fi.AnnIndex.load(db.faiss_dir, "m")
     ivf = tiers.base_index(ann.index)
     assert s.tier.kind == "lowmem"
-    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSW)
+    assert quantizer.hnsw.efSearch == tiers.QUANTIZER_EF_SEARCH  # what add() assigned with
     monkeypatch.setattr(tiers, "QUANTIZER_EF_SEARCH", 8)
     tiers._HNSW_PARAMS.clear()
     ann.tier.search_params(ann.index, {"nprobe": 4}, None, 10, 1.0)  # efSearch 8
