@@ -532,11 +532,12 @@ def full_build(snap, model: str, tier: Tier, params: dict, auto: bool) -> AnnInd
     n = len(snap)
     _check_trainable(factory_cells(tier.factory), n)  # before FAISS allocates the cells
     index = _new_index(tier, snap.dim, params)
-    trained_on = _train(index, snap, n)
     ids = []
-    for batch_ids, vec in snap.iter_vectors():
-        index.add(vec)  # (b, dim)
-        ids.append(batch_ids)
+    with tier.filling(index):
+        trained_on = _train(index, snap, n)
+        for batch_ids, vec in snap.iter_vectors():
+            index.add(vec)  # (b, dim)
+            ids.append(batch_ids)
     ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
     settings = IndexSettings(
         model=model,

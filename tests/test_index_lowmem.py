@@ -166,7 +166,11 @@ def test_an_hnsw_quantizer_searches_its_cells_with_enough_candidates(tmp_path, m
     assert s.tier.kind == "lowmem"
     quantizer = faiss.downcast_index(ivf.quantizer)
     assert isinstance(quantizer, faiss.IndexHNSW)
-    assert quantizer.hnsw.efSearch == tiers.QUANTIZER_EF_SEARCH  # what add() assigned with
+    assert quantizer.hnsw.efSearch == tiers.QUANTIZER_EF_SEARCH  # what later add()s use
+    # the full build assigned every vector to its nearest centroid, not through the graph
+    centroids = quantizer.storage.reconstruct_n(0, quantizer.ntotal)  # (nlist, d)
+    nearest = np.bincount(np.argmax(vec @ centroids.T, axis=1), minlength=ivf.nlist)
+    assert nearest.tolist() == [ivf.get_list_size(c) for c in range(ivf.nlist)]
     monkeypatch.setattr(tiers, "QUANTIZER_EF_SEARCH", 8)
     tiers._HNSW_PARAMS.clear()
     ann.tier.search_params(ann.index, {"nprobe": 4}, None, 10, 1.0)  # efSearch 8
