@@ -357,7 +357,7 @@ class _Engine:
         view = self.snap.vector_view()
         if view is not None and not self._scored_subset():
             if self._view_top is None or len(self._view_top[0]) < k:
-                # FAISS over the mapped pages; a second, wider call (per-recording searches
+                # a scan of the mapped pages; a second, wider call (per-recording searches
                 # double k) ranks every allowed window once instead of scanning again per k
                 want = k if self._view_top is None else self.n_allowed
                 s, offs = view.exact_top(self.q[None, :], want, self.allowed)

@@ -188,17 +188,11 @@ class VectorView:
     def _mapped(self, p: int, whole: bool = True) -> Iterator[np.ndarray]:
         """Page ``p`` as a read-only (rows, dim) array over a mapping made for this call and
         unmapped after it; ``whole``: ask the kernel to read the whole page ahead."""
-        page = self.pages[p]
-        start = page.position - page.position % mmap.ALLOCATIONGRANULARITY
-        length = page.position - start + page.rows * self.dim * self.dtype.itemsize
-        mapped = mmap.mmap(
-            self._file(page.path).fileno(), length, access=mmap.ACCESS_READ, offset=start
-        )
+        mapped, array = self._map(p, self._file(self.pages[p].path).fileno())
         if whole and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
             mapped.madvise(mmap.MADV_WILLNEED)
-        array = np.frombuffer(mapped, page.dtype, page.rows * self.dim, page.position - start)
         try:
-            yield array.reshape(page.rows, self.dim)
+            yield array
         finally:
             del array
             with contextlib.suppress(BufferError):  # a caller kept a view: GC unmaps it later
@@ -223,19 +217,23 @@ class VectorView:
 
     def _keep(self, p: int) -> np.ndarray | None:
         """Map page ``p`` for the view's life if the budget allows (caller holds the lock)."""
-        page = self.pages[p]
-        size = page.rows * self.dim * self.dtype.itemsize
+        size = self.pages[p].rows * self.dim * self.dtype.itemsize
         if self._kept_bytes + size > KEPT_BYTES_MAX or len(self._kept) >= OPEN_FILES_MAX:
             return None
-        start = page.position - page.position % mmap.ALLOCATIONGRANULARITY
-        with open(page.path, "rb", buffering=0) as file:  # the mapping holds its own descriptor
-            mapped = mmap.mmap(
-                file.fileno(), page.position - start + size, access=mmap.ACCESS_READ, offset=start
-            )
-        arr = np.frombuffer(mapped, page.dtype, page.rows * self.dim, page.position - start)
-        self._kept[p] = arr.reshape(page.rows, self.dim)  # (rows, dim), unmapped with the view
+        with open(self.pages[p].path, "rb", buffering=0) as file:  # the mapping keeps its own
+            self._kept[p] = self._map(p, file.fileno())[1]  # unmapped with the view
         self._kept_bytes += size
         return self._kept[p]
+
+    def _map(self, p: int, fileno: int) -> tuple[mmap.mmap, np.ndarray]:
+        """(a read-only mapping of page ``p`` of open file ``fileno``, the page over it as a
+        (rows, dim) array)."""
+        page = self.pages[p]
+        start = page.position - page.position % mmap.ALLOCATIONGRANULARITY
+        length = page.position - start + page.rows * self.dim * self.dtype.itemsize
+        mapped = mmap.mmap(fileno, length, access=mmap.ACCESS_READ, offset=start)
+        array = np.frombuffer(mapped, page.dtype, page.rows * self.dim, page.position - start)
+        return mapped, array.reshape(page.rows, self.dim)
 
     def rows(self, offsets) -> np.ndarray:
         """Vectors (m, dim) float32 at snapshot ``offsets``, in the given order."""
@@ -276,11 +274,9 @@ class VectorView:
         the view's files fit ``OPEN_FILES_MAX`` they are opened once and kept."""
         if self._all_fds is not None:
             return self._all_fds
-        paths = {pg.path for pg in self.pages}
-        keep = len(paths) <= OPEN_FILES_MAX
-        files = {pg.path: self._file(pg.path) for pg in (self.pages if keep else [])}
-        for p in [] if keep else used:
-            files[self.pages[p].path] = self._file(self.pages[p].path)
+        keep = len({pg.path for pg in self.pages}) <= OPEN_FILES_MAX
+        pages = self.pages if keep else [self.pages[p] for p in used]
+        files = {pg.path: self._file(pg.path) for pg in pages}
         fd_of = np.array([files[pg.path].fileno() if pg.path in files else -1 for pg in self.pages])
         got = fd_of, list(files.values())
         if keep:
@@ -355,11 +351,9 @@ class VectorView:
         return np.take_along_axis(s, top, 1), np.take_along_axis(o, top, 1)
 
     def _simd_top(self, q: np.ndarray, k: int, live: np.ndarray):
-        """:meth:`exact_top` over float16 pages scanned in place by SimSIMD, then re-scored as
-        in :func:`_simd_scan`, with one selection over the whole table (``live``: (P,) rows
-        that may be returned)."""
-        q16 = q.astype(np.float16)  # (m, dim)
-        slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5
+        """:meth:`exact_top` over float16 pages scanned in place by SimSIMD, with one selection
+        over the whole table (``live``: (P,) rows that may be returned)."""
+        q16, slack = _rounded(q)
         threads = faiss.omp_get_max_threads()
         approx = np.full((len(q), self.n_phys), -np.inf, np.float32)  # (m, P)
         for p, start in enumerate(self.page_start.tolist()):
@@ -368,25 +362,12 @@ class VectorView:
                 with self._scanned(p) as page:
                     approx[:, start:end] = _cdist(q16, page, threads)
         approx[:, ~live] = -np.inf
-        approx[np.isnan(approx)] = -np.inf  # a damaged row ranks nowhere
         scores = np.full((len(q), k), -np.inf, np.float32)
         offsets = np.full((len(q), k), -1, np.int64)
         for j, a in enumerate(approx):
-            kk = min(k, int(np.count_nonzero(a > -np.inf)))
-            if not kk:
-                continue
-            kth = -np.partition(-a, kk - 1)[kk - 1]
-            cand = np.flatnonzero(a >= kth - slack[j])  # (c,) physical rows, c >= kk
-            exact = np.concatenate(  # (c,) in chunks: a full ranking re-scores every row
-                [
-                    _fp16_scores(self._raw(cand[lo : lo + RESCORE_ROWS]), q[j])
-                    for lo in range(0, len(cand), RESCORE_ROWS)
-                ]
-            )
-            ranked = np.flatnonzero(~np.isnan(exact))  # FAISS cannot score a damaged row
-            top = ranked[np.argsort(-exact[ranked], kind="stable")[:k]]
-            scores[j, : len(top)] = exact[top]
-            offsets[j, : len(top)] = self.off_of_phys[cand[top]]
+            s, phys = _rescored_top(a, slack[j], k, q[j], self._raw)
+            scores[j, : len(s)] = s
+            offsets[j, : len(s)] = self.off_of_phys[phys]
         return scores, offsets
 
 
@@ -471,34 +452,55 @@ def _cdist(q16: np.ndarray, page: np.ndarray, threads: int) -> np.ndarray:
 
 
 def _simd_scan(page: np.ndarray, q: np.ndarray, k: int, ok: np.ndarray | None):
-    """Top-``k`` of a float16 page (r, dim) read in place: SimSIMD scores every row against the
-    float16-rounded queries, then the rows that rounding could have misplaced are re-scored
-    exactly with the float32 queries (FAISS's kernel, as everywhere else), so the result equals
-    FAISS's scan. Rounding a query moves a unit row's score by at most |q - fp16(q)|, hence
-    every row within twice that of the k-th approximate score is re-scored.
-
-    Returns (scores (m, k), page rows (m, k)), -1 / -inf where fewer rows could be ranked."""
-    q16 = q.astype(np.float16)  # (m, dim)
-    # 1e-5 covers float32 summation in either kernel (~1e-6 for unit rows at 1536-d)
-    slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5  # (m,)
+    """Top-``k`` of one float16 page (r, dim) read in place, rows outside ``ok`` left out:
+    (scores (m, k), page rows (m, k)), -1 / -inf where fewer rows could be ranked."""
+    q16, slack = _rounded(q)
     threads = faiss.omp_get_max_threads() if page.size >= SIMD_MIN_ELEMENTS else 1
-    approx = _cdist(q16, page, threads)
-    approx = np.where(np.isnan(approx), -np.inf, approx)  # (m, r); a damaged row ranks last
+    approx = _cdist(q16, page, threads)  # (m, r)
     if ok is not None:
         approx[:, ~ok] = -np.inf
     scores = np.full((len(q), k), -np.inf, np.float32)
     rows = np.full((len(q), k), -1, np.int64)
     for j, a in enumerate(approx):
-        live = int(np.count_nonzero(a > -np.inf))
-        if not live:
-            continue
-        kth = -np.partition(-a, min(k, live) - 1)[min(k, live) - 1]
-        cand = np.flatnonzero(a >= kth - slack[j])  # (c,), c >= min(k, live)
-        s, i = _fp16_index(page[cand]).search(q[j : j + 1], min(k, len(cand)))
-        found = i[0] >= 0  # FAISS leaves rows it cannot order (NaN) out
-        scores[j, : found.sum()] = s[0][found]
-        rows[j, : found.sum()] = cand[i[0][found]]
+        s, got = _rescored_top(a, slack[j], k, q[j], lambda r: page[r])
+        scores[j, : len(s)] = s
+        rows[j, : len(s)] = got
     return scores, rows
+
+
+def _rounded(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the float16 queries SimSIMD scans with (m, dim), slack (m,)): rounding a query moves a
+    unit row's score by at most |q - fp16(q)|, so a row whose rounded score is within twice
+    that of the k-th may belong to the exact top k."""
+    q16 = q.astype(np.float16)  # (m, dim)
+    # 1e-5 covers float32 summation in either kernel (~1e-6 for unit rows at 1536-d)
+    slack = 2 * NORM_BOUND * np.linalg.norm(q - q16.astype(np.float32), axis=1) + 1e-5
+    return q16, slack
+
+
+def _rescored_top(approx: np.ndarray, slack: float, k: int, q: np.ndarray, rows_of):
+    """Exact top-``k`` of one query from its SimSIMD scores ``approx`` (r,), -inf where not
+    allowed: every row within ``slack`` of the k-th approximate score is re-scored with the
+    float32 query ``q`` (dim,) by FAISS, ``rows_of(indices)`` giving the stored rows, in
+    chunks (a full ranking re-scores every row). So the result equals FAISS's float16 scan.
+
+    Returns (scores (k',), indices into ``approx`` (k',)), best first; a damaged row (NaN or
+    infinity) is never returned."""
+    a = np.where(np.isnan(approx), -np.inf, approx)
+    kk = min(k, int(np.count_nonzero(a > -np.inf)))
+    if not kk:
+        return np.empty(0, np.float32), np.empty(0, np.int64)
+    kth = -np.partition(-a, kk - 1)[kk - 1]
+    cand = np.flatnonzero(a >= kth - slack)  # (c,), c >= kk
+    exact = np.concatenate(
+        [
+            _fp16_scores(rows_of(cand[lo : lo + RESCORE_ROWS]), q)
+            for lo in range(0, len(cand), RESCORE_ROWS)
+        ]
+    )  # (c,)
+    ranked = np.flatnonzero(~np.isnan(exact))  # FAISS cannot score a damaged row
+    top = ranked[np.argsort(-exact[ranked], kind="stable")[:k]]
+    return exact[top], cand[top]
 
 
 def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = None):

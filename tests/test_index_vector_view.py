@@ -448,3 +448,18 @@ def test_a_full_ranking_is_re_scored_in_chunks(tmp_path, kernel, monkeypatch):
     exact = vec.astype(np.float32) @ q
     assert sorted(offsets[0][offsets[0] >= 0].tolist()) == list(range(500))
     np.testing.assert_allclose(scores[0][:500], np.sort(exact)[::-1], atol=2e-6)
+
+
+@pytest.mark.parametrize("share", [0.03, 0.7, 1.0])
+def test_one_page_scan_keeps_only_allowed_rows(kernel, share):
+    """A filtered scan of one page: masked in place when most rows are allowed, else a copy."""
+    q, page = _near_ties(800, 128)
+    allowed = np.random.default_rng(2).random(800) < share
+    allowed[:3] = True
+    scores, rows = vv._scan_page(page, q[None, :], 9, None if share == 1.0 else allowed)
+    exact = np.where(allowed, page.astype(np.float32) @ q, -np.inf)
+    want = np.argsort(-exact, kind="stable")[: min(9, int(allowed.sum()))]
+    got = rows[0][rows[0] >= 0]
+    assert allowed[got].all() and len(got) == len(want)
+    np.testing.assert_allclose(np.sort(exact[got]), np.sort(exact[want]), atol=2e-6)
+    np.testing.assert_allclose(scores[0][: len(got)], exact[got], atol=2e-6)
