@@ -35,6 +35,7 @@ import pyarrow as pa
 from . import rows as _rows
 from .files import atomic_write_json
 from .lock import file_lock
+from .roots import abs_path
 from .schema import (
     CACHE_DIR,
     FAISS_DIR,
@@ -335,7 +336,7 @@ class Database:
             df = ds.to_table().to_pandas()
             df = df.sort_values("recording_id", kind="stable").reset_index(drop=True)
             df["abs_path"] = [
-                str(Path(root) / p) for root, p in zip(df["audio_root"], df["path"], strict=True)
+                abs_path(root, p) for root, p in zip(df["audio_root"], df["path"], strict=True)
             ]
             self._recordings_cache = (version, df)
         return self._recordings_cache[1]

@@ -12,6 +12,7 @@ the line that names them when a database is opened away from where it was last w
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,13 @@ import pandas as pd
 
 SAMPLE_FILES = 50  # files compared when deciding whether a folder holds a root's recordings
 SAME_SHARE = 0.8  # share of compared files that must match (path and size)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def abs_path(root: str, path: str) -> str:
+    """A recording's absolute path: its audio root joined with its path relative to it
+    (cached: searches name the same recordings again and again)."""
+    return str(Path(root) / path)
 
 
 def root_summary(db) -> pd.DataFrame:

@@ -23,16 +23,15 @@ Rules
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import weakref
-from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .roots import abs_path
 from .rows import normalise, vectors_to_numpy
 
 DEFAULT_K = 20  # hits returned when .limit() is not called
@@ -281,15 +280,15 @@ class SearchBuilder:
             return np.where(known, values, missing)
 
         paths, roots = col("path", None), col("audio_root", None)
-        abs_path = np.array(  # joined for the hits only, as recordings_frame() joins them
-            [None if p is None else _joined(r, p) for r, p in zip(roots, paths, strict=True)],
+        joined = np.array(  # for the hits only
+            [None if p is None else abs_path(r, p) for r, p in zip(roots, paths, strict=True)],
             dtype=object,
         )
         return {
             "window_id": snap.window_id[offsets],
             "recording_id": rid,
             "path": paths,
-            "abs_path": abs_path,
+            "abs_path": joined,
             "site": col("site", None),
             "start_time": col("start_time", np.datetime64("NaT", "us")),
             "channel": snap.channel[offsets],
@@ -297,13 +296,6 @@ class SearchBuilder:
             "end_s": snap.end_s[offsets],
             "score": scores.astype(np.float32),
         }
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _joined(root: str, path: str) -> str:
-    """``audio_root / path`` as :meth:`Database.recordings_frame` writes it (kept: a search
-    names the same recordings again and again)."""
-    return str(Path(root) / path)
 
 
 @contextlib.contextmanager
