@@ -83,8 +83,6 @@ from .tiers import (
     tier_from_dict,
 )
 
-_FAST_SCAN = re.compile(r"x4fs")  # a 4-bit fast-scan PQ in a factory string
-
 __all__ = [  # per-tier constants re-exported: callers and benchmarks read them here
     "EF_MAX",
     "HNSW_EF_CONSTRUCTION",
@@ -250,8 +248,8 @@ class AnnIndex:
 
         ``mmap``: map the stored vectors instead of reading them (read-only use: searches), so
         a cold process answers in milliseconds and pages in only what a search touches; such
-        an index cannot be added to. Fast-scan indexes (``...x4fs``) are read: FAISS copies
-        their codes whichever way. A file whose checksum was verified before and whose
+        an index cannot be added to. Indexes whose tier is not ``mappable`` (fast-scan PQ) are
+        read: FAISS copies their codes whichever way. A file whose checksum was verified before and whose
         size, inode and change time are what they were then is not hashed again
         (``chorus check`` always hashes).
         """
@@ -279,9 +277,7 @@ class AnnIndex:
                 _remember_verified(folder, model, settings, kind, path)
         try:
             ids = np.load(paths["ids"])
-            # fast-scan codes are copied out of a mapping anyway: mapping the file as well
-            # only adds its pages to the resident memory (+107 MB at 1 M windows)
-            in_place = mmap and not _FAST_SCAN.search(settings.factory)
+            in_place = mmap and settings.tier.mappable
             flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if in_place else 0
             index = faiss.read_index(str(paths["index"]), flags)
         except (ValueError, RuntimeError, OSError) as err:  # replaced while we read

@@ -135,6 +135,13 @@ class Tier:
     kind: ClassVar[str] = ""
 
     @property
+    def mappable(self) -> bool:
+        """Does reading the index from a mapping (``IO_FLAG_MMAP_IFC``) leave its codes in the
+        file? Not 4-bit fast-scan PQ (``x4fs``): FAISS copies those codes out whichever way, so
+        mapping only added the file's pages to the resident memory (+107 MB at 1 M)."""
+        return "x4fs" not in self.factory
+
+    @property
     def exact_vectors(self) -> bool:
         """Does the index hold every vector exactly (float32 or float16)?"""
         return self.factory in _EXACT_STORAGE

@@ -113,3 +113,20 @@ def test_unknown_tier_kind_is_a_damaged_index(tmp_path):
     assert fi.AnnIndex.load(db.faiss_dir, "m") is None
     with pytest.raises(ValueError, match="unknown index tier 'nonsense'"):
         tiers.tier_from_dict(data["tier"])
+
+
+@pytest.mark.parametrize(
+    "factory, mapped", [("SQfp16", True), ("HNSW16", True), ("IVF4,PQ8x4fs", False)]
+)
+def test_a_search_maps_the_index_unless_fast_scan_codes_are_copied_anyway(
+    tmp_path, monkeypatch, factory, mapped
+):
+    db, vec = _db(tmp_path)
+    db.build_index("m", factory=factory)
+    assert tiers.tier_for_factory(factory).mappable == mapped
+    flags = []
+    real = faiss.read_index
+    monkeypatch.setattr(fi.faiss, "read_index", lambda p, f=0: flags.append(f) or real(p, f))
+    ann = fi.AnnIndex.load_checked(db.faiss_dir, "m", mmap=True)
+    assert bool(flags[0] & faiss.IO_FLAG_MMAP_IFC) == mapped
+    assert ann.index.ntotal == len(vec)
