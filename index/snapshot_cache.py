@@ -45,18 +45,22 @@ SAMPLES = 8  # rows compared with the table's own values before the file is trus
 log = logging.getLogger(__name__)
 
 
-def fingerprint(dataset) -> str:
-    """sha1 of the version and every fragment's manifest entry (data files, deletions)."""
+def manifest(dataset) -> tuple[str, int]:
+    """(sha1 of the version and every fragment's manifest entry (data files, deletions), the
+    version's row count), from one read of its fragments (no scan)."""
     h = hashlib.sha1(f"{dataset.version}\n".encode())
+    rows = 0
     for frag in dataset.get_fragments():
-        h.update(json.dumps(frag.metadata.to_json(), sort_keys=True, default=str).encode())
+        meta = frag.metadata
+        h.update(json.dumps(meta.to_json(), sort_keys=True, default=str).encode())
         h.update(b"\n")
-    return h.hexdigest()
+        rows += meta.physical_rows - meta.num_deletions
+    return h.hexdigest(), rows
 
 
-def rows_in(dataset) -> int:
-    """Rows of the table version, from its manifest (no scan)."""
-    return sum(f.metadata.physical_rows - f.metadata.num_deletions for f in dataset.get_fragments())
+def _digest(header: dict) -> str:
+    """sha1 of a header without its digest: a flipped bit in it shows."""
+    return hashlib.sha1(json.dumps(header, sort_keys=True).encode()).hexdigest()
 
 
 def _path(folder: Path, model: str, key: str) -> Path:
@@ -66,14 +70,15 @@ def _path(folder: Path, model: str, key: str) -> Path:
 def load(folder: Path, model: str, dataset) -> tuple[dict[str, np.ndarray], dict | None] | None:
     """(columns over a read-only mapping, the vector layout or None) of ``dataset``'s version,
     or None where no valid file is kept."""
-    path = _path(folder, model, fingerprint(dataset))
+    key, n = manifest(dataset)
+    path = _path(folder, model, key)
     try:
         with open(path, "rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):  # missing, or empty
         return None
     try:
-        columns, layout = _parse(mapped, rows_in(dataset))
+        columns, layout = _parse(mapped, n)
         _check_sample(columns, dataset)
     except (ValueError, KeyError, TypeError, json.JSONDecodeError, struct.error) as exc:
         log.warning("ignoring %s: %s", path, exc)
@@ -101,8 +106,7 @@ def _parse(mapped: mmap.mmap, n: int) -> tuple[dict[str, np.ndarray], dict | Non
     start = len(MAGIC) + 8
     text = bytes(mapped[start : start + size])
     header = json.loads(text)
-    digest = header.pop("digest", None)  # of the header without it: a flipped bit shows
-    if digest != hashlib.sha1(json.dumps(header, sort_keys=True).encode()).hexdigest():
+    if header.pop("digest", None) != _digest(header):
         raise ValueError("its header does not match its checksum")
     columns = {}
     if set(header["columns"]) != set(COLUMNS):
@@ -119,8 +123,7 @@ def _parse(mapped: mmap.mmap, n: int) -> tuple[dict[str, np.ndarray], dict | Non
 def save(folder: Path, model: str, dataset, columns: dict[str, np.ndarray], layout) -> None:
     """Write the columns (each (n,)) and vector layout of ``dataset``'s version; remove the
     model's other files. A read-only database folder is left as it is."""
-    key = fingerprint(dataset)
-    path = _path(folder, model, key)
+    path = _path(folder, model, manifest(dataset)[0])
     arrays = {name: np.ascontiguousarray(columns[name], COLUMNS[name]) for name in COLUMNS}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ def _write(tmp: Path, arrays: dict[str, np.ndarray], layout) -> None:
     for name, a in arrays.items():
         header["columns"][name] = [a.dtype.str, offset, len(a)]
         offset = -(-(offset + a.nbytes) // ALIGN) * ALIGN
-    header["digest"] = hashlib.sha1(json.dumps(header, sort_keys=True).encode()).hexdigest()
+    header["digest"] = _digest(header)
     text = json.dumps(header).encode().ljust(size)
     with open(tmp, "wb") as f:
         f.write(MAGIC + struct.pack("<Q", size) + text)
