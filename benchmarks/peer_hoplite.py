@@ -20,7 +20,10 @@ search call, after ``WARM`` untimed queries of the same form on each side (Choru
 search keeps one site of 20 (Chorus: ``.where("site = 'S03'").exact()``; hoplite:
 ``match_window_ids`` on the deployment, then its embeddings scored with NumPy); cold start is a fresh
 interpreter's time from its first import to its first answer (interpreter start-up excluded) and
-its peak resident memory then. Prints a Markdown table.
+its peak resident memory then, for both Chorus result forms; it opens the snapshot and the
+recording columns from the cache folder the warm runs wrote (:mod:`index.snapshot_cache`), as
+any search after the first one on a table that has not changed for a few seconds does.
+Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ t = time.perf_counter()
 import numpy as np
 import index
 db = index.connect(sys.argv[1] + "/chorus.chorus", create=False)
-db.search(sys.argv[2], np.load(sys.argv[1] + "/queries.npy")[0]).limit(10).to_pandas()
+found = db.search(sys.argv[2], np.load(sys.argv[1] + "/queries.npy")[0]).limit(10)
+found.to_arrow() if sys.argv[3] == "arrow" else found.to_pandas()
 secs = time.perf_counter() - t
 # VmHWM: this process's own peak (ru_maxrss would count the parent's pages it forked from)
 hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
@@ -292,11 +296,12 @@ def main() -> None:
     for _ in range(args.repeats):
         runs["chorus"].append(chorus_search(args.work, qs, args.k_factor))
         runs["hoplite"].append(_json_run(hop))
-    cold_runs = {"chorus": [], "hoplite": []}
+    cold_runs = {"chorus": [], "chorus_pandas": [], "hoplite": []}
     for _ in range(3):  # interleaved too
-        cold_runs["chorus"].append(
-            cold(sys.executable, _CHORUS_COLD, str(args.work), MODEL, runs=1)
-        )
+        for side, form in (("chorus", "arrow"), ("chorus_pandas", "pandas")):
+            cold_runs[side].append(
+                cold(sys.executable, _CHORUS_COLD, str(args.work), MODEL, form, runs=1)
+            )
         cold_runs["hoplite"].append(
             cold(args.hoplite_python, _HOPLITE_COLD, str(args.work), runs=1)
         )
@@ -335,8 +340,14 @@ def main() -> None:
         ("peak resident MB, ingest + index", built["chorus"].get("peak_mb", 0),
          built["hoplite"].get("peak_mb", 0)),
         ("disk GB", built["chorus"]["disk"] / 1e9, built["hoplite"]["disk"] / 1e9),
-        ("cold process -> first answer s", coldm["chorus"][0], coldm["hoplite"][0]),
-        ("peak resident MB after the first search (cold)", coldm["chorus"][1], coldm["hoplite"][1]),
+        ("cold process -> first answer s (Chorus: to_arrow)", coldm["chorus"][0],
+         coldm["hoplite"][0]),
+        ("peak resident MB after the first search (cold, to_arrow)", coldm["chorus"][1],
+         coldm["hoplite"][1]),
+        ("cold process -> first answer s (Chorus: to_pandas)", coldm["chorus_pandas"][0],
+         coldm["hoplite"][0]),
+        ("peak resident MB after the first search (cold, to_pandas)", coldm["chorus_pandas"][1],
+         coldm["hoplite"][1]),
     ]  # fmt: skip
     print(f"\n| figure ({args.n:,} windows) | Chorus | hoplite | Chorus / hoplite |")
     print("|---|---|---|---|")

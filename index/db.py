@@ -27,11 +27,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
+from . import recordings_cache, snapshot_cache
 from . import rows as _rows
 from .files import atomic_write_json
 from .lock import file_lock
@@ -56,6 +57,9 @@ from .schema import (
     extra_columns,
 )
 from .snapshot import Snapshot
+
+if TYPE_CHECKING:  # imported where a method needs it: a search never does
+    import pandas as pd
 
 
 class DatabaseError(RuntimeError):
@@ -146,14 +150,18 @@ class Database:
         LanceDB costs a hand-off to their I/O threads: 0.01 ms on an idle machine, 0.5-2 ms on
         a loaded one, on every search.
         """
+        return self._dataset_stamped(name)[0]
+
+    def _dataset_stamped(self, name: str) -> tuple:
+        """(:meth:`dataset`, the stamp of its ``_versions`` folder read before its version)."""
         folder = self._table_dir(name) / "_versions"
         stamp = _folder_stamp(folder)  # before the version is read: a later commit changes it
         cached = self._datasets.get(name)
         if stamp is None:
             self._datasets.pop(name, None)
-            return None
+            return None, None
         if cached is not None and cached[0] == stamp and not _recent(stamp):
-            return cached[1]
+            return cached[1], stamp
         if cached is None or cached[0][0] != stamp[0]:  # new, or dropped and created again
             import lance
 
@@ -164,7 +172,13 @@ class Database:
             if latest != ds.version:
                 ds = ds.checkout_version(latest)
         self._datasets[name] = (stamp, ds)
-        return ds
+        return ds, stamp
+
+    def _dataset_at(self, name: str, version: int):
+        """Read-only ``lance.LanceDataset`` of table ``name`` at ``version``."""
+        import lance
+
+        return lance.dataset(str(self._table_dir(name)), version=version)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -341,11 +355,21 @@ class Database:
             self._recordings_cache = (version, df)
         return self._recordings_cache[1]
 
-    def recordings_lookup(self) -> dict:
+    def recordings_lookup(self, keep: bool = False) -> dict:
         """Recording columns a search result carries (recording_id, audio_root, path, site,
-        start_time) as arrays sorted by recording_id, cached per table version. Read straight
-        from the table: no DataFrame, and no joined paths for recordings no result names."""
-        ds = self.dataset(RECORDINGS_TABLE)
+        start_time), sorted by recording_id and indexed like arrays (``col[at]``), cached per
+        table version. Read straight from the table: no DataFrame, and no joined paths for
+        recordings no result names; or, while the table has not changed since, from the copy
+        ``keep`` wrote to the cache folder (:mod:`index.recordings_cache`), without Lance."""
+        stamp = _folder_stamp(self._table_dir(RECORDINGS_TABLE) / "_versions")
+        if stamp is not None and not _recent(stamp):
+            if getattr(self, "_lookup_stamp", None) == stamp:
+                return self._lookup
+            kept = recordings_cache.load(self.cache_dir, stamp)
+            if kept is not None:
+                self._lookup, self._lookup_stamp, self._lookup_version = kept, stamp, False
+                return kept
+        ds, stamp = self._dataset_stamped(RECORDINGS_TABLE)
         version = None if ds is None else ds.version
         if getattr(self, "_lookup_version", False) != version:
             names = ("recording_id", "audio_root", "path", "site")
@@ -358,6 +382,11 @@ class Database:
             start = table["start_time"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
             lookup["start_time"] = start.astype("datetime64[us]")[order]
             self._lookup, self._lookup_version = lookup, version
+        settled = stamp is not None and not _recent(stamp)
+        self._lookup_stamp = stamp if settled else None
+        if keep and settled and getattr(self, "_lookup_kept", None) != stamp:
+            recordings_cache.save(self.cache_dir, stamp, self._lookup)
+            self._lookup_kept = stamp
         return self._lookup
 
     def recordings(self, status: str | None = None) -> pd.DataFrame:
@@ -377,7 +406,7 @@ class Database:
         if hit.empty:
             raise KeyError(f"no recording with id {recording_id}")
         rec = hit.iloc[0].to_dict()
-        if pd.isna(rec.get("start_time")):
+        if _is_missing(rec.get("start_time")):
             rec["start_time"] = None
         return rec
 
@@ -401,7 +430,8 @@ class Database:
 
     def upsert_recordings(self, records: list[dict] | pd.DataFrame) -> np.ndarray:
         """Bulk :meth:`upsert_recording` in one commit; return recording ids (n,) int64."""
-        if isinstance(records, pd.DataFrame):
+        pd = _rows.loaded_pandas()
+        if pd is not None and isinstance(records, pd.DataFrame):
             records = records.to_dict("records")
         df = self.recordings_frame()
         key_to_id = {
@@ -602,7 +632,8 @@ class Database:
             col = self.embeddings_table(model).search().where(where).select(["recording_id"])
             ids = col.limit(None).to_arrow()["recording_id"].to_numpy()
             got, n = np.unique(ids, return_counts=True)
-            have = pd.Series(n, index=got).reindex(rids, fill_value=0).to_numpy()
+            at = np.minimum(np.searchsorted(got, rids), max(len(got) - 1, 0))
+            have = np.where(got[at] == rids, n[at], 0) if len(got) else have
         bad = np.flatnonzero(have != want)
         if len(bad):
             i = bad[0]
@@ -659,8 +690,15 @@ class Database:
             self.embeddings_table(model).delete(f"recording_id = {int(recording_id)}")
 
     def snapshot(self, model: str) -> Snapshot:
-        """A consistent view of ``embeddings_<model>`` at its latest version (cached per version)."""
-        ds = self.dataset(embeddings_table_name(model))
+        """A consistent view of ``embeddings_<model>`` at its latest version (cached per version).
+
+        Where the table has not changed since a process recorded its snapshot cache file
+        (:mod:`index.snapshot_cache`), the snapshot is opened from that file without Lance."""
+        name = embeddings_table_name(model)
+        snap = self._settled_snapshot(model, name)
+        if snap is not None:
+            return snap
+        ds, stamp = self._dataset_stamped(name)
         if ds is None:
             raise KeyError(
                 f"no embeddings for model {model!r} in {self.path} (models: {self.models()})"
@@ -670,6 +708,30 @@ class Database:
             # a dataset handle never changes version
             snap = Snapshot(model, ds, ds.version, cache=self.cache_dir)
             self._snapshots[model] = snap
+        if not _recent(stamp) and snap.stamp != stamp:
+            snap.stamp = stamp  # read before the version: while it holds, this is the latest
+            # recorded once its vector layout checked out against take (vector_view)
+            if snap.kept_file is not None and snap.vector_view() is not None:
+                snapshot_cache.remember(
+                    self.cache_dir, model, stamp, snap.version, snap.dim, snap.root, snap.kept_file
+                )
+        return snap
+
+    def _settled_snapshot(self, model: str, name: str) -> Snapshot | None:
+        """The snapshot of a table whose ``_versions`` folder has not changed since it was
+        opened here or recorded in the cache, or None."""
+        stamp = _folder_stamp(self._table_dir(name) / "_versions")
+        if stamp is None or _recent(stamp):
+            return None
+        snap = self._snapshots.get(model)
+        if snap is not None and snap.stamp == stamp:
+            return snap
+        current = snapshot_cache.current(self.cache_dir, model, stamp)
+        if current is None:
+            return None
+        snap = Snapshot.from_file(model, current, functools.partial(self._dataset_at, name))
+        snap.stamp = stamp
+        self._snapshots[model] = snap
         return snap
 
     def vectors(self, model: str, window_ids=None) -> tuple[np.ndarray, np.ndarray]:
@@ -757,6 +819,8 @@ def _recent(stamp: tuple[int, int]) -> bool:
 
 
 def _is_missing(value) -> bool:
+    import pandas as pd
+
     if value is None or value is pd.NaT:
         return True
     try:

@@ -16,8 +16,10 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SAMPLE_FILES = 50  # files compared when deciding whether a folder holds a root's recordings
 SAME_SHARE = 0.8  # share of compared files that must match (path and size)
@@ -32,6 +34,8 @@ def abs_path(root: str, path: str) -> str:
 
 def root_summary(db) -> pd.DataFrame:
     """One row per audio root: root, recordings, present (the folder exists)."""
+    import pandas as pd
+
     recs = db.recordings()
     roots = list(dict.fromkeys([*db.meta.get("audio_roots", []), *recs["audio_root"].unique()]))
     counts = recs.groupby("audio_root").size()
@@ -46,6 +50,8 @@ def root_summary(db) -> pd.DataFrame:
 
 def holds_recordings_of(db, folder: str | os.PathLike, root: str) -> bool:
     """Does ``folder`` hold ``root``'s recordings (a sample: same relative paths and sizes)?"""
+    import pandas as pd
+
     recs = db.recordings()
     recs = recs[recs["audio_root"] == root]
     if recs.empty:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .schema import (
@@ -19,14 +20,24 @@ from .schema import (
     WINDOW_INPUT_COLUMNS,
 )
 
+if TYPE_CHECKING:  # imported where a function needs it: a search never does
+    import pandas as pd
+
 NORM_EPS = 1e-12  # vectors with a smaller L2 norm cannot be normalised
+
+
+def loaded_pandas():
+    """The pandas module if this process has imported it, else None. A value can only be a
+    DataFrame or Series once pandas is loaded, and a search never needs to load it."""
+    return sys.modules.get("pandas")
 
 
 def _columns(rows) -> dict:
     """Return ``{name: column}`` for a pyarrow Table, pandas DataFrame or mapping of arrays."""
     if isinstance(rows, pa.Table):
         return {name: rows.column(name) for name in rows.column_names}
-    if isinstance(rows, pd.DataFrame):
+    pd = loaded_pandas()
+    if pd is not None and isinstance(rows, pd.DataFrame):
         return {str(name): rows[name] for name in rows.columns}
     if isinstance(rows, Mapping):
         return dict(rows)
@@ -46,7 +57,8 @@ def vectors_to_numpy(col) -> np.ndarray:
         return np.asarray(flat, dtype=np.float32).reshape(len(col), col.type.list_size)  # (n, d)
     if isinstance(col, (pa.ListArray, pa.LargeListArray)):
         col = col.to_pylist()
-    if isinstance(col, pd.Series):
+    pd = loaded_pandas()
+    if pd is not None and isinstance(col, pd.Series):
         col = col.to_list()
     if isinstance(col, np.ndarray) and col.ndim == 2:
         return col.astype(np.float32, copy=False)
@@ -59,6 +71,37 @@ def vectors_to_numpy(col) -> np.ndarray:
     if len(lengths) != 1:
         raise ValueError(f"vectors have different lengths: {sorted(lengths)}")
     return np.asarray(np.stack([np.asarray(v, np.float32).ravel() for v in items]))  # (n, d)
+
+
+def arrow_column(values: np.ndarray) -> pa.Array:
+    """``pa.array(values)`` of a 1-d numeric or datetime64 array (NaT as null), or
+    ``pa.array(values, pa.string())`` of an object array of str and None, built from buffers.
+
+    ``pa.array`` imports pandas (45 MB, 0.2 s) on its first call, whatever it converts; a cold
+    search answered through ``to_arrow`` needs nothing of pandas.
+    """
+    v = np.asarray(values)
+    if v.ndim != 1:
+        raise ValueError(f"a column is 1-d, got shape {v.shape}")
+    valid = None
+    if v.dtype == object:
+        valid = np.array([x is not None for x in v], bool)
+        raw = [b"" if x is None else str(x).encode() for x in v]
+        size = sum(len(b) for b in raw)
+        typ, width = (pa.string(), np.int32) if size < 2**31 else (pa.large_string(), np.int64)
+        offsets = np.zeros(len(v) + 1, width)
+        np.cumsum([len(b) for b in raw], out=offsets[1:])
+        buffers = [pa.py_buffer(offsets), pa.py_buffer(b"".join(raw))]
+    elif v.dtype.kind in "iufM":
+        typ = pa.from_numpy_dtype(v.dtype)
+        if v.dtype.kind == "M":
+            valid = ~np.isnat(v)
+        buffers = [pa.py_buffer(np.ascontiguousarray(v))]
+    else:
+        raise TypeError(f"no Arrow column for {v.dtype}")
+    nulls = 0 if valid is None else int(len(v) - np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(typ, len(v), [bitmap, *buffers], null_count=nulls)
 
 
 def normalise(vectors: np.ndarray, allow_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +235,8 @@ def float_column(values: np.ndarray) -> pa.Array:
 
 def to_timestamp(value) -> pd.Timestamp | None:
     """Parse a start time (datetime, pandas Timestamp, ISO string, or None) into a naive Timestamp."""
+    import pandas as pd
+
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
         return None
     try:

@@ -25,14 +25,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
+from . import snapshot_cache
 from .roots import abs_path
-from .rows import normalise, vectors_to_numpy
+from .rows import arrow_column, normalise, vectors_to_numpy
+
+if TYPE_CHECKING:  # imported by to_pandas: a search answered through to_arrow never loads it
+    import pandas as pd
 
 DEFAULT_K = 20  # hits returned when .limit() is not called
 NEGATIVE_WEIGHT = 0.5  # weight of mean(negatives) subtracted from mean(positives)
@@ -151,17 +155,14 @@ class SearchBuilder:
     # ------------------------------------------------------------------ execution
     def to_pandas(self) -> pd.DataFrame:
         """Run the search; DataFrame with RESULT_COLUMNS sorted by score (descending)."""
+        import pandas as pd
+
         return pd.DataFrame(self._columns(), columns=RESULT_COLUMNS)
 
     def to_arrow(self) -> pa.Table:
         """Run the search; ``pyarrow.Table`` with RESULT_COLUMNS sorted by score (descending)."""
         cols = self._columns()
-        arrays = [
-            pa.array(cols[name], pa.string())
-            if cols[name].dtype == object
-            else pa.array(cols[name])
-            for name in RESULT_COLUMNS
-        ]
+        arrays = [arrow_column(cols[name]) for name in RESULT_COLUMNS]
         return pa.Table.from_arrays(arrays, names=RESULT_COLUMNS)
 
     def _columns(self) -> dict[str, np.ndarray]:
@@ -267,7 +268,7 @@ class SearchBuilder:
 
     def _result(self, snap, scores: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
         rid = snap.recording_id[offsets]
-        rec = self._db.recordings_lookup()
+        rec = self._db.recordings_lookup(keep=len(snap) >= snapshot_cache.MIN_ROWS)
         at = np.minimum(
             np.searchsorted(rec["recording_id"], rid), max(len(rec["recording_id"]) - 1, 0)
         )

@@ -4,12 +4,15 @@ Searches pin a snapshot so that a concurrent writer (ingest) cannot change the r
 the id lookup, the vector reads and the result assembly.  Row *offsets* below are positions
 in the snapshot's scan order. Vectors are read in place from the table's mapped data files
 (:mod:`index.vector_view`) where their layout allows, else through ``take``.
+
+A snapshot opened from its cache file (:meth:`Snapshot.from_file`) opens the Lance dataset
+only when something needs it (a ``take``, a full read without a view).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +20,15 @@ import numpy as np
 from . import snapshot_cache
 from .rows import vectors_to_numpy
 from .schema import WINDOW_META_COLUMNS
-from .vector_view import VectorView, open_view
+from .vector_view import VectorView, open_recorded_view, open_view
 
 READ_BATCH_ROWS = 8192  # rows per Arrow batch when streaming vectors (~50 MB at 1536-d float32)
 TAKE_CHUNK = 20_000  # offsets per take request
 log = logging.getLogger(__name__)
 
 
-def _load_kept(cache: Path | None, model: str, table):
-    """The snapshot cache file's (columns, layout) for this version, or None."""
+def _load_kept(cache: Path | None, model: str, table) -> snapshot_cache.Kept | None:
+    """The snapshot cache file of this version, or None."""
     if cache is None:
         return None
     try:
@@ -45,19 +48,49 @@ class Snapshot:
     """
 
     def __init__(self, model: str, table, version: int, cache: Path | None = None):
-        self.model = model
-        self.table = table  # a lance.LanceDataset checked out at `version` (read-only)
-        self.version = int(version)
-        self.dim = int(table.schema.field("vector").type.list_size)
-        self._view: VectorView | None | bool = False  # False: not opened yet
-        self._layout = None  # a stored vector layout to open the view from
+        self._table = table  # a lance.LanceDataset checked out at `version` (read-only)
+        self._open_table: Callable[[int], object] | None = None
+        self.stamp: tuple[int, int] | None = None  # see Database.snapshot
         kept = _load_kept(cache, model, table)
         if kept is not None:
-            cols, self._layout = kept
+            cols, layout = kept.columns, kept.layout
         else:
             meta = table.to_table(columns=list(WINDOW_META_COLUMNS), with_row_address=True)
             cols = {name: meta[name].to_numpy() for name in WINDOW_META_COLUMNS}
             cols["row_addr"] = meta["_rowaddr"].to_numpy()
+            layout = None
+        dim = int(table.schema.field("vector").type.list_size)
+        self._set_columns(model, version, dim, cols, layout)
+        self.root = str(table.uri)
+        self.kept_file = None if kept is None else kept.path  # the cache file, checked
+        if kept is None and cache is not None and len(self) >= snapshot_cache.MIN_ROWS:
+            view = self.vector_view()
+            columns = {
+                "row_addr": self._row_addr,
+                **{n: getattr(self, n) for n in WINDOW_META_COLUMNS},
+            }
+            layout = view and view.layout()
+            self.kept_file = snapshot_cache.save(cache, model, table, columns, layout)
+
+    @classmethod
+    def from_file(
+        cls, model: str, current: snapshot_cache.Current, open_table: Callable[[int], object]
+    ) -> Snapshot:
+        """The snapshot a :func:`snapshot_cache.current` file holds; ``open_table(version)``
+        gives the Lance dataset when one is needed."""
+        snap = cls.__new__(cls)
+        snap._table, snap._open_table, snap.stamp = None, open_table, None
+        kept = current.kept
+        snap._set_columns(model, current.version, current.dim, kept.columns, kept.layout)
+        snap.root, snap.kept_file = current.uri, kept.path
+        return snap
+
+    def _set_columns(self, model: str, version: int, dim: int, cols: dict, layout) -> None:
+        self.model = model
+        self.version = int(version)
+        self.dim = dim
+        self._view: VectorView | None | bool = False  # False: not opened yet
+        self._layout = layout  # a stored vector layout to open the view from
         self._row_addr = cols["row_addr"]  # (n,) fragment id << 32 | physical row
         self.window_id = cols["window_id"].astype(np.int64, copy=False)
         self.recording_id = cols["recording_id"].astype(np.int64, copy=False)
@@ -71,13 +104,13 @@ class Snapshot:
         else:
             self._order = np.argsort(ids, kind="stable")
             self._sorted_ids = ids[self._order]
-        if kept is None and cache is not None and len(ids) >= snapshot_cache.MIN_ROWS:
-            view = self.vector_view()
-            columns = {
-                "row_addr": self._row_addr,
-                **{n: getattr(self, n) for n in WINDOW_META_COLUMNS},
-            }
-            snapshot_cache.save(cache, model, table, columns, view and view.layout())
+
+    @property
+    def table(self):
+        """The ``lance.LanceDataset`` at this snapshot's version (opened on first use)."""
+        if self._table is None:
+            self._table = self._open_table(self.version)
+        return self._table
 
     def __len__(self) -> int:
         return len(self.window_id)
@@ -110,7 +143,12 @@ class Snapshot:
     def vector_view(self) -> VectorView | None:
         """The table's vectors mapped in place, or None where its files do not allow it."""
         if self._view is False:
-            self._view = open_view(self.table, self._row_addr, self.dim, self._layout)
+            view = None
+            if self._table is None:  # from the cache file: its layout was checked when kept
+                view = open_recorded_view(self.root, self._row_addr, self.dim, self._layout)
+            if view is None:
+                view = open_view(self.table, self._row_addr, self.dim, self._layout)
+            self._view = view
         return self._view
 
     def vectors_at(self, offsets) -> np.ndarray:

@@ -537,6 +537,22 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
     return None if not layout else open_view(dataset, row_addr, dim)
 
 
+def open_recorded_view(root: str, row_addr: np.ndarray, dim: int, layout: dict | None):
+    """A :class:`VectorView` from a layout checked against ``take`` when it was recorded
+    (:func:`index.snapshot_cache.remember`), checked here against the files' sizes only; None
+    where it does not fit them."""
+    if not layout or not os.path.isdir(root):
+        return None
+    try:
+        found = stored_layout(root, layout)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError, RuntimeError):
+        return None
+    view = None if found is None else _assemble(*found, row_addr, dim, check_all=False)
+    if view is not None:
+        view.root = root
+    return view
+
+
 def _assemble(pages: list[Page], frags: list, row_addr, dim: int, check_all: bool):
     """A :class:`VectorView`, or None where a row address (of all, if ``check_all``) names a
     fragment or row the pages do not hold."""

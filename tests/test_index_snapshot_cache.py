@@ -136,7 +136,7 @@ def test_a_damaged_file_is_ignored(db, monkeypatch, damage):
     elif damage == "other_type":
         data = data.replace(b'"window_id": ["<i8", ', b'"window_id": ["<i4", ', 1)
     else:  # well formed, but other window ids: only the sample check against the table sees it
-        columns, _ = sc.load(db.cache_dir, "m", first.table)
+        columns = sc.load(db.cache_dir, "m", first.table).columns
         ids = columns["window_id"]
         offset = data.index(ids.tobytes())
         data = data[:offset] + (ids + 1).tobytes() + data[offset + ids.nbytes :]
@@ -150,7 +150,7 @@ def test_a_damaged_file_is_ignored(db, monkeypatch, damage):
 def test_a_wrong_layout_falls_back_to_the_files_metadata(db, fault):
     first = db.snapshot("m")
     every = first.vectors_at(np.arange(len(first)))
-    cols, layout = sc.load(db.cache_dir, "m", first.table)
+    cols, layout, _ = sc.load(db.cache_dir, "m", first.table)
     frag_pages = layout["fragments"][0][1]
     if fault == "outside":
         frag_pages[0][0] = "../../elsewhere.lance"
