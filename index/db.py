@@ -604,14 +604,15 @@ class Database:
         tbl.add(table)
         return ids
 
-    def _progress_table(self):
+    def progress_table(self):
+        """The LanceDB ``progress`` table of done-markers (created empty if missing)."""
         return self.open_table(PROGRESS_TABLE, PROGRESS_SCHEMA)
 
     def begin_recording(self, model: str, recording_id: int) -> None:
         """Start (re-)embedding a recording: drop its done-marker and any windows already stored."""
         rid = int(recording_id)
         check_model_name(model)
-        self._progress_table().delete(f"recording_id = {rid} AND model = '{model}'")
+        self.progress_table().delete(f"recording_id = {rid} AND model = '{model}'")
         if self.has_table(embeddings_table_name(model)):
             self.delete_windows(model, rid)
 
@@ -622,60 +623,15 @@ class Database:
     def finish_recordings(self, model: str, done: list[tuple[int, int]]) -> None:
         """:meth:`finish_recording` for many ``(recording_id, n_windows)`` in one count query and
         one commit: per-file commits would leave a data file per recording in ``progress``."""
-        if not done:
-            return
-        rids = np.array([int(r) for r, _ in done], np.int64)
-        want = np.array([int(n) for _, n in done], np.int64)
-        have = np.zeros(len(rids), np.int64)
-        where = f"recording_id IN ({', '.join(map(str, rids.tolist()))})"
-        if self.has_table(embeddings_table_name(model)):
-            col = self.embeddings_table(model).search().where(where).select(["recording_id"])
-            ids = col.limit(None).to_arrow()["recording_id"].to_numpy()
-            got, n = np.unique(ids, return_counts=True)
-            at = np.minimum(np.searchsorted(got, rids), max(len(got) - 1, 0))
-            have = np.where(got[at] == rids, n[at], 0) if len(got) else have
-        bad = np.flatnonzero(have != want)
-        if len(bad):
-            i = bad[0]
-            raise RuntimeError(
-                f"recording {rids[i]}: {have[i]} windows committed for model {model!r}, "
-                f"expected {want[i]}"
-            )
-        # only the rows and columns needed: the whole frame would be re-read every chunk
-        recs = (
-            self.recordings_table()
-            .search()
-            .where(where)
-            .select(["recording_id", "size", "mtime"])
-            .limit(None)
-            .to_pandas()
-            .set_index("recording_id")
-            .reindex(rids)
-        )
-        row = pa.table(
-            {
-                "recording_id": rids,
-                "model": [model] * len(rids),
-                "n_windows": want,
-                "size": pa.array(recs["size"].to_numpy(), pa.int64(), from_pandas=True),
-                "mtime": pa.array(recs["mtime"].to_numpy(), pa.float64(), from_pandas=True),
-                "done_at": [_dt.datetime.now()] * len(rids),
-            },
-            schema=PROGRESS_SCHEMA,
-        )
-        (
-            self._progress_table()
-            .merge_insert(["recording_id", "model"])
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(row)
-        )
+        from .progress import mark_done
+
+        mark_done(self, model, done)
 
     def done_recordings(self, model: str) -> pd.DataFrame:
         """Recordings fully embedded with ``model``: recording_id, size, mtime, n_windows, done_at."""
         check_model_name(model)
         df = (
-            self._progress_table()
+            self.progress_table()
             .search()
             .where(f"model = '{model}'")
             .limit(None)
