@@ -119,6 +119,7 @@ class Database:
             (self.path / sub).mkdir(exist_ok=True)
         self._tables: dict = {}  # name -> LanceTable handle
         self._datasets: dict = {}  # name -> (version folder stamp, lance.LanceDataset)
+        self._folders: dict[str, str] = {}  # name -> its _versions folder
         self._next_id: dict[str, int] = {}  # per-model in-process id high-water mark
         self._snapshots: dict[str, Snapshot] = {}
         self._recordings_cache: tuple[int, pd.DataFrame] | None = None
@@ -139,6 +140,14 @@ class Database:
     def _table_dir(self, name: str) -> Path:
         return self.path / LANCE_DIR / f"{name}.lance"
 
+    def _versions_dir(self, name: str) -> str:
+        """The table's ``_versions`` folder, whose stamp tells a new commit (see dataset); kept,
+        as every search asks for it."""
+        folder = self._folders.get(name)
+        if folder is None:
+            folder = self._folders[name] = str(self._table_dir(name) / "_versions")
+        return folder
+
     def dataset(self, name: str):
         """Read-only ``lance.LanceDataset`` of table ``name`` at its latest committed version, or
         None when there is no such table. A returned handle never changes version.
@@ -154,7 +163,7 @@ class Database:
 
     def _dataset_stamped(self, name: str) -> tuple:
         """(:meth:`dataset`, the stamp of its ``_versions`` folder read before its version)."""
-        folder = self._table_dir(name) / "_versions"
+        folder = self._versions_dir(name)
         stamp = _folder_stamp(folder)  # before the version is read: a later commit changes it
         cached = self._datasets.get(name)
         if stamp is None:
@@ -165,7 +174,7 @@ class Database:
         if cached is None or cached[0][0] != stamp[0]:  # new, or dropped and created again
             import lance
 
-            ds = lance.dataset(str(folder.parent))
+            ds = lance.dataset(str(self._table_dir(name)))
         else:
             ds = cached[1]
             latest = ds.latest_version
@@ -361,7 +370,7 @@ class Database:
         table version. Read straight from the table: no DataFrame, and no joined paths for
         recordings no result names; or, while the table has not changed since, from the copy
         ``keep`` wrote to the cache folder (:mod:`index.recordings_cache`), without Lance."""
-        stamp = _folder_stamp(self._table_dir(RECORDINGS_TABLE) / "_versions")
+        stamp = _folder_stamp(self._versions_dir(RECORDINGS_TABLE))
         if stamp is not None and not _recent(stamp):
             if getattr(self, "_lookup_stamp", None) == stamp:
                 return self._lookup
@@ -676,7 +685,7 @@ class Database:
     def _settled_snapshot(self, model: str, name: str) -> Snapshot | None:
         """The snapshot of a table whose ``_versions`` folder has not changed since it was
         opened here or recorded in the cache, or None."""
-        stamp = _folder_stamp(self._table_dir(name) / "_versions")
+        stamp = _folder_stamp(self._versions_dir(name))
         if stamp is None or _recent(stamp):
             return None
         snap = self._snapshots.get(model)

@@ -85,12 +85,13 @@ def arrow_column(values: np.ndarray) -> pa.Array:
         raise ValueError(f"a column is 1-d, got shape {v.shape}")
     valid = None
     if v.dtype == object:
-        valid = np.array([x is not None for x in v], bool)
         raw = [b"" if x is None else str(x).encode() for x in v]
-        size = sum(len(b) for b in raw)
+        if raw.count(b""):  # nulls among them
+            valid = np.fromiter((x is not None for x in v), bool, len(v))
+        size = sum(map(len, raw))
         typ, width = (pa.string(), np.int32) if size < 2**31 else (pa.large_string(), np.int64)
         offsets = np.zeros(len(v) + 1, width)
-        np.cumsum([len(b) for b in raw], out=offsets[1:])
+        np.cumsum(np.fromiter(map(len, raw), width, len(raw)), out=offsets[1:])
         buffers = [pa.py_buffer(offsets), pa.py_buffer(b"".join(raw))]
     elif v.dtype.kind in "iufM":
         typ = pa.from_numpy_dtype(v.dtype)

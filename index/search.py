@@ -23,6 +23,7 @@ Rules
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from typing import TYPE_CHECKING
@@ -456,6 +457,7 @@ class SearchState:
         self.ann_maps: dict = {}  # model -> index position <-> snapshot offset maps
         self.filter_views: dict = {}  # model -> (key, memory table) used by .where()
         self._loading: dict[str, threading.Thread] = {}  # model -> its index being read
+        self._settings: dict[str, str] = {}  # model -> its index settings file
         self._lock = threading.Lock()
 
     @property
@@ -495,8 +497,15 @@ class SearchState:
         from .ann import verified_index, warn_damaged
         from .faiss_index import AnnIndex
 
-        json_path = AnnIndex.settings_path(self.db.faiss_dir, model)
-        stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
+        json_path = self._settings.get(model)
+        if json_path is None:
+            json_path = self._settings[model] = str(
+                AnnIndex.settings_path(self.db.faiss_dir, model)
+            )
+        try:
+            stamp = os.stat(json_path).st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
         cached = self.indexes.get(model)
         if cached is not None and cached[0] == stamp:
             return cached[1]

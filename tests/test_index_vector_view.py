@@ -79,6 +79,22 @@ def test_scores_equal_numpy(db):
     np.testing.assert_allclose(snap.scores_at(offsets, q), want, atol=1e-6)
 
 
+@pytest.mark.parametrize("reader", ["two threads", "one thread"])
+def test_shortlist_scores_reuse_their_buffers_and_equal_numpy(db, monkeypatch, reader):
+    monkeypatch.setattr(vv, "PREAD_SHARE", 0)  # every row by pread
+    monkeypatch.setattr(vv, "SPLIT_READS_MIN", 16)
+    if reader == "one thread":  # a one-core machine
+        monkeypatch.setattr(vv, "_SECOND_READER", None)
+    snap = db.snapshot("m")
+    assert snap.vector_view() is not None  # its sample check read rows the same way
+    every = _take(snap, np.arange(len(snap)))
+    q = _unit(1, seed=5)[0]
+    rng = np.random.default_rng(3)
+    for m in (300, 20, 1100, 7, 300):  # the kept buffers shrink to no call and grow past 1024
+        offsets = rng.choice(len(snap), m, replace=False)
+        np.testing.assert_allclose(snap.scores_at(offsets, q), every[offsets] @ q, atol=1e-6)
+
+
 def test_exact_top_equals_a_numpy_reference(db):
     snap = db.snapshot("m")
     view = snap.vector_view()
