@@ -678,7 +678,7 @@ class Database:
             # recorded once its vector layout checked out against take (vector_view)
             if snap.kept_file is not None and snap.vector_view() is not None:
                 snapshot_cache.remember(
-                    self.cache_dir, model, stamp, snap.version, snap.dim, snap.root, snap.kept_file
+                    self.cache_dir, model, stamp, snap.version, snap.dim, snap.kept_file
                 )
         return snap
 
@@ -694,7 +694,8 @@ class Database:
         current = snapshot_cache.current(self.cache_dir, model, stamp)
         if current is None:
             return None
-        snap = Snapshot.from_file(model, current, functools.partial(self._dataset_at, name))
+        root = str(self._table_dir(name))  # not the recorded one: the folder may have moved
+        snap = Snapshot.from_file(model, current, root, functools.partial(self._dataset_at, name))
         snap.stamp = stamp
         self._snapshots[model] = snap
         return snap

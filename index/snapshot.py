@@ -74,15 +74,19 @@ class Snapshot:
 
     @classmethod
     def from_file(
-        cls, model: str, current: snapshot_cache.Current, open_table: Callable[[int], object]
+        cls,
+        model: str,
+        current: snapshot_cache.Current,
+        root: str,
+        open_table: Callable[[int], object],
     ) -> Snapshot:
-        """The snapshot a :func:`snapshot_cache.current` file holds; ``open_table(version)``
-        gives the Lance dataset when one is needed."""
+        """The snapshot a :func:`snapshot_cache.current` file holds, of the table at ``root``;
+        ``open_table(version)`` gives its Lance dataset when one is needed."""
         snap = cls.__new__(cls)
         snap._table, snap._open_table, snap.stamp = None, open_table, None
         kept = current.kept
         snap._set_columns(model, current.version, current.dim, kept.columns, kept.layout)
-        snap.root, snap.kept_file = current.uri, kept.path
+        snap.root, snap.kept_file = root, kept.path
         return snap
 
     def _set_columns(self, model: str, version: int, dim: int, cols: dict, layout) -> None:

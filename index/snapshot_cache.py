@@ -66,7 +66,6 @@ class Current(NamedTuple):
 
     version: int
     dim: int
-    uri: str
     kept: Kept
 
 
@@ -150,7 +149,7 @@ def save(folder: Path, model: str, dataset, columns: dict[str, np.ndarray], layo
 
 
 def remember(
-    folder: Path, model: str, stamp: tuple[int, int], version: int, dim: int, uri: str, kept: Path
+    folder: Path, model: str, stamp: tuple[int, int], version: int, dim: int, kept: Path
 ) -> None:
     """Record that while the ``_versions`` folder has ``stamp``, the table's latest version is
     ``version`` and ``kept`` (checked against it) holds its snapshot. ``stamp`` must have been
@@ -159,7 +158,6 @@ def remember(
         "stamp": list(stamp),
         "version": int(version),
         "dim": int(dim),
-        "uri": str(uri),
         "file": kept.name,
     }
     path = _pointer(folder, model)
@@ -183,9 +181,7 @@ def current(folder: Path, model: str, stamp: tuple[int, int]) -> Current | None:
             raise ValueError("the pointer names another file")
         header, columns = read_columns(path)
         layout = _snapshot_columns(header, columns, len(columns.get("window_id", ())))
-        return Current(
-            int(note["version"]), int(note["dim"]), str(note["uri"]), Kept(columns, layout, path)
-        )
+        return Current(int(note["version"]), int(note["dim"]), Kept(columns, layout, path))
     except OSError:  # no pointer, or its file was removed
         return None
     except (ValueError, KeyError, TypeError) as exc:

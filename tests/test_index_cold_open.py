@@ -158,3 +158,16 @@ def test_a_damaged_record_falls_back_to_lance(db, damage, caplog):
     again = index.connect(db.path).snapshot("m")
     np.testing.assert_array_equal(again.window_id, first.window_id)
     assert again._table is not None  # opened through Lance
+
+
+def test_a_moved_database_is_opened_from_its_new_folder(db, tmp_path, monkeypatch):
+    q = db.snapshot("m").vectors_at([9])[0]
+    want = _answers(db, q, True)
+    moved = tmp_path / "elsewhere" / "c.chorus"
+    moved.parent.mkdir()
+    os.rename(db.path, moved)  # a rename keeps the folders' inodes and times: the stamps hold
+    _lance_free(monkeypatch)
+    cold = index.connect(moved)
+    got = _answers(cold, q, True)
+    assert [r["window_id"] for r in got] == [r["window_id"] for r in want]
+    assert cold.snapshot("m").vector_view().root == str(moved / "lance" / "embeddings_m.lance")
