@@ -373,10 +373,11 @@ class Database:
         stamp = _folder_stamp(self._versions_dir(RECORDINGS_TABLE))
         if stamp is not None and not _recent(stamp):
             if getattr(self, "_lookup_stamp", None) == stamp:
-                return self._lookup
+                return self._kept_lookup(stamp, keep)
             kept = recordings_cache.load(self.cache_dir, stamp)
             if kept is not None:
                 self._lookup, self._lookup_stamp, self._lookup_version = kept, stamp, False
+                self._lookup_kept = stamp
                 return kept
         ds, stamp = self._dataset_stamped(RECORDINGS_TABLE)
         version = None if ds is None else ds.version
@@ -393,7 +394,11 @@ class Database:
             self._lookup, self._lookup_version = lookup, version
         settled = stamp is not None and not _recent(stamp)
         self._lookup_stamp = stamp if settled else None
-        if keep and settled and getattr(self, "_lookup_kept", None) != stamp:
+        return self._kept_lookup(stamp, keep and settled)
+
+    def _kept_lookup(self, stamp, keep: bool) -> dict:
+        """The lookup, written to the cache folder first where ``keep`` asks and it is not."""
+        if keep and getattr(self, "_lookup_kept", None) != stamp:
             recordings_cache.save(self.cache_dir, stamp, self._lookup)
             self._lookup_kept = stamp
         return self._lookup

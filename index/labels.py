@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as _dt
 import getpass
 import os
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from index.raven import KINDS, read_annotations
+from index.roots import match_recording
 
 LABELS_TABLE = "labels"
 MIN_OVERLAP = 0.5  # fraction of the window (or of a shorter label) that must be covered
@@ -275,32 +276,16 @@ def _sql_str(value: str) -> str:
 
 # -- resolving file names to recordings ------------------------------------------------------
 def resolve_recording(db, file: str | os.PathLike, recordings: pd.DataFrame | None = None) -> int:
-    """recording_id of ``file``: an absolute path under an audio root, a path relative to a root
-    (or to the current folder), or, failing those, a unique file name (e.g. a Raven ``Begin File``
-    written on another machine). KeyError if nothing or more than one recording matches."""
-    recs = db.recordings() if recordings is None else recordings
-    text = str(file)
-    candidates = [Path(text).expanduser()]
-    if not candidates[0].is_absolute():
-        candidates.append(Path.cwd() / text)
-    abs_paths = recs["abs_path"].map(lambda p: os.path.normpath(p))
-    for cand in candidates:
-        hit = recs[abs_paths == os.path.normpath(cand.resolve() if cand.exists() else cand)]
-        if len(hit) == 1:
-            return int(hit["recording_id"].iloc[0])
-    rel = text.replace("\\", "/")
-    while rel.startswith("./"):
-        rel = rel[2:]
-    hit = recs[(recs["path"] == rel) | recs["abs_path"].str.endswith("/" + rel)]
-    if hit.empty:  # last resort: the bare file name, also of Windows paths
-        name = PureWindowsPath(text).name
-        hit = recs[recs["path"].map(lambda p: p.rsplit("/", 1)[-1]) == name]
-    if len(hit) == 1:
-        return int(hit["recording_id"].iloc[0])
-    if hit.empty:
-        raise KeyError(f"no recording in the database matches {text!r}")
-    paths = ", ".join(hit["path"].head(3))
-    raise KeyError(f"{text!r} matches {len(hit)} recordings ({paths}...): give more of the path")
+    """recording_id of ``file`` (see :func:`index.roots.match_recording`) among ``recordings``
+    (default: the database's)."""
+    if recordings is None:
+        rec = db.recordings_lookup()
+        every = np.arange(len(rec["recording_id"]))
+        return match_recording(
+            rec["recording_id"], rec["audio_root"][every], rec["path"][every], file
+        )
+    cols = (recordings[c].tolist() for c in ("recording_id", "audio_root", "path"))
+    return match_recording(*cols, file)
 
 
 def import_annotations(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +30,40 @@ def abs_path(root: str, path: str) -> str:
     """A recording's absolute path: its audio root joined with its path relative to it
     (cached: searches name the same recordings again and again)."""
     return str(Path(root) / path)
+
+
+def match_recording(ids, roots, paths, file: str | os.PathLike) -> int:
+    """The id of the recording ``file`` names, among recordings with ids (n,), audio roots (n,)
+    and paths relative to them (n,): an absolute path under an audio root, a path relative to a
+    root (or to the current folder), or, failing those, a unique file name (e.g. a Raven
+    ``Begin File`` written on another machine). KeyError if none or more than one matches."""
+    text = str(file)
+    full = [abs_path(r, p) for r, p in zip(roots, paths, strict=True)]
+    candidates = [Path(text).expanduser()]
+    if not candidates[0].is_absolute():
+        candidates.append(Path.cwd() / text)
+    normed = [os.path.normpath(p) for p in full]
+    for cand in candidates:
+        want = os.path.normpath(cand.resolve() if cand.exists() else cand)
+        hit = [i for i, p in enumerate(normed) if p == want]
+        if len(hit) == 1:
+            return int(ids[hit[0]])
+    rel = text.replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    ends = "/" + rel
+    hit = [
+        i for i, (p, f) in enumerate(zip(paths, full, strict=True)) if p == rel or f.endswith(ends)
+    ]
+    if not hit:  # last resort: the bare file name, also of Windows paths
+        name = PureWindowsPath(text).name
+        hit = [i for i, p in enumerate(paths) if p.rsplit("/", 1)[-1] == name]
+    if len(hit) == 1:
+        return int(ids[hit[0]])
+    if not hit:
+        raise KeyError(f"no recording in the database matches {text!r}")
+    shown = ", ".join(paths[i] for i in hit[:3])
+    raise KeyError(f"{text!r} matches {len(hit)} recordings ({shown}...): give more of the path")
 
 
 def root_summary(db) -> pd.DataFrame:

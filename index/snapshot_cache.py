@@ -36,7 +36,8 @@ import numpy as np
 
 from .files import atomic_write, atomic_write_json
 
-MIN_ROWS = 20_000  # below this a Lance scan of the columns takes milliseconds
+# every table with a window: however small, the file spares a cold search importing Lance
+MIN_ROWS = 1
 MAGIC = b"CHORUS-SNAPSHOT-1\n"
 ALIGN = 64
 # the columns kept, with their types: a file holding anything else is not used

@@ -57,6 +57,47 @@ def test_search_finds_the_whistle_windows(db, archive, capsys):
     assert hits[0]["path"] == "A/A_20240610_050000.wav" and hits[0]["score"] > 0.95
 
 
+def test_a_cold_search_of_a_settled_database_loads_neither_lance_nor_pandas(db, tmp_path, capsys):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    settled = tmp_path / "settled.chorus"
+    shutil.copytree(db, settled)
+    old = time.time_ns() - 60 * 10**9  # as if the last commit were a minute old
+    for folder in (settled / "lance").glob("*.lance/_versions"):
+        os.utime(folder, ns=(old, old))
+    argv = ["search", "--db", str(settled), "--query", "A/A_20240610_050000.wav@10-11", "-k", "3"]
+    for fmt in ("json", "csv", "table"):
+        assert main([*argv, "--format", fmt]) == 0  # the first one keeps the columns
+        want = capsys.readouterr().out
+        code = (
+            "import sys; from explorer.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('lance', 'lancedb', 'pandas') if m in sys.modules), "
+            "file=sys.stderr); sys.exit(code)"
+        )
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        got = subprocess.run(
+            [sys.executable, "-c", code, *argv, "--format", fmt],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert got.returncode == 0 and got.stdout == want, got.stderr
+        assert got.stderr.strip().splitlines()[-1] == "[]"
+    assert want.splitlines()[0].split() == [
+        "score",
+        "path",
+        "start_s",
+        "end_s",
+        "site",
+        "window_id",
+    ]
+    assert len(want.splitlines()) == 4 and " 10.000 " in want.splitlines()[1]
+
+
 def test_search_takes_the_archive_relative_paths_it_prints(db, capsys):
     q = "A/A_20240610_050000.wav@10-11"  # as `chorus search` and `chorus label --list` print
     assert main(["search", "--db", str(db), "--query", q, "-k", "3", "--format", "json"]) == 0

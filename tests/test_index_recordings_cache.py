@@ -65,6 +65,9 @@ def test_a_kept_lookup_reads_the_same_as_the_table(db, monkeypatch):
 def test_a_lookup_is_kept_only_when_asked_and_settled(db, tmp_path):
     db.recordings_lookup()
     assert not (db.cache_dir / rc.FILE).exists()
+    db.recordings_lookup(keep=True)  # the same version, read before without keeping it
+    assert (db.cache_dir / rc.FILE).exists()
+    (db.cache_dir / rc.FILE).unlink()
     db.upsert_recording(tmp_path / "audio", "new.wav")  # a recent commit
     db.recordings_lookup(keep=True)
     assert not (db.cache_dir / rc.FILE).exists()
