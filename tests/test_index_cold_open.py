@@ -171,3 +171,17 @@ def test_a_moved_database_is_opened_from_its_new_folder(db, tmp_path, monkeypatc
     got = _answers(cold, q, True)
     assert [r["window_id"] for r in got] == [r["window_id"] for r in want]
     assert cold.snapshot("m").vector_view().root == str(moved / "lance" / "embeddings_m.lance")
+
+
+def test_filters_and_per_recording_searches_work_on_a_recorded_snapshot(db):
+    q = db.snapshot("m").vectors_at([33])[0]
+
+    def ask(d):
+        found = d.search("m", q).where("site = 'Sé1'").per_recording(2).limit(6).to_arrow()
+        return found.to_pylist()
+
+    want = ask(db)
+    cold = index.connect(db.path)
+    assert cold.snapshot("m")._table is None  # from the cache file
+    got = ask(cold)
+    assert got == want and len(got) == 6 and {r["site"] for r in got} == {"Sé1"}
