@@ -75,3 +75,18 @@ def write_audio(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def settle():
+    """``settle(db_folder)``: age the ``_versions`` folder of every table of a database by a
+    minute, as time passing since its last commit would (``index.db.VERSIONS_SETTLE_S``)."""
+
+    def age(folder) -> None:
+        import time
+
+        old = time.time_ns() - 60 * 10**9
+        for versions in (Path(folder) / "lance").glob("*.lance/_versions"):
+            os.utime(versions, ns=(old, old))
+
+    return age

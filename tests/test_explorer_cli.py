@@ -57,18 +57,17 @@ def test_search_finds_the_whistle_windows(db, archive, capsys):
     assert hits[0]["path"] == "A/A_20240610_050000.wav" and hits[0]["score"] > 0.95
 
 
-def test_a_cold_search_of_a_settled_database_loads_neither_lance_nor_pandas(db, tmp_path, capsys):
+def test_a_cold_search_of_a_settled_database_loads_neither_lance_nor_pandas(
+    db, tmp_path, capsys, settle
+):
     import os
     import shutil
     import subprocess
     import sys
-    import time
 
     settled = tmp_path / "settled.chorus"
     shutil.copytree(db, settled)
-    old = time.time_ns() - 60 * 10**9  # as if the last commit were a minute old
-    for folder in (settled / "lance").glob("*.lance/_versions"):
-        os.utime(folder, ns=(old, old))
+    settle(settled)
     argv = ["search", "--db", str(settled), "--query", "A/A_20240610_050000.wav@10-11", "-k", "3"]
     for fmt in ("json", "csv", "table"):
         assert main([*argv, "--format", fmt]) == 0  # the first one keeps the columns

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 import pytest
 
@@ -12,14 +9,8 @@ import index
 from index import recordings_cache as rc
 
 
-def _settle(db) -> None:
-    old = time.time_ns() - 60 * 10**9
-    for folder in (db.path / "lance").glob("*.lance/_versions"):
-        os.utime(folder, ns=(old, old))
-
-
 @pytest.fixture
-def db(tmp_path):
+def db(tmp_path, settle):
     db = index.connect(tmp_path / "r.chorus")
     (tmp_path / "audio").mkdir()
     db.upsert_recordings(
@@ -33,7 +24,7 @@ def db(tmp_path):
             for i in range(30)
         ]
     )
-    _settle(db)
+    settle(db.path)
     return db
 
 
@@ -73,10 +64,10 @@ def test_a_lookup_is_kept_only_when_asked_and_settled(db, tmp_path):
     assert not (db.cache_dir / rc.FILE).exists()
 
 
-def test_a_changed_table_is_read_again(db, tmp_path):
+def test_a_changed_table_is_read_again(db, tmp_path, settle):
     db.recordings_lookup(keep=True)
     rid = db.upsert_recording(tmp_path / "audio", "new.wav", site="N")
-    _settle(db)
+    settle(db.path)
     got = index.connect(db.path).recordings_lookup()
     at = np.searchsorted(got["recording_id"], [rid])
     assert got["site"][at].tolist() == ["N"]
