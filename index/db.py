@@ -123,6 +123,10 @@ class Database:
         self._next_id: dict[str, int] = {}  # per-model in-process id high-water mark
         self._snapshots: dict[str, Snapshot] = {}
         self._recordings_cache: tuple[int, pd.DataFrame] | None = None
+        self._lookup: dict | None = None  # recordings_lookup: the columns,
+        self._lookup_version: int | None | bool = False  # the version read (False: none),
+        self._lookup_stamp = None  # the settled stamp they hold for,
+        self._lookup_kept = None  # and the one written to the cache folder
 
     def __repr__(self) -> str:
         return f"chorus.Database({str(self.path)!r})"
@@ -372,7 +376,7 @@ class Database:
         ``keep`` wrote to the cache folder (:mod:`index.recordings_cache`), without Lance."""
         stamp = _folder_stamp(self._versions_dir(RECORDINGS_TABLE))
         if stamp is not None and not _recent(stamp):
-            if getattr(self, "_lookup_stamp", None) == stamp:
+            if self._lookup_stamp == stamp:
                 return self._kept_lookup(stamp, keep)
             kept = recordings_cache.load(self.cache_dir, stamp)
             if kept is not None:
@@ -381,7 +385,7 @@ class Database:
                 return kept
         ds, stamp = self._dataset_stamped(RECORDINGS_TABLE)
         version = None if ds is None else ds.version
-        if getattr(self, "_lookup_version", False) != version:
+        if self._lookup_version != version:
             names = ("recording_id", "audio_root", "path", "site")
             if ds is None:
                 table = RECORDINGS_SCHEMA.empty_table()
@@ -398,7 +402,7 @@ class Database:
 
     def _kept_lookup(self, stamp, keep: bool) -> dict:
         """The lookup, written to the cache folder first where ``keep`` asks and it is not."""
-        if keep and getattr(self, "_lookup_kept", None) != stamp:
+        if keep and self._lookup_kept != stamp:
             recordings_cache.save(self.cache_dir, stamp, self._lookup)
             self._lookup_kept = stamp
         return self._lookup

@@ -32,7 +32,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from . import snapshot_cache
 from .roots import abs_path
 from .rows import arrow_column, normalise, vectors_to_numpy
 
@@ -269,7 +268,7 @@ class SearchBuilder:
 
     def _result(self, snap, scores: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
         rid = snap.recording_id[offsets]
-        rec = self._db.recordings_lookup(keep=len(snap) >= snapshot_cache.MIN_ROWS)
+        rec = self._db.recordings_lookup(keep=True)  # for the next cold search
         at = np.minimum(
             np.searchsorted(rec["recording_id"], rid), max(len(rec["recording_id"]) - 1, 0)
         )

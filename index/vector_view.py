@@ -85,16 +85,25 @@ def _kept_bytes_max() -> int:
 KEPT_BYTES_MAX = _kept_bytes_max()
 # Per-thread buffers a shortlist is read and scored in, kept between searches up to this size:
 # fresh multi-megabyte buffers come from new pages (glibc maps and unmaps them), and filling
-# them page-faults: 2.8 ms a 640-row shortlist at 1 M windows instead of 0.5 ms
+# them page-faults: a 1 M-window ANN search took 6.0 ms p50 instead of 3.0
 SCRATCH_BYTES_MAX = 16 << 20
 SPLIT_READS_MIN = 256  # rows read one by one from which a second thread reads half of them
-# one worker for the whole process (made when first used); none on a one-core machine
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-_SECOND_READER = (
-    concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chorus-read")
-    if (_CORES or 1) > 1
-    else None
-)
+_reader: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, its worker)
+_reader_lock = threading.Lock()
+
+
+def _second_reader() -> concurrent.futures.ThreadPoolExecutor | None:
+    """This process's one worker thread for reads (None on a one-core machine). Made per
+    process: a forked child inherits the executor but not its thread, and would wait forever."""
+    global _reader
+    if (_CORES or 1) < 2:
+        return None
+    with _reader_lock:
+        if _reader is None or _reader[0] != os.getpid():
+            worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chorus-read")
+            _reader = (os.getpid(), worker)
+        return _reader[1]
 
 
 class VectorView:
@@ -316,12 +325,11 @@ class VectorView:
         flat = memoryview(out.reshape(-1).view(np.uint8))
         dst = (sel[order] * row_bytes).tolist()
         fds, pos = fd_of[page[order]].tolist(), starts[order].tolist()
-        half = len(dst) // 2 if len(dst) >= SPLIT_READS_MIN and _SECOND_READER else len(dst)
+        reader = _second_reader() if len(dst) >= SPLIT_READS_MIN else None
+        half = len(dst) // 2 if reader is not None else len(dst)
         other = None
-        if half < len(dst):
-            other = _SECOND_READER.submit(
-                _preads, flat, row_bytes, dst[half:], fds[half:], pos[half:]
-            )
+        if reader is not None:
+            other = reader.submit(_preads, flat, row_bytes, dst[half:], fds[half:], pos[half:])
         _preads(flat, row_bytes, dst[:half], fds[:half], pos[:half])
         if other is not None:
             other.result()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 
+import faiss
 import lance
 import numpy as np
 import pandas as pd
@@ -84,7 +86,9 @@ def test_shortlist_scores_reuse_their_buffers_and_equal_numpy(db, monkeypatch, r
     monkeypatch.setattr(vv, "PREAD_SHARE", 0)  # every row by pread
     monkeypatch.setattr(vv, "SPLIT_READS_MIN", 16)
     if reader == "one thread":  # a one-core machine
-        monkeypatch.setattr(vv, "_SECOND_READER", None)
+        monkeypatch.setattr(vv, "_CORES", 1)
+    else:
+        monkeypatch.setattr(vv, "_CORES", 2)
     snap = db.snapshot("m")
     assert snap.vector_view() is not None  # its sample check read rows the same way
     every = _take(snap, np.arange(len(snap)))
@@ -93,6 +97,33 @@ def test_shortlist_scores_reuse_their_buffers_and_equal_numpy(db, monkeypatch, r
     for m in (300, 20, 1100, 7, 300):  # the kept buffers shrink to no call and grow past 1024
         offsets = rng.choice(len(snap), m, replace=False)
         np.testing.assert_allclose(snap.scores_at(offsets, q), every[offsets] @ q, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform"
+)
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # the child reads no Lance table
+def test_a_forked_child_reads_long_shortlists(db, monkeypatch):
+    monkeypatch.setattr(vv, "PREAD_SHARE", 0)
+    monkeypatch.setattr(vv, "SPLIT_READS_MIN", 16)
+    monkeypatch.setattr(vv, "_CORES", 2)
+    snap = db.snapshot("m")
+    offsets = np.arange(0, len(snap), 3)
+    q = _unit(1, seed=6)[0]
+    want = snap.scores_at(offsets, q)  # the parent's reader thread runs from here on
+
+    def child():  # its own reader, or it would wait forever for the parent's thread
+        faiss.omp_set_num_threads(1)  # the parent's OpenMP threads are not in the child either
+        if not np.allclose(snap.scores_at(offsets, q), want, atol=1e-6):
+            raise SystemExit(1)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+        pytest.fail("the forked child hung reading a shortlist")
+    assert proc.exitcode == 0
 
 
 def test_exact_top_equals_a_numpy_reference(db):
