@@ -17,7 +17,8 @@ Rules
   them in the same recording. ``.exclude_spans(spans)``: drop windows overlapping given spans of
   recordings (a query example taken from the archive), without a SQL filter.
 * Results: :meth:`SearchBuilder.to_pandas`, or :meth:`SearchBuilder.to_arrow` (the same columns,
-  a fraction of the cost: building a small DataFrame takes ~0.2 ms, more than the ANN search).
+  a fraction of the cost: building a small DataFrame takes ~0.2 ms, more than the ANN search;
+  and ``to_arrow`` never imports pandas, 45 MB and 0.15 s of a cold process).
 """
 
 from __future__ import annotations
