@@ -192,8 +192,8 @@ def disk_bytes(path: Path) -> int:
 
 
 def chorus_search(work: Path, qs: np.ndarray, k_factor: float | None = None) -> dict:
-    """The timed forms; ``k_factor``: also ``ann_kf``, ANN with the index's shortlist factor
-    set to it for this process (what ``build_index(..., k_factor=)`` would save)."""
+    """The timed forms; ``k_factor``: also ``ann_kf``, ANN with that shortlist factor
+    (``.index_params(k_factor=)``)."""
     import index
 
     db = index.connect(work / "chorus.chorus", create=False)
@@ -207,15 +207,9 @@ def chorus_search(work: Path, qs: np.ndarray, k_factor: float | None = None) -> 
         ),
     }
     if k_factor:
-        params = db.search_state.load_ann(MODEL).settings.params
-        saved = params["k_factor"]
 
         def ann_kf(q):
-            params["k_factor"] = k_factor
-            try:
-                return db.search(MODEL, q).limit(K).to_arrow()
-            finally:
-                params["k_factor"] = saved
+            return db.search(MODEL, q).index_params(k_factor=k_factor).limit(K).to_arrow()
 
         forms = {"ann": forms.pop("ann"), "ann_kf": ann_kf, **forms}
     for name, run in forms.items():

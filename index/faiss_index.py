@@ -321,11 +321,16 @@ class AnnIndex:
 
     # -- queries
     def search(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        q: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        params: dict | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product for unit queries (m, dim): (scores (m, k), positions (m, k)).
 
         ``allowed``: optional bool mask (n,) over positions; missing hits are position -1.
+        ``params``: search settings (``nprobe``, ``efSearch``, ``k_factor``) over the saved ones.
         """
         q = np.ascontiguousarray(q, np.float32).reshape(-1, self.settings.dim)  # (m, dim)
         k = int(min(k, len(self)))
@@ -337,8 +342,9 @@ class AnnIndex:
             keep.append(bits)
             sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bits))
             frac = max(float(np.count_nonzero(allowed)) / max(len(self), 1), 1e-6)
-        params = self.tier.search_params(self.index, self.settings.params, sel, k, frac)
-        scores, pos = self.index.search(q, k, params=params)
+        settings = {**self.settings.params, **(params or {})}
+        faiss_params = self.tier.search_params(self.index, settings, sel, k, frac)
+        scores, pos = self.index.search(q, k, params=faiss_params)
         del keep
         return scores, pos
 

@@ -24,6 +24,7 @@ Rules
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -44,6 +45,7 @@ NEGATIVE_WEIGHT = 0.5  # weight of mean(negatives) subtracted from mean(positive
 EXACT_SUBSET_MAX = 20_000  # filtered sets up to this size are scored exactly
 ANN_MIN_FRACTION = 0.02  # below this allowed share of the index, score the subset exactly
 OVERSAMPLE = 4  # initial candidate multiple when hits may be dropped by post-filters
+INDEX_PARAMS = ("nprobe", "efSearch", "k_factor")  # what .index_params() may set
 RESULT_COLUMNS = [
     "window_id",
     "recording_id",
@@ -100,6 +102,7 @@ class SearchBuilder:
         self._exclude_query = False
         self._exclude_spans: list[tuple[int, float | None, float | None]] = []
         self._k = DEFAULT_K
+        self._index_params: dict = {}
 
     def negatives(self, negatives, weight: float = NEGATIVE_WEIGHT) -> SearchBuilder:
         """Vectors (dim,) / (n, dim) or window ids to steer away from (see module rules)."""
@@ -146,6 +149,21 @@ class SearchBuilder:
                 self._exclude_spans.append((int(rid), float(start), float(end)))
         return self
 
+    def index_params(self, **params: float) -> SearchBuilder:
+        """Settings of this search's ANN index over those saved with it, to trade recall for
+        speed: ``nprobe`` (IVF cells visited), ``efSearch`` (HNSW beam), ``k_factor`` (candidates
+        re-ranked exactly per hit). E.g. ``.index_params(k_factor=40)``;
+        ``db.index_state(model)["params"]`` gives the saved ones. Ignored by exact searches."""
+        for name, value in params.items():
+            if name not in INDEX_PARAMS:
+                raise ValueError(
+                    f"unknown index parameter {name!r} (known: {sorted(INDEX_PARAMS)})"
+                )
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"index parameter {name} must be a number >= 1, got {value!r}")
+        self._index_params = {**self._index_params, **params}
+        return self
+
     def limit(self, k: int) -> SearchBuilder:
         """Number of hits to return (default DEFAULT_K)."""
         if int(k) < 1:
@@ -176,7 +194,7 @@ class SearchBuilder:
         if excluded is not None:
             allowed = ~excluded if allowed is None else allowed & ~excluded
         n_allowed = len(snap) if allowed is None else int(np.count_nonzero(allowed))
-        engine = _Engine(self._db, snap, q, allowed, n_allowed, self._exact)
+        engine = _Engine(self._db, snap, q, allowed, n_allowed, self._exact, self._index_params)
         k_fetch = self._k * (OVERSAMPLE if self._per_recording else 1)
         while True:
             scores, offsets = engine.top(k_fetch)
@@ -316,8 +334,8 @@ def _one_thread():
 class _Engine:
     """Produces the top candidates (scores desc, snapshot offsets) for one query vector."""
 
-    def __init__(self, db, snap, q: np.ndarray, allowed, n_allowed: int, exact: bool):
-        self.db, self.snap, self.q = db, snap, q
+    def __init__(self, db, snap, q: np.ndarray, allowed, n_allowed: int, exact: bool, params: dict):
+        self.db, self.snap, self.q, self.params = db, snap, q, params
         self.allowed, self.n_allowed = allowed, n_allowed
         ann = db.search_state.load_ann(snap.model)
         if ann is not None and ann.settings.dim != snap.dim:
@@ -395,7 +413,7 @@ class _Engine:
         return self._merged_top(k, self.kernel.exact_search)
 
     def _ann_top(self, k: int):
-        return self._merged_top(k, self.ann.search, check=True)
+        return self._merged_top(k, functools.partial(self.ann.search, params=self.params), True)
 
     def _merged_top(self, k: int, search, check: bool = False):
         """Top ``k`` of ``search`` over the index's allowed positions and of exact scores of the
@@ -418,7 +436,8 @@ class _Engine:
         if n_in_ann:
             want = min(k, n_in_ann)
             rerank = check and ann.tier.rerank_from_table
-            fetch = min(ann.tier.shortlist(want, ann.settings.params), n_in_ann) if rerank else want
+            settings = {**ann.settings.params, **self.params}
+            fetch = min(ann.tier.shortlist(want, settings), n_in_ann) if rerank else want
             with _one_thread() if check else contextlib.nullcontext():
                 s, pos = search(self.q[None, :], fetch, mask)
                 s, pos = s[0], pos[0]

@@ -109,6 +109,24 @@ def test_search_reranks_the_shortlist_exactly_without_scanning_the_table(lowmem,
     assert hits / 100 >= 0.9
 
 
+def test_k_factor_of_one_search_sets_its_shortlist(lowmem, monkeypatch):
+    db, vec, s = lowmem
+    asked = []
+    real = Snapshot.scores_at
+    monkeypatch.setattr(
+        Snapshot, "scores_at", lambda snap, offs, q: asked.append(len(offs)) or real(snap, offs, q)
+    )
+    q = vec[11]
+    kf = s.params["k_factor"]
+    default = db.search("m", q).limit(5).to_arrow()
+    same = db.search("m", q).index_params(k_factor=kf).limit(5).to_arrow()
+    half = db.search("m", q).index_params(k_factor=kf / 2).limit(5).to_arrow()
+    narrow = db.search("m", q).index_params(k_factor=2).limit(5).to_arrow()
+    assert asked == [5 * kf, 5 * kf, 5 * kf / 2, 10]
+    assert same.equals(default) and default["window_id"].to_pylist()[0] == 11
+    assert len(half) == len(narrow) == 5
+
+
 def test_new_windows_are_found_and_deleted_ones_hidden(lowmem):
     db, vec, _ = lowmem
     new = _clustered(5, seed=9)

@@ -193,6 +193,40 @@ def test_filtered_ann_returns_k_hits(tmp_path, archive, monkeypatch):
     _check(hits, win, unit, unit[3], 10, mask)
 
 
+@pytest.mark.parametrize(
+    ("factory", "saved", "wider"),
+    [("IVF16,Flat", {"nprobe": 1}, {"nprobe": 16}), ("HNSW32", {"efSearch": 1}, {"efSearch": 400})],
+)
+def test_index_params_override_the_saved_ones_for_one_search(
+    tmp_path, archive, factory, saved, wider
+):
+    _, win, unit = archive
+    db = _copy(tmp_path, win)
+    db.build_index("m", factory=factory, **saved)
+    queries = [unit[i] + 0.5 * unit[i + 7] for i in range(0, 200, 20)]  # between windows
+    narrow = [db.search("m", q).limit(10).to_pandas() for q in queries]
+    for q in queries:
+        _check(db.search("m", q).index_params(**wider).limit(10).to_pandas(), win, unit, q, 10)
+    order = [_numpy_top(unit, q, 10)[0] for q in queries]
+    missed = [
+        h["window_id"].tolist() != win["window_id"].iloc[o].tolist()
+        for h, o in zip(narrow, order, strict=True)
+    ]
+    assert any(missed)  # the saved settings alone miss some: the override did the work
+    assert db.index_state("m")["params"] == {**db.index_state("m")["params"], **saved}
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [({"nprobes": 4}, "unknown index parameter 'nprobes'"), ({"k_factor": 0}, ">= 1"),
+     ({"efSearch": "64"}, ">= 1"), ({"nprobe": True}, ">= 1")],
+)  # fmt: skip
+def test_bad_index_params(archive, params, error):
+    db, _, unit = archive
+    with pytest.raises(ValueError, match=error):
+        db.search("m", unit[0]).index_params(**params)
+
+
 def test_bad_queries(archive):
     db, _, _ = archive
     with pytest.raises(ValueError, match="dims"):
