@@ -92,6 +92,11 @@ def _path(folder: Path, model: str, key: str) -> Path:
     return Path(folder) / f"snapshot_{model}_{key}.bin"
 
 
+def _is_kept_file(model: str, name: str) -> bool:
+    """Is ``name`` a snapshot file of ``model`` (and no path)?"""
+    return re.fullmatch(rf"snapshot_{re.escape(model)}_[0-9a-f]{{40}}\.bin", name) is not None
+
+
 def _pointer(folder: Path, model: str) -> Path:
     return Path(folder) / f"current_{model}.json"
 
@@ -142,9 +147,8 @@ def save(folder: Path, model: str, dataset, columns: dict[str, np.ndarray], layo
     arrays = {name: np.ascontiguousarray(columns[name], COLUMNS[name]) for name in COLUMNS}
     if not write_columns(path, arrays, {"layout": layout}):
         return None
-    same = re.compile(rf"snapshot_{re.escape(model)}_[0-9a-f]{{40}}\.bin")
     for old in path.parent.iterdir():
-        if same.fullmatch(old.name) and old != path:
+        if _is_kept_file(model, old.name) and old != path:
             old.unlink(missing_ok=True)
     return path
 
@@ -177,9 +181,10 @@ def current(folder: Path, model: str, stamp: tuple[int, int]) -> Current | None:
         note = json.loads(_pointer(folder, model).read_text())
         if note.get("stamp") != list(stamp):
             return None
-        path = _path(folder, model, "x" * 40).with_name(note["file"])
-        if not re.fullmatch(rf"snapshot_{re.escape(model)}_[0-9a-f]{{40}}\.bin", path.name):
+        name = str(note["file"])  # only a snapshot file of this model, in this folder
+        if not _is_kept_file(model, name):
             raise ValueError("the pointer names another file")
+        path = Path(folder) / name
         header, columns = read_columns(path)
         layout = _snapshot_columns(header, columns, len(columns.get("window_id", ())))
         return Current(int(note["version"]), int(note["dim"]), Kept(columns, layout, path))
