@@ -386,16 +386,12 @@ class Database:
         ds, stamp = self._dataset_stamped(RECORDINGS_TABLE)
         version = None if ds is None else ds.version
         if self._lookup_version != version:
-            names = ("recording_id", "audio_root", "path", "site")
-            if ds is None:
-                table = RECORDINGS_SCHEMA.empty_table()
-            else:
-                table = ds.to_table(columns=[*names, "start_time"])
-            order = np.argsort(table["recording_id"].to_numpy(), kind="stable")
-            lookup = {c: table[c].to_numpy(zero_copy_only=False)[order] for c in names}
-            start = table["start_time"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
-            lookup["start_time"] = start.astype("datetime64[us]")[order]
-            self._lookup, self._lookup_version = lookup, version
+            table = (
+                RECORDINGS_SCHEMA.empty_table()
+                if ds is None
+                else ds.to_table(columns=list(recordings_cache.COLUMNS))
+            )
+            self._lookup, self._lookup_version = recordings_cache.lookup_of(table), version
         settled = stamp is not None and not _recent(stamp)
         self._lookup_stamp = stamp if settled else None
         return self._kept_lookup(stamp, keep and settled)

@@ -15,11 +15,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from .snapshot_cache import read_columns, write_columns
 
 FILE = "recordings_lookup.bin"
 STRINGS = ("audio_root", "path", "site")
+COLUMNS = ("recording_id", *STRINGS, "start_time")  # what a lookup reads of the table
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +61,16 @@ class Strings:
             if self.valid[j]:
                 out.flat[i] = self.data[self.offsets[j] : self.offsets[j + 1]].tobytes().decode()
         return out
+
+
+def lookup_of(table) -> dict:
+    """The lookup (recording_id, start_time datetime64[us] and :data:`STRINGS`, each (n,),
+    sorted by recording_id) of a ``pyarrow.Table`` of recordings."""
+    order = np.argsort(table["recording_id"].to_numpy(), kind="stable")
+    lookup = {c: table[c].to_numpy(zero_copy_only=False)[order] for c in COLUMNS[:-1]}
+    start = table["start_time"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+    lookup["start_time"] = start.astype("datetime64[us]")[order]
+    return lookup
 
 
 def save(folder: Path, stamp: tuple[int, int], lookup: dict) -> None:
