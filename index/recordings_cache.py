@@ -101,6 +101,8 @@ def load(folder: Path, stamp: tuple[int, int]) -> dict | None:
             lookup[name] = Strings(data, offsets, cols[f"{name}.valid"])
         if any(len(c) != len(ids) for c in lookup.values()) or ids.dtype != np.dtype("<i8"):
             raise ValueError("columns of different lengths or types")
+        if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):  # searched by bisection
+            raise ValueError("recording ids out of order")
         return lookup
     except OSError:  # none kept
         return None

@@ -73,7 +73,7 @@ def test_a_changed_table_is_read_again(db, tmp_path, settle):
     assert got["site"][at].tolist() == ["N"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "offsets", "stamp"])
+@pytest.mark.parametrize("damage", ["truncated", "offsets", "unsorted", "stamp"])
 def test_a_damaged_file_is_not_used(db, damage):
     want = db.recordings_lookup(keep=True)
     stamp = db._lookup_stamp
@@ -84,6 +84,11 @@ def test_a_damaged_file_is_not_used(db, damage):
         header, cols = rc.read_columns(path)
         arrays = {k: np.array(v) for k, v in cols.items()}
         arrays["path.offsets"][-1] += 10**6
+        rc.write_columns(path, arrays, {"stamp": header["stamp"]})
+    elif damage == "unsorted":  # well formed, but ids a search could not bisect
+        header, cols = rc.read_columns(path)
+        arrays = {k: np.array(v) for k, v in cols.items()}
+        arrays["recording_id"] = arrays["recording_id"][::-1].copy()
         rc.write_columns(path, arrays, {"stamp": header["stamp"]})
     assert rc.load(db.cache_dir, (stamp[0], stamp[1] + 1) if damage == "stamp" else stamp) is None
     again = index.connect(db.path).recordings_lookup()
