@@ -568,17 +568,13 @@ def open_view(dataset, row_addr: np.ndarray, dim: int, layout: dict | None = Non
     root = str(dataset.uri)
     if not os.path.isdir(root):  # object stores: no files to map
         return None
+    if layout:
+        view, sampled = open_recorded_view(root, row_addr, dim, layout), (1, STORED_ROWS_SAMPLED)
+    else:
+        view = _view_of(root, row_addr, dim, lambda: read_layout(root, dataset, dim), True)
+        sampled = (SAMPLES_PER_PAGE, None)
     try:
-        found = stored_layout(root, layout) if layout else read_layout(root, dataset, dim)
-    except (AttributeError, KeyError, OSError, TypeError, ValueError, RuntimeError):
-        found = None
-    if found is None:
-        return None if not layout else open_view(dataset, row_addr, dim)
-    view = _assemble(*found, row_addr, dim, check_all=not layout)
-    try:
-        sampled = (1, STORED_ROWS_SAMPLED) if layout else (SAMPLES_PER_PAGE, None)
         if view is not None and _matches_take(view, dataset, *sampled):
-            view.root = root
             return view
     except (OSError, ValueError, RuntimeError):
         pass
@@ -591,11 +587,18 @@ def open_recorded_view(root: str, row_addr: np.ndarray, dim: int, layout: dict |
     where it does not fit them."""
     if not layout or not os.path.isdir(root):
         return None
+    return _view_of(root, row_addr, dim, lambda: stored_layout(root, layout), False)
+
+
+def _view_of(root: str, row_addr, dim: int, find, check_all: bool):
+    """A :class:`VectorView` of the pages ``find()`` gives ((pages, fragments), or None where
+    the column is not plain), not yet compared with ``take``; None where they cannot be read or
+    do not hold the rows (every row's address checked if ``check_all``)."""
     try:
-        found = stored_layout(root, layout)
+        found = find()
     except (AttributeError, KeyError, OSError, TypeError, ValueError, RuntimeError):
         return None
-    view = None if found is None else _assemble(*found, row_addr, dim, check_all=False)
+    view = None if found is None else _assemble(*found, row_addr, dim, check_all)
     if view is not None:
         view.root = root
     return view
