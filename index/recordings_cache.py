@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .rows import utf8
 from .snapshot_cache import read_columns, write_columns
 
 FILE = "recordings_lookup.bin"
@@ -45,11 +46,8 @@ class Strings:
     @classmethod
     def encode(cls, values) -> Strings:
         """From strings or None (n,)."""
-        valid = np.array([v is not None for v in values], bool)
-        raw = [b"" if v is None else str(v).encode() for v in values]
-        offsets = np.zeros(len(raw) + 1, np.int64)
-        np.cumsum([len(b) for b in raw], out=offsets[1:])
-        return cls(np.frombuffer(b"".join(raw), np.uint8), offsets, valid)
+        data, offsets, valid = utf8(values)
+        return cls(np.frombuffer(data, np.uint8), offsets, valid)
 
     def __len__(self) -> int:
         return len(self.valid)

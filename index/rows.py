@@ -73,6 +73,15 @@ def vectors_to_numpy(col) -> np.ndarray:
     return np.asarray(np.stack([np.asarray(v, np.float32).ravel() for v in items]))  # (n, d)
 
 
+def utf8(values) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(the UTF-8 bytes of str-or-None ``values`` (n,) one after another, offsets (n + 1,)
+    int64 where each starts and the last ends, valid (n,) bool: False for None)."""
+    raw = [b"" if x is None else str(x).encode() for x in values]
+    offsets = np.zeros(len(raw) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, raw), np.int64, len(raw)), out=offsets[1:])
+    return b"".join(raw), offsets, np.fromiter((x is not None for x in values), bool, len(raw))
+
+
 def arrow_column(values: np.ndarray) -> pa.Array:
     """``pa.array(values)`` of a 1-d numeric or datetime64 array (NaT as null), or
     ``pa.array(values, pa.string())`` of an object array of str and None, built from buffers.
@@ -85,14 +94,11 @@ def arrow_column(values: np.ndarray) -> pa.Array:
         raise ValueError(f"a column is 1-d, got shape {v.shape}")
     valid = None
     if v.dtype == object:
-        raw = [b"" if x is None else str(x).encode() for x in v]
-        if raw.count(b""):  # nulls among them
-            valid = np.fromiter((x is not None for x in v), bool, len(v))
-        size = sum(map(len, raw))
-        typ, width = (pa.string(), np.int32) if size < 2**31 else (pa.large_string(), np.int64)
-        offsets = np.zeros(len(v) + 1, width)
-        np.cumsum(np.fromiter(map(len, raw), width, len(raw)), out=offsets[1:])
-        buffers = [pa.py_buffer(offsets), pa.py_buffer(b"".join(raw))]
+        data, offsets, valid = utf8(v)
+        typ = pa.large_string()  # 64-bit offsets, where 32-bit ones would overflow
+        if offsets[-1] < 2**31:
+            typ, offsets = pa.string(), offsets.astype(np.int32)
+        buffers = [pa.py_buffer(offsets), pa.py_buffer(data)]
     elif v.dtype.kind in "iufM":
         typ = pa.from_numpy_dtype(v.dtype)
         if v.dtype.kind == "M":
