@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from index.raven import KINDS, read_annotations
-from index.roots import match_recording
+from index.roots import match_recording, recording_paths
 
 LABELS_TABLE = "labels"
 MIN_OVERLAP = 0.5  # fraction of the window (or of a shorter label) that must be covered
@@ -279,11 +279,7 @@ def resolve_recording(db, file: str | os.PathLike, recordings: pd.DataFrame | No
     """recording_id of ``file`` (see :func:`index.roots.match_recording`) among ``recordings``
     (default: the database's)."""
     if recordings is None:
-        rec = db.recordings_lookup()
-        every = np.arange(len(rec["recording_id"]))
-        return match_recording(
-            rec["recording_id"], rec["audio_root"][every], rec["path"][every], file
-        )
+        return match_recording(*recording_paths(db), file)
     cols = (recordings[c].tolist() for c in ("recording_id", "audio_root", "path"))
     return match_recording(*cols, file)
 

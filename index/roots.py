@@ -18,6 +18,8 @@ import os
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,6 +32,14 @@ def abs_path(root: str, path: str) -> str:
     """A recording's absolute path: its audio root joined with its path relative to it
     (cached: searches name the same recordings again and again)."""
     return str(Path(root) / path)
+
+
+def recording_paths(db) -> tuple[np.ndarray, list, list]:
+    """(recording ids (n,) sorted, their audio roots (n,), their paths relative to them (n,)),
+    from :meth:`index.db.Database.recordings_lookup` (no DataFrame, no Lance where it is kept)."""
+    rec = db.recordings_lookup()
+    every = np.arange(len(rec["recording_id"]))
+    return rec["recording_id"], rec["audio_root"][every].tolist(), rec["path"][every].tolist()
 
 
 def match_recording(ids, roots, paths, file: str | os.PathLike) -> int:

@@ -16,6 +16,8 @@ import numpy as np
 
 from explorer.commands import CLIError, parse_span, require_db
 
+PRINTED = ("score", "path", "start_s", "end_s", "site", "window_id")  # the columns shown
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("search", help="query by example: windows most similar to audio spans")
@@ -80,18 +82,16 @@ def resolve_span(db, text: str):
     FILE may be any path ``chorus label --add`` takes: absolute, relative to the current folder
     or to an audio root (the form ``chorus search`` prints), or a unique file name.
     """
-    from index.roots import abs_path, match_recording
+    from index.roots import abs_path, match_recording, recording_paths
 
     span = parse_span(text)
-    rec = db.recordings_lookup()
-    every = np.arange(len(rec["recording_id"]))
-    roots, paths = rec["audio_root"][every], rec["path"][every]
+    ids, roots, paths = recording_paths(db)
     try:
-        rid = match_recording(rec["recording_id"], roots, paths, span.path)
+        rid = match_recording(ids, roots, paths, span.path)
     except KeyError:
         rid = None
     if not span.path.is_file() and rid is not None:
-        at = int(np.searchsorted(rec["recording_id"], rid))
+        at = int(np.searchsorted(ids, rid))
         span = type(span)(Path(abs_path(roots[at], paths[at])), span.start_s, span.end_s)
     if not span.path.is_file():
         raise CLIError(f"query file not found: {span.path}")
@@ -178,9 +178,6 @@ def run(args) -> int:
     else:
         print(text_table(rows))
     return 0
-
-
-PRINTED = ("score", "path", "start_s", "end_s", "site", "window_id")
 
 
 def text_table(rows: list[dict]) -> str:
