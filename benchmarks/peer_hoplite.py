@@ -15,7 +15,8 @@ sides alternating (Chorus, hoplite, Chorus, ...); the table shows the medians of
 hoplite side runs in the other interpreter (``_HOPLITE_*`` below) and reports JSON.
 
 Figures: recall@10 against exact float32 search; latencies are medians over the queries of one
-search call, after ``WARM`` untimed queries of the same form on each side (Chorus: ``db.search(...).limit(10)`` then ``to_arrow()``, the cheapest result form, and
+search call, after ``WARM`` untimed queries of the same form on each side (Chorus:
+``db.search(...).limit(10)`` then ``to_arrow()``, the cheapest result form, and
 ``to_pandas()``; hoplite: ``db.search(q, 10)``, which returns ids and scores only); filtered exact
 search keeps one site of 20 (Chorus: ``.where("site = 'S03'").exact()``; hoplite:
 ``match_window_ids`` on the deployment, then its embeddings scored with NumPy); cold start is a fresh

@@ -249,8 +249,8 @@ class AnnIndex:
         ``mmap``: map the stored vectors instead of reading them (read-only use: searches), so
         a cold process answers in milliseconds and pages in only what a search touches; such
         an index cannot be added to. Indexes whose tier is not ``mappable`` (fast-scan PQ) are
-        read: FAISS copies their codes whichever way. A file whose checksum was verified before and whose
-        size, inode and change time are what they were then is not hashed again
+        read: FAISS copies their codes whichever way. A file whose checksum was verified before
+        and whose size, inode and change time are what they were then is not hashed again
         (``chorus check`` always hashes).
         """
         json_path = cls.settings_path(folder, model)
