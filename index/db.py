@@ -187,12 +187,6 @@ class Database:
         self._datasets[name] = (stamp, ds)
         return ds, stamp
 
-    def _dataset_at(self, name: str, version: int):
-        """Read-only ``lance.LanceDataset`` of table ``name`` at ``version``."""
-        import lance
-
-        return lance.dataset(str(self._table_dir(name)), version=version)
-
     # ------------------------------------------------------------------ metadata
     @property
     def meta(self) -> dict:
@@ -700,7 +694,9 @@ class Database:
         if current is None:
             return None
         root = str(self._table_dir(name))  # not the recorded one: the folder may have moved
-        snap = Snapshot.from_file(model, current, root, functools.partial(self._dataset_at, name))
+        # by its folder, not self: a cycle through self._snapshots could be collected in
+        # LanceDB's event-loop thread and deadlock there (see SearchState.__init__)
+        snap = Snapshot.from_file(model, current, root, functools.partial(_dataset_at, root))
         snap.stamp = stamp
         self._snapshots[model] = snap
         return snap
@@ -774,6 +770,13 @@ class Database:
 
 
 VERSIONS_SETTLE_S = 2.0  # a version folder changed this recently is always asked (see dataset)
+
+
+def _dataset_at(folder: str, version: int):
+    """Read-only ``lance.LanceDataset`` of the table in ``folder`` at ``version``."""
+    import lance
+
+    return lance.dataset(folder, version=version)
 
 
 def _folder_stamp(folder: Path) -> tuple[int, int] | None:
